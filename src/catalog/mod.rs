@@ -1,0 +1,537 @@
+//! The provider and model catalog: built-in data (`catalog.toml`, embedded) with the config's
+//! overrides, added models and custom endpoints applied on top.
+//!
+//! Vendors that speak the OpenAI dialect differ only in data ([`Quirks`]); the catalog is the
+//! one place those differences live. The catalog is immutable once built: the server builds it
+//! at start and shares it behind an `Arc`.
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use crate::config::{Config, ModelConfig, Secret, parse_duration};
+
+const BUILTIN: &str = include_str!("catalog.toml");
+
+/// How a provider is spoken to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dialect {
+    /// `POST {base}/chat/completions`.
+    Openai,
+    /// Google's `generateContent` API.
+    Gemini,
+}
+
+/// How the key travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthStyle {
+    /// `Authorization: Bearer <key>`.
+    Bearer,
+    /// `x-goog-api-key: <key>`.
+    Goog,
+    /// No key at all (local endpoints).
+    None,
+}
+
+/// When a provider's daily counters start again.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Reset {
+    /// A rolling 24-hour window.
+    Rolling,
+    /// Midnight in this time zone.
+    Midnight(chrono_tz::Tz),
+}
+
+/// Request and response limits. `None` = no published limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub rpm: Option<u64>,
+    pub rpd: Option<u64>,
+    pub tpm: Option<u64>,
+    pub tpd: Option<u64>,
+}
+
+impl Limits {
+    pub fn is_empty(&self) -> bool {
+        *self == Limits::default()
+    }
+}
+
+/// What an OpenAI-dialect vendor does differently, as data.
+#[derive(Debug, Clone, Default)]
+pub struct Quirks {
+    /// Request fields the vendor rejects.
+    pub drop_params: Vec<String>,
+    /// Request fields the vendor spells differently (from → to).
+    pub rename_params: Vec<(String, String)>,
+    /// Ceiling for `max_tokens` / `max_completion_tokens`.
+    pub max_tokens_cap: Option<u64>,
+    /// Extra headers on every request.
+    pub headers: Vec<(String, String)>,
+    /// Message content must be a plain string.
+    pub flatten_content: bool,
+    /// The key is `account_id:token`; the account id fills `{account_id}` in the base URL.
+    pub account_in_url: bool,
+    /// Other hosts a key may belong to.
+    pub alt_base_urls: Vec<String>,
+    /// Fields set on requests that carry tools.
+    pub tool_params: Map<String, Value>,
+    /// JSON Schema keys removed from tool parameter schemas.
+    pub clean_tool_schema: Vec<String>,
+    /// Ask for usage in streams.
+    pub stream_usage: bool,
+}
+
+/// One provider.
+#[derive(Debug, Clone)]
+pub struct Provider {
+    pub id: String,
+    pub name: String,
+    pub base_url: String,
+    pub dialect: Dialect,
+    pub auth: AuthStyle,
+    pub enabled: bool,
+    pub reset: Reset,
+    /// Path under `base_url`, or an absolute URL, for the cheapest credential check.
+    pub key_check: String,
+    pub quirks: Quirks,
+    /// Caps across all models of one account (= one key).
+    pub account: Limits,
+    /// Overrides `routing.first_byte_timeout`.
+    pub first_byte_timeout: Option<Duration>,
+    /// A `[custom.*]` endpoint.
+    pub custom: bool,
+    /// Runs on this machine (loopback): short cooldowns, no daily quotas.
+    pub local: bool,
+    /// Keys from the config file or environment (never stored).
+    pub config_keys: Vec<Secret>,
+}
+
+/// One model on one provider.
+#[derive(Debug, Clone)]
+pub struct Model {
+    /// Index into [`Catalog::providers`].
+    pub provider: usize,
+    /// The provider's own id for it.
+    pub id: String,
+    /// The model it is, whoever serves it.
+    pub canonical: String,
+    /// 1 = strongest.
+    pub rank: u32,
+    pub limits: Limits,
+    pub context: u64,
+    pub tools: bool,
+    pub vision: bool,
+    pub enabled: bool,
+}
+
+/// Providers and models, with lookups.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    pub providers: Vec<Provider>,
+    pub models: Vec<Model>,
+    by_provider: HashMap<String, usize>,
+}
+
+// ---- the data file as written ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCatalog {
+    providers: Vec<RawProvider>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProvider {
+    id: String,
+    name: String,
+    base_url: String,
+    #[serde(default = "default_dialect")]
+    dialect: Dialect,
+    #[serde(default = "default_auth")]
+    auth: AuthStyle,
+    #[serde(default = "yes")]
+    enabled: bool,
+    #[serde(default)]
+    reset: Option<String>,
+    #[serde(default)]
+    key_check: Option<String>,
+    #[serde(default)]
+    drop_params: Vec<String>,
+    #[serde(default)]
+    rename_params: BTreeMap<String, String>,
+    #[serde(default)]
+    max_tokens_cap: Option<u64>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default)]
+    flatten_content: bool,
+    #[serde(default)]
+    account_in_url: bool,
+    #[serde(default)]
+    alt_base_urls: Vec<String>,
+    #[serde(default)]
+    tool_params: Map<String, Value>,
+    #[serde(default)]
+    clean_tool_schema: Vec<String>,
+    #[serde(default)]
+    first_byte_timeout: Option<String>,
+    #[serde(default = "yes")]
+    stream_usage: bool,
+    account_rpm: Option<u64>,
+    account_rpd: Option<u64>,
+    account_tpm: Option<u64>,
+    account_tpd: Option<u64>,
+    #[serde(default)]
+    models: Vec<ModelConfig>,
+}
+
+fn default_dialect() -> Dialect {
+    Dialect::Openai
+}
+fn default_auth() -> AuthStyle {
+    AuthStyle::Bearer
+}
+fn yes() -> bool {
+    true
+}
+
+/// Rank given to models that do not say: after every built-in model.
+const DEFAULT_RANK: u32 = 50;
+const DEFAULT_CONTEXT: u64 = 32768;
+
+impl Catalog {
+    /// The built-in catalog alone.
+    pub fn builtin() -> anyhow::Result<Catalog> {
+        let raw: RawCatalog = toml::from_str(BUILTIN).context("built-in catalog")?;
+        let mut catalog = Catalog {
+            providers: Vec::new(),
+            models: Vec::new(),
+            by_provider: HashMap::new(),
+        };
+        for p in raw.providers {
+            let reset = match p.reset.as_deref() {
+                None | Some("rolling") => Reset::Rolling,
+                Some(tz) => Reset::Midnight(
+                    tz.parse()
+                        .map_err(|_| anyhow::anyhow!("catalog {}: unknown time zone {tz}", p.id))?,
+                ),
+            };
+            let first_byte_timeout = p
+                .first_byte_timeout
+                .as_deref()
+                .map(parse_duration)
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("catalog {}: {e}", p.id))?;
+            let provider = Provider {
+                id: p.id.clone(),
+                name: p.name,
+                local: is_loopback(&p.base_url),
+                base_url: p.base_url,
+                dialect: p.dialect,
+                auth: p.auth,
+                enabled: p.enabled,
+                reset,
+                key_check: p.key_check.unwrap_or_else(|| "models".into()),
+                quirks: Quirks {
+                    drop_params: p.drop_params,
+                    rename_params: p.rename_params.into_iter().collect(),
+                    max_tokens_cap: p.max_tokens_cap,
+                    headers: p.headers.into_iter().collect(),
+                    flatten_content: p.flatten_content,
+                    account_in_url: p.account_in_url,
+                    alt_base_urls: p.alt_base_urls,
+                    tool_params: p.tool_params,
+                    clean_tool_schema: p.clean_tool_schema,
+                    stream_usage: p.stream_usage,
+                },
+                account: Limits {
+                    rpm: p.account_rpm,
+                    rpd: p.account_rpd,
+                    tpm: p.account_tpm,
+                    tpd: p.account_tpd,
+                },
+                first_byte_timeout,
+                custom: false,
+                config_keys: Vec::new(),
+            };
+            let idx = catalog.push_provider(provider)?;
+            for m in &p.models {
+                catalog.upsert_model(idx, m);
+            }
+        }
+        Ok(catalog)
+    }
+
+    /// The built-in catalog with the config applied.
+    pub fn from_config(config: &Config) -> anyhow::Result<Catalog> {
+        let mut catalog = Catalog::builtin()?;
+        for (id, pc) in &config.providers {
+            let Some(idx) = catalog.provider_index(id) else {
+                let known: Vec<&str> = catalog.providers.iter().map(|p| p.id.as_str()).collect();
+                bail!(
+                    "providers.{id}: unknown provider (known: {}); use [custom.{id}] for your own endpoint",
+                    known.join(", ")
+                );
+            };
+            let p = &mut catalog.providers[idx];
+            if let Some(url) = &pc.base_url {
+                p.base_url = url.trim_end_matches('/').to_string();
+                p.local = is_loopback(url);
+                // A base URL override points at one host; the alternates belong to the default.
+                p.quirks.alt_base_urls.clear();
+            }
+            if let Some(enabled) = pc.enabled {
+                p.enabled = enabled;
+            }
+            p.config_keys = pc.keys.clone();
+            for m in &pc.models {
+                catalog.upsert_model(idx, m);
+            }
+        }
+        for (id, cc) in &config.custom {
+            if catalog.provider_index(id).is_some() {
+                bail!("custom.{id}: {id} is a built-in provider id; pick another name");
+            }
+            let provider = Provider {
+                id: id.clone(),
+                name: cc.name.clone().unwrap_or_else(|| id.clone()),
+                base_url: cc.base_url.trim_end_matches('/').to_string(),
+                dialect: Dialect::Openai,
+                auth: AuthStyle::Bearer,
+                enabled: cc.enabled.unwrap_or(true),
+                reset: Reset::Rolling,
+                key_check: "models".into(),
+                quirks: Quirks {
+                    stream_usage: true,
+                    ..Quirks::default()
+                },
+                account: Limits::default(),
+                first_byte_timeout: None,
+                custom: true,
+                local: is_loopback(&cc.base_url),
+                config_keys: cc.keys.clone(),
+            };
+            let idx = catalog.push_provider(provider)?;
+            for m in &cc.models {
+                catalog.upsert_model(idx, m);
+            }
+        }
+        Ok(catalog)
+    }
+
+    fn push_provider(&mut self, provider: Provider) -> anyhow::Result<usize> {
+        if self.by_provider.contains_key(&provider.id) {
+            bail!("provider {} is defined twice", provider.id);
+        }
+        let idx = self.providers.len();
+        self.by_provider.insert(provider.id.clone(), idx);
+        self.providers.push(provider);
+        Ok(idx)
+    }
+
+    fn upsert_model(&mut self, provider: usize, m: &ModelConfig) {
+        if let Some(existing) = self
+            .models
+            .iter_mut()
+            .find(|x| x.provider == provider && x.id == m.id)
+        {
+            let e = existing;
+            if let Some(v) = &m.canonical {
+                e.canonical = v.clone();
+            }
+            e.rank = m.rank.unwrap_or(e.rank);
+            e.tools = m.tools.unwrap_or(e.tools);
+            e.vision = m.vision.unwrap_or(e.vision);
+            e.enabled = m.enabled.unwrap_or(e.enabled);
+            e.context = m.context.unwrap_or(e.context);
+            e.limits.rpm = m.rpm.or(e.limits.rpm);
+            e.limits.rpd = m.rpd.or(e.limits.rpd);
+            e.limits.tpm = m.tpm.or(e.limits.tpm);
+            e.limits.tpd = m.tpd.or(e.limits.tpd);
+            return;
+        }
+        self.models.push(Model {
+            provider,
+            id: m.id.clone(),
+            canonical: m.canonical.clone().unwrap_or_else(|| canonical_of(&m.id)),
+            rank: m.rank.unwrap_or(DEFAULT_RANK),
+            limits: Limits {
+                rpm: m.rpm,
+                rpd: m.rpd,
+                tpm: m.tpm,
+                tpd: m.tpd,
+            },
+            context: m.context.unwrap_or(DEFAULT_CONTEXT),
+            tools: m.tools.unwrap_or(false),
+            vision: m.vision.unwrap_or(false),
+            enabled: m.enabled.unwrap_or(true),
+        });
+    }
+
+    pub fn provider_index(&self, id: &str) -> Option<usize> {
+        self.by_provider.get(id).copied()
+    }
+
+    pub fn provider(&self, id: &str) -> Option<&Provider> {
+        self.provider_index(id).map(|i| &self.providers[i])
+    }
+
+    /// The provider that serves `model`.
+    pub fn provider_of(&self, model: &Model) -> &Provider {
+        &self.providers[model.provider]
+    }
+
+    /// `provider/upstream-id` of a model, the form used in the chain and in headers.
+    pub fn reference(&self, model: usize) -> String {
+        let m = &self.models[model];
+        format!("{}/{}", self.providers[m.provider].id, m.id)
+    }
+
+    /// Find a model by its `provider/model` reference (upstream or canonical id after the slash).
+    pub fn find_reference(&self, reference: &str) -> Option<usize> {
+        let (provider, model) = reference.split_once('/')?;
+        let p = self.provider_index(provider)?;
+        self.models
+            .iter()
+            .position(|m| m.provider == p && m.id == model)
+            .or_else(|| {
+                self.models
+                    .iter()
+                    .position(|m| m.provider == p && m.canonical == model)
+            })
+    }
+}
+
+/// A model's canonical id when the catalog does not name one: the upstream id without any
+/// vendor prefix or `:free` suffix, lower-cased.
+pub fn canonical_of(upstream: &str) -> String {
+    let base = upstream.rsplit('/').next().unwrap_or(upstream);
+    let base = base.strip_suffix(":free").unwrap_or(base);
+    base.to_ascii_lowercase()
+}
+
+fn is_loopback(url: &str) -> bool {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .unwrap_or(url);
+    let host = rest.split(['/', '?']).next().unwrap_or("");
+    let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    host == "localhost" || host.starts_with("127.") || host == "[::1]"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_catalog_has_every_provider() {
+        let c = Catalog::builtin().unwrap();
+        for id in [
+            "google",
+            "groq",
+            "cerebras",
+            "sambanova",
+            "mistral",
+            "openrouter",
+            "github",
+            "cloudflare",
+            "cohere",
+            "zhipu",
+            "nvidia",
+            "huggingface",
+            "ollama",
+        ] {
+            assert!(c.provider(id).is_some(), "{id} missing");
+        }
+        assert_eq!(c.models.len(), 35);
+        assert!(!c.provider("sambanova").unwrap().enabled);
+        assert!(!c.provider("nvidia").unwrap().enabled);
+        assert_eq!(c.provider("google").unwrap().dialect, Dialect::Gemini);
+        assert!(matches!(
+            c.provider("google").unwrap().reset,
+            Reset::Midnight(_)
+        ));
+    }
+
+    #[test]
+    fn canonical_groups_follow_providers_md() {
+        let c = Catalog::builtin().unwrap();
+        let group = |canon: &str| {
+            let mut v: Vec<String> = c
+                .models
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| m.canonical == canon)
+                .map(|(i, _)| c.reference(i))
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(
+            group("llama-3.3-70b"),
+            [
+                "cloudflare/@cf/meta/llama-3.3-70b-instruct-fp8-fast",
+                "groq/llama-3.3-70b-versatile",
+                "openrouter/meta-llama/llama-3.3-70b-instruct:free"
+            ]
+        );
+        assert_eq!(group("gpt-oss-120b").len(), 4);
+        assert_eq!(group("qwen3-coder-480b").len(), 3);
+        assert_eq!(
+            group("kimi-k2-instruct"),
+            ["huggingface/moonshotai/Kimi-K2-Instruct"]
+        );
+        assert_eq!(group("qwen3-32b"), ["groq/qwen/qwen3-32b"]);
+        assert_eq!(group("glm-4.5-air"), ["openrouter/z-ai/glm-4.5-air:free"]);
+    }
+
+    #[test]
+    fn config_overrides_adds_and_customs() {
+        let text = r#"
+[providers.groq]
+base_url = "http://127.0.0.1:9/v1"
+keys = ["gsk_x"]
+[[providers.groq.models]]
+id = "llama-3.3-70b-versatile"
+rpm = 3
+[[providers.groq.models]]
+id = "brand-new"
+tools = true
+[custom.local]
+base_url = "http://127.0.0.1:11434/v1"
+models = [{ id = "qwen3:8b", tools = true, context = 32768 }]
+"#;
+        let config = Config::from_toml(text, &|_| None).unwrap();
+        let c = Catalog::from_config(&config).unwrap();
+        let groq = c.provider("groq").unwrap();
+        assert_eq!(groq.base_url, "http://127.0.0.1:9/v1");
+        assert!(groq.local);
+        let llama = &c.models[c.find_reference("groq/llama-3.3-70b-versatile").unwrap()];
+        assert_eq!(llama.limits.rpm, Some(3));
+        assert_eq!(llama.limits.rpd, Some(1000), "other facts kept");
+        let added = &c.models[c.find_reference("groq/brand-new").unwrap()];
+        assert_eq!(added.rank, DEFAULT_RANK);
+        assert!(added.tools);
+        let local = c.provider("local").unwrap();
+        assert!(local.custom && local.local);
+        assert!(c.find_reference("local/qwen3:8b").is_some());
+        assert!(
+            c.find_reference("groq/llama-3.3-70b").is_some(),
+            "canonical after the slash"
+        );
+    }
+
+    #[test]
+    fn unknown_provider_in_config_is_an_error() {
+        let config = Config::from_toml("[providers.nope]\nenabled = true", &|_| None).unwrap();
+        let err = Catalog::from_config(&config).unwrap_err().to_string();
+        assert!(err.contains("providers.nope"), "{err}");
+    }
+}

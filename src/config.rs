@@ -1,0 +1,654 @@
+//! Configuration: the raw TOML file and `FREEWAY_*` environment, validated into [`Config`].
+//!
+//! Precedence, lowest first: built-in defaults, the file (`--config`, `FREEWAY_CONFIG`, else
+//! `./freeway.toml` if present), the environment. Unknown keys and bad values are errors that
+//! name the key. Secrets may be written as `env:NAME` and are held in [`Secret`], whose `Debug`
+//! never prints the value.
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A secret string: printed as `[redacted]` by `Debug`, compared only where it must be.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The plaintext. Call sites are the few places that must send or compare it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+/// The validated configuration every other module reads.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the server listens.
+    pub listen: SocketAddr,
+    /// SQLite database and generated key file live here.
+    pub data_dir: PathBuf,
+    /// Request body limit in bytes (413 above it).
+    pub max_body: usize,
+    pub auth: Auth,
+    pub routing: Routing,
+    /// `[providers.<id>]` overrides of catalog providers, by provider id.
+    pub providers: BTreeMap<String, ProviderConfig>,
+    /// `[custom.<id>]` OpenAI-compatible endpoints, by provider id.
+    pub custom: BTreeMap<String, CustomConfig>,
+    pub metrics: Metrics,
+    /// Log filter (`FREEWAY_LOG`), e.g. `info` or `freeway=debug`.
+    pub log: Option<String>,
+    /// `FREEWAY_ENCRYPTION_KEY`: 64 hex characters; else the key file in `data_dir`.
+    pub encryption_key: Option<Secret>,
+    /// Request log retention.
+    pub log_retention: Duration,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Auth {
+    /// Fixed client keys from the file and `FREEWAY_API_KEY`, in addition to stored ones.
+    pub api_keys: Vec<Secret>,
+    pub admin_password: Option<Secret>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Routing {
+    /// Explicit chain order: `provider/model` references that come first.
+    pub chain: Vec<String>,
+    pub max_attempts: u32,
+    pub time_budget: Duration,
+    pub sticky_ttl: Duration,
+    pub connect_timeout: Duration,
+    pub first_byte_timeout: Duration,
+    pub stall_timeout: Duration,
+    pub cooldown_on_429: Duration,
+    pub cooldown_on_5xx: Duration,
+    /// How often the health probe runs (5 minutes, with jitter).
+    pub health_interval: Duration,
+}
+
+impl Default for Routing {
+    fn default() -> Self {
+        Routing {
+            chain: Vec::new(),
+            max_attempts: 20,
+            time_budget: Duration::from_secs(45),
+            sticky_ttl: Duration::from_secs(30 * 60),
+            connect_timeout: Duration::from_secs(10),
+            first_byte_timeout: Duration::from_secs(60),
+            stall_timeout: Duration::from_secs(90),
+            cooldown_on_429: Duration::from_secs(90),
+            cooldown_on_5xx: Duration::from_secs(90),
+            health_interval: Duration::from_secs(300),
+        }
+    }
+}
+
+/// A catalog provider as the config changes it.
+#[derive(Debug, Clone, Default)]
+pub struct ProviderConfig {
+    pub base_url: Option<String>,
+    pub keys: Vec<Secret>,
+    pub enabled: Option<bool>,
+    pub models: Vec<ModelConfig>,
+}
+
+/// A custom OpenAI-compatible endpoint.
+#[derive(Debug, Clone, Default)]
+pub struct CustomConfig {
+    pub name: Option<String>,
+    pub base_url: String,
+    pub keys: Vec<Secret>,
+    pub enabled: Option<bool>,
+    pub models: Vec<ModelConfig>,
+}
+
+/// A model added or overridden by the config. `None` keeps the catalog's fact.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub id: String,
+    pub canonical: Option<String>,
+    pub rank: Option<u32>,
+    pub tools: Option<bool>,
+    pub vision: Option<bool>,
+    pub enabled: Option<bool>,
+    pub rpm: Option<u64>,
+    pub rpd: Option<u64>,
+    pub tpm: Option<u64>,
+    pub tpd: Option<u64>,
+    pub context: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    pub public: bool,
+    pub token: Option<Secret>,
+}
+
+// ---- the file as written ----
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    max_body: Option<String>,
+    log: Option<String>,
+    log_retention: Option<String>,
+    #[serde(default)]
+    auth: RawAuth,
+    #[serde(default)]
+    routing: RawRouting,
+    #[serde(default)]
+    providers: BTreeMap<String, RawProvider>,
+    #[serde(default)]
+    custom: BTreeMap<String, RawCustom>,
+    #[serde(default)]
+    metrics: RawMetrics,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    #[serde(default)]
+    api_keys: Vec<String>,
+    admin_password: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRouting {
+    chain: Option<Vec<String>>,
+    max_attempts: Option<u32>,
+    time_budget: Option<String>,
+    sticky_ttl: Option<String>,
+    connect_timeout: Option<String>,
+    first_byte_timeout: Option<String>,
+    stall_timeout: Option<String>,
+    cooldown_on_429: Option<String>,
+    cooldown_on_5xx: Option<String>,
+    health_interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProvider {
+    base_url: Option<String>,
+    #[serde(default)]
+    keys: Vec<String>,
+    enabled: Option<bool>,
+    #[serde(default)]
+    models: Vec<ModelConfig>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCustom {
+    name: Option<String>,
+    base_url: Option<String>,
+    #[serde(default)]
+    keys: Vec<String>,
+    enabled: Option<bool>,
+    #[serde(default)]
+    models: Vec<ModelConfig>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    #[serde(default)]
+    public: bool,
+    token: Option<String>,
+}
+
+/// Where the configuration comes from: a file path if any, and an environment lookup
+/// (a function so tests need not touch the process environment).
+pub struct Sources<'a> {
+    pub file: Option<PathBuf>,
+    pub env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Config {
+    /// Load from `--config` / `FREEWAY_CONFIG` / `./freeway.toml` and the process environment.
+    pub fn load(cli_path: Option<&Path>) -> anyhow::Result<Config> {
+        let env = |name: &str| std::env::var(name).ok();
+        let file = cli_path
+            .map(Path::to_path_buf)
+            .or_else(|| env("FREEWAY_CONFIG").map(PathBuf::from))
+            .or_else(|| {
+                let default = PathBuf::from("freeway.toml");
+                default.exists().then_some(default)
+            });
+        Config::from_sources(&Sources { file, env: &env })
+    }
+
+    /// Load from explicit sources.
+    pub fn from_sources(sources: &Sources<'_>) -> anyhow::Result<Config> {
+        let raw = match &sources.file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?;
+                Self::parse_raw(&text).with_context(|| format!("config file {}", path.display()))?
+            }
+            None => RawConfig::default(),
+        };
+        Self::validate(raw, sources.env)
+    }
+
+    /// Parse TOML text with the process environment (for tests of the file format).
+    pub fn from_toml(text: &str, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<Config> {
+        Self::validate(Self::parse_raw(text)?, env)
+    }
+
+    fn parse_raw(text: &str) -> anyhow::Result<RawConfig> {
+        toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))
+    }
+
+    fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<Config> {
+        let secret = |key: &str, value: &str| resolve_secret(key, value, env);
+        let listen_text = env("FREEWAY_LISTEN")
+            .map(|v| ("FREEWAY_LISTEN", v))
+            .or(raw.listen.map(|v| ("listen", v)))
+            .unwrap_or(("listen", "127.0.0.1:3001".into()));
+        let listen = listen_text.1.parse::<SocketAddr>().map_err(|_| {
+            anyhow::anyhow!(
+                "{}: {:?} is not an address with a port, e.g. 127.0.0.1:3001",
+                listen_text.0,
+                listen_text.1
+            )
+        })?;
+        let data_dir = env("FREEWAY_DATA_DIR")
+            .map(PathBuf::from)
+            .or(raw.data_dir)
+            .unwrap_or_else(|| PathBuf::from("./freeway-data"));
+        let max_body = match raw.max_body {
+            Some(v) => parse_size(&v).map_err(|e| anyhow::anyhow!("max_body: {e}"))?,
+            None => 25 * 1000 * 1000,
+        };
+
+        let mut api_keys = Vec::new();
+        for (i, k) in raw.auth.api_keys.iter().enumerate() {
+            api_keys.push(secret(&format!("auth.api_keys[{i}]"), k)?);
+        }
+        if let Some(k) = env("FREEWAY_API_KEY").filter(|k| !k.is_empty()) {
+            api_keys.push(Secret::new(k));
+        }
+        for k in &api_keys {
+            if k.expose().trim().is_empty() {
+                bail!("auth.api_keys: a client key must not be empty");
+            }
+        }
+        let admin_password = raw
+            .auth
+            .admin_password
+            .as_deref()
+            .map(|v| secret("auth.admin_password", v))
+            .transpose()?;
+
+        let d = Routing::default();
+        let r = raw.routing;
+        let dur = |key: &str, v: Option<String>, default: Duration| -> anyhow::Result<Duration> {
+            match v {
+                Some(v) => parse_duration(&v).map_err(|e| anyhow::anyhow!("routing.{key}: {e}")),
+                None => Ok(default),
+            }
+        };
+        let routing = Routing {
+            chain: r.chain.unwrap_or_default(),
+            max_attempts: match r.max_attempts {
+                Some(0) => bail!("routing.max_attempts: must be at least 1"),
+                Some(n) => n.min(100),
+                None => d.max_attempts,
+            },
+            time_budget: dur("time_budget", r.time_budget, d.time_budget)?,
+            sticky_ttl: dur("sticky_ttl", r.sticky_ttl, d.sticky_ttl)?,
+            connect_timeout: dur("connect_timeout", r.connect_timeout, d.connect_timeout)?,
+            first_byte_timeout: dur(
+                "first_byte_timeout",
+                r.first_byte_timeout,
+                d.first_byte_timeout,
+            )?,
+            stall_timeout: dur("stall_timeout", r.stall_timeout, d.stall_timeout)?,
+            cooldown_on_429: dur("cooldown_on_429", r.cooldown_on_429, d.cooldown_on_429)?,
+            cooldown_on_5xx: dur("cooldown_on_5xx", r.cooldown_on_5xx, d.cooldown_on_5xx)?,
+            health_interval: dur("health_interval", r.health_interval, d.health_interval)?,
+        };
+        for (i, entry) in routing.chain.iter().enumerate() {
+            if !entry.contains('/') {
+                bail!(
+                    "routing.chain[{i}]: {entry:?} must be <provider>/<model>, e.g. groq/llama-3.3-70b-versatile"
+                );
+            }
+        }
+
+        let mut providers = BTreeMap::new();
+        for (id, p) in raw.providers {
+            let keys = p
+                .keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| secret(&format!("providers.{id}.keys[{i}]"), k))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            if let Some(url) = &p.base_url {
+                check_url(&format!("providers.{id}.base_url"), url)?;
+            }
+            check_models(&format!("providers.{id}"), &p.models)?;
+            providers.insert(
+                id,
+                ProviderConfig {
+                    base_url: p.base_url,
+                    keys,
+                    enabled: p.enabled,
+                    models: p.models,
+                },
+            );
+        }
+        let mut custom = BTreeMap::new();
+        for (id, c) in raw.custom {
+            if id.is_empty()
+                || !id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                bail!("custom.{id}: the endpoint id may hold only letters, digits, '-' and '_'");
+            }
+            let Some(base_url) = c.base_url else {
+                bail!("custom.{id}.base_url: missing (e.g. \"http://127.0.0.1:11434/v1\")");
+            };
+            check_url(&format!("custom.{id}.base_url"), &base_url)?;
+            let keys = c
+                .keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| secret(&format!("custom.{id}.keys[{i}]"), k))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            if c.models.is_empty() {
+                bail!(
+                    "custom.{id}.models: list at least one model, e.g. [{{ id = \"qwen3:8b\" }}]"
+                );
+            }
+            check_models(&format!("custom.{id}"), &c.models)?;
+            custom.insert(
+                id,
+                CustomConfig {
+                    name: c.name,
+                    base_url,
+                    keys,
+                    enabled: c.enabled,
+                    models: c.models,
+                },
+            );
+        }
+        let metrics = Metrics {
+            public: raw.metrics.public,
+            token: raw
+                .metrics
+                .token
+                .as_deref()
+                .map(|v| secret("metrics.token", v))
+                .transpose()?,
+        };
+        let encryption_key = env("FREEWAY_ENCRYPTION_KEY")
+            .filter(|v| !v.is_empty())
+            .map(Secret::new);
+        let log_retention = match raw.log_retention {
+            Some(v) => parse_duration(&v).map_err(|e| anyhow::anyhow!("log_retention: {e}"))?,
+            None => Duration::from_secs(90 * 24 * 3600),
+        };
+        Ok(Config {
+            listen,
+            data_dir,
+            max_body,
+            auth: Auth {
+                api_keys,
+                admin_password,
+            },
+            routing,
+            providers,
+            custom,
+            metrics,
+            log: env("FREEWAY_LOG").or(raw.log),
+            encryption_key,
+            log_retention,
+        })
+    }
+}
+
+fn resolve_secret(
+    key: &str,
+    value: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<Secret> {
+    match value.strip_prefix("env:") {
+        Some(name) => match env(name) {
+            Some(v) if !v.is_empty() => Ok(Secret::new(v)),
+            _ => bail!("{key}: refers to environment variable {name}, which is not set"),
+        },
+        None => Ok(Secret::new(value)),
+    }
+}
+
+fn check_url(key: &str, url: &str) -> anyhow::Result<()> {
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        bail!("{key}: {url:?} must start with http:// or https://");
+    }
+    Ok(())
+}
+
+fn check_models(prefix: &str, models: &[ModelConfig]) -> anyhow::Result<()> {
+    for (i, m) in models.iter().enumerate() {
+        if m.id.trim().is_empty() {
+            bail!("{prefix}.models[{i}].id: must not be empty");
+        }
+        if m.context == Some(0) {
+            bail!("{prefix}.models[{i}].context: must be more than 0");
+        }
+    }
+    Ok(())
+}
+
+/// `500ms`, `45s`, `30m`, `2h`, `1d`; a bare number is seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (use e.g. 500ms, 45s, 30m, 2h)"))?;
+    let secs = match unit.trim() {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        "d" => value * 86400.0,
+        other => {
+            return Err(format!(
+                "{text:?} has unknown unit {other:?} (use ms, s, m, h or d)"
+            ));
+        }
+    };
+    if !secs.is_finite() || secs > 10.0 * 365.0 * 86400.0 {
+        return Err(format!("{text:?} is too long"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// `25MB`, `512KB`, `1GB`, `100B` or a bare number of bytes (decimal units).
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: usize = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (use e.g. 512KB, 25MB)"))?;
+    let mult = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "KB" => 1000,
+        "KIB" => 1024,
+        "MB" => 1000 * 1000,
+        "MIB" => 1024 * 1024,
+        "GB" => 1000 * 1000 * 1000,
+        other => {
+            return Err(format!(
+                "{text:?} has unknown unit {other:?} (use KB or MB)"
+            ));
+        }
+    };
+    value
+        .checked_mul(mult)
+        .filter(|v| *v > 0)
+        .ok_or_else(|| format!("{text:?} is out of range"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn defaults_need_nothing() {
+        let c = Config::from_toml("", &no_env).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:3001");
+        assert_eq!(c.data_dir, PathBuf::from("./freeway-data"));
+        assert_eq!(c.max_body, 25_000_000);
+        assert_eq!(c.routing.max_attempts, 20);
+        assert_eq!(c.routing.sticky_ttl, Duration::from_secs(1800));
+    }
+
+    #[test]
+    fn the_spec_example_parses() {
+        let text = r#"
+listen   = "127.0.0.1:3001"
+data_dir = "./freeway-data"
+max_body = "25MB"
+[auth]
+api_keys = ["fw-test-123"]
+[routing]
+chain            = ["groq/llama-3.3-70b-versatile", "google/gemini-2.5-flash"]
+max_attempts     = 20
+time_budget      = "45s"
+sticky_ttl       = "30m"
+connect_timeout  = "10s"
+first_byte_timeout = "60s"
+stall_timeout    = "90s"
+cooldown_on_429  = "90s"
+cooldown_on_5xx  = "90s"
+[providers.groq]
+base_url = "http://127.0.0.1:9000/openai/v1"
+keys     = ["gsk_abc", "env:GROQ_KEY_2"]
+enabled  = true
+[[providers.groq.models]]
+id = "llama-3.3-70b-versatile"
+rpm = 30
+rpd = 1000
+tpm = 12000
+tpd = 100000
+context = 131072
+[custom.local]
+base_url = "http://127.0.0.1:11434/v1"
+keys     = []
+models   = [{ id = "qwen3:8b", tools = true, context = 32768 }]
+[metrics]
+public = false
+"#;
+        let env = |n: &str| (n == "GROQ_KEY_2").then(|| "gsk_from_env".to_string());
+        let c = Config::from_toml(text, &env).unwrap();
+        let groq = &c.providers["groq"];
+        assert_eq!(groq.keys[1].expose(), "gsk_from_env");
+        assert_eq!(groq.models[0].tpm, Some(12000));
+        assert_eq!(c.custom["local"].models[0].context, Some(32768));
+        assert_eq!(c.routing.chain.len(), 2);
+        assert_eq!(c.auth.api_keys[0].expose(), "fw-test-123");
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = Config::from_toml("lisen = \"x\"", &no_env).unwrap_err();
+        assert!(format!("{err:#}").contains("lisen"), "{err:#}");
+        let err = Config::from_toml("[routing]\nmax_attempt = 3", &no_env).unwrap_err();
+        assert!(format!("{err:#}").contains("max_attempt"), "{err:#}");
+        let err = Config::from_toml("[[providers.groq.models]]\nid = \"x\"\nrmp = 3", &no_env)
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("rmp"), "{err:#}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_problem() {
+        let err =
+            Config::from_toml("[routing]\ntime_budget = \"45 parsecs\"", &no_env).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("routing.time_budget") && msg.contains("parsecs"),
+            "{msg}"
+        );
+        let err = Config::from_toml("max_body = \"lots\"", &no_env).unwrap_err();
+        assert!(format!("{err:#}").contains("max_body"));
+        let err = Config::from_toml("listen = \"nowhere\"", &no_env).unwrap_err();
+        assert!(format!("{err:#}").contains("listen"));
+        let err =
+            Config::from_toml("[providers.groq]\nkeys = [\"env:NOPE\"]", &no_env).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("providers.groq.keys[0]") && msg.contains("NOPE"),
+            "{msg}"
+        );
+        let err = Config::from_toml("[routing]\nmax_attempts = \"many\"", &no_env).unwrap_err();
+        assert!(format!("{err:#}").contains("max_attempts"));
+        let err = Config::from_toml("[custom.x]\nmodels = [{id = \"m\"}]", &no_env).unwrap_err();
+        assert!(format!("{err:#}").contains("custom.x.base_url"));
+    }
+
+    #[test]
+    fn environment_wins_over_the_file() {
+        let env = |n: &str| match n {
+            "FREEWAY_LISTEN" => Some("127.0.0.1:4000".to_string()),
+            "FREEWAY_DATA_DIR" => Some("/tmp/fw".to_string()),
+            "FREEWAY_API_KEY" => Some("fw-env".to_string()),
+            _ => None,
+        };
+        let c = Config::from_toml("listen = \"127.0.0.1:5000\"\ndata_dir = \"x\"", &env).unwrap();
+        assert_eq!(c.listen.port(), 4000);
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/fw"));
+        assert_eq!(c.auth.api_keys[0].expose(), "fw-env");
+    }
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("45s").unwrap(), Duration::from_secs(45));
+        assert_eq!(parse_duration("30m").unwrap(), Duration::from_secs(1800));
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+        assert_eq!(parse_duration("10").unwrap(), Duration::from_secs(10));
+        assert!(parse_duration("5 fortnights").is_err());
+        assert!(parse_duration("").is_err());
+        assert_eq!(parse_size("25MB").unwrap(), 25_000_000);
+        assert_eq!(parse_size("512KB").unwrap(), 512_000);
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("9999999999999999999GB").is_err());
+    }
+
+    #[test]
+    fn secrets_do_not_debug_print() {
+        let s = Secret::new("gsk_supersecret");
+        assert!(!format!("{s:?}").contains("supersecret"));
+    }
+}

@@ -1,0 +1,192 @@
+//! The one error type a client can see, and its OpenAI-shaped rendering.
+//!
+//! Error policy:
+//! - Errors are grouped by who is at fault: the client (4xx), the upstreams (429/502/503 after
+//!   failover), or Freeway itself (500).
+//! - Every message says what to do next, and never contains an upstream key, a fragment of one,
+//!   or an upstream URL that carries one. Upstream text passes through [`scrub`] first.
+//! - Errors are logged once, by the HTTP layer, not where they are created.
+
+use serde_json::json;
+use std::time::Duration;
+
+/// What a client can be told went wrong. Rendered by `http` as `{"error": {...}}`.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not JSON, lacks a required field or has a field of the wrong type.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// Missing or wrong client key.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Unknown or disabled model.
+    #[error("{0}")]
+    ModelNotFound(String),
+    /// Body over `max_body`.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The prompt does not fit any candidate's context window.
+    #[error("{0}")]
+    ContextTooLong(String),
+    /// Every candidate is capped, cooling down or answered 429.
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        /// Soonest moment a candidate frees up.
+        retry_after: Option<Duration>,
+    },
+    /// Every attempt failed and at least one for a reason other than a rate limit.
+    #[error("{0}")]
+    UpstreamFailed(String),
+    /// No enabled, valid key can serve the requested model at all.
+    #[error("{0}")]
+    NoProviders(String),
+    /// The route does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// A bug or an unexpected local failure (database, ...).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// HTTP status as SPEC 2.3 gives it.
+    pub fn status(&self) -> u16 {
+        match self {
+            ApiError::InvalidRequest(_) => 400,
+            ApiError::Unauthorized(_) => 401,
+            ApiError::ModelNotFound(_) | ApiError::NotFound(_) => 404,
+            ApiError::TooLarge(_) | ApiError::ContextTooLong(_) => 413,
+            ApiError::RateLimited { .. } => 429,
+            ApiError::UpstreamFailed(_) => 502,
+            ApiError::NoProviders(_) => 503,
+            ApiError::Internal(_) => 500,
+        }
+    }
+
+    /// The OpenAI `error.type` field.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ApiError::InvalidRequest(_)
+            | ApiError::ModelNotFound(_)
+            | ApiError::TooLarge(_)
+            | ApiError::ContextTooLong(_)
+            | ApiError::NotFound(_) => "invalid_request_error",
+            ApiError::Unauthorized(_) => "authentication_error",
+            ApiError::RateLimited { .. } => "rate_limit_error",
+            ApiError::UpstreamFailed(_) | ApiError::NoProviders(_) => "upstream_error",
+            ApiError::Internal(_) => "server_error",
+        }
+    }
+
+    /// The OpenAI `error.code` field.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::InvalidRequest(_) => "invalid_request",
+            ApiError::Unauthorized(_) => "invalid_api_key",
+            ApiError::ModelNotFound(_) => "model_not_found",
+            ApiError::TooLarge(_) => "request_too_large",
+            ApiError::ContextTooLong(_) => "context_length_exceeded",
+            ApiError::RateLimited { .. } => "rate_limit_exceeded",
+            ApiError::UpstreamFailed(_) => "upstream_failed",
+            ApiError::NoProviders(_) => "no_providers_configured",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Internal(_) => "internal_error",
+        }
+    }
+
+    /// The JSON body, `{"error": {"message", "type", "code"}}`.
+    pub fn body(&self) -> serde_json::Value {
+        json!({"error": {"message": self.to_string(), "type": self.kind(), "code": self.code()}})
+    }
+}
+
+/// Remove anything that looks like a credential from text that came from an upstream.
+///
+/// Upstream error messages sometimes echo the key ("Incorrect API key provided: gsk_abc...") or
+/// a URL with `key=` in it. Long runs of key-ish characters are replaced, as are `key=` query
+/// values. Ordinary words and numbers are far shorter than any real key, so they survive.
+pub fn scrub(text: &str) -> String {
+    const MIN_SECRET: usize = 20;
+    let mut out = String::with_capacity(text.len());
+    let mut token = String::new();
+    let flush = |token: &mut String, out: &mut String| {
+        if looks_secret(token, MIN_SECRET) {
+            out.push_str("[redacted]");
+        } else {
+            out.push_str(token);
+        }
+        token.clear();
+    };
+    for c in text.chars() {
+        if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '~' | '+' | '/' | '=') {
+            token.push(c);
+        } else {
+            flush(&mut token, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut token, &mut out);
+    out
+}
+
+fn looks_secret(token: &str, min: usize) -> bool {
+    // Split on separators a URL or a sentence would use, then judge each piece: a key is a long
+    // run mixing letters and digits.
+    token.split(['/', '=', '.']).any(|piece| {
+        piece.len() >= min
+            && piece.chars().any(|c| c.is_ascii_digit())
+            && piece.chars().any(|c| c.is_ascii_alphabetic())
+    }) || token.contains("key=")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_and_codes_follow_the_spec() {
+        let cases = [
+            (ApiError::InvalidRequest("x".into()), 400, "invalid_request"),
+            (ApiError::Unauthorized("x".into()), 401, "invalid_api_key"),
+            (ApiError::ModelNotFound("x".into()), 404, "model_not_found"),
+            (ApiError::TooLarge("x".into()), 413, "request_too_large"),
+            (
+                ApiError::ContextTooLong("x".into()),
+                413,
+                "context_length_exceeded",
+            ),
+            (
+                ApiError::RateLimited {
+                    message: "x".into(),
+                    retry_after: None,
+                },
+                429,
+                "rate_limit_exceeded",
+            ),
+            (ApiError::UpstreamFailed("x".into()), 502, "upstream_failed"),
+            (
+                ApiError::NoProviders("x".into()),
+                503,
+                "no_providers_configured",
+            ),
+        ];
+        for (err, status, code) in cases {
+            assert_eq!(err.status(), status);
+            assert_eq!(err.code(), code);
+            assert_eq!(err.body()["error"]["code"], code);
+            assert_eq!(err.body()["error"]["message"], "x");
+        }
+    }
+
+    #[test]
+    fn scrub_removes_keys_but_keeps_prose() {
+        let msg = "Incorrect API key provided: gsk_Zq81bL0x3f2A9cdEfGh12345. See https://x.dev/docs?key=AIzaSyA1234567890abcdefgh";
+        let s = scrub(msg);
+        assert!(!s.contains("gsk_Zq81bL0x3f2A9cdEfGh12345"), "{s}");
+        assert!(!s.contains("AIzaSyA1234567890abcdefgh"), "{s}");
+        assert!(s.starts_with("Incorrect API key provided: [redacted]"));
+        let plain = "max_tokens must be at most 4096, got 10000";
+        assert_eq!(scrub(plain), plain);
+    }
+}

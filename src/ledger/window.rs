@@ -1,0 +1,266 @@
+//! Usage windows: request and token counts over a rolling span or a calendar day.
+//!
+//! A window is a queue of buckets (a second wide for minute windows, a minute wide for rolling
+//! days, one per day for calendar days). A bucket counts until its whole width has left the
+//! span, so a window may count a request a little longer than the provider does, never shorter:
+//! Freeway errs on the side of not sending.
+
+use chrono::{Days, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+
+/// How a window measures time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Span {
+    /// The last `span_ms`, counted in buckets of `bucket_ms`.
+    Rolling { span_ms: i64, bucket_ms: i64 },
+    /// Since the last midnight in this time zone.
+    Calendar(chrono_tz::Tz),
+}
+
+impl Span {
+    pub const MINUTE: Span = Span::Rolling {
+        span_ms: 60_000,
+        bucket_ms: 1_000,
+    };
+    pub const ROLLING_DAY: Span = Span::Rolling {
+        span_ms: 86_400_000,
+        bucket_ms: 60_000,
+    };
+
+    /// Start of the bucket that `now` falls in.
+    pub fn bucket_start(&self, now: i64) -> i64 {
+        match *self {
+            Span::Rolling { bucket_ms, .. } => now - now.rem_euclid(bucket_ms),
+            Span::Calendar(tz) => midnight(tz, now, 0),
+        }
+    }
+
+    /// Whether a bucket that started at `start` still counts at `now`.
+    pub fn counts(&self, start: i64, now: i64) -> bool {
+        match *self {
+            Span::Rolling { span_ms, bucket_ms } => start + bucket_ms + span_ms > now,
+            Span::Calendar(tz) => start >= midnight(tz, now, 0),
+        }
+    }
+
+    /// When a bucket that started at `start` stops counting.
+    pub fn expiry(&self, start: i64) -> i64 {
+        match *self {
+            Span::Rolling { span_ms, bucket_ms } => start + bucket_ms + span_ms,
+            Span::Calendar(tz) => midnight(tz, start, 1),
+        }
+    }
+}
+
+/// Midnight in `tz` of the local day containing `now_ms`, plus `days_ahead` days, in UTC ms.
+pub fn midnight(tz: chrono_tz::Tz, now_ms: i64, days_ahead: u64) -> i64 {
+    let Some(utc) = Utc.timestamp_millis_opt(now_ms).single() else {
+        return now_ms;
+    };
+    let date = utc.with_timezone(&tz).date_naive();
+    let date = date.checked_add_days(Days::new(days_ahead)).unwrap_or(date);
+    let Some(naive) = date.and_hms_opt(0, 0, 0) else {
+        return now_ms;
+    };
+    // `earliest` resolves the hour a DST change repeats; a skipped midnight falls to 01:00.
+    match tz.from_local_datetime(&naive).earliest() {
+        Some(t) => t.timestamp_millis(),
+        None => tz
+            .from_local_datetime(&(naive + chrono::Duration::hours(1)))
+            .earliest()
+            .map_or(now_ms, |t| t.timestamp_millis()),
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct Bucket {
+    start: i64,
+    req: u64,
+    tok: u64,
+}
+
+/// Counts inside one span.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Window {
+    buckets: VecDeque<Bucket>,
+}
+
+impl Window {
+    /// Forget buckets that no longer count.
+    pub fn prune(&mut self, span: Span, now: i64) {
+        while let Some(front) = self.buckets.front() {
+            if span.counts(front.start, now) {
+                break;
+            }
+            self.buckets.pop_front();
+        }
+    }
+
+    /// (requests, tokens) counted now. Call [`Window::prune`] first.
+    pub fn totals(&self) -> (u64, u64) {
+        self.buckets
+            .iter()
+            .fold((0, 0), |(r, t), b| (r + b.req, t + b.tok))
+    }
+
+    /// Count `req` requests and `tok` tokens now; returns the bucket they went to.
+    pub fn add(&mut self, span: Span, now: i64, req: u64, tok: u64) -> i64 {
+        let start = span.bucket_start(now);
+        match self.buckets.back_mut() {
+            Some(b) if b.start == start => {
+                b.req += req;
+                b.tok += tok;
+            }
+            // A clock step backwards lands in the newest bucket rather than reordering the queue.
+            Some(b) if b.start > start => {
+                b.req += req;
+                b.tok += tok;
+                return b.start;
+            }
+            _ => self.buckets.push_back(Bucket { start, req, tok }),
+        }
+        start
+    }
+
+    /// Change the counts of the bucket that started at `start`, if it still exists.
+    pub fn adjust(&mut self, start: i64, dreq: i64, dtok: i64) {
+        if let Some(b) = self.buckets.iter_mut().find(|b| b.start == start) {
+            b.req = b.req.saturating_add_signed(dreq);
+            b.tok = b.tok.saturating_add_signed(dtok);
+        }
+    }
+
+    /// The earliest moment at which at least `req` requests and `tok` tokens have left the
+    /// window. Call [`Window::prune`] first.
+    pub fn frees_at(&self, span: Span, req: u64, tok: u64) -> Option<i64> {
+        let (mut r, mut t) = (0u64, 0u64);
+        for b in &self.buckets {
+            r += b.req;
+            t += b.tok;
+            if r >= req && t >= tok {
+                return Some(span.expiry(b.start));
+            }
+        }
+        None
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn rolling_minute_counts_then_forgets() {
+        let span = Span::MINUTE;
+        let mut w = Window::default();
+        w.add(span, 1_500, 1, 10);
+        w.add(span, 30_000, 1, 5);
+        w.prune(span, 59_000);
+        assert_eq!(w.totals(), (2, 15));
+        // The first bucket [1000, 2000) counts until 62_000.
+        w.prune(span, 61_999);
+        assert_eq!(w.totals(), (2, 15));
+        w.prune(span, 62_000);
+        assert_eq!(w.totals(), (1, 5));
+        assert_eq!(w.frees_at(span, 1, 0), Some(91_000));
+    }
+
+    #[test]
+    fn calendar_day_resets_at_local_midnight() {
+        let tz: chrono_tz::Tz = "America/Los_Angeles".parse().unwrap();
+        let span = Span::Calendar(tz);
+        // 2026-11-21 07:59:59 UTC is 23:59:59 on the 20th in Los Angeles (PST, UTC-8).
+        let before = Utc
+            .with_ymd_and_hms(2026, 11, 21, 7, 59, 59)
+            .unwrap()
+            .timestamp_millis();
+        let after = before + 1_000;
+        let mut w = Window::default();
+        w.add(span, before, 3, 0);
+        w.prune(span, before);
+        assert_eq!(w.totals().0, 3);
+        assert_eq!(w.frees_at(span, 1, 0), Some(after));
+        w.prune(span, after);
+        assert_eq!(w.totals().0, 0);
+    }
+
+    #[test]
+    fn adjust_moves_counts_of_a_live_bucket_only() {
+        let span = Span::MINUTE;
+        let mut w = Window::default();
+        let b = w.add(span, 10_000, 1, 100);
+        w.adjust(b, 0, -60);
+        assert_eq!(w.totals(), (1, 40));
+        w.adjust(b, -5, -500);
+        assert_eq!(w.totals(), (0, 0), "saturates at zero");
+        w.adjust(999, 1, 1);
+        assert_eq!(w.totals(), (0, 0), "a gone bucket is ignored");
+    }
+
+    proptest! {
+        /// Whatever the arrival times, the window's total equals the number of additions whose
+        /// bucket still overlaps the span, and never forgets an addition made within the span.
+        #[test]
+        fn rolling_totals_match_a_brute_force_count(
+            mut times in proptest::collection::vec(0i64..600_000, 1..200),
+            probe in 0i64..700_000,
+        ) {
+            times.sort_unstable();
+            let span = Span::MINUTE;
+            let mut w = Window::default();
+            for &t in &times {
+                w.add(span, t, 1, 7);
+            }
+            let now = probe.max(*times.last().unwrap());
+            w.prune(span, now);
+            let expected = times.iter().filter(|&&t| t - t.rem_euclid(1_000) + 61_000 > now).count() as u64;
+            prop_assert_eq!(w.totals(), (expected, expected * 7));
+            let exact = times.iter().filter(|&&t| t > now - 60_000).count() as u64;
+            prop_assert!(w.totals().0 >= exact, "never counts less than the exact window");
+        }
+
+        /// The moment `frees_at` names really frees what was asked, and not a bucket earlier.
+        #[test]
+        fn frees_at_is_exact(
+            mut times in proptest::collection::vec(0i64..120_000, 1..100),
+            need in 1u64..50,
+        ) {
+            times.sort_unstable();
+            let span = Span::MINUTE;
+            let mut w = Window::default();
+            for &t in &times {
+                w.add(span, t, 1, 0);
+            }
+            let now = *times.last().unwrap();
+            w.prune(span, now);
+            let (before, _) = w.totals();
+            match w.frees_at(span, need, 0) {
+                Some(at) => {
+                    let mut later = w.clone();
+                    later.prune(span, at);
+                    prop_assert!(before - later.totals().0 >= need);
+                    let mut earlier = w.clone();
+                    earlier.prune(span, at - 1);
+                    prop_assert!(before - earlier.totals().0 < need);
+                }
+                None => prop_assert!(before < need),
+            }
+        }
+
+        /// Calendar windows: the next midnight is always later than now and at most ~25 h away.
+        #[test]
+        fn next_midnight_is_within_a_day(now in 0i64..4_102_444_800_000) {
+            let tz: chrono_tz::Tz = "America/Los_Angeles".parse().unwrap();
+            let next = midnight(tz, now, 1);
+            prop_assert!(next > now);
+            prop_assert!(next - now <= 25 * 3_600_000);
+            prop_assert!(midnight(tz, now, 0) <= now);
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! Freeway: one OpenAI-compatible endpoint in front of many free LLM tiers.
+//!
+//! See ARCHITECTURE.md for the map. The binary (`main.rs`) is a thin shell over [`cli`].
+
+pub mod app;
+pub mod catalog;
+pub mod cli;
+pub mod config;
+pub mod crypto;
+pub mod error;
+pub mod health;
+pub mod http;
+pub mod keys;
+pub mod ledger;
+pub mod providers;
+pub mod reqlog;
+pub mod router;
+pub mod store;
+pub mod wire;

@@ -1,0 +1,285 @@
+//! The OpenAI dialect: the request passes through with unknown fields intact, changed only by
+//! the vendor's quirks (catalog data) and the upstream model id.
+
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::{Map, Value, json};
+
+use crate::catalog::{Model, Provider, Quirks};
+use crate::wire::openai::ChatRequest;
+
+/// The body to send upstream. Only fields that change are copied; the rest is serialized
+/// straight from the client's body.
+pub fn body(req: &ChatRequest, provider: &Provider, model: &Model) -> Vec<u8> {
+    let q = &provider.quirks;
+    let mut overrides: Vec<(String, Value)> =
+        vec![("model".into(), Value::String(model.id.clone()))];
+    let mut skip: Vec<&str> = q.drop_params.iter().map(String::as_str).collect();
+
+    for (from, to) in &q.rename_params {
+        if let Some(v) = req.body.get(from) {
+            skip.push(from);
+            if !req.body.contains_key(to) {
+                overrides.push((to.clone(), v.clone()));
+            }
+        }
+    }
+    if let Some(cap) = q.max_tokens_cap {
+        for key in ["max_tokens", "max_completion_tokens"] {
+            if let Some(n) = req.body.get(key).and_then(Value::as_u64) {
+                if n > cap {
+                    overrides.push((key.into(), json!(cap)));
+                }
+            }
+        }
+    }
+    if req.facts.has_tools {
+        for (k, v) in &q.tool_params {
+            overrides.push((k.clone(), v.clone()));
+        }
+        if !q.clean_tool_schema.is_empty() {
+            if let Some(tools) = req.body.get("tools") {
+                overrides.push(("tools".into(), clean_tools(tools, &q.clean_tool_schema)));
+            }
+        }
+    }
+    if q.flatten_content {
+        if let Some(Value::Array(messages)) = req.body.get("messages") {
+            overrides.push(("messages".into(), flatten(messages)));
+        }
+    }
+    if req.facts.stream && q.stream_usage && !req.facts.include_usage {
+        let mut opts = req
+            .body
+            .get("stream_options")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        opts.insert("include_usage".into(), Value::Bool(true));
+        overrides.push(("stream_options".into(), Value::Object(opts)));
+    }
+    let patched = Patched {
+        base: &req.body,
+        overrides: &overrides,
+        skip: &skip,
+    };
+    serde_json::to_vec(&patched).unwrap_or_default()
+}
+
+/// Whether the client will see usage chunks it did not ask for unless Freeway drops them.
+pub fn injects_usage(req: &ChatRequest, q: &Quirks) -> bool {
+    req.facts.stream && q.stream_usage && !req.facts.include_usage
+}
+
+/// A map serialized as `base` minus `skip`, with `overrides` replacing or adding fields.
+struct Patched<'a> {
+    base: &'a Map<String, Value>,
+    overrides: &'a [(String, Value)],
+    skip: &'a [&'a str],
+}
+
+impl Serialize for Patched<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        for (k, v) in self.base {
+            if self.skip.contains(&k.as_str()) || self.overrides.iter().any(|(o, _)| o == k) {
+                continue;
+            }
+            map.serialize_entry(k, v)?;
+        }
+        for (k, v) in self.overrides {
+            // A later override of the same key wins; skip the earlier ones.
+            if self
+                .overrides
+                .iter()
+                .rev()
+                .find(|(o, _)| o == k)
+                .map(|(_, x)| x)
+                == Some(v)
+            {
+                map.serialize_entry(k, v)?;
+            }
+        }
+        map.end()
+    }
+}
+
+/// Message content as plain strings: text parts joined, null as "".
+fn flatten(messages: &[Value]) -> Value {
+    Value::Array(
+        messages
+            .iter()
+            .map(|m| {
+                let mut m = m.clone();
+                if let Some(obj) = m.as_object_mut() {
+                    let text = match obj.get("content") {
+                        Some(Value::String(s)) => s.clone(),
+                        Some(Value::Array(parts)) => parts
+                            .iter()
+                            .filter_map(|p| p.get("text").and_then(Value::as_str))
+                            .collect::<Vec<_>>()
+                            .join("\n"),
+                        _ => String::new(),
+                    };
+                    obj.insert("content".into(), Value::String(text));
+                }
+                m
+            })
+            .collect(),
+    )
+}
+
+fn clean_tools(tools: &Value, keys: &[String]) -> Value {
+    let mut tools = tools.clone();
+    if let Some(list) = tools.as_array_mut() {
+        for t in list {
+            if let Some(params) = t.pointer_mut("/function/parameters") {
+                strip_keys(params, keys, 0);
+            }
+        }
+    }
+    tools
+}
+
+fn strip_keys(v: &mut Value, keys: &[String], depth: usize) {
+    if depth > 64 {
+        return;
+    }
+    match v {
+        Value::Object(map) => {
+            map.retain(|k, _| !keys.contains(k));
+            for child in map.values_mut() {
+                strip_keys(child, keys, depth + 1);
+            }
+        }
+        Value::Array(items) => {
+            for child in items {
+                strip_keys(child, keys, depth + 1);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Catalog;
+    use crate::wire::openai::parse;
+
+    fn send(provider: &str, model: &str, body: Value) -> Value {
+        let c = Catalog::builtin().unwrap();
+        let m = &c.models[c.find_reference(&format!("{provider}/{model}")).unwrap()];
+        let req = parse(body.to_string().as_bytes()).unwrap();
+        serde_json::from_slice(&super::body(&req, c.provider_of(m), m)).unwrap()
+    }
+
+    #[test]
+    fn unknown_fields_pass_through_and_model_is_substituted() {
+        let out = send(
+            "groq",
+            "llama-3.3-70b-versatile",
+            json!({"model": "llama-3.3-70b", "messages": [{"role": "user", "content": "hi"}], "my_field": {"x": [1]}, "temperature": 0.2}),
+        );
+        assert_eq!(out["model"], "llama-3.3-70b-versatile");
+        assert_eq!(out["my_field"], json!({"x": [1]}));
+        assert_eq!(out["temperature"], 0.2);
+    }
+
+    #[test]
+    fn groq_drops_logprobs() {
+        let out = send(
+            "groq",
+            "llama-3.3-70b-versatile",
+            json!({"messages": [{"role": "user", "content": "hi"}], "logprobs": true, "top_logprobs": 2, "logit_bias": {}}),
+        );
+        assert!(
+            out.get("logprobs").is_none()
+                && out.get("top_logprobs").is_none()
+                && out.get("logit_bias").is_none()
+        );
+    }
+
+    #[test]
+    fn mistral_drops_and_renames() {
+        let out = send(
+            "mistral",
+            "mistral-small-latest",
+            json!({"messages": [{"role": "user", "content": "hi"}], "seed": 7, "top_k": 3, "reasoning_effort": "low", "min_p": 0.1}),
+        );
+        assert_eq!(out["random_seed"], 7);
+        for k in ["seed", "top_k", "reasoning_effort", "min_p"] {
+            assert!(out.get(k).is_none(), "{k} kept");
+        }
+    }
+
+    #[test]
+    fn github_caps_max_tokens() {
+        let out = send(
+            "github",
+            "openai/gpt-4.1",
+            json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 100000}),
+        );
+        assert_eq!(out["max_tokens"], 4000);
+        let out = send(
+            "github",
+            "openai/gpt-4.1",
+            json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 10}),
+        );
+        assert_eq!(out["max_tokens"], 10);
+    }
+
+    #[test]
+    fn cloudflare_and_cohere_flatten_content() {
+        let body = json!({"messages": [
+            {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+            {"role": "assistant", "content": null, "tool_calls": []}
+        ]});
+        for (p, m) in [
+            ("cloudflare", "@cf/openai/gpt-oss-120b"),
+            ("cohere", "command-a-03-2025"),
+        ] {
+            let out = send(p, m, body.clone());
+            assert_eq!(out["messages"][0]["content"], "a\nb");
+            assert_eq!(out["messages"][1]["content"], "");
+        }
+    }
+
+    #[test]
+    fn cohere_cleans_tool_schemas_and_nvidia_sends_one_tool_call() {
+        let tools = json!([{"type": "function", "function": {"name": "f", "parameters": {"$schema": "x", "type": "object", "additionalProperties": false, "properties": {"a": {"type": "object", "additionalProperties": true}}}}}]);
+        let out = send(
+            "cohere",
+            "command-a-03-2025",
+            json!({"messages": [{"role": "user", "content": "hi"}], "tools": tools}),
+        );
+        let params = &out["tools"][0]["function"]["parameters"];
+        assert!(params.get("$schema").is_none() && params.get("additionalProperties").is_none());
+        assert!(
+            params["properties"]["a"]
+                .get("additionalProperties")
+                .is_none()
+        );
+        let out = send(
+            "nvidia",
+            "deepseek-ai/deepseek-v3.1",
+            json!({"messages": [{"role": "user", "content": "hi"}], "tools": tools}),
+        );
+        assert_eq!(out["parallel_tool_calls"], false);
+        let out = send(
+            "nvidia",
+            "deepseek-ai/deepseek-v3.1",
+            json!({"messages": [{"role": "user", "content": "hi"}]}),
+        );
+        assert!(out.get("parallel_tool_calls").is_none(), "only with tools");
+    }
+
+    #[test]
+    fn streams_ask_for_usage() {
+        let out = send(
+            "groq",
+            "llama-3.3-70b-versatile",
+            json!({"messages": [{"role": "user", "content": "hi"}], "stream": true}),
+        );
+        assert_eq!(out["stream_options"]["include_usage"], true);
+    }
+}

@@ -1,0 +1,99 @@
+//! Sticky sessions: a conversation keeps the model that answered it (SPEC 3.5).
+//!
+//! A bounded map from conversation identity to the model that last served it. Entries expire
+//! `ttl` after their last turn; when the map is full the stalest entry goes.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// Conversation → (model index, last turn in ms).
+pub struct Sticky {
+    map: Mutex<HashMap<String, (usize, i64)>>,
+    ttl_ms: i64,
+    capacity: usize,
+}
+
+impl Sticky {
+    pub fn new(ttl_ms: i64, capacity: usize) -> Sticky {
+        Sticky {
+            map: Mutex::new(HashMap::new()),
+            ttl_ms,
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// The conversation identity: the session header if sent, else the client key plus the
+    /// hash of the system prompt and first user message.
+    pub fn identity(client: &str, session: Option<&str>, conversation: u64) -> String {
+        match session {
+            Some(s) => format!("s\u{1f}{client}\u{1f}{s}"),
+            None => format!("c\u{1f}{client}\u{1f}{conversation:x}"),
+        }
+    }
+
+    /// The model this conversation is on, if its last turn is recent enough.
+    pub fn get(&self, id: &str, now_ms: i64) -> Option<usize> {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(id)
+            .filter(|(_, at)| now_ms - at < self.ttl_ms)
+            .map(|(m, _)| *m)
+    }
+
+    /// Remember that `model` served this conversation now.
+    pub fn put(&self, id: String, model: usize, now_ms: i64) {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= self.capacity && !map.contains_key(&id) {
+            let ttl = self.ttl_ms;
+            map.retain(|_, (_, at)| now_ms - *at < ttl);
+            if map.len() >= self.capacity {
+                if let Some(oldest) = map
+                    .iter()
+                    .min_by_key(|(_, (_, at))| *at)
+                    .map(|(k, _)| k.clone())
+                {
+                    map.remove(&oldest);
+                }
+            }
+        }
+        map.insert(id, (model, now_ms));
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remembers_until_ttl_and_stays_bounded() {
+        let s = Sticky::new(1_000, 3);
+        s.put("a".into(), 1, 0);
+        assert_eq!(s.get("a", 999), Some(1));
+        assert_eq!(s.get("a", 1_000), None);
+        s.put("b".into(), 2, 10);
+        s.put("c".into(), 3, 20);
+        s.put("d".into(), 4, 30);
+        assert_eq!(s.len(), 3);
+        assert_eq!(s.get("a", 30), None, "the stalest went");
+        assert_eq!(s.get("d", 30), Some(4));
+    }
+
+    #[test]
+    fn identities_differ_by_client_and_session() {
+        assert_ne!(
+            Sticky::identity("x", None, 1),
+            Sticky::identity("y", None, 1)
+        );
+        assert_ne!(
+            Sticky::identity("x", Some("s"), 1),
+            Sticky::identity("x", None, 1)
+        );
+    }
+}

@@ -1,0 +1,92 @@
+//! Schema migrations, applied in order and tracked with `PRAGMA user_version`.
+//!
+//! Append new steps; never edit a step that has shipped.
+
+use rusqlite::Connection;
+
+const STEPS: &[&str] = &[
+    // 1: the first schema.
+    "CREATE TABLE settings (
+        key   TEXT PRIMARY KEY,
+        value BLOB NOT NULL
+    );
+    CREATE TABLE provider_keys (
+        id            TEXT PRIMARY KEY,
+        provider      TEXT NOT NULL,
+        label         TEXT NOT NULL DEFAULT '',
+        sealed        BLOB NOT NULL,
+        enabled       INTEGER NOT NULL DEFAULT 1,
+        status        TEXT NOT NULL DEFAULT 'unknown',
+        invalid_count INTEGER NOT NULL DEFAULT 0,
+        last_check_ms INTEGER,
+        last_error    TEXT,
+        base_url      TEXT,
+        created_ms    INTEGER NOT NULL
+    );
+    CREATE TABLE client_keys (
+        id         TEXT PRIMARY KEY,
+        name       TEXT NOT NULL,
+        hash       BLOB NOT NULL UNIQUE,
+        prefix     TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        revoked_ms INTEGER
+    );
+    CREATE TABLE chain (
+        position INTEGER PRIMARY KEY,
+        model    TEXT NOT NULL UNIQUE,
+        enabled  INTEGER NOT NULL
+    );
+    CREATE TABLE ledger (
+        scope      TEXT PRIMARY KEY,
+        state      TEXT NOT NULL,
+        updated_ms INTEGER NOT NULL
+    );
+    CREATE TABLE cooldowns (
+        scope    TEXT PRIMARY KEY,
+        until_ms INTEGER NOT NULL,
+        reason   TEXT NOT NULL
+    );
+    CREATE TABLE requests (
+        id              TEXT PRIMARY KEY,
+        at_ms           INTEGER NOT NULL,
+        client          TEXT NOT NULL,
+        requested_model TEXT NOT NULL,
+        served_by       TEXT,
+        status          INTEGER NOT NULL,
+        latency_ms      INTEGER NOT NULL,
+        ttft_ms         INTEGER,
+        tokens_in       INTEGER NOT NULL,
+        tokens_out      INTEGER NOT NULL,
+        stream          INTEGER NOT NULL,
+        error           TEXT
+    );
+    CREATE INDEX requests_at ON requests (at_ms);
+    CREATE TABLE attempts (
+        request_id TEXT NOT NULL,
+        n          INTEGER NOT NULL,
+        target     TEXT NOT NULL,
+        key_id     TEXT,
+        outcome    TEXT NOT NULL,
+        status     INTEGER,
+        latency_ms INTEGER NOT NULL,
+        PRIMARY KEY (request_id, n)
+    );",
+];
+
+/// Bring the schema up to date.
+pub fn apply(conn: &Connection) -> anyhow::Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version as usize > STEPS.len() {
+        anyhow::bail!(
+            "the database was written by a newer Freeway (schema {version}, this build knows {}); upgrade Freeway",
+            STEPS.len()
+        );
+    }
+    for (i, step) in STEPS.iter().enumerate().skip(version as usize) {
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(step)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}

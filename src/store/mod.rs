@@ -1,0 +1,533 @@
+//! SQLite storage: the only module that writes SQL.
+//!
+//! One connection behind a `std::sync::Mutex` (never held across an `.await`; async callers go
+//! through `spawn_blocking`). WAL mode, so the CLI and a running server share the file. The
+//! request path never waits on it: counters live in memory and reach the database from
+//! background tasks.
+
+use anyhow::Context;
+use rusqlite::{Connection, OptionalExtension, params};
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+mod migrations;
+
+/// The database file inside `data_dir`.
+pub const DB_FILE: &str = "freeway.db";
+
+/// Shared handle to the database.
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+/// A provider key row, still sealed.
+#[derive(Debug, Clone)]
+pub struct KeyRow {
+    pub id: String,
+    pub provider: String,
+    pub label: String,
+    pub sealed: Vec<u8>,
+    pub enabled: bool,
+    pub status: String,
+    pub invalid_count: u32,
+    pub last_check_ms: Option<i64>,
+    pub last_error: Option<String>,
+    /// The host that worked for providers with several (Z.ai).
+    pub base_url: Option<String>,
+    pub created_ms: i64,
+}
+
+/// A client key row: the hash, never the key.
+#[derive(Debug, Clone)]
+pub struct ClientKeyRow {
+    pub id: String,
+    pub name: String,
+    pub hash: [u8; 32],
+    /// The first characters, so a person can tell keys apart.
+    pub prefix: String,
+    pub created_ms: i64,
+    pub revoked_ms: Option<i64>,
+}
+
+/// One entry of the persisted chain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChainRow {
+    pub model: String,
+    pub enabled: bool,
+}
+
+/// One request in the request log.
+#[derive(Debug, Clone, Default)]
+pub struct RequestRow {
+    pub id: String,
+    pub at_ms: i64,
+    pub client: String,
+    pub requested_model: String,
+    pub served_by: Option<String>,
+    pub status: u16,
+    pub latency_ms: u64,
+    pub ttft_ms: Option<u64>,
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    pub stream: bool,
+    pub error: Option<String>,
+    pub attempts: Vec<AttemptRow>,
+}
+
+/// One upstream attempt (or skipped candidate) of a request.
+#[derive(Debug, Clone, Default)]
+pub struct AttemptRow {
+    pub target: String,
+    pub key_id: Option<String>,
+    pub outcome: String,
+    pub status: Option<u16>,
+    pub latency_ms: u64,
+}
+
+impl Store {
+    /// Open (creating) the database in `data_dir`, in WAL mode, with migrations applied.
+    pub fn open(data_dir: &Path) -> anyhow::Result<Store> {
+        let path = data_dir.join(DB_FILE);
+        let conn = Connection::open(&path)
+            .with_context(|| format!("cannot open the database {}", path.display()))?;
+        Self::init(conn)
+    }
+
+    /// An in-memory database (tests).
+    pub fn memory() -> anyhow::Result<Store> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> anyhow::Result<Store> {
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        migrations::apply(&conn)?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves SQLite consistent (statements are atomic), so a
+        // poisoned lock is still usable.
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The journal mode (tests check WAL).
+    pub fn journal_mode(&self) -> anyhow::Result<String> {
+        Ok(self
+            .conn()
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))?)
+    }
+
+    /// Changes whenever another connection commits: a cheap "did the CLI change something".
+    pub fn data_version(&self) -> anyhow::Result<i64> {
+        Ok(self
+            .conn()
+            .query_row("PRAGMA data_version", [], |r| r.get(0))?)
+    }
+
+    // ---- settings ----
+
+    pub fn setting(&self, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        Ok(self
+            .conn()
+            .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    pub fn set_setting(&self, key: &str, value: &[u8]) -> anyhow::Result<()> {
+        self.conn().execute(
+            "INSERT INTO settings (key, value) VALUES (?1, ?2)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![key, value],
+        )?;
+        Ok(())
+    }
+
+    // ---- provider keys ----
+
+    pub fn insert_key(&self, row: &KeyRow) -> anyhow::Result<()> {
+        self.conn().execute(
+            "INSERT INTO provider_keys (id, provider, label, sealed, enabled, status, created_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                row.id,
+                row.provider,
+                row.label,
+                row.sealed,
+                row.enabled,
+                row.status,
+                row.created_ms
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn keys(&self) -> anyhow::Result<Vec<KeyRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, provider, label, sealed, enabled, status, invalid_count, last_check_ms,
+                    last_error, base_url, created_ms
+             FROM provider_keys ORDER BY provider, created_ms, id",
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(KeyRow {
+                    id: r.get(0)?,
+                    provider: r.get(1)?,
+                    label: r.get(2)?,
+                    sealed: r.get(3)?,
+                    enabled: r.get(4)?,
+                    status: r.get(5)?,
+                    invalid_count: r.get(6)?,
+                    last_check_ms: r.get(7)?,
+                    last_error: r.get(8)?,
+                    base_url: r.get(9)?,
+                    created_ms: r.get(10)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Rows whose id starts with `prefix` (ids are shown shortened).
+    pub fn find_keys(&self, prefix: &str) -> anyhow::Result<Vec<KeyRow>> {
+        Ok(self
+            .keys()?
+            .into_iter()
+            .filter(|k| k.id.starts_with(prefix))
+            .collect())
+    }
+
+    pub fn remove_key(&self, id: &str) -> anyhow::Result<bool> {
+        Ok(self
+            .conn()
+            .execute("DELETE FROM provider_keys WHERE id = ?1", [id])?
+            > 0)
+    }
+
+    /// Enabling a key also clears an `invalid` verdict: the user says it is good again.
+    pub fn set_key_enabled(&self, id: &str, enabled: bool) -> anyhow::Result<bool> {
+        let sql = if enabled {
+            "UPDATE provider_keys SET enabled = 1, invalid_count = 0,
+                 status = CASE status WHEN 'invalid' THEN 'unknown' ELSE status END WHERE id = ?1"
+        } else {
+            "UPDATE provider_keys SET enabled = 0 WHERE id = ?1"
+        };
+        Ok(self.conn().execute(sql, [id])? > 0)
+    }
+
+    /// Record a health verdict. `disable` turns the key off (three confirmed rejections).
+    pub fn set_key_health(
+        &self,
+        id: &str,
+        status: &str,
+        invalid_count: u32,
+        error: Option<&str>,
+        at_ms: i64,
+        disable: bool,
+    ) -> anyhow::Result<()> {
+        self.conn().execute(
+            "UPDATE provider_keys SET status = ?2, invalid_count = ?3, last_error = ?4,
+                 last_check_ms = ?5, enabled = CASE WHEN ?6 THEN 0 ELSE enabled END
+             WHERE id = ?1",
+            params![id, status, invalid_count, error, at_ms, disable],
+        )?;
+        Ok(())
+    }
+
+    pub fn set_key_base_url(&self, id: &str, base_url: &str) -> anyhow::Result<()> {
+        self.conn().execute(
+            "UPDATE provider_keys SET base_url = ?2 WHERE id = ?1",
+            params![id, base_url],
+        )?;
+        Ok(())
+    }
+
+    // ---- client keys ----
+
+    pub fn insert_client_key(&self, row: &ClientKeyRow) -> anyhow::Result<()> {
+        self.conn().execute(
+            "INSERT INTO client_keys (id, name, hash, prefix, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![row.id, row.name, row.hash.as_slice(), row.prefix, row.created_ms],
+        )?;
+        Ok(())
+    }
+
+    pub fn client_keys(&self) -> anyhow::Result<Vec<ClientKeyRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, name, hash, prefix, created_ms, revoked_ms FROM client_keys ORDER BY created_ms, id",
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                let hash: Vec<u8> = r.get(2)?;
+                let mut h = [0u8; 32];
+                if hash.len() == 32 {
+                    h.copy_from_slice(&hash);
+                }
+                Ok(ClientKeyRow {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    hash: h,
+                    prefix: r.get(3)?,
+                    created_ms: r.get(4)?,
+                    revoked_ms: r.get(5)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Revoke by name or id prefix; returns how many keys were revoked.
+    pub fn revoke_client_key(&self, name_or_id: &str, at_ms: i64) -> anyhow::Result<usize> {
+        let conn = self.conn();
+        let n = conn.execute(
+            "UPDATE client_keys SET revoked_ms = ?2
+             WHERE revoked_ms IS NULL AND (name = ?1 OR id = ?1)",
+            params![name_or_id, at_ms],
+        )?;
+        Ok(n)
+    }
+
+    // ---- chain ----
+
+    pub fn chain(&self) -> anyhow::Result<Vec<ChainRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT model, enabled FROM chain ORDER BY position")?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(ChainRow {
+                    model: r.get(0)?,
+                    enabled: r.get(1)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    pub fn set_chain(&self, rows: &[ChainRow]) -> anyhow::Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute("DELETE FROM chain", [])?;
+        for (i, row) in rows.iter().enumerate() {
+            tx.execute(
+                "INSERT INTO chain (position, model, enabled) VALUES (?1, ?2, ?3)",
+                params![i as i64, row.model, row.enabled],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    // ---- ledger ----
+
+    /// Replace the stored state of these scopes (counters as JSON) and cooldowns.
+    pub fn save_ledger(
+        &self,
+        scopes: &[(String, String)],
+        cooldowns: &[(String, i64, String)],
+        at_ms: i64,
+    ) -> anyhow::Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        for (scope, state) in scopes {
+            tx.execute(
+                "INSERT INTO ledger (scope, state, updated_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(scope) DO UPDATE SET state = excluded.state, updated_ms = excluded.updated_ms",
+                params![scope, state, at_ms],
+            )?;
+        }
+        tx.execute("DELETE FROM cooldowns", [])?;
+        for (scope, until, reason) in cooldowns {
+            tx.execute(
+                "INSERT INTO cooldowns (scope, until_ms, reason) VALUES (?1, ?2, ?3)",
+                params![scope, until, reason],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn load_ledger(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT scope, state FROM ledger")?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    pub fn load_cooldowns(&self) -> anyhow::Result<Vec<(String, i64, String)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT scope, until_ms, reason FROM cooldowns")?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    // ---- request log ----
+
+    /// Write a batch of requests with their attempts in one transaction.
+    pub fn insert_requests(&self, rows: &[RequestRow]) -> anyhow::Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut req = tx.prepare_cached(
+                "INSERT OR REPLACE INTO requests (id, at_ms, client, requested_model, served_by, status,
+                     latency_ms, ttft_ms, tokens_in, tokens_out, stream, error)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            )?;
+            let mut att = tx.prepare_cached(
+                "INSERT OR REPLACE INTO attempts (request_id, n, target, key_id, outcome, status, latency_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for r in rows {
+                req.execute(params![
+                    r.id,
+                    r.at_ms,
+                    r.client,
+                    r.requested_model,
+                    r.served_by,
+                    r.status,
+                    r.latency_ms as i64,
+                    r.ttft_ms.map(|v| v as i64),
+                    r.tokens_in as i64,
+                    r.tokens_out as i64,
+                    r.stream,
+                    r.error
+                ])?;
+                for (n, a) in r.attempts.iter().enumerate() {
+                    att.execute(params![
+                        r.id,
+                        n as i64,
+                        a.target,
+                        a.key_id,
+                        a.outcome,
+                        a.status,
+                        a.latency_ms as i64
+                    ])?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The newest requests, newest first, with their attempts.
+    pub fn recent_requests(&self, limit: usize) -> anyhow::Result<Vec<RequestRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, at_ms, client, requested_model, served_by, status, latency_ms, ttft_ms,
+                    tokens_in, tokens_out, stream, error
+             FROM requests ORDER BY at_ms DESC, rowid DESC LIMIT ?1",
+        )?;
+        let mut rows = stmt
+            .query_map([limit as i64], |r| {
+                Ok(RequestRow {
+                    id: r.get(0)?,
+                    at_ms: r.get(1)?,
+                    client: r.get(2)?,
+                    requested_model: r.get(3)?,
+                    served_by: r.get(4)?,
+                    status: r.get(5)?,
+                    latency_ms: r.get::<_, i64>(6)? as u64,
+                    ttft_ms: r.get::<_, Option<i64>>(7)?.map(|v| v as u64),
+                    tokens_in: r.get::<_, i64>(8)? as u64,
+                    tokens_out: r.get::<_, i64>(9)? as u64,
+                    stream: r.get(10)?,
+                    error: r.get(11)?,
+                    attempts: Vec::new(),
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut att = conn.prepare(
+            "SELECT target, key_id, outcome, status, latency_ms FROM attempts
+             WHERE request_id = ?1 ORDER BY n",
+        )?;
+        for row in &mut rows {
+            row.attempts = att
+                .query_map([&row.id], |r| {
+                    Ok(AttemptRow {
+                        target: r.get(0)?,
+                        key_id: r.get(1)?,
+                        outcome: r.get(2)?,
+                        status: r.get(3)?,
+                        latency_ms: r.get::<_, i64>(4)? as u64,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+        }
+        Ok(rows)
+    }
+
+    pub fn count_requests(&self) -> anyhow::Result<u64> {
+        Ok(self
+            .conn()
+            .query_row("SELECT COUNT(*) FROM requests", [], |r| r.get::<_, i64>(0))?
+            as u64)
+    }
+
+    /// Drop requests older than `before_ms`; returns how many.
+    pub fn prune_requests(&self, before_ms: i64) -> anyhow::Result<usize> {
+        let conn = self.conn();
+        conn.execute(
+            "DELETE FROM attempts WHERE request_id IN (SELECT id FROM requests WHERE at_ms < ?1)",
+            [before_ms],
+        )?;
+        Ok(conn.execute("DELETE FROM requests WHERE at_ms < ?1", [before_ms])?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_apply_and_settings_round_trip() {
+        let s = Store::memory().unwrap();
+        assert_eq!(s.setting("x").unwrap(), None);
+        s.set_setting("x", b"1").unwrap();
+        s.set_setting("x", b"2").unwrap();
+        assert_eq!(s.setting("x").unwrap().as_deref(), Some(&b"2"[..]));
+    }
+
+    #[test]
+    fn request_log_round_trip_and_prune() {
+        let s = Store::memory().unwrap();
+        let row = RequestRow {
+            id: "r1".into(),
+            at_ms: 1000,
+            client: "default".into(),
+            requested_model: "auto".into(),
+            served_by: Some("groq/x".into()),
+            status: 200,
+            attempts: vec![
+                AttemptRow {
+                    target: "a/b".into(),
+                    outcome: "429".into(),
+                    ..Default::default()
+                },
+                AttemptRow {
+                    target: "groq/x".into(),
+                    outcome: "ok".into(),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        s.insert_requests(std::slice::from_ref(&row)).unwrap();
+        let got = s.recent_requests(10).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].attempts.len(), 2);
+        assert_eq!(got[0].attempts[1].outcome, "ok");
+        assert_eq!(s.prune_requests(2000).unwrap(), 1);
+        assert_eq!(s.count_requests().unwrap(), 0);
+    }
+}
