@@ -109,6 +109,21 @@ async fn route(
     let fail0 = |error: ApiError| Failed { error, attempts: 0 };
     let chain = app.chain();
     let (target, models) = plan::resolve(catalog, &chain, facts.model.as_deref()).map_err(fail0)?;
+    // Only models some key can serve are candidates; the others cannot answer either way.
+    let models: Vec<usize> = models
+        .into_iter()
+        .filter(|&m| {
+            !app.keys
+                .usable(&catalog.provider_of(&catalog.models[m]).id)
+                .is_empty()
+        })
+        .collect();
+    if models.is_empty() {
+        let what = facts.model.as_deref().unwrap_or("auto");
+        return Err(fail0(ApiError::NoProviders(format!(
+            "no enabled, valid provider key can serve `{what}`; add one with `freeway keys add <provider>` (see `freeway models --all` for who serves what)"
+        ))));
+    }
     let mut models = plan::fit(catalog, models, facts).map_err(fail0)?;
 
     let now = app.ledger.now_ms();
@@ -122,18 +137,6 @@ async fn route(
             }
         }
     }
-    let any_key = models.iter().any(|&m| {
-        !app.keys
-            .usable(&catalog.provider_of(&catalog.models[m]).id)
-            .is_empty()
-    });
-    if !any_key {
-        let what = facts.model.as_deref().unwrap_or("auto");
-        return Err(fail0(ApiError::NoProviders(format!(
-            "no enabled, valid provider key can serve `{what}`; add one with `freeway keys add <provider>` (see `freeway models` for who serves what)"
-        ))));
-    }
-
     let routing = &app.config.routing;
     let deadline = started + routing.time_budget;
     let tokens = facts.token_estimate();

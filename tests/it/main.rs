@@ -1,0 +1,5 @@
+//! Freeway's integration tests: one binary, real sockets on loopback, mock upstreams.
+
+mod api;
+mod harness;
+mod proxy;
