@@ -1,5 +1,6 @@
 //! Freeway's integration tests: one binary, real sockets on loopback, mock upstreams.
 
 mod api;
+mod cli;
 mod harness;
 mod proxy;
