@@ -177,14 +177,18 @@ impl KeyRing {
         map.get(provider).cloned().unwrap_or_default()
     }
 
-    /// Keys that may be used: enabled and not invalid, rotated so consecutive requests start
-    /// at different keys.
+    /// Keys that may be used: enabled and not invalid.
     pub fn usable(&self, provider: &str) -> Vec<Arc<ProviderKey>> {
-        let mut keys: Vec<Arc<ProviderKey>> = self
-            .all(provider)
+        self.all(provider)
             .into_iter()
             .filter(|k| k.enabled && self.status(&k.id) != Status::Invalid)
-            .collect();
+            .collect()
+    }
+
+    /// The usable keys for one request, rotated so consecutive requests start at different
+    /// keys and the load spreads over them. Call once per request and provider.
+    pub fn rotated(&self, provider: &str) -> Vec<Arc<ProviderKey>> {
+        let mut keys = self.usable(provider);
         if keys.len() > 1 {
             let counter = self
                 .next

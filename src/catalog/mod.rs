@@ -105,7 +105,7 @@ pub struct Provider {
     pub first_byte_timeout: Option<Duration>,
     /// A `[custom.*]` endpoint.
     pub custom: bool,
-    /// Runs on this machine (loopback): short cooldowns, no daily quotas.
+    /// A custom endpoint on this machine (loopback): short cooldowns, no daily quotas.
     pub local: bool,
     /// Keys from the config file or environment (never stored).
     pub config_keys: Vec<Secret>,
@@ -231,7 +231,7 @@ impl Catalog {
             let provider = Provider {
                 id: p.id.clone(),
                 name: p.name,
-                local: is_loopback(&p.base_url),
+                local: false,
                 base_url: p.base_url,
                 dialect: p.dialect,
                 auth: p.auth,
@@ -282,7 +282,6 @@ impl Catalog {
             let p = &mut catalog.providers[idx];
             if let Some(url) = &pc.base_url {
                 p.base_url = url.trim_end_matches('/').to_string();
-                p.local = is_loopback(url);
                 // A base URL override points at one host; the alternates belong to the default.
                 p.quirks.alt_base_urls.clear();
             }
@@ -512,7 +511,10 @@ models = [{ id = "qwen3:8b", tools = true, context = 32768 }]
         let c = Catalog::from_config(&config).unwrap();
         let groq = c.provider("groq").unwrap();
         assert_eq!(groq.base_url, "http://127.0.0.1:9/v1");
-        assert!(groq.local);
+        assert!(
+            !groq.local,
+            "a catalog provider behind a local proxy keeps its quotas"
+        );
         let llama = &c.models[c.find_reference("groq/llama-3.3-70b-versatile").unwrap()];
         assert_eq!(llama.limits.rpm, Some(3));
         assert_eq!(llama.limits.rpd, Some(1000), "other facts kept");

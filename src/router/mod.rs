@@ -154,7 +154,7 @@ async fn route(
         if skip_providers.contains(&model.provider) {
             continue;
         }
-        for key in app.keys.usable(&provider.id) {
+        for key in app.keys.rotated(&provider.id) {
             if attempts >= routing.max_attempts {
                 break 'models;
             }

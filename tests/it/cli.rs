@@ -189,7 +189,11 @@ async fn zero_config_start_creates_everything_once() {
 
     let env = [("FREEWAY_LISTEN", "127.0.0.1:0")];
     let again = start_server(cwd.path(), &env).unwrap();
-    assert!(client_key_in(&again.lines).is_none(), "no new key: {:?}", again.lines);
+    assert!(
+        client_key_in(&again.lines).is_none(),
+        "no new key: {:?}",
+        again.lines
+    );
     let resp = client
         .get(again.url("/v1/models"))
         .bearer_auth(&key)
@@ -213,31 +217,65 @@ fn a_wrong_or_malformed_encryption_key_refuses_to_start() {
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
 
-    let out = run(cwd.path(), &[("FREEWAY_ENCRYPTION_KEY", &key_b)], &["keys", "list"], "");
+    let out = run(
+        cwd.path(),
+        &[("FREEWAY_ENCRYPTION_KEY", &key_b)],
+        &["keys", "list"],
+        "",
+    );
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("is not the one"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("is not the one"),
+        "{}",
+        text(&out.stderr)
+    );
     assert!(!text(&out.stdout).contains("gsk_"), "no garbage keys");
 
     let err = start_server(
         cwd.path(),
-        &[("FREEWAY_ENCRYPTION_KEY", &key_b), ("FREEWAY_LISTEN", "127.0.0.1:0")],
+        &[
+            ("FREEWAY_ENCRYPTION_KEY", &key_b),
+            ("FREEWAY_LISTEN", "127.0.0.1:0"),
+        ],
     )
     .err()
     .expect("the server must not start");
     assert!(err.contains("FREEWAY_ENCRYPTION_KEY"), "{err}");
 
-    let out = run(cwd.path(), &[("FREEWAY_ENCRYPTION_KEY", "not-hex")], &["keys", "list"], "");
+    let out = run(
+        cwd.path(),
+        &[("FREEWAY_ENCRYPTION_KEY", "not-hex")],
+        &["keys", "list"],
+        "",
+    );
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("64 hex"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("64 hex"),
+        "{}",
+        text(&out.stderr)
+    );
 
     // No key in the environment and no key file: the generated one would be wrong too.
     let out = run(cwd.path(), &[], &["keys", "list"], "");
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("missing"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("missing"),
+        "{}",
+        text(&out.stderr)
+    );
 
-    let out = run(cwd.path(), &[("FREEWAY_ENCRYPTION_KEY", &key_a)], &["keys", "list"], "");
+    let out = run(
+        cwd.path(),
+        &[("FREEWAY_ENCRYPTION_KEY", &key_a)],
+        &["keys", "list"],
+        "",
+    );
     assert!(out.status.success());
-    assert!(text(&out.stdout).contains("gsk_…7890"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("gsk_…7890"),
+        "{}",
+        text(&out.stdout)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -261,7 +299,12 @@ async fn provider_keys_never_reach_disk_logs_or_errors_in_plaintext() {
         ),
     )
     .unwrap();
-    let out = run(cwd.path(), &[], &["keys", "add", "groq", "--label", "planted"], &format!("{PLANTED}\n"));
+    let out = run(
+        cwd.path(),
+        &[],
+        &["keys", "add", "groq", "--label", "planted"],
+        &format!("{PLANTED}\n"),
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(!text(&out.stdout).contains(PLANTED));
 
@@ -279,7 +322,12 @@ async fn provider_keys_never_reach_disk_logs_or_errors_in_plaintext() {
             .unwrap();
         bodies.push_str(&resp.text().await.unwrap());
     }
-    assert!(mock.chat_calls().iter().any(|c| c.bearer().as_deref() == Some(PLANTED)), "the key was used");
+    assert!(
+        mock.chat_calls()
+            .iter()
+            .any(|c| c.bearer().as_deref() == Some(PLANTED)),
+        "the key was used"
+    );
     let out = run(cwd.path(), &[], &["keys", "list"], "");
     let listing = text(&out.stdout);
     let stderr_path = server.stderr_path.clone();
@@ -293,12 +341,19 @@ async fn provider_keys_never_reach_disk_logs_or_errors_in_plaintext() {
         ("stdout", stdout_lines),
         ("log", std::fs::read_to_string(&stderr_path).unwrap()),
     ] {
-        assert!(!content.contains(fragment), "{what} leaked the key: {content}");
+        assert!(
+            !content.contains(fragment),
+            "{what} leaked the key: {content}"
+        );
     }
     for entry in walk(&cwd.path().join("freeway-data")) {
         let bytes = std::fs::read(&entry).unwrap();
         let hay = String::from_utf8_lossy(&bytes);
-        assert!(!hay.contains(fragment), "{} holds the key in plaintext", entry.display());
+        assert!(
+            !hay.contains(fragment),
+            "{} holds the key in plaintext",
+            entry.display()
+        );
     }
     assert!(bodies.contains("\"error\""), "{bodies}");
 }
@@ -319,13 +374,25 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 #[tokio::test(flavor = "multi_thread")]
 async fn cli_changes_reach_a_running_server() {
     let mock = Mock::start().await;
-    let t = TestApp::spawn(&format!("[providers.groq]\nbase_url = \"{}\"\n", mock.url("/v1"))).await;
+    let t = TestApp::spawn(&format!(
+        "[providers.groq]\nbase_url = \"{}\"\n",
+        mock.url("/v1")
+    ))
+    .await;
     let env_dir = t.dir.display().to_string();
     let env = [("FREEWAY_DATA_DIR", env_dir.as_str())];
     let cwd = tempfile::tempdir().unwrap();
-    assert_eq!(t.chat(ask("groq/llama-3.3-70b-versatile")).await.status(), 503);
+    assert_eq!(
+        t.chat(ask("groq/llama-3.3-70b-versatile")).await.status(),
+        503
+    );
 
-    let out = run(cwd.path(), &env, &["keys", "add", "groq"], "gsk_added_by_cli_000111222333\n");
+    let out = run(
+        cwd.path(),
+        &env,
+        &["keys", "add", "groq"],
+        "gsk_added_by_cli_000111222333\n",
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let mut ok = false;
     for _ in 0..100 {
@@ -361,7 +428,15 @@ async fn cli_changes_reach_a_running_server() {
     let models = |key: String| {
         let c = t.client.clone();
         let url = t.url("/v1/models");
-        async move { c.get(url).bearer_auth(key).send().await.unwrap().status().as_u16() }
+        async move {
+            c.get(url)
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
     };
     let mut accepted = false;
     for _ in 0..100 {
@@ -393,15 +468,41 @@ async fn cli_changes_reach_a_running_server() {
 #[test]
 fn bad_config_files_fail_with_the_key_named() {
     let cwd = tempfile::tempdir().unwrap();
-    std::fs::write(cwd.path().join("freeway.toml"), "[routing]\nmax_atempts = 3\n").unwrap();
+    std::fs::write(
+        cwd.path().join("freeway.toml"),
+        "[routing]\nmax_atempts = 3\n",
+    )
+    .unwrap();
     let out = run(cwd.path(), &[], &["keys", "list"], "");
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("max_atempts"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("max_atempts"),
+        "{}",
+        text(&out.stderr)
+    );
     let other = cwd.path().join("other.toml");
     std::fs::write(&other, "[routing]\nstall_timeout = \"forever\"\n").unwrap();
-    let out = run(cwd.path(), &[], &["keys", "list", "--config", other.to_str().unwrap()], "");
+    let out = run(
+        cwd.path(),
+        &[],
+        &["keys", "list", "--config", other.to_str().unwrap()],
+        "",
+    );
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("routing.stall_timeout"), "{}", text(&out.stderr));
-    let out = run(cwd.path(), &[("FREEWAY_CONFIG", other.to_str().unwrap())], &["status"], "");
-    assert!(text(&out.stderr).contains("routing.stall_timeout"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("routing.stall_timeout"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(
+        cwd.path(),
+        &[("FREEWAY_CONFIG", other.to_str().unwrap())],
+        &["status"],
+        "",
+    );
+    assert!(
+        text(&out.stderr).contains("routing.stall_timeout"),
+        "{}",
+        text(&out.stderr)
+    );
 }

@@ -2,5 +2,6 @@
 
 mod api;
 mod cli;
+mod failover;
 mod harness;
 mod proxy;
