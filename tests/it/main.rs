@@ -5,3 +5,4 @@ mod cli;
 mod failover;
 mod harness;
 mod proxy;
+mod routing;
