@@ -506,3 +506,119 @@ fn bad_config_files_fail_with_the_key_named() {
         text(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chain_models_status_and_check_commands() {
+    let mock = Mock::start().await;
+    mock.on(|r, _| {
+        if r.path.ends_with("/models") {
+            Reply::Json {
+                status: 200,
+                body: json!({"data": []}),
+                headers: vec![],
+            }
+        } else if r.model() == "qwen/qwen3-32b" {
+            Reply::status(429, "slow").with_header("retry-after", "3600")
+        } else {
+            Reply::ok("ok")
+        }
+    });
+    let cwd = tempfile::tempdir().unwrap();
+    let toml = format!("[providers.groq]\nbase_url = \"{}\"\n", mock.url("/v1"));
+    std::fs::write(cwd.path().join("freeway.toml"), &toml).unwrap();
+    let run_ok = |args: &[&str], stdin: &str| {
+        let out = run(cwd.path(), &[], args, stdin);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    run_ok(
+        &["keys", "add", "groq", "--label", "main"],
+        "gsk_cli_key_0123456789abcd\n",
+    );
+
+    let chain = run_ok(&["chain"], "");
+    let first_model = chain.lines().nth(1).unwrap();
+    assert!(
+        first_model.contains("github/openai/gpt-4.1"),
+        "rank 2 is first: {first_model}"
+    );
+    run_ok(&["chain", "move", "groq/llama-3.1-8b-instant", "1"], "");
+    run_ok(&["chain", "disable", "groq/llama-3.3-70b-versatile"], "");
+    let chain = run_ok(&["chain", "show"], "");
+    let first_model = chain.lines().nth(1).unwrap();
+    assert!(
+        first_model.contains("groq/llama-3.1-8b-instant") && first_model.contains("yes"),
+        "{first_model}"
+    );
+    let llama = chain
+        .lines()
+        .find(|l| l.contains("groq/llama-3.3-70b-versatile"))
+        .unwrap();
+    assert!(llama.contains(" no "), "{llama}");
+
+    let models = run_ok(&["models"], "");
+    assert!(
+        models.contains("groq/qwen/qwen3-32b") && models.contains("qwen3-32b"),
+        "{models}"
+    );
+    assert!(!models.contains("google/"), "no google key: hidden");
+    assert!(run_ok(&["models", "--all"], "").contains("google/gemini-2.5-flash"));
+
+    let check = run_ok(&["check"], "");
+    assert!(
+        check.contains("groq") && check.contains("healthy"),
+        "{check}"
+    );
+
+    // The persisted chain and a cooldown, seen by a server on the same data directory.
+    let data = cwd.path().join("freeway-data");
+    let t = TestApp::start(Options::new(toml.clone()).dir(&data))
+        .await
+        .unwrap();
+    let resp = t.chat(ask("auto")).await;
+    assert_eq!(
+        resp.headers()["x-routed-via"],
+        "groq/llama-3.1-8b-instant",
+        "moved to the front"
+    );
+    assert_eq!(
+        t.chat(ask("groq/llama-3.3-70b-versatile")).await.status(),
+        404,
+        "disabled"
+    );
+    assert_eq!(t.chat(ask("groq/qwen/qwen3-32b")).await.status(), 429);
+    t.stop().await;
+
+    let status = run_ok(&["status"], "");
+    assert!(
+        status.contains("groq (Groq): 1 key(s), 1 usable"),
+        "{status}"
+    );
+    let qwen = status
+        .lines()
+        .find(|l| l.contains("qwen/qwen3-32b"))
+        .unwrap();
+    assert!(qwen.contains("cooling down"), "{qwen}");
+    let instant = status
+        .lines()
+        .find(|l| l.contains("llama-3.1-8b-instant"))
+        .unwrap();
+    assert!(instant.contains("ready"), "{instant}");
+    assert!(status.contains("soonest reset"), "{status}");
+
+    let list = run_ok(&["keys", "list"], "");
+    assert!(
+        list.contains("main") && list.contains("gsk_…abcd") && list.contains("healthy"),
+        "{list}"
+    );
+    let id = list
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    run_ok(&["keys", "rm", &id], "");
+    assert!(!run_ok(&["keys", "list"], "").contains("main"));
+}
