@@ -101,6 +101,8 @@ impl Default for Routing {
 #[derive(Debug, Clone, Default)]
 pub struct ProviderConfig {
     pub base_url: Option<String>,
+    /// Other hosts a key may belong to (replaces the catalog's list when given).
+    pub alt_base_urls: Option<Vec<String>>,
     pub keys: Vec<Secret>,
     pub enabled: Option<bool>,
     pub models: Vec<ModelConfig>,
@@ -188,6 +190,7 @@ struct RawRouting {
 #[serde(deny_unknown_fields)]
 struct RawProvider {
     base_url: Option<String>,
+    alt_base_urls: Option<Vec<String>>,
     #[serde(default)]
     keys: Vec<String>,
     enabled: Option<bool>,
@@ -346,11 +349,15 @@ impl Config {
             if let Some(url) = &p.base_url {
                 check_url(&format!("providers.{id}.base_url"), url)?;
             }
+            for (i, url) in p.alt_base_urls.iter().flatten().enumerate() {
+                check_url(&format!("providers.{id}.alt_base_urls[{i}]"), url)?;
+            }
             check_models(&format!("providers.{id}"), &p.models)?;
             providers.insert(
                 id,
                 ProviderConfig {
                     base_url: p.base_url,
+                    alt_base_urls: p.alt_base_urls,
                     keys,
                     enabled: p.enabled,
                     models: p.models,

@@ -285,6 +285,12 @@ impl Catalog {
                 // A base URL override points at one host; the alternates belong to the default.
                 p.quirks.alt_base_urls.clear();
             }
+            if let Some(alts) = &pc.alt_base_urls {
+                p.quirks.alt_base_urls = alts
+                    .iter()
+                    .map(|u| u.trim_end_matches('/').to_string())
+                    .collect();
+            }
             if let Some(enabled) = pc.enabled {
                 p.enabled = enabled;
             }

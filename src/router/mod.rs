@@ -182,8 +182,11 @@ async fn route(
                 }
             };
             let t0 = Instant::now();
-            let outcome = attempt(app, provider, model, &key, inc, &ask).await;
+            let mut host_failures = 0;
+            let outcome = attempt(app, provider, model, &key, inc, &ask, &mut host_failures).await;
             let latency_ms = t0.elapsed().as_millis() as u64;
+            // A key tried on another host (Z.ai) first failed once per host.
+            attempts += host_failures;
             match outcome {
                 Ok(success) => {
                     log.attempts.push(AttemptRow {
@@ -403,6 +406,7 @@ async fn attempt(
     key: &ProviderKey,
     inc: &Incoming,
     ask: &Ask,
+    host_failures: &mut u32,
 ) -> Result<Success, AttemptError> {
     let routing = &app.config.routing;
     let known = app.known_host(key);
@@ -464,6 +468,7 @@ async fn attempt(
                 matches!(failure, Failure::InvalidKey(_)) && host_index + 1 < hosts.len();
             last = AttemptError::Upstream(failure, Some(status));
             if try_next_host {
+                *host_failures += 1;
                 continue;
             }
             return Err(last);

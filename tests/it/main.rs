@@ -3,6 +3,8 @@
 mod api;
 mod cli;
 mod failover;
+mod gemini;
 mod harness;
 mod proxy;
 mod routing;
+mod vendors;
