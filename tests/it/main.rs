@@ -2,9 +2,11 @@
 
 mod api;
 mod cli;
+mod dialects;
 mod failover;
 mod gemini;
 mod harness;
 mod proxy;
 mod routing;
+mod tools;
 mod vendors;
