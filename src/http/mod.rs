@@ -159,17 +159,24 @@ async fn chat(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    // Answers refused before routing made no upstream attempt; they say so too.
+    let refused = |e: ApiError| {
+        let mut resp = e.into_response();
+        resp.headers_mut()
+            .insert("x-fallback-attempts", HeaderValue::from(0u32));
+        resp
+    };
     let client = match authenticate(&app, &headers) {
         Ok(c) => c,
-        Err(e) => return e.into_response(),
+        Err(e) => return refused(e),
     };
     let bytes = match read_body(&app, &headers, body).await {
         Ok(b) => b,
-        Err(e) => return e.into_response(),
+        Err(e) => return refused(e),
     };
     let req = match crate::wire::openai::parse(&bytes) {
         Ok(r) => r,
-        Err(msg) => return ApiError::InvalidRequest(msg).into_response(),
+        Err(msg) => return refused(ApiError::InvalidRequest(msg)),
     };
     let session = headers
         .get("x-session-id")

@@ -76,24 +76,50 @@ enum Success {
 /// Route one chat request.
 pub async fn chat(app: &Arc<App>, inc: Incoming) -> Result<Reply, Failed> {
     let started = Instant::now();
-    let facts = inc.req.facts.clone();
-    let mut log = RequestRow {
-        id: inc.request_id.clone(),
-        at_ms: app.ledger.now_ms(),
-        client: inc.client.clone(),
-        requested_model: facts.model.clone().unwrap_or_else(|| "auto".into()),
-        stream: facts.stream,
-        tokens_in: facts.prompt_tokens,
-        ..RequestRow::default()
+    let facts = &inc.req.facts;
+    let mut pending = PendingLog {
+        app,
+        started,
+        done: false,
+        row: RequestRow {
+            id: inc.request_id.clone(),
+            at_ms: app.ledger.now_ms(),
+            client: inc.client.clone(),
+            requested_model: facts.model.clone().unwrap_or_else(|| "auto".into()),
+            stream: facts.stream,
+            tokens_in: facts.prompt_tokens,
+            ..RequestRow::default()
+        },
     };
-    match route(app, &inc, &mut log, started).await {
-        Ok(reply) => Ok(reply),
-        Err(failed) => {
-            log.status = failed.error.status();
-            log.error = Some(failed.error.to_string());
-            log.latency_ms = started.elapsed().as_millis() as u64;
-            app.log.record(log);
-            Err(failed)
+    let result = route(app, &inc, &mut pending.row, started).await;
+    pending.done = true;
+    if let Err(failed) = &result {
+        let mut row = std::mem::take(&mut pending.row);
+        row.status = failed.error.status();
+        row.error = Some(failed.error.to_string());
+        row.latency_ms = started.elapsed().as_millis() as u64;
+        app.log.record(row);
+    }
+    result
+}
+
+/// The log row of a request still being routed. If the client goes away mid-way, the
+/// handler's future is dropped, and so is this: the request is still recorded, as a 499.
+struct PendingLog<'a> {
+    app: &'a Arc<App>,
+    started: Instant,
+    done: bool,
+    row: RequestRow,
+}
+
+impl Drop for PendingLog<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let mut row = std::mem::take(&mut self.row);
+            row.status = 499;
+            row.error = Some("client disconnected".into());
+            row.latency_ms = self.started.elapsed().as_millis() as u64;
+            self.app.log.record(row);
         }
     }
 }

@@ -87,7 +87,9 @@ async fn bad_input_gets_the_documented_4xx() {
             .body(body)
             .send()
     };
-    let (s, b) = error_of(post_raw("{not json").await.unwrap()).await;
+    let resp = post_raw("{not json").await.unwrap();
+    assert_eq!(resp.headers()["x-fallback-attempts"], "0");
+    let (s, b) = error_of(resp).await;
     assert_eq!(
         (s, b["error"]["code"].as_str()),
         (400, Some("invalid_request"))

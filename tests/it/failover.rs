@@ -629,3 +629,48 @@ async fn several_keys_of_one_provider_share_the_load() {
         .count();
     assert_eq!((a1, a2), (5, 5));
 }
+
+#[tokio::test]
+async fn a_client_that_goes_away_mid_request_releases_its_reservation() {
+    let (a, b) = (Mock::start().await, Mock::start().await);
+    a.always(Reply::Delay(
+        Duration::from_secs(20),
+        Box::new(Reply::ok("too late")),
+    ));
+    let t = TestApp::spawn(&two(&a, &b, "")).await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let err = client
+        .post(t.url("/v1/chat/completions"))
+        .bearer_auth(CLIENT_KEY)
+        .json(&ask(MODEL))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout());
+    let first = a.chat_calls()[0].bearer().unwrap();
+    let scope = Scope::model("groq", "openai/gpt-oss-120b", &key_id(&t, "groq", &first));
+    assert!(
+        eventually(|| t
+            .app
+            .ledger
+            .usage(&scope, freeway::catalog::Reset::Rolling)
+            .minute_tokens
+            == 0)
+        .await,
+        "the upstream request was dropped with the client's"
+    );
+    assert!(
+        eventually(|| t
+            .app
+            .store
+            .recent_requests(1)
+            .unwrap()
+            .first()
+            .is_some_and(|r| r.status == 499 && r.attempts.is_empty()))
+        .await,
+        "still logged"
+    );
+}
