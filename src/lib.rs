@@ -12,6 +12,7 @@ pub mod health;
 pub mod http;
 pub mod keys;
 pub mod ledger;
+pub mod metrics;
 pub mod providers;
 pub mod reqlog;
 pub mod router;

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::Metrics;
 use crate::store::{RequestRow, Store};
 
 /// Rows queued at most before new ones are dropped.
@@ -21,6 +22,8 @@ const BATCH: usize = 512;
 pub struct RequestLog {
     tx: mpsc::Sender<RequestRow>,
     dropped: AtomicU64,
+    /// Fed from every finished row: the one place requests are counted.
+    pub metrics: Metrics,
 }
 
 /// The receiving side, run by [`writer`].
@@ -33,6 +36,7 @@ impl RequestLog {
             RequestLog {
                 tx,
                 dropped: AtomicU64::new(0),
+                metrics: Metrics::default(),
             },
             Receiver(rx),
         )
@@ -40,8 +44,10 @@ impl RequestLog {
 
     /// Queue a row; never waits.
     pub fn record(&self, row: RequestRow) {
+        self.metrics.observe(&row);
         if self.tx.try_send(row).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.metrics.log_dropped();
         }
     }
 

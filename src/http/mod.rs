@@ -32,6 +32,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/models", get(models))
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(request_id))
@@ -335,4 +336,68 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
         axum::Json(json!({"status": "unavailable", "reason": reason})),
     )
         .into_response()
+}
+
+/// Prometheus text. Open when `metrics.public`; else a Bearer token equal to `metrics.token`.
+/// Client keys never open it.
+async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    let allowed = app.config.metrics.public
+        || app.config.metrics.token.as_ref().is_some_and(|token| {
+            headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .is_some_and(|given| {
+                    crate::crypto::digest_eq(
+                        &crate::crypto::hash_client_key(given),
+                        &crate::crypto::hash_client_key(token.expose()),
+                    )
+                })
+        });
+    if !allowed {
+        return ApiError::Unauthorized(
+            "metrics need `Authorization: Bearer <metrics.token>` (or set metrics.public = true)"
+                .into(),
+        )
+        .into_response();
+    }
+    let mut cooling: BTreeMap<String, i64> = BTreeMap::new();
+    for (scope, _) in app.ledger.cooldowns() {
+        *cooling.entry(scope.provider).or_default() += 1;
+    }
+    let cooling: Vec<(String, i64)> = cooling.into_iter().collect();
+    let mut remaining = Vec::new();
+    for link in app.chain().iter().filter(|l| l.enabled) {
+        let m = &app.catalog.models[link.model];
+        let p = app.catalog.provider_of(m);
+        for k in app.keys.usable(&p.id) {
+            let u = app
+                .ledger
+                .usage(&crate::ledger::Scope::model(&p.id, &m.id, &k.id), p.reset);
+            let windows = [
+                ("rpm", m.limits.rpm, u.minute_requests),
+                ("rpd", m.limits.rpd, u.day_requests),
+                ("tpm", m.limits.tpm, u.minute_tokens),
+                ("tpd", m.limits.tpd, u.day_tokens),
+            ];
+            for (window, cap, used) in windows {
+                if let Some(cap) = cap {
+                    remaining.push((
+                        p.id.clone(),
+                        m.id.clone(),
+                        crate::ledger::short(&k.id).to_string(),
+                        window.to_string(),
+                        cap.saturating_sub(used) as i64,
+                    ));
+                }
+            }
+        }
+    }
+    let body = app.log.metrics.render(&cooling, &remaining);
+    let mut resp = Response::new(Body::from(body));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    resp
 }

@@ -327,3 +327,80 @@ async fn livez_and_readyz() {
     let resp = t.client.get(t.url("/readyz")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
 }
+
+#[tokio::test]
+async fn metrics_need_their_token_and_count_requests() {
+    let mock = Mock::start().await;
+    mock.on(|r, _| {
+        if r.model() == "llama-3.1-8b-instant" {
+            Reply::status(429, "slow").with_header("retry-after", "100")
+        } else {
+            Reply::ok("ok")
+        }
+    });
+    let toml = format!(
+        "[metrics]\ntoken = \"env:METRICS_TOKEN\"\n[providers.groq]\nbase_url = \"{}\"\nkeys = [\"gsk_m\"]\n",
+        mock.url("/v1")
+    );
+    let t = TestApp::start(Options::new(toml).env("METRICS_TOKEN", "scrape-secret"))
+        .await
+        .unwrap();
+    assert_eq!(
+        t.chat(ask("groq/llama-3.3-70b-versatile")).await.status(),
+        200
+    );
+    assert_eq!(t.chat(ask("groq/llama-3.1-8b-instant")).await.status(), 429);
+
+    let resp = t.client.get(t.url("/metrics")).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    let resp = t
+        .client
+        .get(t.url("/metrics"))
+        .bearer_auth(CLIENT_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401, "client keys do not open metrics");
+    let resp = t
+        .client
+        .get(t.url("/metrics"))
+        .bearer_auth("scrape-secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    assert!(text.contains(r#"freeway_requests_total{provider="groq",model="llama-3.3-70b-versatile",outcome="ok"} 1"#), "{text}");
+    assert!(
+        text.contains(
+            r#"freeway_requests_total{provider="none",model="none",outcome="rate_limited"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(text.contains(r#"freeway_attempts_total{provider="groq",model="llama-3.1-8b-instant",outcome="rate_limited"} 1"#), "{text}");
+    assert!(
+        text.contains(r#"freeway_cooldowns{provider="groq"} 1"#),
+        "{text}"
+    );
+    assert!(text.contains(r#"window="rpd"} 999"#), "{text}");
+    assert!(
+        text.contains("freeway_request_duration_seconds_bucket"),
+        "{text}"
+    );
+    assert!(
+        text.contains("freeway_time_to_first_token_seconds"),
+        "{text}"
+    );
+    assert!(!text.contains("gsk_m"), "no keys in metrics");
+
+    let open = TestApp::spawn("[metrics]\npublic = true\n").await;
+    assert_eq!(
+        open.client
+            .get(open.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
