@@ -515,15 +515,7 @@ fn status_cmd(config: Config) -> anyhow::Result<()> {
             let mut states = Vec::new();
             let mut ready = false;
             for k in &usable {
-                let ask = crate::ledger::Ask {
-                    provider: p.id.clone(),
-                    model: m.id.clone(),
-                    key: k.id.clone(),
-                    limits: m.limits,
-                    account: p.account,
-                    reset: p.reset,
-                    tokens: 1,
-                };
+                let ask = crate::ledger::Ask::new(p, m, &k.id, 1);
                 match ledger.check_only(&ask) {
                     Ok(()) => ready = true,
                     Err(d) => {

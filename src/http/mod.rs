@@ -232,19 +232,10 @@ async fn chat(
 fn available(app: &App, model_index: usize) -> bool {
     let m = &app.catalog.models[model_index];
     let p = app.catalog.provider_of(m);
-    app.keys.usable(&p.id).iter().any(|k| {
-        app.ledger
-            .check_only(&Ask {
-                provider: p.id.clone(),
-                model: m.id.clone(),
-                key: k.id.clone(),
-                limits: m.limits,
-                account: p.account,
-                reset: p.reset,
-                tokens: 1,
-            })
-            .is_ok()
-    })
+    app.keys
+        .usable(&p.id)
+        .iter()
+        .any(|k| app.ledger.check_only(&Ask::new(p, m, &k.id, 1)).is_ok())
 }
 
 async fn models(

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::catalog::{Limits, Reset};
+use crate::catalog::{Limits, Model, Provider, Reset};
 pub use window::{Span, Window};
 
 /// Where time comes from, so tests can move it.
@@ -157,6 +157,19 @@ pub struct Ask {
 }
 
 impl Ask {
+    /// What a request of `tokens` asks of `model` through one key of `provider`.
+    pub fn new(provider: &Provider, model: &Model, key: &str, tokens: u64) -> Ask {
+        Ask {
+            provider: provider.id.clone(),
+            model: model.id.clone(),
+            key: key.to_string(),
+            limits: model.limits,
+            account: provider.account,
+            reset: provider.reset,
+            tokens,
+        }
+    }
+
     fn day_span(&self) -> Span {
         match self.reset {
             Reset::Rolling => Span::ROLLING_DAY,

@@ -188,15 +188,7 @@ async fn route(
                 out_of_budget = true;
                 break 'models;
             }
-            let ask = Ask {
-                provider: provider.id.clone(),
-                model: model.id.clone(),
-                key: key.id.clone(),
-                limits: model.limits,
-                account: provider.account,
-                reset: provider.reset,
-                tokens,
-            };
+            let ask = Ask::new(provider, model, &key.id, tokens);
             let reservation = match app.ledger.try_reserve(&ask) {
                 Ok(r) => r,
                 Err(denied) => {

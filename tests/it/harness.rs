@@ -497,3 +497,27 @@ pub async fn eventually(mut f: impl FnMut() -> bool) -> bool {
     }
     false
 }
+
+/// Send `n` chat requests at once (`body(i)` for the i-th); their statuses.
+pub async fn burst(t: &TestApp, n: usize, body: impl Fn(usize) -> Value) -> Vec<u16> {
+    let requests = (0..n).map(|i| {
+        let c = t.client.clone();
+        let url = t.url("/v1/chat/completions");
+        let body = body(i);
+        tokio::spawn(async move {
+            c.post(url)
+                .bearer_auth(CLIENT_KEY)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    });
+    futures_util::future::join_all(requests)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect()
+}

@@ -21,25 +21,7 @@ async fn no_key_ever_receives_more_requests_than_its_cap() {
         Box::new(Reply::ok("ok")),
     ));
     let t = TestApp::spawn(&custom(&mock, ", rpm = 5")).await;
-    let requests = (0..60).map(|_| {
-        let c = t.client.clone();
-        let url = t.url("/v1/chat/completions");
-        tokio::spawn(async move {
-            c.post(url)
-                .bearer_auth(CLIENT_KEY)
-                .json(&ask("mock-model"))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        })
-    });
-    let statuses: Vec<u16> = futures_util::future::join_all(requests)
-        .await
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
+    let statuses = burst(&t, 60, |_| ask("mock-model")).await;
     assert_eq!(
         mock.chat_calls().len(),
         5,
@@ -59,26 +41,7 @@ async fn token_caps_bound_what_is_in_flight() {
     // Each request reserves its prompt plus a 1000-token answer reserve: two fit in 2500.
     let t = TestApp::spawn(&custom(&mock, ", tpm = 2500")).await;
     let body = json!({"model": "mock-model", "max_tokens": 1000, "messages": [{"role": "user", "content": "hi"}]});
-    let requests = (0..20).map(|_| {
-        let c = t.client.clone();
-        let url = t.url("/v1/chat/completions");
-        let body = body.clone();
-        tokio::spawn(async move {
-            c.post(url)
-                .bearer_auth(CLIENT_KEY)
-                .json(&body)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        })
-    });
-    let statuses: Vec<u16> = futures_util::future::join_all(requests)
-        .await
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
+    let statuses = burst(&t, 20, |_| body.clone()).await;
     assert!(
         mock.max_in_flight() <= 2,
         "in flight at once: {}",
@@ -112,30 +75,14 @@ rpd = 1000
         mock.url("/v1")
     );
     let t = TestApp::spawn(&toml).await;
-    let requests = (0..40).map(|i| {
-        let c = t.client.clone();
-        let url = t.url("/v1/chat/completions");
-        let model = if i % 2 == 0 {
+    let statuses = burst(&t, 40, |i| {
+        ask(if i % 2 == 0 {
             "openrouter/qwen/qwen3-coder:free"
         } else {
             "openrouter/z-ai/glm-4.5-air:free"
-        };
-        tokio::spawn(async move {
-            c.post(url)
-                .bearer_auth(CLIENT_KEY)
-                .json(&ask(model))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
         })
-    });
-    let statuses: Vec<u16> = futures_util::future::join_all(requests)
-        .await
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
+    })
+    .await;
     assert_eq!(mock.chat_calls().len(), 20);
     assert_eq!(statuses.iter().filter(|&&s| s == 200).count(), 20);
 }
