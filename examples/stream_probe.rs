@@ -4,9 +4,10 @@
 //!
 //! ```text
 //! stream_probe --url http://127.0.0.1:P/v1/chat/completions [--key fw-bench] [--model mock-model]
-//!     [--concurrency 64] [--warmup 1] [--timeout-secs 60] [--raw FILE]
+//!     [--concurrency 64] [--warmup 1] [--rounds 1] [--timeout-secs 60] [--raw FILE]
 //! ```
 //!
+//! `--rounds R` runs R measured rounds of K streams one after another and pools them.
 //! Per stream it records the time to first byte (first body chunk that contains `data:`), the
 //! total time to the end of the body, and the gap between successive SSE events as they are
 //! parsed out of the body chunks the client receives: events that arrive in one read have a
@@ -28,6 +29,7 @@ struct Args {
     model: String,
     concurrency: usize,
     warmup: usize,
+    rounds: usize,
     timeout: Duration,
     include_usage: bool,
     hold: usize,
@@ -53,7 +55,7 @@ fn parse_args() -> Args {
     };
     if argv.iter().any(|a| a == "-h" || a == "--help") {
         eprintln!(
-            "stream_probe --url URL [--key K] [--model M] [--concurrency K] [--warmup R] [--timeout-secs T] [--no-usage] [--raw FILE]\n\
+            "stream_probe --url URL [--key K] [--model M] [--concurrency K] [--warmup R] [--rounds R] [--timeout-secs T] [--no-usage] [--raw FILE]\n\
              stream_probe --url URL --hold N --hold-secs S [--watch-pid PID] [--model mock-slow]"
         );
         std::process::exit(0);
@@ -75,6 +77,7 @@ fn parse_args() -> Args {
         model: get("--model").unwrap_or_else(|| "mock-model".into()),
         concurrency: num("--concurrency", 64.0) as usize,
         warmup: num("--warmup", 1.0) as usize,
+        rounds: (num("--rounds", 1.0) as usize).max(1),
         timeout: Duration::from_secs_f64(num("--timeout-secs", 60.0)),
         include_usage: !argv.iter().any(|a| a == "--no-usage"),
         hold: num("--hold", 0.0) as usize,
@@ -306,9 +309,13 @@ async fn measure(a: Args) {
     for _ in 0..a.warmup {
         let _ = run_round(c.clone()).await;
     }
+    // Measured rounds: K streams each, one round after the other; statistics pool all rounds.
     let wall = Instant::now();
-    let results = run_round(c.clone()).await;
-    let wall_ms = wall.elapsed().as_secs_f64() * 1e3;
+    let mut results = Vec::with_capacity(k * a.rounds);
+    for _ in 0..a.rounds {
+        results.extend(run_round(c.clone()).await);
+    }
+    let wall_ms = wall.elapsed().as_secs_f64() * 1e3 / a.rounds as f64;
 
     let mut ttfb = Vec::new();
     let mut total = Vec::new();
@@ -355,9 +362,11 @@ async fn measure(a: Args) {
         "mode": "measure",
         "url": a.url,
         "model": a.model,
-        "streams": k,
+        "concurrency": k,
+        "rounds": a.rounds,
+        "streams": results.len(),
         "ok": ok,
-        "failed": k - ok,
+        "failed": results.len() - ok,
         "statuses": statuses.iter().map(|(s, n)| (s.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
         "errors": errors,
         "wall_ms": wall_ms,
