@@ -648,13 +648,20 @@ pub fn parse_quota_headers<'a>(
         .collect()
 }
 
+/// Seconds from an upstream as a `Duration`, if finite, not negative and below ~30 years:
+/// upstream numbers are never trusted to fit (`Duration::from_secs_f64` panics on overflow).
+pub fn secs(value: f64) -> Option<Duration> {
+    (0.0..1e9)
+        .contains(&value)
+        .then(|| Duration::try_from_secs_f64(value).ok())
+        .flatten()
+}
+
 /// `2m59.56s`, `7.66s`, `120ms`, `1h2m3s`, or plain seconds.
 pub fn parse_reset(value: &str) -> Option<Duration> {
     let v = value.trim();
-    if let Ok(secs) = v.parse::<f64>() {
-        return (0.0..1e9)
-            .contains(&secs)
-            .then(|| Duration::from_secs_f64(secs));
+    if let Ok(value) = v.parse::<f64>() {
+        return secs(value);
     }
     let mut total = 0.0f64;
     let mut num = String::new();
@@ -680,10 +687,10 @@ pub fn parse_reset(value: &str) -> Option<Duration> {
         total += n * unit;
         any = true;
     }
-    if !num.is_empty() || !any || !total.is_finite() || total >= 1e9 {
+    if !num.is_empty() || !any {
         return None;
     }
-    Some(Duration::from_secs_f64(total))
+    secs(total)
 }
 
 #[cfg(test)]

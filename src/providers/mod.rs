@@ -171,7 +171,7 @@ pub fn classify(status: u16, retry_after: Option<&str>, body: &[u8]) -> Failure 
             .or_else(|| {
                 json.as_ref()
                     .and_then(gemini::retry_delay_secs)
-                    .map(Duration::from_secs_f64)
+                    .and_then(crate::ledger::secs)
             })
             .or_else(|| retry_in_text(&lower));
         let daily = [
@@ -228,13 +228,11 @@ fn truncate(s: &str, max: usize) -> String {
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
     let v = value.trim();
     if let Ok(secs) = v.parse::<f64>() {
-        return (0.0..1e8)
-            .contains(&secs)
-            .then(|| Duration::from_secs_f64(secs));
+        return crate::ledger::secs(secs);
     }
     let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
     let secs = at.timestamp() - chrono::Utc::now().timestamp();
-    Some(Duration::from_secs(secs.max(0) as u64))
+    Some(Duration::from_secs(secs.clamp(0, 1_000_000_000) as u64))
 }
 
 /// "try again in 7.66s", "retry in 17.5s", "retry after 20 seconds".
@@ -258,11 +256,11 @@ fn retry_in_text(lower: &str) -> Option<Duration> {
                 1.0
             };
             let plain_number = first.parse::<f64>().is_ok();
-            return Some(if plain_number {
-                Duration::from_secs_f64(d.as_secs_f64() * scale)
+            return if plain_number {
+                crate::ledger::secs(d.as_secs_f64() * scale)
             } else {
-                d
-            });
+                Some(d)
+            };
         }
     }
     None
@@ -473,6 +471,20 @@ mod tests {
         );
         let Failure::Request(m) = f else { panic!() };
         assert!(!m.contains("ABCDEFGHIJ1234567890"), "{m}");
+    }
+
+    /// Found by the `classify` fuzz target: huge waits from an upstream must not panic.
+    #[test]
+    fn absurd_retry_delays_are_ignored_not_fatal() {
+        let bodies: [&[u8]; 3] = [
+            br#"{"error":{"details":[{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"100000000000000000000s"}]}}"#,
+            br#"{"error":{"message":"Please retry in 100000000000000000000s."}}"#,
+            br#"[{"error":{"code":429,"message":"33 retry in 333333333333333333333333333333333333333 08:00"}}]"#,
+        ];
+        for body in bodies {
+            assert!(matches!(classify(429, Some("1e300"), body), Failure::RateLimited { retry_after: None, .. }));
+        }
+        assert_eq!(parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT"), Some(Duration::from_secs(1_000_000_000)));
     }
 
     #[test]

@@ -1,0 +1,74 @@
+//! OpenAI chat request parsing, then the outgoing body for several OpenAI-dialect vendors
+//! whose quirks differ (drop/rename params, max_tokens cap, flattened content, tool schema
+//! cleaning, tool params, stream usage).
+//!
+//! Properties: never panics; every outgoing body is a JSON object naming the upstream model.
+#![no_main]
+
+use std::sync::OnceLock;
+
+use freeway::catalog::Catalog;
+use libfuzzer_sys::fuzz_target;
+use serde_json::Value;
+
+const MODELS: &[&str] = &[
+    "groq/llama-3.3-70b-versatile",
+    "mistral/mistral-small-latest",
+    "cloudflare/@cf/openai/gpt-oss-120b",
+    "cohere/command-a-03-2025",
+    "nvidia/deepseek-ai/deepseek-v3.1",
+    "github/openai/gpt-4.1",
+];
+
+struct Setup {
+    catalog: Catalog,
+    models: Vec<usize>,
+}
+
+fn setup() -> &'static Setup {
+    static SETUP: OnceLock<Setup> = OnceLock::new();
+    SETUP.get_or_init(|| {
+        let catalog = Catalog::builtin().expect("the builtin catalog loads");
+        let models = MODELS
+            .iter()
+            .map(|r| {
+                catalog
+                    .find_reference(r)
+                    .unwrap_or_else(|| panic!("fuzz target out of date: {r} is not in the catalog"))
+            })
+            .collect();
+        Setup { catalog, models }
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let s = setup();
+    let Ok(req) = freeway::wire::openai::parse(data) else {
+        return;
+    };
+    let _ = req.facts.token_estimate();
+    for &i in &s.models {
+        let m = &s.catalog.models[i];
+        let p = s.catalog.provider_of(m);
+        let out = freeway::providers::openai::body(&req, p, m);
+        let v: Value = serde_json::from_slice(&out).unwrap_or_else(|e| {
+            panic!(
+                "body for {} is not JSON ({e}): {:?}",
+                s.catalog.reference(i),
+                String::from_utf8_lossy(&out)
+            )
+        });
+        assert!(
+            v.is_object(),
+            "body for {} is not an object",
+            s.catalog.reference(i)
+        );
+        assert_eq!(
+            v.get("model").and_then(Value::as_str),
+            Some(m.id.as_str()),
+            "body for {} does not name the upstream model",
+            s.catalog.reference(i)
+        );
+        let _ = freeway::providers::openai::injects_usage(&req, &p.quirks);
+    }
+});

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Run Freeway's fuzz targets for a bounded time each.
+#
+#   fuzz/run.sh                 every target, FUZZ_SECONDS (default 60) each
+#   fuzz/run.sh sse             one target
+#   fuzz/run.sh sse -runs=1000  extra arguments go to libFuzzer
+#
+# Works on stable Rust: `--sanitizer none` is the only cargo-fuzz setting that needs a nightly
+# compiler otherwise (see fuzz/README.md). New inputs go to fuzz/corpus/<target>/, crashes to
+# fuzz/artifacts/<target>/ (both git-ignored); fuzz/seeds/<target>/ is read, never written.
+set -uo pipefail
+
+cd "$(dirname "$0")"
+seconds="${FUZZ_SECONDS:-60}"
+
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "cargo-fuzz not found; installing it" >&2
+    cargo install cargo-fuzz --locked || exit 1
+fi
+
+if [ $# -gt 0 ]; then
+    targets=("$1")
+    shift
+else
+    mapfile -t targets < <(cargo fuzz list)
+fi
+
+# Build everything once up front so build time does not eat into the fuzzing time.
+if [ ${#targets[@]} -eq 1 ]; then
+    cargo fuzz build --sanitizer none "${targets[0]}" || exit 1
+else
+    cargo fuzz build --sanitizer none || exit 1
+fi
+
+failed=()
+for t in "${targets[@]}"; do
+    echo "=== $t: ${seconds}s ===" >&2
+    mkdir -p "corpus/$t"
+    # corpus/ first: libFuzzer writes new inputs to the first directory only.
+    if ! cargo fuzz run --sanitizer none "$t" "corpus/$t" "seeds/$t" -- \
+        -max_total_time="$seconds" -timeout=10 -print_final_stats=1 "$@"; then
+        failed+=("$t")
+    fi
+done
+
+if [ ${#failed[@]} -gt 0 ]; then
+    echo "FAILED: ${failed[*]} (inputs in fuzz/artifacts/<target>/; replay with" \
+        "cargo fuzz run --sanitizer none <target> <file>)" >&2
+    exit 1
+fi
+echo "all targets ran ${seconds}s without a crash: ${targets[*]}" >&2
