@@ -51,12 +51,14 @@ pub struct App {
     pub signatures: Signatures,
     /// Hosts learned for keys of providers with several (Z.ai), by key id.
     hosts: Mutex<HashMap<String, String>>,
+    /// Parsed upstream URLs: parsing (with IDNA) showed up in profiles when done per request.
+    urls: RwLock<HashMap<String, reqwest::Url>>,
     /// Background tasks, awaited at shutdown.
     pub tasks: TaskTracker,
     /// Cancels background tasks.
     pub stop: CancellationToken,
-    /// The log writer's receiving end, taken by `serve`.
-    log_rx: Mutex<Option<reqlog::Receiver>>,
+    /// The request-log writer thread, started by `start_background`, finished by `serve`.
+    log_writer: Mutex<Option<reqlog::Writer>>,
     /// The store's data version last seen, to notice CLI changes.
     data_version: Mutex<i64>,
 }
@@ -155,7 +157,6 @@ impl App {
             .user_agent(concat!("freeway/", env!("CARGO_PKG_VERSION")))
             .build()
             .context("cannot build the HTTP client")?;
-        let (log, log_rx) = RequestLog::new();
         let app = App {
             sticky: Sticky::new(
                 config.routing.sticky_ttl.as_millis() as i64,
@@ -170,12 +171,13 @@ impl App {
             ledger,
             chain: RwLock::new(Arc::new(Vec::new())),
             http,
-            log,
+            log: RequestLog::default(),
             signatures: Signatures::default(),
             hosts: Mutex::new(HashMap::new()),
+            urls: RwLock::new(HashMap::new()),
             tasks: TaskTracker::new(),
             stop: CancellationToken::new(),
-            log_rx: Mutex::new(Some(log_rx)),
+            log_writer: Mutex::new(None),
             data_version: Mutex::new(0),
         };
         app.reload()?;
@@ -211,6 +213,26 @@ impl App {
     /// The current chain.
     pub fn chain(&self) -> Arc<Vec<Link>> {
         self.chain.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// `text` parsed as a URL, from a cache (a few entries per provider at most; cleared if a
+    /// misconfiguration ever makes it grow).
+    pub fn url(&self, text: &str) -> Result<reqwest::Url, String> {
+        if let Some(u) = self
+            .urls
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(text)
+        {
+            return Ok(u.clone());
+        }
+        let parsed = reqwest::Url::parse(text).map_err(|e| e.to_string())?;
+        let mut urls = self.urls.write().unwrap_or_else(|e| e.into_inner());
+        if urls.len() > 1024 {
+            urls.clear();
+        }
+        urls.insert(text.to_string(), parsed.clone());
+        Ok(parsed)
     }
 
     /// The host a key is known to belong to.
@@ -280,12 +302,8 @@ impl App {
     /// Start the background tasks: request-log writer, persistence, reloads, retention and
     /// health probes.
     pub fn start_background(self: &Arc<Self>) {
-        if let Some(rx) = self.log_rx.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            self.tasks.spawn(reqlog::writer(
-                Arc::clone(&self.store),
-                rx,
-                self.stop.clone(),
-            ));
+        if let Some(writer) = self.log.start(Arc::clone(&self.store)) {
+            *self.log_writer.lock().unwrap_or_else(|e| e.into_inner()) = Some(writer);
         }
         let app = Arc::clone(self);
         self.tasks.spawn(async move {
@@ -368,6 +386,15 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!("background tasks did not finish in time");
+    }
+    // Every request is over: the writer drains the queue and stops.
+    let writer = app
+        .log_writer
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    if let Some(w) = writer {
+        let _ = tokio::task::spawn_blocking(move || w.finish()).await;
     }
     Ok(())
 }

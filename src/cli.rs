@@ -127,7 +127,24 @@ fn init_tracing(config: &Config) {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// The server's runtime: `workers` threads (0 = one per core; 1 = single-threaded, which
+/// avoids cross-thread wake-ups entirely).
+fn server_runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    if workers > 1 {
+        builder.worker_threads(workers);
+    }
+    builder
         .enable_all()
         .build()
         .context("cannot start the async runtime")
@@ -139,7 +156,7 @@ fn now_ms() -> i64 {
 
 fn serve(config: Config) -> anyhow::Result<()> {
     init_tracing(&config);
-    let rt = runtime()?;
+    let rt = server_runtime(config.workers)?;
     rt.block_on(async move {
         let listen = config.listen;
         let (app, _opened) = App::open(config)?;

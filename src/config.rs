@@ -55,6 +55,8 @@ pub struct Config {
     pub encryption_key: Option<Secret>,
     /// Request log retention.
     pub log_retention: Duration,
+    /// Runtime worker threads: 0 = one per core, 1 = a single-threaded runtime.
+    pub workers: usize,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -151,6 +153,7 @@ struct RawConfig {
     max_body: Option<String>,
     log: Option<String>,
     log_retention: Option<String>,
+    workers: Option<usize>,
     #[serde(default)]
     auth: RawAuth,
     #[serde(default)]
@@ -416,7 +419,19 @@ impl Config {
             Some(v) => parse_duration(&v).map_err(|e| anyhow::anyhow!("log_retention: {e}"))?,
             None => Duration::from_secs(90 * 24 * 3600),
         };
+        let workers = match env("FREEWAY_WORKERS") {
+            Some(v) => v.trim().parse::<usize>().map_err(|_| {
+                anyhow::anyhow!("FREEWAY_WORKERS: {v:?} is not a number of threads")
+            })?,
+            None => raw.workers.unwrap_or(0),
+        };
+        if workers > 256 {
+            bail!(
+                "workers: {workers} is more threads than any machine here needs (0 = one per core)"
+            );
+        }
         Ok(Config {
+            workers,
             listen,
             data_dir,
             max_body,

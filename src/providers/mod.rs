@@ -269,14 +269,14 @@ fn retry_in_text(lower: &str) -> Option<Duration> {
 /// Read a non-streaming 200 answer: the bytes to hand the client and the usage.
 pub fn read_answer(
     dialect: Dialect,
-    body: &[u8],
+    body: Bytes,
     id: &str,
     model: &str,
     created: i64,
 ) -> Result<(Bytes, (u64, u64)), Failure> {
     match dialect {
         Dialect::Openai => {
-            let answer: Answer = serde_json::from_slice(body)
+            let answer: Answer = serde_json::from_slice(&body)
                 .map_err(|e| Failure::BadAnswer(format!("not a chat completion ({e})")))?;
             if !answer.has_content() {
                 return Err(Failure::BadAnswer("empty answer".into()));
@@ -285,10 +285,10 @@ pub fn read_answer(
                 .usage
                 .map_or((0, 0), |u| (u.prompt_tokens, u.completion_tokens));
             // Passed through as received: no re-serialization on the hot path.
-            Ok((Bytes::copy_from_slice(body), usage))
+            Ok((body, usage))
         }
         Dialect::Gemini => {
-            let v: Value = serde_json::from_slice(body)
+            let v: Value = serde_json::from_slice(&body)
                 .map_err(|e| Failure::BadAnswer(format!("not JSON ({e})")))?;
             let out = gemini::from_upstream(&v, id, model, created)
                 .map_err(|e| Failure::BadAnswer(e.0))?;
@@ -482,9 +482,18 @@ mod tests {
             br#"[{"error":{"code":429,"message":"33 retry in 333333333333333333333333333333333333333 08:00"}}]"#,
         ];
         for body in bodies {
-            assert!(matches!(classify(429, Some("1e300"), body), Failure::RateLimited { retry_after: None, .. }));
+            assert!(matches!(
+                classify(429, Some("1e300"), body),
+                Failure::RateLimited {
+                    retry_after: None,
+                    ..
+                }
+            ));
         }
-        assert_eq!(parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT"), Some(Duration::from_secs(1_000_000_000)));
+        assert_eq!(
+            parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT"),
+            Some(Duration::from_secs(1_000_000_000))
+        );
     }
 
     #[test]

@@ -441,7 +441,10 @@ async fn attempt(
         let key_text = (!key.secret.expose().is_empty()).then(|| key.secret.expose());
         let out = providers::build(provider, model, key_text, base, &inc.req, &signatures)
             .map_err(AttemptError::Client)?;
-        let mut rb = app.http.post(&out.url).body(out.body);
+        let url = app.url(&out.url).map_err(|e| {
+            AttemptError::Upstream(Failure::Server(format!("bad upstream URL: {e}")), None)
+        })?;
+        let mut rb = app.http.post(url).body(out.body);
         for (name, value) in &out.headers {
             rb = rb.header(*name, value);
         }
@@ -501,7 +504,7 @@ async fn attempt(
                 .await
                 .map_err(|e| AttemptError::Upstream(Failure::BadAnswer(e), Some(status)))?;
             let (body, usage) =
-                providers::read_answer(provider.dialect, &body, &id, &model.id, created)
+                providers::read_answer(provider.dialect, body, &id, &model.id, created)
                     .map_err(|f| AttemptError::Upstream(f, Some(status)))?;
             if let crate::catalog::Dialect::Gemini = provider.dialect {
                 app.signatures.remember_from(&body);
@@ -569,19 +572,34 @@ async fn read_limited(
     resp: reqwest::Response,
     stall: Duration,
     max: usize,
-) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
+) -> Result<Bytes, String> {
+    // A small answer usually arrives as one chunk: keep it as is, without a copy.
+    let mut first: Option<Bytes> = None;
+    let mut more = bytes::BytesMut::new();
     let mut stream = resp.bytes_stream();
     loop {
         match tokio::time::timeout(stall, stream.next()).await {
             Err(_) => return Err(format!("the answer stalled for {}s", stall.as_secs())),
-            Ok(None) => return Ok(out),
+            Ok(None) => {
+                return Ok(match first {
+                    Some(b) if more.is_empty() => b,
+                    _ => more.freeze(),
+                });
+            }
             Ok(Some(Err(e))) => return Err(format!("the answer was cut ({})", describe_http(&e))),
             Ok(Some(Ok(chunk))) => {
-                if out.len() + chunk.len() > max {
+                let len = first.as_ref().map_or(0, Bytes::len) + more.len() + chunk.len();
+                if len > max {
                     return Err("the answer is too large".into());
                 }
-                out.extend_from_slice(&chunk);
+                match first.take() {
+                    None if more.is_empty() => first = Some(chunk),
+                    Some(b) => {
+                        more.extend_from_slice(&b);
+                        more.extend_from_slice(&chunk);
+                    }
+                    None => more.extend_from_slice(&chunk),
+                }
             }
         }
     }

@@ -71,6 +71,9 @@ const STEPS: &[&str] = &[
         latency_ms INTEGER NOT NULL,
         PRIMARY KEY (request_id, n)
     );",
+    // 2: a request's attempts as JSON in its own row: one insert per request instead of
+    // 1 + attempts. The attempts table stays readable for rows written before.
+    "ALTER TABLE requests ADD COLUMN attempts TEXT;",
 ];
 
 /// Bring the schema up to date.

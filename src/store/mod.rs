@@ -75,7 +75,7 @@ pub struct RequestRow {
 }
 
 /// One upstream attempt (or skipped candidate) of a request.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct AttemptRow {
     pub target: String,
     pub key_id: Option<String>,
@@ -381,14 +381,11 @@ impl Store {
         {
             let mut req = tx.prepare_cached(
                 "INSERT OR REPLACE INTO requests (id, at_ms, client, requested_model, served_by, status,
-                     latency_ms, ttft_ms, tokens_in, tokens_out, stream, error)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-            )?;
-            let mut att = tx.prepare_cached(
-                "INSERT OR REPLACE INTO attempts (request_id, n, target, key_id, outcome, status, latency_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                     latency_ms, ttft_ms, tokens_in, tokens_out, stream, error, attempts)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             )?;
             for r in rows {
+                let attempts = serde_json::to_string(&r.attempts).unwrap_or_else(|_| "[]".into());
                 req.execute(params![
                     r.id,
                     r.at_ms,
@@ -401,19 +398,9 @@ impl Store {
                     r.tokens_in as i64,
                     r.tokens_out as i64,
                     r.stream,
-                    r.error
+                    r.error,
+                    attempts
                 ])?;
-                for (n, a) in r.attempts.iter().enumerate() {
-                    att.execute(params![
-                        r.id,
-                        n as i64,
-                        a.target,
-                        a.key_id,
-                        a.outcome,
-                        a.status,
-                        a.latency_ms as i64
-                    ])?;
-                }
             }
         }
         tx.commit()?;
@@ -425,7 +412,7 @@ impl Store {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT id, at_ms, client, requested_model, served_by, status, latency_ms, ttft_ms,
-                    tokens_in, tokens_out, stream, error
+                    tokens_in, tokens_out, stream, error, attempts
              FROM requests ORDER BY at_ms DESC, rowid DESC LIMIT ?1",
         )?;
         let mut rows = stmt
@@ -443,7 +430,10 @@ impl Store {
                     tokens_out: r.get::<_, i64>(9)? as u64,
                     stream: r.get(10)?,
                     error: r.get(11)?,
-                    attempts: Vec::new(),
+                    attempts: r
+                        .get::<_, Option<String>>(12)?
+                        .and_then(|j| serde_json::from_str(&j).ok())
+                        .unwrap_or_default(),
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
@@ -451,7 +441,8 @@ impl Store {
             "SELECT target, key_id, outcome, status, latency_ms FROM attempts
              WHERE request_id = ?1 ORDER BY n",
         )?;
-        for row in &mut rows {
+        // Rows from before migration 2 keep their attempts in their own table.
+        for row in rows.iter_mut().filter(|r| r.attempts.is_empty()) {
             row.attempts = att
                 .query_map([&row.id], |r| {
                     Ok(AttemptRow {

@@ -55,7 +55,7 @@ fn gemini_answer_translation() {
     let v: Value = serde_json::from_slice(&fixture("gemini_answer_tools.json")).unwrap();
     let (bytes, usage) = providers::read_answer(
         Dialect::Gemini,
-        &serde_json::to_vec(&v).unwrap(),
+        serde_json::to_vec(&v).unwrap().into(),
         "chatcmpl-fixture",
         "gemini-2.5-flash",
         1700000000,
