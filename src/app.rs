@@ -154,6 +154,8 @@ impl App {
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(256)
             .tcp_nodelay(true)
+            // An upstream redirect is not followed: it could carry a key header to another host.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("freeway/", env!("CARGO_PKG_VERSION")))
             .build()
             .context("cannot build the HTTP client")?;

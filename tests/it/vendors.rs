@@ -203,3 +203,26 @@ async fn ollama_reasoning_only_answers_count_as_content() {
     let t = TestApp::spawn(&toml).await;
     assert_eq!(t.chat(ask("ollama/gpt-oss:120b")).await.status(), 200);
 }
+
+#[tokio::test]
+async fn upstream_redirects_are_not_followed_with_the_key() {
+    let (redirector, elsewhere) = (Mock::start().await, Mock::start().await);
+    let target = elsewhere.url("/v1beta/models/gemini-2.5-flash:generateContent");
+    redirector.always(Reply::Json {
+        status: 307,
+        body: json!({}),
+        headers: vec![("location".into(), target)],
+    });
+    let toml = format!(
+        "[providers.google]\nbase_url = \"{}\"\nkeys = [\"AIza-redirected\"]\n",
+        redirector.url("/v1beta")
+    );
+    let t = TestApp::spawn(&toml).await;
+    let resp = t.chat(ask("gemini-2.5-flash")).await;
+    assert_eq!(resp.status(), 502);
+    assert_eq!(
+        elsewhere.count(),
+        0,
+        "the key never travelled to the redirect target"
+    );
+}
