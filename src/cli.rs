@@ -5,14 +5,13 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use crate::app::{self, App};
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::crypto;
 use crate::keys;
-use crate::ledger::{Ledger, Scope, SystemClock, short};
+use crate::ledger::{Scope, SystemClock, short};
 use crate::router::plan;
 use crate::store::{ChainRow, KeyRow};
 
@@ -445,12 +444,6 @@ fn chain_cmd(config: Config, cmd: ChainCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn stored_ledger(store: &crate::store::Store) -> anyhow::Result<Arc<Ledger>> {
-    let ledger = Arc::new(Ledger::new(Arc::new(SystemClock)));
-    ledger.restore(&store.load_ledger()?, &store.load_cooldowns()?);
-    Ok(ledger)
-}
-
 fn models_cmd(config: Config, all: bool) -> anyhow::Result<()> {
     let (app, _) = App::open(config)?;
     let ledger = &app.ledger;
@@ -495,7 +488,8 @@ fn models_cmd(config: Config, all: bool) -> anyhow::Result<()> {
 
 fn status_cmd(config: Config) -> anyhow::Result<()> {
     let (app, _) = App::open(config)?;
-    let ledger = stored_ledger(&app.store)?;
+    // Opening the App restored the counters and cooldowns the server last persisted.
+    let ledger = &app.ledger;
     let now = now_ms();
     let mut soonest: Option<i64> = None;
     for p in &app.catalog.providers {

@@ -2,11 +2,6 @@
 
 use clap::Parser;
 
-/// mimalloc: a request allocates many small short-lived objects; the system allocator spent
-/// about a fifth of Freeway's CPU on them under load (bench/README.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> std::process::ExitCode {
     let cli = freeway::cli::Cli::parse();
     match freeway::cli::run(cli) {
