@@ -8,8 +8,9 @@
 //! writer drains what is queued before it exits.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::Duration;
 
 use crate::metrics::Metrics;
@@ -24,8 +25,11 @@ const TICK: Duration = Duration::from_millis(50);
 
 /// The sending side, held by the App.
 pub struct RequestLog {
-    tx: SyncSender<RequestRow>,
+    /// Unbounded underneath (it grows in small blocks as needed, where a bounded channel would
+    /// allocate all its slots up front); `queued` enforces the bound.
+    tx: Sender<RequestRow>,
     rx: std::sync::Mutex<Option<Receiver<RequestRow>>>,
+    queued: Arc<AtomicUsize>,
     dropped: AtomicU64,
     /// Fed from every finished row: the one place requests are counted.
     pub metrics: Metrics,
@@ -39,10 +43,11 @@ pub struct Writer {
 
 impl Default for RequestLog {
     fn default() -> Self {
-        let (tx, rx) = sync_channel(QUEUE);
+        let (tx, rx) = channel();
         RequestLog {
             tx,
             rx: std::sync::Mutex::new(Some(rx)),
+            queued: Arc::new(AtomicUsize::new(0)),
             dropped: AtomicU64::new(0),
             metrics: Metrics::default(),
         }
@@ -53,7 +58,9 @@ impl RequestLog {
     /// Queue a row; never waits.
     pub fn record(&self, row: RequestRow) {
         self.metrics.observe(&row);
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(row) {
+        let full = self.queued.fetch_add(1, Ordering::Relaxed) >= QUEUE;
+        if full || self.tx.send(row).is_err() {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
             self.dropped.fetch_add(1, Ordering::Relaxed);
             self.metrics.log_dropped();
         }
@@ -69,9 +76,10 @@ impl RequestLog {
         let rx = self.rx.lock().unwrap_or_else(|e| e.into_inner()).take()?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
+        let queued = Arc::clone(&self.queued);
         let handle = std::thread::Builder::new()
             .name("freeway-reqlog".into())
-            .spawn(move || run(&store, &rx, &flag))
+            .spawn(move || run(&store, &rx, &flag, &queued))
             .ok()?;
         Some(Writer { stop, handle })
     }
@@ -88,7 +96,7 @@ impl Writer {
     }
 }
 
-fn run(store: &Store, rx: &Receiver<RequestRow>, stop: &AtomicBool) {
+fn run(store: &Store, rx: &Receiver<RequestRow>, stop: &AtomicBool, queued: &AtomicUsize) {
     let mut batch = Vec::with_capacity(BATCH);
     loop {
         // Read the flag before draining: rows queued before the stop are all written.
@@ -98,6 +106,7 @@ fn run(store: &Store, rx: &Receiver<RequestRow>, stop: &AtomicBool) {
             if batch.is_empty() {
                 break;
             }
+            queued.fetch_sub(batch.len(), Ordering::Relaxed);
             if let Err(e) = store.insert_requests(&batch) {
                 tracing::error!(rows = batch.len(), error = %e, "could not write the request log");
             }
