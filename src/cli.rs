@@ -132,8 +132,9 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-/// The server's runtime: `workers` threads (0 = one per core; 1 = single-threaded, which
-/// avoids cross-thread wake-ups entirely).
+/// The server's runtime: `workers` threads (1 = single-threaded, the default, which avoids
+/// cross-thread wake-ups entirely; 0 = one per core). SQLite work and large request bodies run on
+/// the blocking pool either way, so the event loop stays responsive.
 fn server_runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
     let mut builder = if workers == 1 {
         tokio::runtime::Builder::new_current_thread()

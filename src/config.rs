@@ -55,7 +55,8 @@ pub struct Config {
     pub encryption_key: Option<Secret>,
     /// Request log retention.
     pub log_retention: Duration,
-    /// Runtime worker threads: 0 = one per core, 1 = a single-threaded runtime.
+    /// Runtime worker threads: 1 (the default) = one event-loop thread, measured best for a
+    /// proxy whose work is waiting on sockets; 0 = one per core; n = n threads.
     pub workers: usize,
 }
 
@@ -423,7 +424,7 @@ impl Config {
             Some(v) => v.trim().parse::<usize>().map_err(|_| {
                 anyhow::anyhow!("FREEWAY_WORKERS: {v:?} is not a number of threads")
             })?,
-            None => raw.workers.unwrap_or(0),
+            None => raw.workers.unwrap_or(1),
         };
         if workers > 256 {
             bail!(
@@ -554,6 +555,7 @@ mod tests {
         assert_eq!(c.max_body, 25_000_000);
         assert_eq!(c.routing.max_attempts, 20);
         assert_eq!(c.routing.sticky_ttl, Duration::from_secs(1800));
+        assert_eq!(c.workers, 1);
     }
 
     #[test]

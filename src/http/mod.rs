@@ -19,6 +19,9 @@ use crate::error::ApiError;
 use crate::ledger::Ask;
 use crate::router::{self, Incoming, ReplyBody};
 
+/// Bodies larger than this are parsed on the blocking pool.
+const LARGE_BODY: usize = 256 * 1024;
+
 /// The request id, set by the middleware for handlers and the log line.
 #[derive(Clone)]
 pub struct RequestId(pub String);
@@ -175,7 +178,16 @@ async fn chat(
         Ok(b) => b,
         Err(e) => return refused(e),
     };
-    let req = match crate::wire::openai::parse(&bytes) {
+    // A large body (images, long documents) is parsed off the event loop, so one request
+    // cannot stall the others.
+    let parsed = if bytes.len() > LARGE_BODY {
+        tokio::task::spawn_blocking(move || crate::wire::openai::parse(&bytes))
+            .await
+            .unwrap_or_else(|_| Err("the request could not be parsed".into()))
+    } else {
+        crate::wire::openai::parse(&bytes)
+    };
+    let req = match parsed {
         Ok(r) => r,
         Err(msg) => return refused(ApiError::InvalidRequest(msg)),
     };

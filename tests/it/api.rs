@@ -404,3 +404,32 @@ async fn metrics_need_their_token_and_count_requests() {
         200
     );
 }
+
+#[tokio::test]
+async fn large_bodies_are_parsed_off_the_event_loop_and_still_checked() {
+    let mock = Mock::start().await;
+    let t = TestApp::spawn(&custom(&mock, ", context = 1000000")).await;
+    let long = "lorem ipsum ".repeat(40_000);
+    let resp = t
+        .chat(json!({"model": "mock-model", "messages": [{"role": "user", "content": long}]}))
+        .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        mock.chat_calls()[0].body["messages"][0]["content"]
+            .as_str()
+            .unwrap()
+            .len(),
+        long.len()
+    );
+    let resp = t
+        .chat(json!({"model": "mock-model", "messages": [{"role": "robot", "content": long}]}))
+        .await;
+    let (s, b) = error_of(resp).await;
+    assert_eq!(s, 400);
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("messages[0].role")
+    );
+}
