@@ -380,7 +380,7 @@ impl Store {
         let tx = conn.transaction()?;
         {
             let mut req = tx.prepare_cached(
-                "INSERT OR REPLACE INTO requests (id, at_ms, client, requested_model, served_by, status,
+                "INSERT INTO requests (id, at_ms, client, requested_model, served_by, status,
                      latency_ms, ttft_ms, tokens_in, tokens_out, stream, error, attempts)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             )?;
@@ -413,7 +413,7 @@ impl Store {
         let mut stmt = conn.prepare(
             "SELECT id, at_ms, client, requested_model, served_by, status, latency_ms, ttft_ms,
                     tokens_in, tokens_out, stream, error, attempts
-             FROM requests ORDER BY at_ms DESC, rowid DESC LIMIT ?1",
+             FROM requests ORDER BY at_ms DESC, seq DESC LIMIT ?1",
         )?;
         let mut rows = stmt
             .query_map([limit as i64], |r| {
@@ -487,6 +487,46 @@ mod tests {
         s.set_setting("x", b"1").unwrap();
         s.set_setting("x", b"2").unwrap();
         assert_eq!(s.setting("x").unwrap().as_deref(), Some(&b"2"[..]));
+    }
+
+    /// A database written before migration 3 keeps its rows and their attempts.
+    #[test]
+    fn old_request_rows_survive_the_migrations() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(migrations::FIRST_STEP).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute_batch(
+            "INSERT INTO requests (id, at_ms, client, requested_model, served_by, status, latency_ms,
+                 ttft_ms, tokens_in, tokens_out, stream, error)
+             VALUES ('old', 5, 'c', 'auto', 'groq/x', 200, 10, 3, 1, 2, 0, NULL);
+             INSERT INTO attempts (request_id, n, target, key_id, outcome, status, latency_ms)
+             VALUES ('old', 0, 'groq/x', 'k', 'ok', 200, 10);",
+        )
+        .unwrap();
+        let store = Store::init(conn).unwrap();
+        store
+            .insert_requests(&[RequestRow {
+                id: "new".into(),
+                at_ms: 9,
+                attempts: vec![AttemptRow {
+                    target: "a/b".into(),
+                    outcome: "ok".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }])
+            .unwrap();
+        let rows = store.recent_requests(10).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            (rows[0].id.as_str(), rows[0].attempts[0].target.as_str()),
+            ("new", "a/b")
+        );
+        assert_eq!(
+            (rows[1].id.as_str(), rows[1].attempts[0].target.as_str()),
+            ("old", "groq/x")
+        );
+        assert_eq!(rows[1].ttft_ms, Some(3));
     }
 
     #[test]
