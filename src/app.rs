@@ -5,6 +5,7 @@
 //! else, so a wrong key stops startup instead of producing garbage provider keys.
 
 use anyhow::{Context, bail};
+use rustc_hash::FxHashMap;
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::path::Path;
@@ -50,9 +51,9 @@ pub struct App {
     /// Gemini thought signatures by tool-call id, for replayed calls.
     pub signatures: Signatures,
     /// Hosts learned for keys of providers with several (Z.ai), by key id.
-    hosts: Mutex<HashMap<String, String>>,
+    hosts: Mutex<FxHashMap<String, String>>,
     /// Parsed upstream URLs: parsing (with IDNA) showed up in profiles when done per request.
-    urls: RwLock<HashMap<String, reqwest::Url>>,
+    urls: RwLock<FxHashMap<String, reqwest::Url>>,
     /// Background tasks, awaited at shutdown.
     pub tasks: TaskTracker,
     /// Cancels background tasks.
@@ -175,8 +176,8 @@ impl App {
             http,
             log: RequestLog::default(),
             signatures: Signatures::default(),
-            hosts: Mutex::new(HashMap::new()),
-            urls: RwLock::new(HashMap::new()),
+            hosts: Mutex::new(FxHashMap::default()),
+            urls: RwLock::new(FxHashMap::default()),
             tasks: TaskTracker::new(),
             stop: CancellationToken::new(),
             log_writer: Mutex::new(None),

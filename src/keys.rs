@@ -5,7 +5,8 @@
 //! `freeway keys add` reaches a running server within seconds. Plaintext provider keys live
 //! only here, in memory, and leave only in an upstream request's header.
 
-use std::collections::HashMap;
+// Keyed by provider and key ids from the catalog and store: a fast hasher is safe here.
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -86,7 +87,7 @@ impl KeyRing {
     /// Rebuild from the config's keys and the stored rows. Rows that do not open are skipped
     /// with a warning (the canary check at start makes a wrong master key fail earlier).
     pub fn load(&self, catalog: &Catalog, rows: &[KeyRow], sealer: &Sealer) {
-        let mut map: HashMap<String, Vec<Arc<ProviderKey>>> = HashMap::new();
+        let mut map: HashMap<String, Vec<Arc<ProviderKey>>> = HashMap::default();
         let mut health = self.health.lock().unwrap_or_else(|e| e.into_inner());
         for p in &catalog.providers {
             for (i, s) in p.config_keys.iter().enumerate() {

@@ -11,7 +11,8 @@
 pub mod window;
 
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, HashSet};
+// Scopes come from the catalog and config, never from clients: a fast hasher is safe here.
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
