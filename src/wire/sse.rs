@@ -49,24 +49,40 @@ impl Decoder {
     /// Feed the next bytes; returns the events they completed.
     pub fn feed(&mut self, bytes: &[u8]) -> Result<Vec<Event>, TooLarge> {
         let mut out = Vec::new();
-        let mut start = 0;
-        for (i, &b) in bytes.iter().enumerate() {
-            match b {
-                b'\n' if self.after_cr => {
-                    // The `\n` of a `\r\n` whose `\r` ended the line already.
+        let mut rest = bytes;
+        if self.after_cr {
+            // The `\n` of a `\r\n` split across reads: the `\r` ended the line already.
+            match rest.split_first() {
+                Some((b'\n', r)) => {
+                    rest = r;
                     self.after_cr = false;
-                    start = i + 1;
                 }
-                b'\n' | b'\r' => {
-                    self.line.extend_from_slice(&bytes[start..i]);
-                    self.after_cr = b == b'\r';
-                    start = i + 1;
-                    self.end_line(&mut out);
-                }
-                _ => self.after_cr = false,
+                Some(_) => self.after_cr = false,
+                None => {} // an empty read: still waiting to see
             }
         }
-        self.line.extend_from_slice(&bytes[start..]);
+        while let Some(pos) = memchr::memchr2(b'\n', b'\r', rest) {
+            let (part, tail) = rest.split_at(pos);
+            let cr = tail[0] == b'\r';
+            rest = &tail[1..];
+            if cr {
+                match rest.split_first() {
+                    Some((b'\n', r)) => rest = r,
+                    None => self.after_cr = true,
+                    Some(_) => {}
+                }
+            }
+            if self.line.is_empty() {
+                self.end_line(part, &mut out);
+            } else {
+                let mut line = std::mem::take(&mut self.line);
+                line.extend_from_slice(part);
+                self.end_line(&line, &mut out);
+                line.clear();
+                self.line = line;
+            }
+        }
+        self.line.extend_from_slice(rest);
         if self.line.len() + self.data.len() > self.max {
             self.line.clear();
             self.data.clear();
@@ -79,14 +95,14 @@ impl Decoder {
     pub fn finish(&mut self) -> Option<Event> {
         let mut out = Vec::new();
         if !self.line.is_empty() {
-            self.end_line(&mut out);
+            let line = std::mem::take(&mut self.line);
+            self.end_line(&line, &mut out);
         }
-        self.end_line(&mut out);
+        self.end_line(&[], &mut out);
         out.pop()
     }
 
-    fn end_line(&mut self, out: &mut Vec<Event>) {
-        let line = std::mem::take(&mut self.line);
+    fn end_line(&mut self, line: &[u8], out: &mut Vec<Event>) {
         if line.is_empty() {
             if self.has_data {
                 out.push(Event {
@@ -101,20 +117,25 @@ impl Decoder {
         if line[0] == b':' {
             return; // comment / keep-alive
         }
-        let text = String::from_utf8_lossy(&line);
-        let (field, value) = match text.split_once(':') {
-            Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
-            None => (text.as_ref(), ""),
+        let (field, value) = match memchr::memchr(b':', line) {
+            Some(i) => {
+                let v = &line[i + 1..];
+                (&line[..i], v.strip_prefix(b" ").unwrap_or(v))
+            }
+            None => (line, &[][..]),
         };
         match field {
-            "data" => {
+            b"data" => {
                 if self.has_data {
                     self.data.push('\n');
                 }
-                self.data.push_str(value);
+                match std::str::from_utf8(value) {
+                    Ok(v) => self.data.push_str(v),
+                    Err(_) => self.data.push_str(&String::from_utf8_lossy(value)),
+                }
                 self.has_data = true;
             }
-            "event" => self.event = Some(value.to_string()),
+            b"event" => self.event = Some(String::from_utf8_lossy(value).into_owned()),
             _ => {} // id, retry and unknown fields do not matter to a proxy
         }
     }
@@ -162,6 +183,23 @@ mod tests {
     }
 
     #[test]
+    fn a_split_crlf_does_not_swallow_the_next_blank_line() {
+        assert_eq!(
+            data(&decode_all(&[b"data: a\r", b"\n", b"\n", b"data: b\n\n"])),
+            ["a", "b"]
+        );
+        assert_eq!(data(&decode_all(&[b"data: a\r", b"", b"\n", b"\r"])), ["a"]);
+        let mut d = Decoder::new(1 << 10);
+        assert!(d.feed(b"data: a\r").unwrap().is_empty());
+        assert!(d.feed(b"\n").unwrap().is_empty());
+        assert_eq!(
+            d.feed(b"\n").unwrap().len(),
+            1,
+            "the blank line ends the event at once"
+        );
+    }
+
+    #[test]
     fn unterminated_last_event_is_delivered() {
         assert_eq!(data(&decode_all(&[b"data: tail"])), ["tail"]);
         assert!(decode_all(&[b": only a comment"]).is_empty());
@@ -199,6 +237,31 @@ mod tests {
             let whole = decode_all(&[bytes]);
             prop_assert_eq!(decode_all(&chunks), whole.clone());
             prop_assert_eq!(whole.len(), 4);
+        }
+
+        /// The same with every line ending picked at random (`\n`, `\r\n` or a bare `\r`).
+        #[test]
+        fn mixed_line_endings_do_not_care_about_cuts(
+            ends in proptest::collection::vec(0usize..3, 12),
+            cuts in proptest::collection::vec(0usize..400, 0..30),
+        ) {
+            let lines = [": ping", "", "data: {\"a\":1}", "", "event: e", "data: a", "data: b", "",
+                "data: ü€", "", "data: [DONE]", ""];
+            let mut stream = Vec::new();
+            for (line, end) in lines.iter().zip(&ends) {
+                stream.extend_from_slice(line.as_bytes());
+                stream.extend_from_slice([&b"\n"[..], b"\r\n", b"\r"][*end]);
+            }
+            let mut points: Vec<usize> = cuts.into_iter().map(|c| c % (stream.len() + 1)).collect();
+            points.sort_unstable();
+            let mut chunks: Vec<&[u8]> = Vec::new();
+            let mut last = 0;
+            for p in points {
+                chunks.push(&stream[last..p]);
+                last = p;
+            }
+            chunks.push(&stream[last..]);
+            prop_assert_eq!(decode_all(&chunks), decode_all(&[&stream]));
         }
     }
 }

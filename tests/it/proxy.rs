@@ -176,3 +176,21 @@ async fn an_independent_openai_client_works_streaming_and_not() {
     let models = client.models().list().await.unwrap();
     assert_eq!(models.data[0].id, "auto");
 }
+
+#[tokio::test]
+async fn streamed_answers_leave_their_upstream_connection_reusable() {
+    let mock = Mock::start().await;
+    let t = TestApp::spawn(&custom(&mock, "")).await;
+    for _ in 0..5 {
+        let resp = t
+            .chat(json!({"model": "mock-model", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+            .await;
+        assert_eq!(sse_text(&sse_data(resp).await), "hello from mock");
+    }
+    assert_eq!(mock.chat_calls().len(), 5);
+    assert_eq!(
+        mock.connections(),
+        1,
+        "one pooled connection for sequential streams"
+    );
+}
