@@ -331,6 +331,9 @@ pub enum StreamMap {
         /// Drop usage-only chunks: Freeway asked for them, the client did not.
         hide_usage: bool,
         usage: Option<(u64, u64)>,
+        /// Content has been seen: from then on only finish reasons, usage and errors matter,
+        /// and chunks that cannot hold one are forwarded without parsing.
+        seen_content: bool,
     },
     Gemini(Box<gemini::Stream>),
 }
@@ -347,6 +350,7 @@ impl StreamMap {
             Dialect::Openai => StreamMap::Openai {
                 hide_usage,
                 usage: None,
+                seen_content: false,
             },
             Dialect::Gemini => StreamMap::Gemini(Box::new(gemini::Stream::new(id, model, created))),
         }
@@ -355,10 +359,18 @@ impl StreamMap {
     pub fn on_event(&mut self, ev: &sse::Event) -> Mapped {
         let mut m = Mapped::default();
         match self {
-            StreamMap::Openai { hide_usage, usage } => {
+            StreamMap::Openai {
+                hide_usage,
+                usage,
+                seen_content,
+            } => {
                 let data = ev.data.trim();
                 if data == "[DONE]" {
                     m.done = true;
+                    return m;
+                }
+                if *seen_content && !may_matter(data) {
+                    m.out.push(sse::frame(data));
                     return m;
                 }
                 let chunk: Chunk = match serde_json::from_str(data) {
@@ -380,6 +392,7 @@ impl StreamMap {
                     *usage = Some((u.prompt_tokens, u.completion_tokens));
                 }
                 m.content = chunk.has_content();
+                *seen_content |= m.content;
                 m.finished = chunk.finish_reason().is_some();
                 let usage_only = chunk.choices.is_empty() && chunk.usage.is_some();
                 if !(usage_only && *hide_usage) {
@@ -412,9 +425,57 @@ impl StreamMap {
     }
 }
 
+/// Whether an OpenAI chunk may carry a finish reason, usage or an error: one of those keys with
+/// a value other than `null`. A false "yes" costs only a parse; a key inside the text is escaped
+/// (`\"usage\"`) and does not match.
+fn may_matter(data: &str) -> bool {
+    use memchr::memmem::Finder;
+    // Built once: building a searcher costs more than running it on a chunk.
+    static KEYS: std::sync::LazyLock<[Finder<'static>; 3]> = std::sync::LazyLock::new(|| {
+        [
+            Finder::new(b"\"finish_reason\""),
+            Finder::new(b"\"usage\""),
+            Finder::new(b"\"error\""),
+        ]
+    });
+    let bytes = data.as_bytes();
+    KEYS.iter().any(|key| {
+        key.find_iter(bytes).any(|at| {
+            let rest = skip_ws(&bytes[at + key.needle().len()..]);
+            match rest.split_first() {
+                Some((b':', value)) => !skip_ws(value).starts_with(b"null"),
+                _ => false,
+            }
+        })
+    })
+}
+
+fn skip_ws(b: &[u8]) -> &[u8] {
+    let n = b.iter().take_while(|c| c.is_ascii_whitespace()).count();
+    &b[n..]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_chunks_that_may_matter_are_parsed() {
+        assert!(!may_matter(
+            r#"{"choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}"#
+        ));
+        assert!(!may_matter(
+            r#"{"choices":[{"delta":{"content":"the \"usage\": 5 and \"error\""},"finish_reason" : null}],"usage":null}"#
+        ));
+        assert!(may_matter(
+            r#"{"choices":[{"delta":{},"finish_reason":"stop"}]}"#
+        ));
+        assert!(may_matter(
+            r#"{"choices":[{"delta":{},"finish_reason" :  "length"}]}"#
+        ));
+        assert!(may_matter(r#"{"choices":[],"usage":{"prompt_tokens":1}}"#));
+        assert!(may_matter(r#"{"error":{"message":"boom"}}"#));
+    }
 
     #[test]
     fn classification_follows_the_failover_table() {

@@ -5,6 +5,7 @@
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 /// A validated chat request.
@@ -321,9 +322,9 @@ impl Answer {
 
 /// One streamed chunk, read lightly.
 #[derive(Debug, Default, Deserialize)]
-pub struct Chunk {
-    #[serde(default)]
-    pub choices: Vec<ChunkChoice>,
+pub struct Chunk<'a> {
+    #[serde(default, borrow)]
+    pub choices: Vec<ChunkChoice<'a>>,
     #[serde(default)]
     pub usage: Option<Usage>,
     #[serde(default)]
@@ -331,26 +332,27 @@ pub struct Chunk {
 }
 
 #[derive(Debug, Default, Deserialize)]
-pub struct ChunkChoice {
-    #[serde(default)]
-    pub delta: Option<Delta>,
-    #[serde(default)]
-    pub finish_reason: Option<String>,
+pub struct ChunkChoice<'a> {
+    #[serde(default, borrow)]
+    pub delta: Option<Delta<'a>>,
+    #[serde(default, borrow)]
+    pub finish_reason: Option<Cow<'a, str>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-pub struct Delta {
-    #[serde(default)]
-    pub content: Option<String>,
+pub struct Delta<'a> {
+    // Borrowed from the event text: a stream's chunks are read, not kept.
+    #[serde(default, borrow)]
+    pub content: Option<Cow<'a, str>>,
     #[serde(default)]
     pub tool_calls: Option<Vec<IgnoredAny>>,
-    #[serde(default)]
-    pub reasoning_content: Option<String>,
-    #[serde(default)]
-    pub reasoning: Option<String>,
+    #[serde(default, borrow)]
+    pub reasoning_content: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub reasoning: Option<Cow<'a, str>>,
 }
 
-impl Chunk {
+impl Chunk<'_> {
     /// Carries text, a tool call or reasoning.
     pub fn has_content(&self) -> bool {
         self.choices.iter().any(|c| {
