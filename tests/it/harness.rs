@@ -521,3 +521,26 @@ pub async fn burst(t: &TestApp, n: usize, body: impl Fn(usize) -> Value) -> Vec<
         .map(Result::unwrap)
         .collect()
 }
+
+/// Make `mock` stream `before`, then wait until the returned gate is opened (`notify_one`),
+/// then stream `after` and finish. Proves what happens while a stream is half-way.
+pub fn gated_stream(mock: &Mock, before: &'static str, after: &'static str) -> Arc<Notify> {
+    let gate = Arc::new(Notify::new());
+    let g = gate.clone();
+    mock.on(move |r, _| {
+        let m = r.model();
+        Reply::Stream(vec![
+            Piece::Raw(chunk(&m, before)),
+            Piece::Wait(g.clone()),
+            Piece::Raw(chunk(&m, after)),
+            Piece::Raw(finish_chunk(&m)),
+            Piece::Raw("data: [DONE]\n\n".into()),
+        ])
+    });
+    gate
+}
+
+/// A streaming chat body for `mock-model`.
+pub fn stream_ask() -> Value {
+    json!({"model": "mock-model", "stream": true, "messages": [{"role": "user", "content": "hi"}]})
+}

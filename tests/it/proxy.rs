@@ -3,8 +3,6 @@
 use crate::harness::*;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use std::sync::Arc;
-use tokio::sync::Notify;
 
 #[tokio::test]
 async fn non_streaming_passes_through_with_unknown_fields() {
@@ -38,24 +36,11 @@ async fn non_streaming_passes_through_with_unknown_fields() {
 #[tokio::test]
 async fn streamed_chunks_are_forwarded_as_they_arrive() {
     let mock = Mock::start().await;
-    let go = Arc::new(Notify::new());
-    let gate = go.clone();
-    mock.on(move |r, _| {
-        let m = r.model();
-        Reply::Stream(vec![
-            Piece::Raw(chunk(&m, "first")),
-            // The rest waits until the test has seen "first" through Freeway: if Freeway
-            // buffered, the test would hang here instead of passing.
-            Piece::Wait(gate.clone()),
-            Piece::Raw(chunk(&m, " second")),
-            Piece::Raw(finish_chunk(&m)),
-            Piece::Raw("data: [DONE]\n\n".into()),
-        ])
-    });
+    // The rest waits until the test has seen "first" through Freeway: if Freeway buffered,
+    // the test would hang here instead of passing.
+    let go = gated_stream(&mock, "first", " second");
     let t = TestApp::spawn(&custom(&mock, "")).await;
-    let resp = t
-        .chat(json!({"model": "mock-model", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
-        .await;
+    let resp = t.chat(stream_ask()).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     assert_eq!(resp.headers()["x-routed-via"], "mock/mock-model");

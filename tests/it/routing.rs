@@ -332,22 +332,9 @@ async fn every_request_is_logged_and_nothing_is_lost_on_shutdown() {
 #[tokio::test]
 async fn shutdown_lets_in_flight_streams_finish() {
     let mock = Mock::start().await;
-    let gate = Arc::new(tokio::sync::Notify::new());
-    let g = gate.clone();
-    mock.on(move |r, _| {
-        let m = r.model();
-        Reply::Stream(vec![
-            Piece::Raw(chunk(&m, "before")),
-            Piece::Wait(g.clone()),
-            Piece::Raw(chunk(&m, " after")),
-            Piece::Raw(finish_chunk(&m)),
-            Piece::Raw("data: [DONE]\n\n".into()),
-        ])
-    });
+    let gate = gated_stream(&mock, "before", " after");
     let t = TestApp::spawn(&custom(&mock, "")).await;
-    let resp = t
-        .chat(json!({"model": "mock-model", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
-        .await;
+    let resp = t.chat(stream_ask()).await;
     assert_eq!(resp.status(), 200);
     let stopping = tokio::spawn(t.stop());
     tokio::time::sleep(Duration::from_millis(200)).await;
