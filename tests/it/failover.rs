@@ -674,3 +674,96 @@ async fn a_client_that_goes_away_mid_request_releases_its_reservation() {
         "still logged"
     );
 }
+
+/// The table's rows once more with `stream: true`: before content, a stream fails over the same
+/// way, and a request error still comes back as a 400 without failover.
+#[tokio::test]
+async fn every_row_of_the_table_holds_for_streams_too() {
+    let rows: Vec<(&str, Reply, u16, &str, usize)> = vec![
+        (
+            "429 retry-after",
+            Reply::status(429, "slow").with_header("retry-after", "60"),
+            200,
+            "cerebras/gpt-oss-120b",
+            2,
+        ),
+        (
+            "429 daily",
+            Reply::status(429, "Rate limit reached for requests per day (RPD)"),
+            200,
+            "cerebras/gpt-oss-120b",
+            2,
+        ),
+        (
+            "5xx",
+            Reply::status(502, "bad gateway"),
+            200,
+            "cerebras/gpt-oss-120b",
+            1,
+        ),
+        (
+            "invalid key",
+            Reply::status(401, "Invalid API Key"),
+            200,
+            "cerebras/gpt-oss-120b",
+            2,
+        ),
+        (
+            "model gone",
+            Reply::status(404, "no such model"),
+            200,
+            "cerebras/gpt-oss-120b",
+            1,
+        ),
+        (
+            "out of credit",
+            Reply::status(402, "no credit"),
+            200,
+            "cerebras/gpt-oss-120b",
+            2,
+        ),
+        (
+            "not in tier",
+            Reply::status(403, "model not available on your plan"),
+            200,
+            "cerebras/gpt-oss-120b",
+            2,
+        ),
+        (
+            "request error",
+            Reply::status(400, "bad messages"),
+            400,
+            "",
+            1,
+        ),
+    ];
+    for (what, reply, status, via, groq_calls) in rows {
+        let (a, b) = (Mock::start().await, Mock::start().await);
+        a.always(reply);
+        let t = TestApp::spawn(&two(&a, &b, "")).await;
+        let resp = t.chat(stream_body()).await;
+        assert_eq!(resp.status(), status, "{what}");
+        assert_eq!(a.chat_calls().len(), groq_calls, "{what}: groq attempts");
+        if status == 200 {
+            assert_eq!(resp.headers()["x-routed-via"], via, "{what}");
+            assert_eq!(
+                resp.headers()["x-fallback-attempts"],
+                groq_calls.to_string(),
+                "{what}"
+            );
+            let events = sse_data(resp).await;
+            assert_eq!(sse_text(&events), "hello from mock", "{what}");
+            assert_eq!(events.last().unwrap(), "[DONE]", "{what}");
+        } else {
+            let body: Value = resp.json().await.unwrap();
+            assert!(
+                body["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("bad messages"),
+                "{what}"
+            );
+            assert_eq!(b.chat_calls().len(), 0, "{what}: no failover");
+        }
+    }
+}
