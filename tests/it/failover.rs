@@ -201,7 +201,7 @@ async fn connection_errors_and_first_byte_timeouts_fail_over() {
         r#"
 [routing]
 chain = ["groq/openai/gpt-oss-120b", "cerebras/gpt-oss-120b", "local/m"]
-first_byte_timeout = "300ms"
+first_byte_timeout = "1s"
 [providers.groq]
 base_url = "{dead_url}"
 keys = ["gsk_a1"]
@@ -420,7 +420,7 @@ async fn broken_streams_before_content_fail_over_invisibly() {
     for (what, pieces) in cases {
         let (a, b) = (Mock::start().await, Mock::start().await);
         a.always(Reply::Stream(pieces));
-        let t = TestApp::spawn(&two(&a, &b, "stall_timeout = \"300ms\"")).await;
+        let t = TestApp::spawn(&two(&a, &b, "stall_timeout = \"1s\"")).await;
         let resp = t.chat(stream_body()).await;
         assert_eq!(resp.status(), 200, "{what}");
         assert_eq!(
