@@ -8,7 +8,6 @@ use anyhow::{Context, bail};
 use rustc_hash::FxHashMap;
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -62,11 +61,6 @@ pub struct App {
     log_writer: Mutex<Option<reqlog::Writer>>,
     /// The store's data version last seen, to notice CLI changes.
     data_version: Mutex<i64>,
-}
-
-/// What `open` found, for the first-start banner.
-pub struct Opened {
-    pub key_source: KeySource,
 }
 
 /// Open the data directory and check the encryption key: the part the CLI needs too.
@@ -137,16 +131,13 @@ pub fn create_client_key(store: &Store, name: &str, now_ms: i64) -> anyhow::Resu
 
 impl App {
     /// Open everything with the real clock.
-    pub fn open(config: Config) -> anyhow::Result<(Arc<App>, Opened)> {
+    pub fn open(config: Config) -> anyhow::Result<Arc<App>> {
         Self::open_with_clock(config, Arc::new(SystemClock))
     }
 
     /// Open everything; `clock` drives quotas and cooldowns (tests pass a manual one).
-    pub fn open_with_clock(
-        config: Config,
-        clock: Arc<dyn Clock>,
-    ) -> anyhow::Result<(Arc<App>, Opened)> {
-        let (store, sealer, key_source) = open_data(&config)?;
+    pub fn open_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<App>> {
+        let (store, sealer, _) = open_data(&config)?;
         let catalog = Arc::new(Catalog::from_config(&config)?);
         let ledger = Arc::new(Ledger::new(clock));
         ledger.restore(&store.load_ledger()?, &store.load_cooldowns()?);
@@ -184,7 +175,7 @@ impl App {
             data_version: Mutex::new(0),
         };
         app.reload()?;
-        Ok((Arc::new(app), Opened { key_source }))
+        Ok(Arc::new(app))
     }
 
     /// Reload keys, client keys and the chain from the database.
@@ -463,9 +454,4 @@ impl Signatures {
             }
         }
     }
-}
-
-/// Whether `dir` looks like a Freeway data directory already.
-pub fn has_data(dir: &Path) -> bool {
-    dir.join(crate::store::DB_FILE).exists()
 }

@@ -159,7 +159,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
     let rt = server_runtime(config.workers)?;
     rt.block_on(async move {
         let listen = config.listen;
-        let (app, _opened) = App::open(config)?;
+        let app = App::open(config)?;
         let first_key = app::ensure_first_client_key(&app.store, now_ms())?;
         if first_key.is_some() {
             app.reload()?;
@@ -446,7 +446,7 @@ fn chain_cmd(config: Config, cmd: ChainCmd) -> anyhow::Result<()> {
 }
 
 fn models_cmd(config: Config, all: bool) -> anyhow::Result<()> {
-    let (app, _) = App::open(config)?;
+    let app = App::open(config)?;
     let ledger = &app.ledger;
     println!(
         "{:<52} {:<22} {:>8} {:>6} {:>12} {:>12} KEYS",
@@ -488,7 +488,7 @@ fn models_cmd(config: Config, all: bool) -> anyhow::Result<()> {
 }
 
 fn status_cmd(config: Config) -> anyhow::Result<()> {
-    let (app, _) = App::open(config)?;
+    let app = App::open(config)?;
     // Opening the App restored the counters and cooldowns the server last persisted.
     let ledger = &app.ledger;
     let now = now_ms();
@@ -567,7 +567,7 @@ fn fmt_time(ms: i64) -> String {
 fn check_cmd(config: Config) -> anyhow::Result<()> {
     let rt = runtime()?;
     rt.block_on(async move {
-        let (app, _) = App::open(config)?;
+        let app = App::open(config)?;
         let verdicts = crate::health::run(&app).await;
         if verdicts.is_empty() {
             println!("no keys to check: add one with `freeway keys add <provider>`");

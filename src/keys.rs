@@ -204,6 +204,16 @@ impl KeyRing {
         keys
     }
 
+    /// Whether `provider` has a usable key, without copying its key list (a request asks this
+    /// for every candidate model).
+    pub fn has_usable(&self, provider: &str) -> bool {
+        let map = self.by_provider.read().unwrap_or_else(|e| e.into_inner());
+        map.get(provider).is_some_and(|keys| {
+            keys.iter()
+                .any(|k| k.enabled && self.status(&k.id) != Status::Invalid)
+        })
+    }
+
     /// Whether any provider has at least one usable key.
     pub fn any_usable(&self) -> bool {
         let map = self
@@ -269,15 +279,6 @@ impl KeyRing {
         }
         self.set_status(id, Status::Healthy, None, at_ms);
         true
-    }
-
-    /// Forget the in-memory verdict of a key the user re-enabled.
-    pub fn reset_health(&self, id: &str, status: Status) {
-        let mut map = self.health.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(h) = map.get_mut(id) {
-            h.status = status;
-            h.invalid_count = 0;
-        }
     }
 }
 

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::Duration;
 
@@ -30,7 +30,6 @@ pub struct RequestLog {
     tx: Sender<RequestRow>,
     rx: std::sync::Mutex<Option<Receiver<RequestRow>>>,
     queued: Arc<AtomicUsize>,
-    dropped: AtomicU64,
     /// Fed from every finished row: the one place requests are counted.
     pub metrics: Metrics,
 }
@@ -48,7 +47,6 @@ impl Default for RequestLog {
             tx,
             rx: std::sync::Mutex::new(Some(rx)),
             queued: Arc::new(AtomicUsize::new(0)),
-            dropped: AtomicU64::new(0),
             metrics: Metrics::default(),
         }
     }
@@ -61,14 +59,8 @@ impl RequestLog {
         let full = self.queued.fetch_add(1, Ordering::Relaxed) >= QUEUE;
         if full || self.tx.send(row).is_err() {
             self.queued.fetch_sub(1, Ordering::Relaxed);
-            self.dropped.fetch_add(1, Ordering::Relaxed);
             self.metrics.log_dropped();
         }
-    }
-
-    /// Rows dropped because the writer was too far behind (or not running).
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
     }
 
     /// Start the writer thread (once; later calls return `None`).

@@ -83,7 +83,8 @@ async fn request_id(mut req: Request, next: Next) -> Response {
         .map(str::to_string)
         .unwrap_or_else(new_request_id);
     let method = req.method().clone();
-    let path = req.uri().path().to_string();
+    // A clone of the URI shares its bytes: no copy for a log line that is usually filtered out.
+    let uri = req.uri().clone();
     req.extensions_mut().insert(RequestId(id.clone()));
     let started = Instant::now();
     let mut resp = next.run(req).await;
@@ -98,9 +99,9 @@ async fn request_id(mut req: Request, next: Next) -> Response {
         .unwrap_or("-");
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     if status >= 500 {
-        tracing::warn!(%method, %path, status, routed_via = routed, ms, request_id = %id, "request");
+        tracing::warn!(%method, path = %uri.path(), status, routed_via = routed, ms, request_id = %id, "request");
     } else {
-        tracing::debug!(%method, %path, status, routed_via = routed, ms, request_id = %id, "request");
+        tracing::debug!(%method, path = %uri.path(), status, routed_via = routed, ms, request_id = %id, "request");
     }
     resp
 }
@@ -268,7 +269,7 @@ async fn models(
     let mut order: Vec<&str> = Vec::new();
     for link in chain.iter() {
         let m = &catalog.models[link.model];
-        let has_key = !app.keys.usable(&catalog.provider_of(m).id).is_empty();
+        let has_key = app.keys.has_usable(&catalog.provider_of(m).id);
         if !(all || link.enabled && has_key) {
             continue;
         }
@@ -322,9 +323,8 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
         .map(|l| l.model)
         .collect();
     let has_keys = enabled.iter().any(|&i| {
-        !app.keys
-            .usable(&app.catalog.provider_of(&app.catalog.models[i]).id)
-            .is_empty()
+        app.keys
+            .has_usable(&app.catalog.provider_of(&app.catalog.models[i]).id)
     });
     if enabled.iter().any(|&i| available(&app, i)) {
         return axum::Json(json!({"status": "ready"})).into_response();

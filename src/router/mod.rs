@@ -139,9 +139,8 @@ async fn route(
     let models: Vec<usize> = models
         .into_iter()
         .filter(|&m| {
-            !app.keys
-                .usable(&catalog.provider_of(&catalog.models[m]).id)
-                .is_empty()
+            app.keys
+                .has_usable(&catalog.provider_of(&catalog.models[m]).id)
         })
         .collect();
     if models.is_empty() {

@@ -115,13 +115,6 @@ impl Store {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The journal mode (tests check WAL).
-    pub fn journal_mode(&self) -> anyhow::Result<String> {
-        Ok(self
-            .conn()
-            .query_row("PRAGMA journal_mode", [], |r| r.get(0))?)
-    }
-
     /// Changes whenever another connection commits: a cheap "did the CLI change something".
     pub fn data_version(&self) -> anyhow::Result<i64> {
         Ok(self

@@ -399,7 +399,7 @@ impl TestApp {
         let lookup = move |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
         let config = Config::from_toml(&text, &lookup)?;
         let clock = opts.clock.unwrap_or_else(|| Arc::new(SystemClock));
-        let (app, _) = App::open_with_clock(config, clock)?;
+        let app = App::open_with_clock(config, clock)?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (tx, rx) = oneshot::channel::<()>();
