@@ -45,14 +45,14 @@ pub struct App {
     pub sticky: Sticky,
     chain: RwLock<Arc<Vec<Link>>>,
     /// Pooled upstream connections (keep-alive, HTTP/2 where offered).
-    pub http: reqwest::Client,
+    pub http: crate::upstream::Client,
     pub log: RequestLog,
     /// Gemini thought signatures by tool-call id, for replayed calls.
     pub signatures: Signatures,
     /// Hosts learned for keys of providers with several (Z.ai), by key id.
     hosts: Mutex<FxHashMap<String, String>>,
-    /// Parsed upstream URLs: parsing (with IDNA) showed up in profiles when done per request.
-    urls: RwLock<FxHashMap<String, reqwest::Url>>,
+    /// Parsed upstream URLs: parsing showed up in profiles when done per request.
+    urls: RwLock<FxHashMap<String, http::Uri>>,
     /// Background tasks, awaited at shutdown.
     pub tasks: TaskTracker,
     /// Cancels background tasks.
@@ -141,15 +141,7 @@ impl App {
         let catalog = Arc::new(Catalog::from_config(&config)?);
         let ledger = Arc::new(Ledger::new(clock));
         ledger.restore(&store.load_ledger()?, &store.load_cooldowns()?);
-        let http = reqwest::Client::builder()
-            .connect_timeout(config.routing.connect_timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(256)
-            .tcp_nodelay(true)
-            // An upstream redirect is not followed: it could carry a key header to another host.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("freeway/", env!("CARGO_PKG_VERSION")))
-            .build()
+        let http = crate::upstream::Client::new(config.routing.connect_timeout)
             .context("cannot build the HTTP client")?;
         let app = App {
             sticky: Sticky::new(
@@ -211,7 +203,7 @@ impl App {
 
     /// `text` parsed as a URL, from a cache (a few entries per provider at most; cleared if a
     /// misconfiguration ever makes it grow).
-    pub fn url(&self, text: &str) -> Result<reqwest::Url, String> {
+    pub fn url(&self, text: &str) -> Result<http::Uri, String> {
         if let Some(u) = self
             .urls
             .read()
@@ -220,7 +212,7 @@ impl App {
         {
             return Ok(u.clone());
         }
-        let parsed = reqwest::Url::parse(text).map_err(|e| e.to_string())?;
+        let parsed = parse_url(text)?;
         let mut urls = self.urls.write().unwrap_or_else(|e| e.into_inner());
         if urls.len() > 1024 {
             urls.clear();
@@ -452,6 +444,43 @@ impl Signatures {
             for (id, sig) in crate::providers::gemini::signatures(&v) {
                 self.put(id, sig);
             }
+        }
+    }
+}
+
+/// An upstream URL: absolute, `http` or `https`, with a host.
+fn parse_url(text: &str) -> Result<http::Uri, String> {
+    let uri: http::Uri = text
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| e.to_string())?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => return Err("the URL must start with http:// or https://".into()),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err("the URL has no host".into());
+    }
+    Ok(uri)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn upstream_urls_must_be_absolute_http_with_a_host() {
+        for good in [
+            "https://api.groq.com/openai/v1/chat/completions",
+            "http://127.0.0.1:8080/v1/chat/completions",
+        ] {
+            assert!(super::parse_url(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "ftp://x/y",
+            "/v1/chat",
+            "https://",
+            "http://exa mple.com/",
+            "",
+        ] {
+            assert!(super::parse_url(bad).is_err(), "{bad}");
         }
     }
 }

@@ -4,6 +4,7 @@
 //! Only a confirmed rejection (401/403, Gemini's `API_KEY_INVALID`) marks a key invalid; three in
 //! a row disable it. Timeouts, 5xx and network errors are `error`: the probe could not tell.
 
+use bytes::Bytes;
 use futures_util::StreamExt;
 use rand::Rng;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use std::time::Duration;
 use crate::app::App;
 use crate::catalog::{AuthStyle, Provider};
 use crate::keys::{ProviderKey, Status};
+use crate::upstream;
 
 /// Probes running at once, at most.
 const CONCURRENCY: usize = 4;
@@ -131,21 +133,40 @@ pub async fn probe(app: &App, provider: &Provider, key: &ProviderKey) -> (Status
     } else {
         format!("{base}/{}", provider.key_check)
     };
-    let mut rb = app.http.get(&url).timeout(PROBE_TIMEOUT);
+    let mut headers: Vec<(&'static str, String)> = Vec::new();
     if !token.is_empty() {
-        rb = match provider.auth {
-            AuthStyle::Bearer => rb.bearer_auth(token),
-            AuthStyle::Goog => rb.header("x-goog-api-key", token),
-            AuthStyle::None => rb,
-        };
+        match provider.auth {
+            AuthStyle::Bearer => headers.push(("authorization", format!("Bearer {token}"))),
+            AuthStyle::Goog => headers.push(("x-goog-api-key", token.to_string())),
+            AuthStyle::None => {}
+        }
     }
-    let resp = match rb.send().await {
-        Ok(r) => r,
-        Err(e) if e.is_timeout() => return (Status::Error, Some("probe timed out".into())),
-        Err(_) => return (Status::Error, Some("could not connect".into())),
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        return (Status::Error, Some("bad probe URL".into()));
     };
-    let code = resp.status().as_u16();
-    let body = resp.bytes().await.unwrap_or_default();
+    let answer = tokio::time::timeout(PROBE_TIMEOUT, async {
+        let resp = app
+            .http
+            .send(http::Method::GET, uri, &headers, Bytes::new())
+            .await?;
+        let code = resp.status().as_u16();
+        let mut body = resp.into_body();
+        let mut text = Vec::new();
+        // Enough of the body to see Gemini's API_KEY_INVALID; probes answer small.
+        while text.len() < 64 * 1024 {
+            match upstream::next_chunk(&mut body).await {
+                Some(Ok(chunk)) => text.extend_from_slice(&chunk),
+                _ => break,
+            }
+        }
+        Ok::<_, upstream::Error>((code, text))
+    })
+    .await;
+    let (code, body) = match answer {
+        Ok(Ok(a)) => a,
+        Err(_) => return (Status::Error, Some("probe timed out".into())),
+        Ok(Err(_)) => return (Status::Error, Some("could not connect".into())),
+    };
     match code {
         200..=299 => (Status::Healthy, None),
         401 | 403 => (Status::Invalid, Some(format!("rejected ({code})"))),

@@ -17,4 +17,5 @@ pub mod providers;
 pub mod reqlog;
 pub mod router;
 pub mod store;
+pub mod upstream;
 pub mod wire;

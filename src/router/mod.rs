@@ -24,6 +24,7 @@ use crate::keys::{ProviderKey, Status};
 use crate::ledger::{Ask, Denied, Reservation, Scope, Span, parse_quota_headers};
 use crate::providers::{self, Failure, StreamMap};
 use crate::store::{AttemptRow, RequestRow};
+use crate::upstream;
 use crate::wire::openai::ChatRequest;
 use crate::wire::sse;
 use plan::Target;
@@ -443,14 +444,13 @@ async fn attempt(
         let url = app.url(&out.url).map_err(|e| {
             AttemptError::Upstream(Failure::Server(format!("bad upstream URL: {e}")), None)
         })?;
-        let mut rb = app.http.post(url).body(out.body);
-        for (name, value) in &out.headers {
-            rb = rb.header(*name, value);
-        }
         let first_byte = provider
             .first_byte_timeout
             .unwrap_or(routing.first_byte_timeout);
-        let resp = match tokio::time::timeout(first_byte, rb.send()).await {
+        let send = app
+            .http
+            .send(http::Method::POST, url, &out.headers, out.body.into());
+        let resp = match tokio::time::timeout(first_byte, send).await {
             Err(_) => {
                 return Err(AttemptError::Upstream(
                     Failure::Server(format!("no answer within {}s", first_byte.as_secs())),
@@ -458,10 +458,7 @@ async fn attempt(
                 ));
             }
             Ok(Err(e)) => {
-                return Err(AttemptError::Upstream(
-                    Failure::Server(describe_http(&e)),
-                    None,
-                ));
+                return Err(AttemptError::Upstream(Failure::Server(e.to_string()), None));
             }
             Ok(Ok(r)) => r,
         };
@@ -513,7 +510,7 @@ async fn attempt(
         let hide_usage = providers::openai::injects_usage(&inc.req, &provider.quirks);
         let map = StreamMap::new(provider.dialect, hide_usage, &id, &model.id, created);
         let mut pump = Pump {
-            body: resp.bytes_stream().boxed(),
+            body: resp.into_body(),
             decoder: sse::Decoder::new(MAX_EVENT),
             map,
             stall: routing.stall_timeout,
@@ -552,32 +549,17 @@ async fn attempt(
     Err(last)
 }
 
-fn describe_http(e: &reqwest::Error) -> String {
-    if e.is_connect() {
-        "connection failed".into()
-    } else if e.is_timeout() {
-        "timed out".into()
-    } else {
-        // Without the URL: an upstream URL may carry an account id.
-        let mut s = "request failed".to_string();
-        if let Some(src) = std::error::Error::source(e) {
-            s.push_str(&format!(": {}", crate::error::scrub(&src.to_string())));
-        }
-        s
-    }
-}
-
 async fn read_limited(
-    resp: reqwest::Response,
+    resp: http::Response<upstream::Body>,
     stall: Duration,
     max: usize,
 ) -> Result<Bytes, String> {
     // A small answer usually arrives as one chunk: keep it as is, without a copy.
     let mut first: Option<Bytes> = None;
     let mut more = bytes::BytesMut::new();
-    let mut stream = resp.bytes_stream();
+    let mut body = resp.into_body();
     loop {
-        match tokio::time::timeout(stall, stream.next()).await {
+        match tokio::time::timeout(stall, upstream::next_chunk(&mut body)).await {
             Err(_) => return Err(format!("the answer stalled for {}s", stall.as_secs())),
             Ok(None) => {
                 return Ok(match first {
@@ -585,7 +567,7 @@ async fn read_limited(
                     _ => more.freeze(),
                 });
             }
-            Ok(Some(Err(e))) => return Err(format!("the answer was cut ({})", describe_http(&e))),
+            Ok(Some(Err(e))) => return Err(format!("the answer was cut ({e})")),
             Ok(Some(Ok(chunk))) => {
                 let len = first.as_ref().map_or(0, Bytes::len) + more.len() + chunk.len();
                 if len > max {
@@ -663,7 +645,7 @@ fn finish(
 
 /// Reads an upstream stream event by event.
 struct Pump {
-    body: BoxStream<'static, reqwest::Result<Bytes>>,
+    body: upstream::Body,
     decoder: sse::Decoder,
     map: StreamMap,
     stall: Duration,
@@ -691,7 +673,9 @@ impl Pump {
     /// Read one upstream chunk and map the events it completes.
     async fn step(&mut self) -> StepOut {
         let mut out = Vec::new();
-        let events = match tokio::time::timeout(self.stall, self.body.next()).await {
+        let events = match tokio::time::timeout(self.stall, upstream::next_chunk(&mut self.body))
+            .await
+        {
             Err(_) => {
                 return StepOut {
                     out,
@@ -704,7 +688,7 @@ impl Pump {
             Ok(Some(Err(e))) => {
                 return StepOut {
                     out,
-                    state: State::Broken(format!("the stream was cut ({})", describe_http(&e))),
+                    state: State::Broken(format!("the stream was cut ({e})")),
                 };
             }
             Ok(Some(Ok(bytes))) => match self.decoder.feed(&bytes) {

@@ -6,6 +6,7 @@ use serde_json::json;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_freeway");
@@ -621,4 +622,100 @@ async fn chain_models_status_and_check_commands() {
         .to_string();
     run_ok(&["keys", "rm", &id], "");
     assert!(!run_ok(&["keys", "list"], "").contains("main"));
+}
+
+/// A CONNECT proxy on an ephemeral port that records each tunnel's target.
+async fn connect_proxy() -> (String, Arc<Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if client.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let Some(target) = head
+                    .strip_prefix("CONNECT ")
+                    .and_then(|r| r.split(' ').next())
+                    .map(str::to_string)
+                else {
+                    let _ = client.write_all(b"HTTP/1.1 405 Only CONNECT\r\n\r\n").await;
+                    return;
+                };
+                log.lock().unwrap().push(target.clone());
+                let Ok(mut upstream) = tokio::net::TcpStream::connect(&target).await else {
+                    let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n").await;
+                    return;
+                };
+                let _ = client
+                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    .await;
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            });
+        }
+    });
+    (format!("http://{addr}"), seen)
+}
+
+#[tokio::test]
+async fn upstream_requests_use_the_proxy_the_environment_names() {
+    let mock = Mock::start().await;
+    let (proxy, tunnels) = connect_proxy().await;
+    let cwd = tempfile::tempdir().unwrap();
+    std::fs::write(
+        cwd.path().join("freeway.toml"),
+        format!(
+            "[auth]\napi_keys = [\"fw-proxy-test\"]\n{}",
+            custom(&mock, "")
+        ),
+    )
+    .unwrap();
+    let client = reqwest::Client::new();
+    let ask_once = |server: &Server| {
+        client
+            .post(server.url("/v1/chat/completions"))
+            .bearer_auth("fw-proxy-test")
+            .json(&ask("mock-model"))
+            .send()
+    };
+
+    // HTTP_PROXY set: the upstream is reached through a CONNECT tunnel.
+    let env = [
+        ("FREEWAY_LISTEN", "127.0.0.1:0"),
+        ("HTTP_PROXY", proxy.as_str()),
+        ("NO_PROXY", "example.invalid"),
+        ("no_proxy", "example.invalid"),
+    ];
+    let server = start_server(cwd.path(), &env).unwrap();
+    let resp = ask_once(&server).await.unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    assert!(server.term());
+    let seen = tunnels.lock().unwrap().clone();
+    assert!(!seen.is_empty(), "no tunnel was opened");
+    assert!(seen.iter().all(|t| *t == mock.addr.to_string()), "{seen:?}");
+    assert_eq!(mock.chat_calls().len(), 1);
+
+    // NO_PROXY naming the host: straight there.
+    let env = [
+        ("FREEWAY_LISTEN", "127.0.0.1:0"),
+        ("HTTP_PROXY", proxy.as_str()),
+        ("NO_PROXY", "127.0.0.1"),
+        ("no_proxy", "127.0.0.1"),
+    ];
+    let server = start_server(cwd.path(), &env).unwrap();
+    let resp = ask_once(&server).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(server.term());
+    assert_eq!(tunnels.lock().unwrap().len(), seen.len(), "no new tunnel");
+    assert_eq!(mock.chat_calls().len(), 2);
 }
