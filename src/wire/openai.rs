@@ -4,6 +4,7 @@
 
 use serde::Deserialize;
 use serde::de::IgnoredAny;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -262,34 +263,35 @@ fn json_len(v: &Value) -> u64 {
 
 // ---- answers, read lightly: only what failover and the ledger need ----
 
-/// A non-streaming answer, read without copying its content.
+/// A non-streaming answer, read without copying anything: only what tells whether it says
+/// something (and its usage) is looked at.
 #[derive(Debug, Deserialize)]
-pub struct Answer {
-    #[serde(default)]
-    pub model: Option<String>,
-    pub choices: Vec<AnswerChoice>,
+pub struct Answer<'a> {
+    #[serde(borrow)]
+    pub choices: Vec<AnswerChoice<'a>>,
     #[serde(default)]
     pub usage: Option<Usage>,
 }
 
 #[derive(Debug, Deserialize)]
-pub struct AnswerChoice {
-    #[serde(default)]
-    pub message: Option<AnswerMessage>,
-    #[serde(default)]
-    pub finish_reason: Option<String>,
+pub struct AnswerChoice<'a> {
+    #[serde(default, borrow)]
+    pub message: Option<AnswerMessage<'a>>,
+    #[serde(default, borrow)]
+    pub finish_reason: Option<Cow<'a, str>>,
 }
 
 #[derive(Debug, Deserialize)]
-pub struct AnswerMessage {
-    #[serde(default)]
-    pub content: Option<Value>,
+pub struct AnswerMessage<'a> {
+    /// The JSON text of the content, unparsed.
+    #[serde(default, borrow)]
+    pub content: Option<&'a RawValue>,
     #[serde(default)]
     pub tool_calls: Option<Vec<IgnoredAny>>,
-    #[serde(default)]
-    pub reasoning_content: Option<String>,
-    #[serde(default)]
-    pub reasoning: Option<String>,
+    #[serde(default, borrow)]
+    pub reasoning_content: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub reasoning: Option<Cow<'a, str>>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
@@ -300,23 +302,29 @@ pub struct Usage {
     pub completion_tokens: u64,
 }
 
-impl Answer {
+impl Answer<'_> {
     /// Whether the answer says anything: text, a tool call, or (at least) reasoning, or a
     /// finish reason that explains its silence (a content filter).
     pub fn has_content(&self) -> bool {
         self.choices.iter().any(|c| {
             c.finish_reason.as_deref() == Some("content_filter")
                 || c.message.as_ref().is_some_and(|m| {
-                    let text = match &m.content {
-                        Some(Value::String(s)) => !s.is_empty(),
-                        Some(Value::Array(a)) => !a.is_empty(),
-                        _ => false,
-                    };
-                    text || m.tool_calls.as_ref().is_some_and(|t| !t.is_empty())
+                    m.content.is_some_and(says_something)
+                        || m.tool_calls.as_ref().is_some_and(|t| !t.is_empty())
                         || m.reasoning_content.as_ref().is_some_and(|r| !r.is_empty())
                         || m.reasoning.as_ref().is_some_and(|r| !r.is_empty())
                 })
         })
+    }
+}
+
+/// A content value that is a non-empty string or a non-empty array (of parts).
+fn says_something(raw: &RawValue) -> bool {
+    let text = raw.get();
+    match text.as_bytes().first() {
+        Some(b'"') => text.len() > 2,
+        Some(b'[') => !text[1..text.len() - 1].trim().is_empty(),
+        _ => false,
     }
 }
 
@@ -455,13 +463,32 @@ mod tests {
 
     #[test]
     fn answers_and_chunks_are_read_lightly() {
-        let a: Answer = serde_json::from_value(json!({"model": "m", "choices": [{"message": {"role": "assistant", "content": ""}, "finish_reason": "stop"}]})).unwrap();
-        assert!(!a.has_content());
-        let a: Answer = serde_json::from_value(
-            json!({"choices": [{"message": {"content": null, "tool_calls": [{"id": "1"}]}}]}),
-        )
-        .unwrap();
-        assert!(a.has_content());
+        let says = |body: &str| {
+            let a: Answer = serde_json::from_str(body).unwrap();
+            a.has_content()
+        };
+        for (message, expected) in [
+            (r#"{"role": "assistant", "content": ""}"#, false),
+            (r#"{"content": null}"#, false),
+            (r#"{"content": []}"#, false),
+            (r#"{"content": [ ]}"#, false),
+            (r#"{"content": 42}"#, false),
+            (r#"{"content": "x"}"#, true),
+            (r#"{"content": "\u0000"}"#, true),
+            (r#"{"content": [{"type": "text", "text": "x"}]}"#, true),
+            (r#"{"content": null, "tool_calls": [{"id": "1"}]}"#, true),
+            (r#"{"content": "", "reasoning_content": "hmm"}"#, true),
+            (r#"{"content": "", "reasoning": "hmm"}"#, true),
+        ] {
+            let body = format!(
+                r#"{{"model": "m", "choices": [{{"message": {message}, "finish_reason": "stop"}}]}}"#
+            );
+            assert_eq!(says(&body), expected, "{message}");
+        }
+        assert!(says(
+            r#"{"choices": [{"message": {"content": ""}, "finish_reason": "content_filter"}]}"#
+        ));
+        assert!(serde_json::from_str::<Answer>(r#"{"object": "error"}"#).is_err());
         let c: Chunk =
             serde_json::from_str(r#"{"choices":[{"delta":{"content":"x"},"finish_reason":null}]}"#)
                 .unwrap();
