@@ -150,15 +150,10 @@ pub async fn probe(app: &App, provider: &Provider, key: &ProviderKey) -> (Status
             .send(http::Method::GET, uri, &headers, Bytes::new())
             .await?;
         let code = resp.status().as_u16();
-        let mut body = resp.into_body();
-        let mut text = Vec::new();
         // Enough of the body to see Gemini's API_KEY_INVALID; probes answer small.
-        while text.len() < 64 * 1024 {
-            match upstream::next_chunk(&mut body).await {
-                Some(Ok(chunk)) => text.extend_from_slice(&chunk),
-                _ => break,
-            }
-        }
+        let text = upstream::read_limited(resp, PROBE_TIMEOUT, 64 * 1024)
+            .await
+            .unwrap_or_default();
         Ok::<_, upstream::Error>((code, text))
     })
     .await;

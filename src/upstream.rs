@@ -151,6 +151,44 @@ pub async fn next_chunk(body: &mut Body) -> Option<Result<Bytes, Error>> {
     }
 }
 
+/// A whole answer body, at most `max` bytes, each chunk within `stall`.
+pub async fn read_limited(
+    resp: Response<Body>,
+    stall: Duration,
+    max: usize,
+) -> Result<Bytes, String> {
+    // A small answer usually arrives as one chunk: keep it as is, without a copy.
+    let mut first: Option<Bytes> = None;
+    let mut more = bytes::BytesMut::new();
+    let mut body = resp.into_body();
+    loop {
+        match tokio::time::timeout(stall, next_chunk(&mut body)).await {
+            Err(_) => return Err(format!("the answer stalled for {}s", stall.as_secs())),
+            Ok(None) => {
+                return Ok(match first {
+                    Some(b) if more.is_empty() => b,
+                    _ => more.freeze(),
+                });
+            }
+            Ok(Some(Err(e))) => return Err(format!("the answer was cut ({e})")),
+            Ok(Some(Ok(chunk))) => {
+                let len = first.as_ref().map_or(0, Bytes::len) + more.len() + chunk.len();
+                if len > max {
+                    return Err("the answer is too large".into());
+                }
+                match first.take() {
+                    None if more.is_empty() => first = Some(chunk),
+                    Some(b) => {
+                        more.extend_from_slice(&b);
+                        more.extend_from_slice(&chunk);
+                    }
+                    None => more.extend_from_slice(&chunk),
+                }
+            }
+        }
+    }
+}
+
 /// Plain TCP, or a CONNECT tunnel through the proxy the environment names for the destination.
 #[derive(Clone)]
 struct Connector {

@@ -477,7 +477,7 @@ async fn attempt(
                 .get("retry-after")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string);
-            let body = read_limited(resp, routing.stall_timeout, 1 << 20)
+            let body = upstream::read_limited(resp, routing.stall_timeout, 1 << 20)
                 .await
                 .unwrap_or_default();
             let failure = providers::classify(status, retry_after.as_deref(), &body);
@@ -496,7 +496,7 @@ async fn attempt(
         let id = format!("chatcmpl-{}", inc.request_id);
         let created = app.ledger.now_ms() / 1000;
         if !inc.req.facts.stream {
-            let body = read_limited(resp, routing.stall_timeout, MAX_ANSWER)
+            let body = upstream::read_limited(resp, routing.stall_timeout, MAX_ANSWER)
                 .await
                 .map_err(|e| AttemptError::Upstream(Failure::BadAnswer(e), Some(status)))?;
             let (body, usage) =
@@ -547,43 +547,6 @@ async fn attempt(
         }
     }
     Err(last)
-}
-
-async fn read_limited(
-    resp: http::Response<upstream::Body>,
-    stall: Duration,
-    max: usize,
-) -> Result<Bytes, String> {
-    // A small answer usually arrives as one chunk: keep it as is, without a copy.
-    let mut first: Option<Bytes> = None;
-    let mut more = bytes::BytesMut::new();
-    let mut body = resp.into_body();
-    loop {
-        match tokio::time::timeout(stall, upstream::next_chunk(&mut body)).await {
-            Err(_) => return Err(format!("the answer stalled for {}s", stall.as_secs())),
-            Ok(None) => {
-                return Ok(match first {
-                    Some(b) if more.is_empty() => b,
-                    _ => more.freeze(),
-                });
-            }
-            Ok(Some(Err(e))) => return Err(format!("the answer was cut ({e})")),
-            Ok(Some(Ok(chunk))) => {
-                let len = first.as_ref().map_or(0, Bytes::len) + more.len() + chunk.len();
-                if len > max {
-                    return Err("the answer is too large".into());
-                }
-                match first.take() {
-                    None if more.is_empty() => first = Some(chunk),
-                    Some(b) => {
-                        more.extend_from_slice(&b);
-                        more.extend_from_slice(&chunk);
-                    }
-                    None => more.extend_from_slice(&chunk),
-                }
-            }
-        }
-    }
 }
 
 /// Turn a success into the reply, and settle or hand over the reservation and log row.
