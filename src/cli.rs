@@ -226,20 +226,9 @@ fn keys_cmd(config: Config, cmd: KeysCmd) -> anyhow::Result<()> {
                     p.name
                 );
             }
-            let id = crypto::new_id();
-            store.insert_key(&KeyRow {
-                id: id.clone(),
-                provider: p.id.clone(),
-                label: label.unwrap_or_default(),
-                sealed: sealer.seal(secret.as_bytes(), &keys::aad(&id, &p.id)),
-                enabled: true,
-                status: "unknown".into(),
-                invalid_count: 0,
-                last_check_ms: None,
-                last_error: None,
-                base_url: None,
-                created_ms: now_ms(),
-            })?;
+            let row = keys::new_row(&sealer, &p.id, label.unwrap_or_default(), &secret, now_ms());
+            store.insert_key(&row)?;
+            let id = row.id;
             println!(
                 "added {} key {} ({})",
                 p.id,

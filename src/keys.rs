@@ -74,6 +74,31 @@ pub fn aad(id: &str, provider: &str) -> Vec<u8> {
     format!("freeway:provider_key:{id}:{provider}").into_bytes()
 }
 
+/// A newly added provider key as a row to store: a fresh id, the secret sealed to it, enabled,
+/// health unknown until a probe says otherwise.
+pub fn new_row(
+    sealer: &Sealer,
+    provider: &str,
+    label: String,
+    secret: &str,
+    created_ms: i64,
+) -> KeyRow {
+    let id = crypto::new_id();
+    KeyRow {
+        sealed: sealer.seal(secret.as_bytes(), &aad(&id, provider)),
+        id,
+        provider: provider.to_string(),
+        label,
+        enabled: true,
+        status: "unknown".into(),
+        invalid_count: 0,
+        last_check_ms: None,
+        last_error: None,
+        base_url: None,
+        created_ms,
+    }
+}
+
 /// Keys by provider, with round-robin spreading.
 #[derive(Default)]
 pub struct KeyRing {

@@ -371,26 +371,9 @@ async fn health_probes_mark_keys_and_three_rejections_disable() {
     let t = TestApp::spawn(&toml).await;
     let mut ids = Vec::new();
     for secret in ["gsk_good", "gsk_bad", "gsk_flaky"] {
-        let id = freeway::crypto::new_id();
-        t.app
-            .store
-            .insert_key(&freeway::store::KeyRow {
-                id: id.clone(),
-                provider: "groq".into(),
-                label: secret.into(),
-                sealed: t
-                    .app
-                    .sealer
-                    .seal(secret.as_bytes(), &freeway::keys::aad(&id, "groq")),
-                enabled: true,
-                status: "unknown".into(),
-                invalid_count: 0,
-                last_check_ms: None,
-                last_error: None,
-                base_url: None,
-                created_ms: 0,
-            })
-            .unwrap();
+        let row = freeway::keys::new_row(&t.app.sealer, "groq", secret.into(), secret, 0);
+        t.app.store.insert_key(&row).unwrap();
+        let id = row.id;
         ids.push(id);
     }
     t.app.reload().unwrap();
