@@ -14,9 +14,8 @@
 #   FLOOR_OUT [bench/results/floor.md]
 set -euo pipefail
 
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-ROOT=$(pwd)
-export PATH="$HOME/.cargo/bin:$PATH"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+LOG_TAG=floor
 ROUNDS=${FLOOR_ROUNDS:-5}
 RATE_SECS=${FLOOR_RATE_SECS:-6}
 STREAMS=${FLOOR_STREAMS:-64}
@@ -24,13 +23,8 @@ OUT=${FLOOR_OUT:-$ROOT/bench/results/floor.md}
 KEY=fw-bench
 BODY='{"model":"mock-model","messages":[{"role":"user","content":"hi"}]}'
 
-log() { printf '[floor %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() { log "FATAL: $*"; exit 1; }
 command -v python3 >/dev/null || die "python3 is required (parses results)"
-if ! command -v oha >/dev/null; then
-    log "installing oha (cargo install oha --locked) ..."
-    cargo install oha --locked >&2 || die "cannot install oha"
-fi
+install_oha || die "cannot install oha"
 
 if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
     log "cargo build --release ..."
@@ -42,40 +36,21 @@ for b in freeway examples/mock_upstream examples/stream_probe examples/bare_prox
     [ -x "$T/$b" ] || die "missing binary $T/$b"
 done
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/freeway-floor.XXXXXX")
-PIDS=()
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-    if [ "$rc" -ne 0 ]; then log "failed (rc=$rc); logs kept in $WORK"; else rm -rf "$WORK"; fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# start NAME PATTERN CMD... : runs CMD in the background, prints the address it announces.
-start() {
-    local name=$1 pat=$2 i; shift 2
-    "$@" >"$WORK/$name.log" 2>&1 &
-    PIDS+=($!)
-    for ((i = 0; i < 600; i++)); do
-        if grep -m1 -- "$pat" "$WORK/$name.log" >/dev/null 2>&1; then
-            grep -m1 -- "$pat" "$WORK/$name.log" | sed "s|$pat||"
-            return 0
-        fi
-        sleep 0.05
-    done
-    cat "$WORK/$name.log" >&2
-    die "$name did not start"
-}
+new_workdir freeway-floor
 
 declare -A ADDR
-ADDR[direct]=$(start mock '^listening on ' "$T/examples/mock_upstream" --port 0 --chunks 20 --chunk-delay-ms 10)
+# start NAME PATTERN CMD... : runs CMD in the background; ADDR[NAME] = the address it announces.
+start() {
+    local name=$1 pat=$2 pid; shift 2
+    "$@" >"$WORK/$name.log" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    ADDR[$name]=$(wait_line "$WORK/$name.log" "$pat" 30 "$pid" | sed "s|$pat||")
+}
+
+start direct '^listening on ' "$T/examples/mock_upstream" --port 0 --chunks 20 --chunk-delay-ms 10
 for mode in relay hyper hyper-conn; do
-    ADDR[$mode]=$(start "$mode" '^listening on ' "$T/examples/bare_proxy" "$mode" "${ADDR[direct]}")
+    start "$mode" '^listening on ' "$T/examples/bare_proxy" "$mode" "${ADDR[direct]}"
 done
 cat >"$WORK/freeway.toml" <<EOF
 listen = "127.0.0.1:0"
@@ -86,7 +61,7 @@ api_keys = ["$KEY"]
 base_url = "http://${ADDR[direct]}/v1"
 models = [{ id = "mock-model", context = 131072 }]
 EOF
-ADDR[freeway]=$(FREEWAY_LOG=warn start freeway '^Freeway listening on http://' "$T/freeway" --config "$WORK/freeway.toml")
+FREEWAY_LOG=warn start freeway '^Freeway listening on http://' "$T/freeway" --config "$WORK/freeway.toml"
 NAMES=(direct relay hyper hyper-conn freeway)
 for n in "${NAMES[@]}"; do log "$n on ${ADDR[$n]}"; done
 

@@ -18,9 +18,8 @@
 #   BENCH_OUT [bench/results/latest.md]
 set -euo pipefail
 
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-ROOT=$(pwd)
-export PATH="$HOME/.cargo/bin:$PATH"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+LOG_TAG=bench
 
 DUR=${BENCH_DURATION:-10}
 RATE_DUR=${BENCH_RATE_DURATION:-20}
@@ -39,19 +38,10 @@ mkdir -p "$(dirname "$OUT")"
 KEY=fw-bench
 BODY='{"model":"mock-model","messages":[{"role":"user","content":"hi"}]}'
 
-log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() { log "FATAL: $*"; exit 1; }
 
 command -v python3 >/dev/null || die "python3 is required (parses results)"
 
 # ---------------------------------------------------------------- load driver
-install_oha() {
-    command -v oha >/dev/null && return 0
-    command -v cargo >/dev/null || return 1
-    log "installing oha (cargo install oha --locked) ..."
-    cargo install oha --locked >&2 || return 1
-    command -v oha >/dev/null
-}
 install_wrk() {
     command -v wrk >/dev/null && return 0
     log "installing wrk (apt-get) ..."
@@ -87,36 +77,10 @@ PROBE=$TARGET_DIR/release/examples/stream_probe
 for b in "$FREEWAY" "$MOCK" "$PROBE"; do [ -x "$b" ] || die "missing binary $b"; done
 
 # ---------------------------------------------------------------- processes
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/freeway-bench.XXXXXX")
+new_workdir freeway-bench
 R=$WORK/results
 mkdir -p "$R"
-PIDS=()
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-    if [ "$rc" -ne 0 ] && [ -d "$WORK" ]; then
-        log "failed (rc=$rc); logs kept in $WORK"
-        tail -n 20 "$WORK"/*.log 2>/dev/null >&2 || true
-    else
-        rm -rf "$WORK"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
-wait_line() { # file pattern timeout_s pid -> prints the first matching line
-    local file=$1 pat=$2 t=$3 pid=$4 i
-    for ((i = 0; i < t * 20; i++)); do
-        if grep -m1 -- "$pat" "$file" 2>/dev/null; then return 0; fi
-        kill -0 "$pid" 2>/dev/null || { cat "$file" >&2; die "process $pid exited before '$pat'"; }
-        sleep 0.05
-    done
-    die "timed out waiting for '$pat' in $file"
-}
 
 "$MOCK" --port 0 --chunks "$CHUNKS" --chunk-delay-ms "$CHUNK_DELAY" \
     --slow-chunk-delay-ms 1000 --slow-chunks 100000 >"$WORK/mock.log" 2>&1 &
