@@ -19,7 +19,6 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
-use std::task::Poll;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -78,17 +77,25 @@ async fn relay(mut client: TcpStream, upstream: &str) -> Result<(), BoxError> {
     Ok(())
 }
 
-/// The client's request, to be sent upstream: same method, path and body.
-async fn forward(req: Request<Incoming>, host: &str) -> Result<Request<Full<Bytes>>, BoxError> {
+/// The client's request, to be sent upstream: same method, path and body, `Host` set. The URI
+/// is absolute for hyper-util's pooled client (it picks the connection by it) and in origin
+/// form for an own connection.
+async fn forward(
+    req: Request<Incoming>,
+    host: &str,
+    absolute: bool,
+) -> Result<Request<Full<Bytes>>, BoxError> {
     let (parts, body) = req.into_parts();
     let body = body.collect().await?.to_bytes();
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let mut out = Request::new(Full::new(body));
     *out.method_mut() = parts.method;
-    *out.uri_mut() = format!(
-        "http://{host}{}",
-        parts.uri.path_and_query().map_or("/", |p| p.as_str())
-    )
-    .parse()?;
+    *out.uri_mut() = if absolute {
+        format!("http://{host}{path}").parse()?
+    } else {
+        path.parse()?
+    };
+    out.headers_mut().insert(hyper::header::HOST, host.parse()?);
     if let Some(ct) = parts.headers.get(hyper::header::CONTENT_TYPE) {
         out.headers_mut()
             .insert(hyper::header::CONTENT_TYPE, ct.clone());
@@ -111,7 +118,7 @@ async fn pooled_proxy(
         let pooled = pooled.clone();
         let upstream = upstream.clone();
         async move {
-            let resp = match forward(req, &upstream).await {
+            let resp = match forward(req, &upstream, true).await {
                 Ok(out) => pooled.request(out).await.ok(),
                 Err(_) => None,
             };
@@ -139,15 +146,7 @@ async fn own_connection_proxy(client: TcpStream, upstream: &str) -> Result<(), B
         let host = host.clone();
         async move {
             let mut resp = None;
-            if let Ok(mut out) = forward(req, &host).await {
-                // Origin form on an own connection.
-                *out.uri_mut() = out.uri().path_and_query().map_or_else(
-                    || "/".parse().expect("slash"),
-                    |p| p.as_str().parse().expect("path"),
-                );
-                if let Ok(value) = host.parse() {
-                    out.headers_mut().insert(hyper::header::HOST, value);
-                }
+            if let Ok(out) = forward(req, &host, false).await {
                 let mut send = send.lock().await;
                 if send.ready().await.is_ok() {
                     resp = send.send_request(out).await.ok();
@@ -173,7 +172,7 @@ async fn own_connection_proxy(client: TcpStream, upstream: &str) -> Result<(), B
         if upstream_open && conn.as_mut().poll(cx).is_ready() {
             upstream_open = false;
         }
-        if r.is_ready() { r } else { Poll::Pending }
+        r
     })
     .await?;
     Ok(())
