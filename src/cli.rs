@@ -7,13 +7,9 @@ use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 
 use crate::app::{self, App};
-use crate::catalog::Catalog;
 use crate::config::Config;
-use crate::crypto;
-use crate::keys;
-use crate::ledger::{Scope, SystemClock, short};
-use crate::router::plan;
-use crate::store::{ChainRow, KeyRow};
+use crate::ledger::{SystemClock, short};
+use crate::ops::{self, KeySource, fmt_time};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -160,9 +156,9 @@ fn serve(config: Config) -> anyhow::Result<()> {
     rt.block_on(async move {
         let listen = config.listen;
         let app = App::open(config)?;
-        let first_key = app::ensure_first_client_key(&app.store, now_ms())?;
+        let first_key = ops::ensure_first_client_key(&app.store, now_ms())?;
         if first_key.is_some() {
-            app.reload()?;
+            app.ops.reload()?;
         }
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -173,7 +169,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
         if let Some(key) = first_key {
             println!("  Your client key (shown once, keep it): {key}");
         }
-        if !app.keys.any_usable() {
+        if !app.live.keys.any_usable() {
             println!("  No provider keys yet: add one with `freeway keys add <provider>` (e.g. groq, google)");
         }
         app::serve(app, listener, app::shutdown_signal()).await
@@ -194,47 +190,18 @@ fn read_secret(prompt: &str) -> anyhow::Result<String> {
     if key.is_empty() {
         bail!("no key given: pipe it on stdin or paste it at the prompt");
     }
-    if key.chars().any(char::is_whitespace) {
-        bail!("the key contains whitespace; paste only the key");
-    }
     Ok(key)
 }
 
 fn keys_cmd(config: Config, cmd: KeysCmd) -> anyhow::Result<()> {
-    let catalog = Catalog::from_config(&config)?;
-    let (store, sealer, _) = app::open_data(&config)?;
-    let one = |prefix: &str| -> anyhow::Result<KeyRow> {
-        let mut found = store.find_keys(prefix)?;
-        match found.len() {
-            0 => {
-                bail!("no stored key has an id starting with {prefix:?} (see `freeway keys list`)")
-            }
-            1 => Ok(found.remove(0)),
-            n => bail!("{n} keys have ids starting with {prefix:?}; give more characters"),
-        }
-    };
+    let app = App::open(config)?;
+    let ops = &app.ops;
     match cmd {
         KeysCmd::Add { provider, label } => {
-            let Some(p) = catalog.provider(&provider) else {
-                let known: Vec<&str> = catalog.providers.iter().map(|p| p.id.as_str()).collect();
-                bail!("unknown provider {provider:?}; known: {}", known.join(", "));
-            };
+            let p = ops.provider(&provider)?;
             let secret = read_secret(&format!("Paste the {} key (input hidden): ", p.name))?;
-            if p.quirks.account_in_url && !secret.contains(':') {
-                bail!(
-                    "a {} key is `account_id:api_token` (both parts, joined by a colon)",
-                    p.name
-                );
-            }
-            let row = keys::new_row(&sealer, &p.id, label.unwrap_or_default(), &secret, now_ms());
-            store.insert_key(&row)?;
-            let id = row.id;
-            println!(
-                "added {} key {} ({})",
-                p.id,
-                short(&id),
-                crypto::mask(&secret)
-            );
+            let k = ops.add_key(&p.id, &secret, label.as_deref())?;
+            println!("added {} key {} ({})", k.provider, short(&k.id), k.masked);
             if !p.enabled {
                 println!(
                     "note: {} is disabled by default; enable it in the config: [providers.{}] enabled = true",
@@ -247,106 +214,71 @@ fn keys_cmd(config: Config, cmd: KeysCmd) -> anyhow::Result<()> {
                 "{:<10} {:<12} {:<14} {:<12} {:<8} {:<8} LAST ERROR",
                 "ID", "PROVIDER", "LABEL", "KEY", "ENABLED", "STATUS"
             );
-            for row in store.keys()? {
-                let masked = sealer
-                    .open(&row.sealed, &keys::aad(&row.id, &row.provider))
-                    .map(|k| crypto::mask(&String::from_utf8_lossy(&k)))
-                    .unwrap_or_else(|_| "(undecryptable)".into());
+            for k in ops.keys()? {
+                let (id, status) = match k.source {
+                    KeySource::Stored => (short(&k.id).to_string(), k.status.as_str()),
+                    KeySource::Config => ("(config)".to_string(), "-"),
+                };
                 println!(
                     "{:<10} {:<12} {:<14} {:<12} {:<8} {:<8} {}",
-                    short(&row.id),
-                    row.provider,
-                    row.label,
-                    masked,
-                    if row.enabled { "yes" } else { "no" },
-                    row.status,
-                    row.last_error.unwrap_or_default()
+                    id,
+                    k.provider,
+                    k.label,
+                    k.masked,
+                    if k.enabled { "yes" } else { "no" },
+                    status,
+                    k.last_error.unwrap_or_default()
                 );
-            }
-            for p in &catalog.providers {
-                for (i, k) in p.config_keys.iter().enumerate() {
-                    println!(
-                        "{:<10} {:<12} {:<14} {:<12} {:<8} {:<8}",
-                        "(config)",
-                        p.id,
-                        format!("config #{}", i + 1),
-                        crypto::mask(k.expose()),
-                        "yes",
-                        "-"
-                    );
-                }
             }
         }
         KeysCmd::Rm { id } => {
-            let row = one(&id)?;
-            store.remove_key(&row.id)?;
-            println!("removed {} key {}", row.provider, short(&row.id));
+            let k = ops.remove_key(&id)?;
+            println!("removed {} key {}", k.provider, short(&k.id));
         }
         KeysCmd::Enable { id } => {
-            let row = one(&id)?;
-            store.set_key_enabled(&row.id, true)?;
-            println!("enabled {} key {}", row.provider, short(&row.id));
+            let k = ops.set_key_enabled(&id, true)?;
+            println!("enabled {} key {}", k.provider, short(&k.id));
         }
         KeysCmd::Disable { id } => {
-            let row = one(&id)?;
-            store.set_key_enabled(&row.id, false)?;
-            println!("disabled {} key {}", row.provider, short(&row.id));
+            let k = ops.set_key_enabled(&id, false)?;
+            println!("disabled {} key {}", k.provider, short(&k.id));
         }
     }
     Ok(())
 }
 
 fn client_keys_cmd(config: Config, cmd: ClientKeysCmd) -> anyhow::Result<()> {
-    let (store, _, _) = app::open_data(&config)?;
+    let app = App::open(config)?;
+    let ops = &app.ops;
     match cmd {
         ClientKeysCmd::Create { name } => {
-            if name.trim().is_empty() {
-                bail!("give the key a name, e.g. `freeway client-keys create laptop`");
-            }
-            let key = app::create_client_key(&store, name.trim(), now_ms())?;
+            let key = ops.create_client_key(&name)?;
             println!("{key}");
-            eprintln!("client key {name:?} created; it is shown only this once");
+            eprintln!(
+                "client key {:?} created; it is shown only this once",
+                name.trim()
+            );
         }
         ClientKeysCmd::List => {
             println!("{:<18} {:<20} {:<10} STATE", "ID", "NAME", "STARTS");
-            for row in store.client_keys()? {
+            for k in ops.client_keys()? {
+                let id = k.id.as_deref().map_or("(config)", short);
+                let starts = if k.prefix.is_empty() {
+                    "-".to_string()
+                } else {
+                    format!("{}…", k.prefix)
+                };
                 println!(
                     "{:<18} {:<20} {:<10} {}",
-                    short(&row.id),
-                    row.name,
-                    format!("{}…", row.prefix),
-                    if row.revoked_ms.is_some() {
-                        "revoked"
-                    } else {
-                        "active"
-                    }
-                );
-            }
-            for (i, _) in config.auth.api_keys.iter().enumerate() {
-                println!(
-                    "{:<18} {:<20} {:<10} active",
-                    "(config)",
-                    format!("config #{}", i + 1),
-                    "-"
+                    id,
+                    k.name,
+                    starts,
+                    if k.revoked { "revoked" } else { "active" }
                 );
             }
         }
         ClientKeysCmd::Revoke { name } => {
-            let mut n = store.revoke_client_key(&name, now_ms())?;
-            if n == 0 {
-                // Ids are shown shortened: accept a unique prefix.
-                let matches: Vec<_> = store
-                    .client_keys()?
-                    .into_iter()
-                    .filter(|r| r.revoked_ms.is_none() && r.id.starts_with(&name))
-                    .collect();
-                if matches.len() == 1 {
-                    n = store.revoke_client_key(&matches[0].id, now_ms())?;
-                }
-            }
-            if n == 0 {
-                bail!("no active client key is named {name:?} or has that id");
-            }
+            let n = ops.revoke_client_key(&name)?;
             println!("revoked {n} client key(s)");
         }
     }
@@ -354,120 +286,71 @@ fn client_keys_cmd(config: Config, cmd: ClientKeysCmd) -> anyhow::Result<()> {
 }
 
 fn chain_cmd(config: Config, cmd: ChainCmd) -> anyhow::Result<()> {
-    let catalog = Catalog::from_config(&config)?;
-    let (store, _, _) = app::open_data(&config)?;
-    let chain = plan::chain(&catalog, &config.routing.chain, &store.chain()?);
-    let mut rows: Vec<ChainRow> = chain
-        .iter()
-        .map(|l| ChainRow {
-            model: catalog.reference(l.model),
-            // Stored flags say only what the user switched off here.
-            enabled: store
-                .chain()
-                .ok()
-                .and_then(|s| {
-                    s.into_iter()
-                        .find(|r| r.model == catalog.reference(l.model))
-                })
-                .is_none_or(|r| r.enabled),
-        })
-        .collect();
-    let find = |rows: &[ChainRow], name: &str| -> anyhow::Result<usize> {
-        let target = catalog
-            .find_reference(name)
-            .map(|i| catalog.reference(i))
-            .with_context(|| {
-                format!("{name:?} is not a <provider>/<model> in the catalog (see `freeway chain`)")
-            })?;
-        rows.iter()
-            .position(|r| r.model == target)
-            .context("model not in the chain")
-    };
+    let app = App::open(config)?;
+    let ops = &app.ops;
     match cmd {
         ChainCmd::Show => {
             println!(
                 "{:<4} {:<4} {:<52} {:<5} {:>5} {:>6} {:>8} {:>8}",
                 "#", "ON", "MODEL", "RANK", "RPM", "RPD", "TPM", "TPD"
             );
-            for (i, l) in chain.iter().enumerate() {
-                let m = &catalog.models[l.model];
-                let lim = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+            let lim = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+            for e in ops.chain() {
                 println!(
                     "{:<4} {:<4} {:<52} {:<5} {:>5} {:>6} {:>8} {:>8}",
-                    i + 1,
-                    if l.enabled { "yes" } else { "no" },
-                    catalog.reference(l.model),
-                    m.rank,
-                    lim(m.limits.rpm),
-                    lim(m.limits.rpd),
-                    lim(m.limits.tpm),
-                    lim(m.limits.tpd)
+                    e.position,
+                    if e.enabled { "yes" } else { "no" },
+                    e.model,
+                    e.rank,
+                    lim(e.limits.rpm),
+                    lim(e.limits.rpd),
+                    lim(e.limits.tpm),
+                    lim(e.limits.tpd)
                 );
             }
-            return Ok(());
         }
         ChainCmd::Move { model, position } => {
-            let from = find(&rows, &model)?;
-            let row = rows.remove(from);
-            let to = position.clamp(1, rows.len() + 1) - 1;
-            rows.insert(to, row);
-            println!("moved {model} to position {}", to + 1);
+            let at = ops.move_model(&model, position)?;
+            println!("moved {model} to position {at}");
         }
         ChainCmd::Enable { model } => {
-            let i = find(&rows, &model)?;
-            rows[i].enabled = true;
-            let m = &catalog.models[catalog.find_reference(&model).unwrap_or_default()];
-            if !m.enabled || !catalog.provider_of(m).enabled {
-                println!(
-                    "note: the catalog or config disables this model or its provider; set enabled = true there too"
-                );
+            if let Some(note) = ops.set_model_enabled(&model, true)? {
+                println!("note: {note}");
             }
             println!("enabled {model}");
         }
         ChainCmd::Disable { model } => {
-            let i = find(&rows, &model)?;
-            rows[i].enabled = false;
+            ops.set_model_enabled(&model, false)?;
             println!("disabled {model}");
         }
     }
-    store.set_chain(&rows)?;
     Ok(())
 }
 
 fn models_cmd(config: Config, all: bool) -> anyhow::Result<()> {
     let app = App::open(config)?;
-    let ledger = &app.ledger;
     println!(
         "{:<52} {:<22} {:>8} {:>6} {:>12} {:>12} KEYS",
         "MODEL", "CANONICAL", "CONTEXT", "TOOLS", "TODAY REQ", "TODAY TOK"
     );
-    for l in app.chain().iter() {
-        let m = &app.catalog.models[l.model];
-        let p = app.catalog.provider_of(m);
-        let keys = app.keys.usable(&p.id);
-        if !all && keys.is_empty() {
+    for e in app.ops.chain() {
+        if !all && e.keys == 0 {
             continue;
         }
-        let (mut req, mut tok) = (0, 0);
-        for k in &keys {
-            let u = ledger.usage(&Scope::model(&p.id, &m.id, &k.id), p.reset);
-            req += u.day_requests;
-            tok += u.day_tokens;
-        }
         let cap = |used: u64, per_key: Option<u64>| match per_key {
-            Some(c) => format!("{used}/{}", c * keys.len().max(1) as u64),
+            Some(c) => format!("{used}/{}", c * e.keys.max(1) as u64),
             None => used.to_string(),
         };
         println!(
             "{:<52} {:<22} {:>8} {:>6} {:>12} {:>12} {}{}",
-            app.catalog.reference(l.model),
-            m.canonical,
-            m.context,
-            if m.tools { "yes" } else { "no" },
-            cap(req, m.limits.rpd),
-            cap(tok, m.limits.tpd),
-            keys.len(),
-            if l.enabled { "" } else { " (disabled)" }
+            e.model,
+            e.canonical,
+            e.context,
+            if e.tools { "yes" } else { "no" },
+            cap(e.requests_today, e.limits.rpd),
+            cap(e.tokens_today, e.limits.tpd),
+            e.keys,
+            if e.enabled { "" } else { " (disabled)" }
         );
     }
     if !all {
@@ -477,68 +360,32 @@ fn models_cmd(config: Config, all: bool) -> anyhow::Result<()> {
 }
 
 fn status_cmd(config: Config) -> anyhow::Result<()> {
+    // Opening the App restores the counters and cooldowns the server last persisted.
     let app = App::open(config)?;
-    // Opening the App restored the counters and cooldowns the server last persisted.
-    let ledger = &app.ledger;
     let now = now_ms();
-    let mut soonest: Option<i64> = None;
-    for p in &app.catalog.providers {
-        let keys = app.keys.all(&p.id);
-        if keys.is_empty() {
-            continue;
-        }
-        let usable = app.keys.usable(&p.id);
+    let (providers, soonest) = app.ops.status();
+    for p in providers {
         println!(
             "{} ({}): {} key(s), {} usable{}",
             p.id,
             p.name,
-            keys.len(),
-            usable.len(),
+            p.keys,
+            p.usable,
             if p.enabled { "" } else { ", provider disabled" }
         );
-        for k in &keys {
-            let status = app.keys.status(&k.id);
-            let cool = ledger.cooldown(&Scope::key(&p.id, &k.id));
+        for k in p.key_lines {
             println!(
                 "  key {:<10} {:<8} {}{}",
-                short(&k.id),
-                status.as_str(),
+                k.id,
+                k.status.as_str(),
                 if k.enabled { "" } else { "disabled " },
-                cool.map(|c| format!("cooling down {}s ({})", (c.until_ms - now) / 1000, c.reason))
+                k.cooling
+                    .map(|(until, why)| format!("cooling down {}s ({why})", (until - now) / 1000))
                     .unwrap_or_default()
             );
         }
-        for l in app.chain().iter().filter(|l| {
-            app.catalog.models[l.model].provider
-                == app.catalog.provider_index(&p.id).unwrap_or(usize::MAX)
-        }) {
-            let m = &app.catalog.models[l.model];
-            let mut states = Vec::new();
-            let mut ready = false;
-            for k in &usable {
-                let ask = crate::ledger::Ask::new(p, m, &k.id, 1);
-                match ledger.check_only(&ask) {
-                    Ok(()) => ready = true,
-                    Err(d) => {
-                        if let Some(t) = d.until_ms() {
-                            soonest = Some(soonest.map_or(t, |s| s.min(t)));
-                            states.push(format!("{d} until {}", fmt_time(t)));
-                        } else {
-                            states.push(d.to_string());
-                        }
-                    }
-                }
-            }
-            let state = if !l.enabled {
-                "disabled".to_string()
-            } else if ready {
-                "ready".to_string()
-            } else if usable.is_empty() {
-                "no usable key".to_string()
-            } else {
-                states.join("; ")
-            };
-            println!("  {:<48} {}", m.id, state);
+        for m in p.models {
+            println!("  {:<48} {}", m.id, m.state);
         }
     }
     if let Some(t) = soonest {
@@ -547,17 +394,11 @@ fn status_cmd(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn fmt_time(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
-        .unwrap_or_else(|| ms.to_string())
-}
-
 fn check_cmd(config: Config) -> anyhow::Result<()> {
     let rt = runtime()?;
     rt.block_on(async move {
         let app = App::open(config)?;
-        let verdicts = crate::health::run(&app).await;
+        let verdicts = app.ops.check(None).await?;
         if verdicts.is_empty() {
             println!("no keys to check: add one with `freeway keys add <provider>`");
         }

@@ -13,6 +13,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::units::{parse_duration, parse_size};
+
 /// A secret string: printed as `[redacted]` by `Debug`, compared only where it must be.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -484,61 +486,6 @@ fn check_models(prefix: &str, models: &[ModelConfig]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `500ms`, `45s`, `30m`, `2h`, `1d`; a bare number is seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration (use e.g. 500ms, 45s, 30m, 2h)"))?;
-    let secs = match unit.trim() {
-        "ms" => value / 1000.0,
-        "" | "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        "d" => value * 86400.0,
-        other => {
-            return Err(format!(
-                "{text:?} has unknown unit {other:?} (use ms, s, m, h or d)"
-            ));
-        }
-    };
-    if !secs.is_finite() || secs > 10.0 * 365.0 * 86400.0 {
-        return Err(format!("{text:?} is too long"));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
-
-/// `25MB`, `512KB`, `1GB`, `100B` or a bare number of bytes (decimal units).
-pub fn parse_size(text: &str) -> Result<usize, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let value: usize = num
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size (use e.g. 512KB, 25MB)"))?;
-    let mult = match unit.trim().to_ascii_uppercase().as_str() {
-        "" | "B" => 1,
-        "KB" => 1000,
-        "KIB" => 1024,
-        "MB" => 1000 * 1000,
-        "MIB" => 1024 * 1024,
-        "GB" => 1000 * 1000 * 1000,
-        other => {
-            return Err(format!(
-                "{text:?} has unknown unit {other:?} (use KB or MB)"
-            ));
-        }
-    };
-    value
-        .checked_mul(mult)
-        .filter(|v| *v > 0)
-        .ok_or_else(|| format!("{text:?} is out of range"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -653,21 +600,6 @@ public = false
         assert_eq!(c.listen.port(), 4000);
         assert_eq!(c.data_dir, PathBuf::from("/tmp/fw"));
         assert_eq!(c.auth.api_keys[0].expose(), "fw-env");
-    }
-
-    #[test]
-    fn durations_and_sizes() {
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("45s").unwrap(), Duration::from_secs(45));
-        assert_eq!(parse_duration("30m").unwrap(), Duration::from_secs(1800));
-        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
-        assert_eq!(parse_duration("10").unwrap(), Duration::from_secs(10));
-        assert!(parse_duration("5 fortnights").is_err());
-        assert!(parse_duration("").is_err());
-        assert_eq!(parse_size("25MB").unwrap(), 25_000_000);
-        assert_eq!(parse_size("512KB").unwrap(), 512_000);
-        assert!(parse_size("0").is_err());
-        assert!(parse_size("9999999999999999999GB").is_err());
     }
 
     #[test]

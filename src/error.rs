@@ -1,13 +1,14 @@
-//! The one error type a client can see, and its OpenAI-shaped rendering.
+//! The one error type a client can see, whatever surface it speaks; each surface renders it in
+//! its own dialect (`wire::openai::error_body` for the OpenAI shape).
 //!
 //! Error policy:
 //! - Errors are grouped by who is at fault: the client (4xx), the upstreams (429/502/503 after
 //!   failover), or Freeway itself (500).
 //! - Every message says what to do next, and never contains an upstream key, a fragment of one,
 //!   or an upstream URL that carries one. Upstream text passes through [`scrub`] first.
-//! - Errors are logged once, by the HTTP layer, not where they are created.
+//! - A failed request is logged once, in the request log (and at `warn` by the HTTP layer for
+//!   5xx); the failover loop logs each failed attempt at `info` as it happens.
 
-use serde_json::json;
 use std::time::Duration;
 
 /// What a client can be told went wrong. Rendered by `http` as `{"error": {...}}`.
@@ -44,9 +45,6 @@ pub enum ApiError {
     /// The route does not exist.
     #[error("{0}")]
     NotFound(String),
-    /// A bug or an unexpected local failure (database, ...).
-    #[error("{0}")]
-    Internal(String),
 }
 
 impl ApiError {
@@ -60,26 +58,10 @@ impl ApiError {
             ApiError::RateLimited { .. } => 429,
             ApiError::UpstreamFailed(_) => 502,
             ApiError::NoProviders(_) => 503,
-            ApiError::Internal(_) => 500,
         }
     }
 
-    /// The OpenAI `error.type` field.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            ApiError::InvalidRequest(_)
-            | ApiError::ModelNotFound(_)
-            | ApiError::TooLarge(_)
-            | ApiError::ContextTooLong(_)
-            | ApiError::NotFound(_) => "invalid_request_error",
-            ApiError::Unauthorized(_) => "authentication_error",
-            ApiError::RateLimited { .. } => "rate_limit_error",
-            ApiError::UpstreamFailed(_) | ApiError::NoProviders(_) => "upstream_error",
-            ApiError::Internal(_) => "server_error",
-        }
-    }
-
-    /// The OpenAI `error.code` field.
+    /// The machine-readable code (SPEC 2.3).
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::InvalidRequest(_) => "invalid_request",
@@ -91,13 +73,7 @@ impl ApiError {
             ApiError::UpstreamFailed(_) => "upstream_failed",
             ApiError::NoProviders(_) => "no_providers_configured",
             ApiError::NotFound(_) => "not_found",
-            ApiError::Internal(_) => "internal_error",
         }
-    }
-
-    /// The JSON body, `{"error": {"message", "type", "code"}}`.
-    pub fn body(&self) -> serde_json::Value {
-        json!({"error": {"message": self.to_string(), "type": self.kind(), "code": self.code()}})
     }
 }
 
@@ -174,8 +150,9 @@ mod tests {
         for (err, status, code) in cases {
             assert_eq!(err.status(), status);
             assert_eq!(err.code(), code);
-            assert_eq!(err.body()["error"]["code"], code);
-            assert_eq!(err.body()["error"]["message"], "x");
+            let body = crate::wire::openai::error_body(&err);
+            assert_eq!(body["error"]["code"], code);
+            assert_eq!(body["error"]["message"], "x");
         }
     }
 

@@ -10,9 +10,10 @@ use rand::Rng;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::app::App;
-use crate::catalog::{AuthStyle, Provider};
-use crate::keys::{ProviderKey, Status};
+use crate::catalog::Provider;
+use crate::keys::{KeyRing, ProviderKey, Status};
+use crate::live::Live;
+use crate::providers::{self, Dialects};
 use crate::upstream;
 
 /// Probes running at once, at most.
@@ -31,101 +32,93 @@ pub struct Verdict {
     pub detail: Option<String>,
 }
 
-/// Start the periodic probe.
-pub fn spawn(app: &Arc<App>) {
-    let app = Arc::clone(app);
-    let stop = app.stop.clone();
-    app.clone().tasks.spawn(async move {
-        let interval = app.config.routing.health_interval;
-        // The first round waits a little so a restart loop does not hammer providers.
-        let mut wait = jitter(Duration::from_secs(20).min(interval));
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = stop.cancelled() => break,
-            }
-            tokio::select! {
-                _ = run(&app) => {}
-                _ = stop.cancelled() => break,
-            }
-            wait = jitter(interval);
-        }
-    });
+/// What a probe needs: the upstream client and the dialects (which know each key's host).
+#[derive(Clone)]
+pub struct Prober {
+    pub http: upstream::Client,
+    pub dialects: Arc<Dialects>,
 }
 
-/// `d` ± 20 %.
-fn jitter(d: Duration) -> Duration {
+/// `d` ± 20 %, so probes of many servers (and restarts) do not line up.
+pub fn jitter(d: Duration) -> Duration {
     let f: f64 = rand::rng().random_range(0.8..1.2);
     d.mul_f64(f)
 }
 
-/// Probe every key of every enabled provider now; records and returns the verdicts.
-pub async fn run(app: &Arc<App>) -> Vec<Verdict> {
-    let groups: Vec<(Provider, Vec<Arc<ProviderKey>>)> = app
+/// Probe every key of every enabled provider now (or only the keys `only` accepts); records
+/// the verdicts in the key ring, dated by `now`, and returns them.
+pub async fn run(
+    live: &Live,
+    prober: &Prober,
+    only: &(dyn Fn(&ProviderKey) -> bool + Sync),
+    now: &(dyn Fn() -> i64 + Sync),
+) -> Vec<Verdict> {
+    let snap = live.snapshot();
+    let groups: Vec<(Provider, Vec<Arc<ProviderKey>>)> = snap
         .catalog
         .providers
         .iter()
         .filter(|p| p.enabled)
-        .map(|p| (p.clone(), app.keys.all(&p.id)))
+        .map(|p| {
+            let keys: Vec<_> = live
+                .keys
+                .all(&p.id)
+                .into_iter()
+                .filter(|k| k.enabled && only(k))
+                .collect();
+            (p.clone(), keys)
+        })
         .filter(|(_, keys)| !keys.is_empty())
         .collect();
-    let results: Vec<Vec<Verdict>> = futures_util::stream::iter(groups)
-        .map(|(provider, keys)| {
-            let app = Arc::clone(app);
-            async move {
-                let mut out = Vec::new();
-                for (i, key) in keys.iter().filter(|k| k.enabled).enumerate() {
-                    if i > 0 {
-                        tokio::time::sleep(SPACING).await;
-                    }
-                    let (status, detail) = probe(&app, &provider, key).await;
-                    record(&app, key, status, detail.clone());
-                    out.push(Verdict {
-                        provider: provider.id.clone(),
-                        key_id: key.id.clone(),
-                        label: key.label.clone(),
-                        status,
-                        detail,
-                    });
-                }
-                out
+    let probes = groups.into_iter().map(|(provider, keys)| async move {
+        let mut out = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            if i > 0 {
+                tokio::time::sleep(SPACING).await;
             }
-        })
+            let (status, detail) = probe(prober, &provider, key).await;
+            record(&live.keys, key, status, detail.clone(), now());
+            out.push(Verdict {
+                provider: provider.id.clone(),
+                key_id: key.id.clone(),
+                label: key.label.clone(),
+                status,
+                detail,
+            });
+        }
+        out
+    });
+    let results: Vec<Vec<Verdict>> = futures_util::stream::iter(probes)
         .buffer_unordered(CONCURRENCY)
         .collect()
         .await;
     results.into_iter().flatten().collect()
 }
 
-fn record(app: &Arc<App>, key: &ProviderKey, status: Status, detail: Option<String>) {
-    let now = app.ledger.now_ms();
+fn record(keys: &KeyRing, key: &ProviderKey, status: Status, detail: Option<String>, now: i64) {
     // A key already invalid stays so until a probe passes: an `error` says nothing new.
-    let status = if status == Status::Error && app.keys.status(&key.id) == Status::Invalid {
+    let status = if status == Status::Error && key.status() == Status::Invalid {
         Status::Invalid
     } else {
         status
     };
-    let h = app.keys.set_status(&key.id, status, detail, now);
-    if status == Status::Invalid && h.invalid_count >= 3 {
+    let h = keys.set_status(&key.id, status, detail, now);
+    if status == Status::Invalid && h.is_some_and(|h| h.invalid_count >= 3) {
         tracing::warn!(provider = %key.provider, key = %crate::ledger::short(&key.id), "three confirmed rejections: key disabled");
-    }
-    if key.stored {
-        app.persist_key_health(&key.id);
     }
 }
 
 /// One credential check.
-pub async fn probe(app: &App, provider: &Provider, key: &ProviderKey) -> (Status, Option<String>) {
-    let secret = key.secret.expose();
-    let (account, token) = if provider.quirks.account_in_url {
-        secret.split_once(':').unwrap_or(("", secret))
-    } else {
-        ("", secret)
-    };
-    let base = app
+pub async fn probe(
+    prober: &Prober,
+    provider: &Provider,
+    key: &ProviderKey,
+) -> (Status, Option<String>) {
+    let host = prober
+        .dialects
         .known_host(key)
-        .unwrap_or_else(|| provider.base_url.clone())
-        .replace("{account_id}", account);
+        .unwrap_or_else(|| provider.base_url.clone());
+    let (base, headers) = providers::credentials(provider, key.secret.expose(), &host);
     let url = if provider.key_check.starts_with("http://")
         || provider.key_check.starts_with("https://")
     {
@@ -133,19 +126,11 @@ pub async fn probe(app: &App, provider: &Provider, key: &ProviderKey) -> (Status
     } else {
         format!("{base}/{}", provider.key_check)
     };
-    let mut headers: Vec<(&'static str, String)> = Vec::new();
-    if !token.is_empty() {
-        match provider.auth {
-            AuthStyle::Bearer => headers.push(("authorization", format!("Bearer {token}"))),
-            AuthStyle::Goog => headers.push(("x-goog-api-key", token.to_string())),
-            AuthStyle::None => {}
-        }
-    }
     let Ok(uri) = url.parse::<http::Uri>() else {
         return (Status::Error, Some("bad probe URL".into()));
     };
     let answer = tokio::time::timeout(PROBE_TIMEOUT, async {
-        let resp = app
+        let resp = prober
             .http
             .send(http::Method::GET, uri, &headers, Bytes::new())
             .await?;

@@ -6,7 +6,7 @@
 //! only here, in memory, and leave only in an upstream request's header.
 
 // Keyed by provider and key ids from the catalog and store: a fast hasher is safe here.
-use rustc_hash::FxHashMap as HashMap;
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -15,7 +15,7 @@ use crate::config::Secret;
 use crate::crypto::{self, Sealer};
 use crate::store::{KeyRow, Store};
 
-/// One usable provider key.
+/// One provider key.
 #[derive(Debug)]
 pub struct ProviderKey {
     /// Stable id: the row id, or `cfg-<hash>` for keys from the config.
@@ -29,6 +29,26 @@ pub struct ProviderKey {
     pub stored: bool,
     /// The host this key belongs to, for providers with several.
     pub base_url: Option<String>,
+    /// What probes and requests found out; its own lock, taken alone.
+    health: Mutex<Health>,
+}
+
+impl ProviderKey {
+    pub fn health(&self) -> Health {
+        self.health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn status(&self) -> Status {
+        self.health.lock().unwrap_or_else(|e| e.into_inner()).status
+    }
+
+    /// Enabled and not rejected as invalid.
+    pub fn usable(&self) -> bool {
+        self.enabled && self.status() != Status::Invalid
+    }
 }
 
 /// Health of a key (SPEC 3.6).
@@ -60,7 +80,7 @@ impl Status {
 }
 
 /// Health of one key as the running server sees it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Health {
     pub status: Status,
     /// Confirmed rejections in a row.
@@ -99,38 +119,73 @@ pub fn new_row(
     }
 }
 
-/// Keys by provider, with round-robin spreading.
+impl Health {
+    const UNKNOWN: Health = Health {
+        status: Status::Unknown,
+        invalid_count: 0,
+        last_error: None,
+        last_check_ms: None,
+    };
+}
+
+/// The keys of every provider, swapped whole on reload.
+#[derive(Default)]
+struct Ring {
+    by_provider: HashMap<String, Vec<Arc<ProviderKey>>>,
+    by_id: HashMap<String, Arc<ProviderKey>>,
+}
+
+impl Ring {
+    fn add(&mut self, key: ProviderKey) {
+        let key = Arc::new(key);
+        self.by_id.insert(key.id.clone(), Arc::clone(&key));
+        self.by_provider
+            .entry(key.provider.clone())
+            .or_default()
+            .push(key);
+    }
+}
+
+/// Keys by provider, with round-robin spreading and each key's health.
+///
+/// Locks are taken one at a time, never nested: readers clone the current ring out of its
+/// lock and then look at a key's health, which has its own lock.
 #[derive(Default)]
 pub struct KeyRing {
-    by_provider: RwLock<Arc<HashMap<String, Vec<Arc<ProviderKey>>>>>,
-    health: Mutex<HashMap<String, Health>>,
+    ring: RwLock<Arc<Ring>>,
     /// Where the next request starts in each provider's key list.
     next: Mutex<HashMap<String, Arc<AtomicUsize>>>,
+    /// Stored keys whose health changed since it was last written.
+    dirty: Mutex<HashSet<String>>,
 }
 
 impl KeyRing {
+    fn ring(&self) -> Arc<Ring> {
+        self.ring.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// Rebuild from the config's keys and the stored rows. Rows that do not open are skipped
     /// with a warning (the canary check at start makes a wrong master key fail earlier).
     pub fn load(&self, catalog: &Catalog, rows: &[KeyRow], sealer: &Sealer) {
-        let mut map: HashMap<String, Vec<Arc<ProviderKey>>> = HashMap::default();
-        let mut health = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        let old = self.ring();
+        let kept = |id: &str| old.by_id.get(id).map(|k| k.health());
+        let mut ring = Ring::default();
         for p in &catalog.providers {
             for (i, s) in p.config_keys.iter().enumerate() {
                 let id = format!(
                     "cfg-{}",
                     &hex::encode(crypto::hash_client_key(s.expose()))[..12]
                 );
-                map.entry(p.id.clone())
-                    .or_default()
-                    .push(Arc::new(ProviderKey {
-                        id,
-                        provider: p.id.clone(),
-                        label: format!("config #{}", i + 1),
-                        secret: s.clone(),
-                        enabled: true,
-                        stored: false,
-                        base_url: None,
-                    }));
+                ring.add(ProviderKey {
+                    health: Mutex::new(kept(&id).unwrap_or(Health::UNKNOWN)),
+                    id,
+                    provider: p.id.clone(),
+                    label: format!("config #{}", i + 1),
+                    secret: s.clone(),
+                    enabled: true,
+                    stored: false,
+                    base_url: None,
+                });
             }
         }
         for row in rows {
@@ -152,63 +207,66 @@ impl KeyRing {
                 last_error: row.last_error.clone(),
                 last_check_ms: row.last_check_ms,
             };
-            match health.get(&row.id) {
+            let health = match kept(&row.id) {
                 Some(h)
                     if h.last_check_ms >= row.last_check_ms
-                        && !(row.status == "unknown" && h.status == Status::Invalid) => {}
-                _ => {
-                    health.insert(row.id.clone(), stored);
+                        && !(row.status == "unknown" && h.status == Status::Invalid) =>
+                {
+                    h
                 }
-            }
-            map.entry(provider.id.clone())
-                .or_default()
-                .push(Arc::new(ProviderKey {
-                    id: row.id.clone(),
-                    provider: row.provider.clone(),
-                    label: row.label.clone(),
-                    secret: Secret::new(secret),
-                    enabled: row.enabled,
-                    stored: true,
-                    base_url: row.base_url.clone(),
-                }));
+                _ => stored,
+            };
+            ring.add(ProviderKey {
+                id: row.id.clone(),
+                provider: provider.id.clone(),
+                label: row.label.clone(),
+                secret: Secret::new(secret),
+                enabled: row.enabled,
+                stored: true,
+                base_url: row.base_url.clone(),
+                health: Mutex::new(health),
+            });
         }
         // Providers that need no key get one empty key so routing treats them alike.
         for p in &catalog.providers {
             let needs_none = p.auth == AuthStyle::None || (p.custom && p.config_keys.is_empty());
-            if needs_none && !map.contains_key(&p.id) {
-                map.insert(
-                    p.id.clone(),
-                    vec![Arc::new(ProviderKey {
-                        id: format!("none-{}", p.id),
-                        provider: p.id.clone(),
-                        label: "no key".into(),
-                        secret: Secret::new(""),
-                        enabled: true,
-                        stored: false,
-                        base_url: None,
-                    })],
-                );
+            if needs_none && !ring.by_provider.contains_key(&p.id) {
+                ring.add(ProviderKey {
+                    id: format!("none-{}", p.id),
+                    provider: p.id.clone(),
+                    label: "no key".into(),
+                    secret: Secret::new(""),
+                    enabled: true,
+                    stored: false,
+                    base_url: None,
+                    health: Mutex::new(Health::UNKNOWN),
+                });
             }
         }
-        *self.by_provider.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(map);
+        *self.ring.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ring);
     }
 
     /// Every key of a provider (enabled or not).
     pub fn all(&self, provider: &str) -> Vec<Arc<ProviderKey>> {
-        let map = self
+        self.ring()
             .by_provider
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        map.get(provider).cloned().unwrap_or_default()
+            .get(provider)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// One key by id.
+    pub fn get(&self, id: &str) -> Option<Arc<ProviderKey>> {
+        self.ring().by_id.get(id).cloned()
     }
 
     /// Keys that may be used: enabled and not invalid.
     pub fn usable(&self, provider: &str) -> Vec<Arc<ProviderKey>> {
-        self.all(provider)
-            .into_iter()
-            .filter(|k| k.enabled && self.status(&k.id) != Status::Invalid)
-            .collect()
+        let ring = self.ring();
+        ring.by_provider
+            .get(provider)
+            .map(|keys| keys.iter().filter(|k| k.usable()).cloned().collect())
+            .unwrap_or_default()
     }
 
     /// The usable keys for one request, rotated so consecutive requests start at different
@@ -232,78 +290,74 @@ impl KeyRing {
     /// Whether `provider` has a usable key, without copying its key list (a request asks this
     /// for every candidate model).
     pub fn has_usable(&self, provider: &str) -> bool {
-        let map = self.by_provider.read().unwrap_or_else(|e| e.into_inner());
-        map.get(provider).is_some_and(|keys| {
-            keys.iter()
-                .any(|k| k.enabled && self.status(&k.id) != Status::Invalid)
-        })
+        self.ring()
+            .by_provider
+            .get(provider)
+            .is_some_and(|keys| keys.iter().any(|k| k.usable()))
     }
 
     /// Whether any provider has at least one usable key.
     pub fn any_usable(&self) -> bool {
-        let map = self
-            .by_provider
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        map.values()
-            .flatten()
-            .any(|k| k.enabled && self.status(&k.id) != Status::Invalid)
+        self.ring().by_id.values().any(|k| k.usable())
     }
 
     pub fn status(&self, id: &str) -> Status {
-        self.health
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(id)
-            .map_or(Status::Unknown, |h| h.status)
+        self.get(id).map_or(Status::Unknown, |k| k.status())
     }
 
     pub fn health(&self, id: &str) -> Option<Health> {
-        self.health
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(id)
-            .cloned()
+        self.get(id).map(|k| k.health())
     }
 
-    /// Record a verdict; returns the new health. `confirmed_invalid` counts toward the three
-    /// rejections that disable a key.
+    /// Record a verdict; returns the new health. An `invalid` verdict counts toward the three
+    /// confirmed rejections that disable a key; a healthy one resets the count.
     pub fn set_status(
         &self,
         id: &str,
         status: Status,
         error: Option<String>,
         at_ms: i64,
-    ) -> Health {
-        let mut map = self.health.lock().unwrap_or_else(|e| e.into_inner());
-        let h = map.entry(id.to_string()).or_insert(Health {
-            status: Status::Unknown,
-            invalid_count: 0,
-            last_error: None,
-            last_check_ms: None,
-        });
-        h.invalid_count = if status == Status::Invalid {
-            h.invalid_count + 1
-        } else if status == Status::Healthy {
-            0
-        } else {
-            h.invalid_count
+    ) -> Option<Health> {
+        let key = self.get(id)?;
+        let h = {
+            let mut h = key.health.lock().unwrap_or_else(|e| e.into_inner());
+            h.invalid_count = match status {
+                Status::Invalid => h.invalid_count + 1,
+                Status::Healthy => 0,
+                _ => h.invalid_count,
+            };
+            h.status = status;
+            h.last_error = error;
+            h.last_check_ms = Some(at_ms);
+            h.clone()
         };
-        h.status = status;
-        h.last_error = error;
-        h.last_check_ms = Some(at_ms);
-        h.clone()
+        if key.stored {
+            self.dirty
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id.to_string());
+        }
+        Some(h)
     }
 
     /// A successful request proves an `error` or `unknown` key healthy.
-    pub fn mark_success(&self, id: &str, at_ms: i64) -> bool {
-        let current = self.status(id);
-        if current == Status::Healthy {
-            return false;
+    pub fn mark_success(&self, id: &str, at_ms: i64) {
+        if self.status(id) != Status::Healthy {
+            self.set_status(id, Status::Healthy, None, at_ms);
         }
-        self.set_status(id, Status::Healthy, None, at_ms);
-        true
+    }
+
+    /// Stored keys whose health changed since the last call, with that health, to write.
+    pub fn take_changed(&self) -> Vec<(String, Health)> {
+        let ids: Vec<String> = self
+            .dirty
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .collect();
+        ids.into_iter()
+            .filter_map(|id| self.health(&id).map(|h| (id, h)))
+            .collect()
     }
 }
 

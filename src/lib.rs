@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod catalog;
+pub mod chat;
 pub mod cli;
 pub mod config;
 pub mod crypto;
@@ -12,10 +13,13 @@ pub mod health;
 pub mod http;
 pub mod keys;
 pub mod ledger;
+pub mod live;
 pub mod metrics;
+pub mod ops;
 pub mod providers;
 pub mod reqlog;
 pub mod router;
 pub mod store;
+pub mod units;
 pub mod upstream;
 pub mod wire;

@@ -2,8 +2,12 @@
 //! overrides, added models and custom endpoints applied on top.
 //!
 //! Vendors that speak the OpenAI dialect differ only in data ([`Quirks`]); the catalog is the
-//! one place those differences live. The catalog is immutable once built: the server builds it
-//! at start and shares it behind an `Arc`.
+//! one place those differences live. A catalog is immutable once built; a model's identity is
+//! its reference `provider/upstream-id`, never its place in a list, so a new catalog can replace
+//! a running one and everything that outlives a request (the chain, sticky sessions, usage
+//! counters, the request log) still means the same model.
+
+pub mod chain;
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
@@ -11,7 +15,8 @@ use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use crate::config::{Config, ModelConfig, Secret, parse_duration};
+use crate::config::{Config, ModelConfig, Secret};
+use crate::units::parse_duration;
 
 const BUILTIN: &str = include_str!("catalog.toml");
 
@@ -114,8 +119,12 @@ pub struct Provider {
 /// One model on one provider.
 #[derive(Debug, Clone)]
 pub struct Model {
-    /// Index into [`Catalog::providers`].
-    pub provider: usize,
+    /// `provider/upstream-id`: the model's identity.
+    pub reference: String,
+    /// The provider's id.
+    pub provider: String,
+    /// Position of the provider in its catalog's list (a shortcut for [`Catalog::provider_of`]).
+    provider_index: usize,
     /// The provider's own id for it.
     pub id: String,
     /// The model it is, whoever serves it.
@@ -135,6 +144,8 @@ pub struct Catalog {
     pub providers: Vec<Provider>,
     pub models: Vec<Model>,
     by_provider: HashMap<String, usize>,
+    /// Reference → position in `models`.
+    by_reference: HashMap<String, usize>,
 }
 
 // ---- the data file as written ----
@@ -213,6 +224,7 @@ impl Catalog {
             providers: Vec::new(),
             models: Vec::new(),
             by_provider: HashMap::new(),
+            by_reference: HashMap::new(),
         };
         for p in raw.providers {
             let reset = match p.reset.as_deref() {
@@ -227,7 +239,7 @@ impl Catalog {
                 .as_deref()
                 .map(parse_duration)
                 .transpose()
-                .map_err(|e| anyhow::anyhow!("catalog {}: {e}", p.id))?;
+                .map_err(|e| anyhow::anyhow!("catalog {}: first_byte_timeout: {e}", p.id))?;
             let provider = Provider {
                 id: p.id.clone(),
                 name: p.name,
@@ -340,13 +352,11 @@ impl Catalog {
         Ok(idx)
     }
 
-    fn upsert_model(&mut self, provider: usize, m: &ModelConfig) {
-        if let Some(existing) = self
-            .models
-            .iter_mut()
-            .find(|x| x.provider == provider && x.id == m.id)
-        {
-            let e = existing;
+    fn upsert_model(&mut self, provider_index: usize, m: &ModelConfig) {
+        let provider = self.providers[provider_index].id.clone();
+        let reference = format!("{provider}/{}", m.id);
+        if let Some(&i) = self.by_reference.get(&reference) {
+            let e = &mut self.models[i];
             if let Some(v) = &m.canonical {
                 e.canonical = v.clone();
             }
@@ -361,8 +371,12 @@ impl Catalog {
             e.limits.tpd = m.tpd.or(e.limits.tpd);
             return;
         }
+        self.by_reference
+            .insert(reference.clone(), self.models.len());
         self.models.push(Model {
+            reference,
             provider,
+            provider_index,
             id: m.id.clone(),
             canonical: m.canonical.clone().unwrap_or_else(|| canonical_of(&m.id)),
             rank: m.rank.unwrap_or(DEFAULT_RANK),
@@ -379,7 +393,7 @@ impl Catalog {
         });
     }
 
-    pub fn provider_index(&self, id: &str) -> Option<usize> {
+    fn provider_index(&self, id: &str) -> Option<usize> {
         self.by_provider.get(id).copied()
     }
 
@@ -387,29 +401,26 @@ impl Catalog {
         self.provider_index(id).map(|i| &self.providers[i])
     }
 
-    /// The provider that serves `model`.
+    /// The provider that serves `model` (a model of this catalog).
     pub fn provider_of(&self, model: &Model) -> &Provider {
-        &self.providers[model.provider]
+        &self.providers[model.provider_index]
     }
 
-    /// `provider/upstream-id` of a model, the form used in the chain and in headers.
-    pub fn reference(&self, model: usize) -> String {
-        let m = &self.models[model];
-        format!("{}/{}", self.providers[m.provider].id, m.id)
+    /// Position of a provider in the catalog's order (ties in the default chain).
+    pub fn provider_position(&self, model: &Model) -> usize {
+        model.provider_index
     }
 
-    /// Find a model by its `provider/model` reference (upstream or canonical id after the slash).
-    pub fn find_reference(&self, reference: &str) -> Option<usize> {
+    /// A model by its reference: `provider/upstream-id`, or `provider/canonical-id`.
+    pub fn model(&self, reference: &str) -> Option<&Model> {
+        if let Some(&i) = self.by_reference.get(reference) {
+            return Some(&self.models[i]);
+        }
         let (provider, model) = reference.split_once('/')?;
         let p = self.provider_index(provider)?;
         self.models
             .iter()
-            .position(|m| m.provider == p && m.id == model)
-            .or_else(|| {
-                self.models
-                    .iter()
-                    .position(|m| m.provider == p && m.canonical == model)
-            })
+            .find(|m| m.provider_index == p && (m.id == model || m.canonical == model))
     }
 }
 
@@ -472,9 +483,8 @@ mod tests {
             let mut v: Vec<String> = c
                 .models
                 .iter()
-                .enumerate()
-                .filter(|(_, m)| m.canonical == canon)
-                .map(|(i, _)| c.reference(i))
+                .filter(|m| m.canonical == canon)
+                .map(|m| m.reference.clone())
                 .collect();
             v.sort();
             v
@@ -521,17 +531,17 @@ models = [{ id = "qwen3:8b", tools = true, context = 32768 }]
             !groq.local,
             "a catalog provider behind a local proxy keeps its quotas"
         );
-        let llama = &c.models[c.find_reference("groq/llama-3.3-70b-versatile").unwrap()];
+        let llama = c.model("groq/llama-3.3-70b-versatile").unwrap();
         assert_eq!(llama.limits.rpm, Some(3));
         assert_eq!(llama.limits.rpd, Some(1000), "other facts kept");
-        let added = &c.models[c.find_reference("groq/brand-new").unwrap()];
+        let added = c.model("groq/brand-new").unwrap();
         assert_eq!(added.rank, DEFAULT_RANK);
         assert!(added.tools);
         let local = c.provider("local").unwrap();
         assert!(local.custom && local.local);
-        assert!(c.find_reference("local/qwen3:8b").is_some());
+        assert!(c.model("local/qwen3:8b").is_some());
         assert!(
-            c.find_reference("groq/llama-3.3-70b").is_some(),
+            c.model("groq/llama-3.3-70b").is_some(),
             "canonical after the slash"
         );
     }

@@ -1,23 +1,25 @@
 //! The HTTP surface: the only module that knows axum. Routes, client-key auth, request ids,
-//! the body limit, and turning router results and errors into responses.
+//! the body limit, and the client surfaces' requests and answers as HTTP (the pure
+//! translation lives in `wire`).
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use futures_util::StreamExt;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::app::App;
+use crate::config::Metrics;
 use crate::error::ApiError;
-use crate::ledger::Ask;
-use crate::router::{self, Incoming, ReplyBody};
+use crate::ops::Ops;
+use crate::router::{self, Incoming, Router};
+use crate::wire::openai;
 
 /// Bodies larger than this are parsed on the blocking pool.
 const LARGE_BODY: usize = 256 * 1024;
@@ -26,9 +28,18 @@ const LARGE_BODY: usize = 256 * 1024;
 #[derive(Clone)]
 pub struct RequestId(pub String);
 
-/// The whole router.
-pub fn router(app: Arc<App>) -> Router {
-    Router::new()
+/// What the handlers need.
+pub struct Server {
+    pub router: Router,
+    pub ops: Arc<Ops>,
+    /// Request body limit in bytes.
+    pub max_body: usize,
+    pub metrics: Metrics,
+}
+
+/// The whole HTTP router.
+pub fn routes(server: Arc<Server>) -> axum::Router {
+    axum::Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/chat/completions", post(chat))
         .route("/v1/models", get(models))
@@ -39,14 +50,14 @@ pub fn router(app: Arc<App>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(request_id))
-        .with_state(app)
+        .with_state(server)
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status =
             StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut resp = (status, axum::Json(self.body())).into_response();
+        let mut resp = (status, axum::Json(openai::error_body(&self))).into_response();
         if let ApiError::RateLimited {
             retry_after: Some(d),
             ..
@@ -114,7 +125,7 @@ fn new_request_id() -> String {
 }
 
 /// The client key's name, or 401.
-fn authenticate(app: &App, headers: &HeaderMap) -> Result<String, ApiError> {
+fn authenticate(server: &Server, headers: &HeaderMap) -> Result<String, ApiError> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -130,13 +141,17 @@ fn authenticate(app: &App, headers: &HeaderMap) -> Result<String, ApiError> {
             "missing client key: send `Authorization: Bearer <key>` (create a key with `freeway client-keys create NAME`)".into(),
         ));
     };
-    app.clients.check(presented).ok_or_else(|| {
+    server.ops.live().clients.check(presented).ok_or_else(|| {
         ApiError::Unauthorized("invalid client key: it is unknown or was revoked".into())
     })
 }
 
-async fn read_body(app: &App, headers: &HeaderMap, body: Body) -> Result<bytes::Bytes, ApiError> {
-    let limit = app.config.max_body;
+async fn read_body(
+    server: &Server,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<bytes::Bytes, ApiError> {
+    let limit = server.max_body;
     let too_large = || {
         ApiError::TooLarge(format!(
             "the request body is larger than the limit of {limit} bytes (max_body)"
@@ -159,7 +174,7 @@ async fn read_body(app: &App, headers: &HeaderMap, body: Body) -> Result<bytes::
 }
 
 async fn chat(
-    State(app): State<Arc<App>>,
+    State(server): State<Arc<Server>>,
     axum::Extension(RequestId(request_id)): axum::Extension<RequestId>,
     headers: HeaderMap,
     body: Body,
@@ -171,65 +186,61 @@ async fn chat(
             .insert("x-fallback-attempts", HeaderValue::from(0u32));
         resp
     };
-    let client = match authenticate(&app, &headers) {
+    let client = match authenticate(&server, &headers) {
         Ok(c) => c,
         Err(e) => return refused(e),
     };
-    let bytes = match read_body(&app, &headers, body).await {
+    let bytes = match read_body(&server, &headers, body).await {
         Ok(b) => b,
         Err(e) => return refused(e),
     };
     // A large body (images, long documents) is parsed off the event loop, so one request
     // cannot stall the others.
     let parsed = if bytes.len() > LARGE_BODY {
-        tokio::task::spawn_blocking(move || crate::wire::openai::parse(&bytes))
+        tokio::task::spawn_blocking(move || openai::parse(&bytes))
             .await
             .unwrap_or_else(|_| Err("the request could not be parsed".into()))
     } else {
-        crate::wire::openai::parse(&bytes)
+        openai::parse(&bytes)
     };
     let req = match parsed {
         Ok(r) => r,
         Err(msg) => return refused(ApiError::InvalidRequest(msg)),
     };
+    let include_usage = req.facts.include_usage;
     let session = headers
         .get("x-session-id")
         .and_then(|v| v.to_str().ok())
         .map(|s| s.chars().take(256).collect());
+    let id = format!("chatcmpl-{request_id}");
     let incoming = Incoming {
         req,
         client,
         request_id,
         session,
     };
-    match router::chat(&app, incoming).await {
+    match server.router.route(incoming).await {
         Ok(reply) => {
+            let created = unix_now();
             let mut resp = match reply.body {
-                ReplyBody::Json(b) => {
-                    let mut r = Response::new(Body::from(b));
+                router::Body::Answer(a) => {
+                    let mut r = Response::new(Body::from(openai::answer_body(a, &id, created)));
                     r.headers_mut().insert(
                         header::CONTENT_TYPE,
                         HeaderValue::from_static("application/json"),
                     );
                     r
                 }
-                ReplyBody::Stream(s) => {
-                    let mut r = Response::new(Body::from_stream(s));
-                    let h = r.headers_mut();
-                    h.insert(
-                        header::CONTENT_TYPE,
-                        HeaderValue::from_static("text/event-stream"),
-                    );
-                    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-                    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-                    r
+                router::Body::Stream(pieces) => {
+                    let mut framer = openai::Framer::new(&id, &reply.model, created, include_usage);
+                    let events = pieces
+                        .filter_map(move |p| std::future::ready(framer.frame(p)))
+                        .chain(futures_util::stream::once(async { openai::Framer::done() }))
+                        .map(Ok::<_, std::convert::Infallible>);
+                    sse_response(Body::from_stream(events))
                 }
             };
-            let h = resp.headers_mut();
-            if let Ok(v) = HeaderValue::from_str(&reply.routed_via) {
-                h.insert("x-routed-via", v);
-            }
-            h.insert("x-fallback-attempts", HeaderValue::from(reply.attempts));
+            routed_headers(&mut resp, &reply.routed_via, reply.attempts);
             resp
         }
         Err(failed) => {
@@ -241,46 +252,48 @@ async fn chat(
     }
 }
 
-/// Whether some enabled key of the model's provider could take a small request now.
-fn available(app: &App, model_index: usize) -> bool {
-    let m = &app.catalog.models[model_index];
-    let p = app.catalog.provider_of(m);
-    app.keys
-        .usable(&p.id)
-        .iter()
-        .any(|k| app.ledger.check_only(&Ask::new(p, m, &k.id, 1)).is_ok())
+/// Seconds since the Unix epoch, for `created` fields.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// A `text/event-stream` response that proxies do not buffer.
+fn sse_response(body: Body) -> Response {
+    let mut r = Response::new(body);
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    r
+}
+
+/// `X-Routed-Via` and `X-Fallback-Attempts` (SPEC 2.2).
+fn routed_headers(resp: &mut Response, routed_via: &str, attempts: u32) {
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(routed_via) {
+        h.insert("x-routed-via", v);
+    }
+    h.insert("x-fallback-attempts", HeaderValue::from(attempts));
 }
 
 async fn models(
-    State(app): State<Arc<App>>,
+    State(server): State<Arc<Server>>,
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(e) = authenticate(&app, &headers) {
+    if let Err(e) = authenticate(&server, &headers) {
         return e.into_response();
     }
     let all = q
         .get("all")
         .is_some_and(|v| v == "true" || v == "1" || v.is_empty());
-    let catalog = &app.catalog;
-    let chain = app.chain();
-    // Canonical id → serving models, in chain order.
-    let mut groups: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    let mut order: Vec<&str> = Vec::new();
-    for link in chain.iter() {
-        let m = &catalog.models[link.model];
-        let has_key = app.keys.has_usable(&catalog.provider_of(m).id);
-        if !(all || link.enabled && has_key) {
-            continue;
-        }
-        let entry = groups.entry(m.canonical.as_str()).or_default();
-        if entry.is_empty() {
-            order.push(m.canonical.as_str());
-        }
-        entry.push(link.model);
-    }
-    let mut data = Vec::with_capacity(order.len() + 1);
-    let any_available = chain.iter().any(|l| l.enabled && available(&app, l.model));
+    let (groups, any_available) = server.ops.model_groups(all);
+    let mut data = Vec::with_capacity(groups.len() + 1);
     data.push(json!({
         "id": "auto",
         "object": "model",
@@ -289,63 +302,39 @@ async fn models(
         "available": any_available,
         "providers": [],
     }));
-    for canonical in order {
-        let members = &groups[canonical];
-        let first = &catalog.models[members[0]];
-        let enabled: Vec<usize> = members
-            .iter()
-            .copied()
-            .filter(|&i| chain.iter().any(|l| l.model == i && l.enabled))
-            .collect();
+    for g in groups {
         data.push(json!({
-            "id": canonical,
+            "id": g.canonical,
             "object": "model",
             "created": 0,
-            "owned_by": catalog.provider_of(first).id,
-            "context_window": members.iter().map(|&i| catalog.models[i].context).max().unwrap_or(0),
-            "capabilities": {
-                "tools": members.iter().any(|&i| catalog.models[i].tools),
-                "vision": members.iter().any(|&i| catalog.models[i].vision),
-            },
-            "available": enabled.iter().any(|&i| available(&app, i)),
-            "enabled": !enabled.is_empty(),
-            "providers": members.iter().map(|&i| catalog.reference(i)).collect::<Vec<_>>(),
+            "owned_by": g.owned_by,
+            "context_window": g.context,
+            "capabilities": {"tools": g.tools, "vision": g.vision},
+            "available": g.available,
+            "enabled": g.enabled,
+            "providers": g.providers,
         }));
     }
     axum::Json(json!({"object": "list", "data": Value::Array(data)})).into_response()
 }
 
-async fn readyz(State(app): State<Arc<App>>) -> Response {
-    let chain = app.chain();
-    let enabled: Vec<usize> = chain
-        .iter()
-        .filter(|l| l.enabled)
-        .map(|l| l.model)
-        .collect();
-    let has_keys = enabled.iter().any(|&i| {
-        app.keys
-            .has_usable(&app.catalog.provider_of(&app.catalog.models[i]).id)
-    });
-    if enabled.iter().any(|&i| available(&app, i)) {
-        return axum::Json(json!({"status": "ready"})).into_response();
+async fn readyz(State(server): State<Arc<Server>>) -> Response {
+    match server.ops.readiness() {
+        Ok(()) => axum::Json(json!({"status": "ready"})).into_response(),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"status": "unavailable", "reason": reason})),
+        )
+            .into_response(),
     }
-    let reason = if !has_keys {
-        "no enabled, valid provider key: add one with `freeway keys add <provider>`"
-    } else {
-        "every enabled model is capped or cooling down right now"
-    };
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        axum::Json(json!({"status": "unavailable", "reason": reason})),
-    )
-        .into_response()
 }
 
 /// Prometheus text. Open when `metrics.public`; else a Bearer token equal to `metrics.token`.
 /// Client keys never open it.
-async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    let allowed = app.config.metrics.public
-        || app.config.metrics.token.as_ref().is_some_and(|token| {
+async fn metrics(State(server): State<Arc<Server>>, headers: HeaderMap) -> Response {
+    let m = &server.metrics;
+    let allowed = m.public
+        || m.token.as_ref().is_some_and(|token| {
             headers
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
@@ -364,39 +353,11 @@ async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
         )
         .into_response();
     }
-    let mut cooling: BTreeMap<String, i64> = BTreeMap::new();
-    for (scope, _) in app.ledger.cooldowns() {
-        *cooling.entry(scope.provider).or_default() += 1;
-    }
-    let cooling: Vec<(String, i64)> = cooling.into_iter().collect();
-    let mut remaining = Vec::new();
-    for link in app.chain().iter().filter(|l| l.enabled) {
-        let m = &app.catalog.models[link.model];
-        let p = app.catalog.provider_of(m);
-        for k in app.keys.usable(&p.id) {
-            let u = app
-                .ledger
-                .usage(&crate::ledger::Scope::model(&p.id, &m.id, &k.id), p.reset);
-            let windows = [
-                ("rpm", m.limits.rpm, u.minute_requests),
-                ("rpd", m.limits.rpd, u.day_requests),
-                ("tpm", m.limits.tpm, u.minute_tokens),
-                ("tpd", m.limits.tpd, u.day_tokens),
-            ];
-            for (window, cap, used) in windows {
-                if let Some(cap) = cap {
-                    remaining.push((
-                        p.id.clone(),
-                        m.id.clone(),
-                        crate::ledger::short(&k.id).to_string(),
-                        window.to_string(),
-                        cap.saturating_sub(used) as i64,
-                    ));
-                }
-            }
-        }
-    }
-    let body = app.log.metrics.render(&cooling, &remaining);
+    let body = server
+        .router
+        .log
+        .metrics
+        .render(&server.ops.cooldown_counts(), &server.ops.quota_left());
     let mut resp = Response::new(Body::from(body));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -1,15 +1,20 @@
 //! The OpenAI dialect: the request passes through with unknown fields intact, changed only by
-//! the vendor's quirks (catalog data) and the upstream model id.
+//! the vendor's quirks (catalog data) and the upstream model id; answers are read lightly and
+//! handed on as the upstream sent them.
 
+use bytes::Bytes;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value, json};
 
-use crate::catalog::{Model, Provider, Quirks};
-use crate::wire::openai::ChatRequest;
+use super::{Decoded, Failure};
+use crate::catalog::{Model, Provider};
+use crate::chat::openai::{Chunk, LightAnswer, LightChunk};
+use crate::chat::{Answer, Piece, Request, Usage};
+use crate::error::scrub;
 
 /// The body to send upstream. Only fields that change are copied; the rest is serialized
 /// straight from the client's body.
-pub fn body(req: &ChatRequest, provider: &Provider, model: &Model) -> Vec<u8> {
+pub fn body(req: &Request, provider: &Provider, model: &Model) -> Vec<u8> {
     let q = &provider.quirks;
     let mut overrides: Vec<(String, Value)> =
         vec![("model".into(), Value::String(model.id.clone()))];
@@ -65,9 +70,116 @@ pub fn body(req: &ChatRequest, provider: &Provider, model: &Model) -> Vec<u8> {
     serde_json::to_vec(&patched).unwrap_or_default()
 }
 
-/// Whether the client will see usage chunks it did not ask for unless Freeway drops them.
-pub fn injects_usage(req: &ChatRequest, q: &Quirks) -> bool {
-    req.facts.stream && q.stream_usage && !req.facts.include_usage
+/// Read a whole 200 answer: it must be a chat completion that says something.
+pub fn read_answer(body: Bytes) -> Result<(Answer, Option<Usage>), Failure> {
+    let answer: LightAnswer = serde_json::from_slice(&body)
+        .map_err(|e| Failure::BadAnswer(format!("not a chat completion ({e})")))?;
+    if !answer.has_content() {
+        return Err(Failure::BadAnswer("empty answer".into()));
+    }
+    let usage = answer.usage.map(|u| u.typed());
+    // Handed on as received: no re-serialization on the hot path.
+    Ok((Answer::Openai(body), usage))
+}
+
+/// Reads one streamed answer. Chunks are handed on as the upstream sent them.
+#[derive(Debug, Default)]
+pub struct Stream {
+    usage: Option<Usage>,
+    /// Content has been seen: from then on only finish reasons, usage and errors matter, and
+    /// chunks that cannot hold one are handed on without parsing.
+    seen_content: bool,
+}
+
+impl Stream {
+    pub fn on_event(&mut self, data: String) -> Decoded {
+        let data = match data.trim() {
+            t if t.len() == data.len() => data,
+            t => t.to_string(),
+        };
+        if data == "[DONE]" {
+            return Decoded {
+                done: true,
+                ..Decoded::default()
+            };
+        }
+        if self.seen_content && !may_matter(&data) {
+            return Decoded {
+                piece: Some(Piece::Openai(Chunk {
+                    data,
+                    usage_only: false,
+                })),
+                ..Decoded::default()
+            };
+        }
+        let chunk: LightChunk = match serde_json::from_str(&data) {
+            Ok(c) => c,
+            Err(e) => {
+                return Decoded {
+                    error: Some(format!("malformed stream event ({e})")),
+                    ..Decoded::default()
+                };
+            }
+        };
+        if let Some(err) = &chunk.error {
+            let msg = err
+                .get("message")
+                .and_then(Value::as_str)
+                .map_or_else(|| err.to_string(), str::to_string);
+            return Decoded {
+                error: Some(scrub(&msg)),
+                ..Decoded::default()
+            };
+        }
+        if let Some(u) = chunk.usage {
+            self.usage = Some(u.typed());
+        }
+        let content = chunk.has_content();
+        self.seen_content |= content;
+        let finished = chunk.finish_reason().is_some();
+        let usage_only = chunk.choices.is_empty() && chunk.usage.is_some();
+        drop(chunk);
+        Decoded {
+            piece: Some(Piece::Openai(Chunk { data, usage_only })),
+            content,
+            finished,
+            ..Decoded::default()
+        }
+    }
+
+    pub fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+}
+
+/// Whether an OpenAI chunk may carry a finish reason, usage or an error: one of those keys with
+/// a value other than `null`. A false "yes" costs only a parse; a key inside the text is escaped
+/// (`\"usage\"`) and does not match.
+fn may_matter(data: &str) -> bool {
+    use memchr::memmem::Finder;
+    // Built once: building a searcher costs more than running it on a chunk.
+    static KEYS: std::sync::LazyLock<[Finder<'static>; 3]> = std::sync::LazyLock::new(|| {
+        [
+            Finder::new(b"\"finish_reason\""),
+            Finder::new(b"\"usage\""),
+            Finder::new(b"\"error\""),
+        ]
+    });
+    let bytes = data.as_bytes();
+    KEYS.iter().any(|key| {
+        key.find_iter(bytes).any(|at| {
+            let rest = skip_ws(&bytes[at + key.needle().len()..]);
+            match rest.split_first() {
+                Some((b':', value)) => !skip_ws(value).starts_with(b"null"),
+                _ => false,
+            }
+        })
+    })
+}
+
+fn skip_ws(b: &[u8]) -> &[u8] {
+    let n = b.iter().take_while(|c| c.is_ascii_whitespace()).count();
+    &b[n..]
 }
 
 /// A map serialized as `base` minus `skip`, with `overrides` replacing or adding fields.
@@ -168,7 +280,7 @@ mod tests {
 
     fn send(provider: &str, model: &str, body: Value) -> Value {
         let c = Catalog::builtin().unwrap();
-        let m = &c.models[c.find_reference(&format!("{provider}/{model}")).unwrap()];
+        let m = c.model(&format!("{provider}/{model}")).unwrap();
         let req = parse(body.to_string().as_bytes()).unwrap();
         serde_json::from_slice(&super::body(&req, c.provider_of(m), m)).unwrap()
     }
@@ -281,5 +393,23 @@ mod tests {
             json!({"messages": [{"role": "user", "content": "hi"}], "stream": true}),
         );
         assert_eq!(out["stream_options"]["include_usage"], true);
+    }
+
+    #[test]
+    fn only_chunks_that_may_matter_are_parsed() {
+        assert!(!may_matter(
+            r#"{"choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}"#
+        ));
+        assert!(!may_matter(
+            r#"{"choices":[{"delta":{"content":"the \"usage\": 5 and \"error\""},"finish_reason" : null}],"usage":null}"#
+        ));
+        assert!(may_matter(
+            r#"{"choices":[{"delta":{},"finish_reason":"stop"}]}"#
+        ));
+        assert!(may_matter(
+            r#"{"choices":[{"delta":{},"finish_reason" :  "length"}]}"#
+        ));
+        assert!(may_matter(r#"{"choices":[],"usage":{"prompt_tokens":1}}"#));
+        assert!(may_matter(r#"{"error":{"message":"boom"}}"#));
     }
 }

@@ -1,46 +1,62 @@
 //! Routing: plan the candidates for a request, then walk them in one failover loop.
 //!
-//! For each candidate (model, key) the loop reserves quota in the ledger, sends, and reads the
+//! The router knows no HTTP and no client dialect. It takes a canonical request and yields a
+//! canonical answer, a whole [`Answer`] or a stream of [`Piece`]s, for the client's surface to
+//! frame. For each candidate (model, key) it reserves quota in the ledger, sends, and reads the
 //! answer up to its first real content. Every failure before that is invisible to the client:
-//! the loop classifies it (SPEC 3.4), cools down what must rest, and moves on. Streams are
-//! committed only once content has arrived; after that, [`Tail`] forwards the rest event by
-//! event and owns the reservation and the request-log row, so a client that goes away drops
+//! [`decide`] says what it means (SPEC 3.4), the router cools down what must rest and moves on.
+//! Streams are committed only once content has arrived; after that, [`stream::Tail`] hands on
+//! the rest and owns the reservation and the request-log row, so a client that goes away drops
 //! the upstream request, releases the tokens and still leaves a log line.
 
+pub mod decide;
 pub mod plan;
 pub mod sticky;
+pub mod stream;
 
-use bytes::Bytes;
-use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
-use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::app::App;
-use crate::catalog::{Model, Provider, Reset};
+use crate::catalog::{Model, Provider};
+use crate::chat::{Answer, Piece, Request, Usage};
+use crate::config::Routing;
 use crate::error::ApiError;
 use crate::keys::{ProviderKey, Status};
-use crate::ledger::{Ask, Denied, Reservation, Scope, Span, parse_quota_headers};
-use crate::providers::{self, Failure, StreamMap};
+use crate::ledger::{Ask, Denied, Ledger, Reservation, Scope, parse_quota_headers};
+use crate::live::{Live, Snapshot};
+use crate::providers::{Dialects, Failure, classify};
+use crate::reqlog::RequestLog;
 use crate::store::{AttemptRow, RequestRow};
 use crate::upstream;
-use crate::wire::openai::ChatRequest;
-use crate::wire::sse;
+pub use decide::{Decision, Next, Policy, Rest, decide};
 use plan::Target;
 use sticky::Sticky;
+use stream::{Pump, State, Tail};
 
-/// The largest SSE event accepted from an upstream.
-const MAX_EVENT: usize = 8 << 20;
 /// The largest non-streaming answer accepted from an upstream.
 const MAX_ANSWER: usize = 64 << 20;
-/// Cooldowns on a local endpoint stay short: it is a machine on the desk, not a quota.
-const LOCAL_COOLDOWN_MS: i64 = 5_000;
-const DAY_MS: i64 = 86_400_000;
+/// The largest error body read from an upstream.
+const MAX_ERROR: usize = 1 << 20;
+/// Conversations remembered for sticky routing at most.
+const STICKY_CAPACITY: usize = 100_000;
 
-/// One request as the HTTP layer hands it over.
+/// What the router needs, and nothing more.
+pub struct Router {
+    /// Catalog, chain and keys.
+    pub live: Arc<Live>,
+    pub ledger: Arc<dyn Ledger>,
+    pub dialects: Arc<Dialects>,
+    /// Pooled upstream connections.
+    pub http: upstream::Client,
+    pub log: Arc<RequestLog>,
+    pub settings: Routing,
+    sticky: Sticky,
+}
+
+/// One request as a client surface hands it over.
 pub struct Incoming {
-    pub req: ChatRequest,
+    pub req: Request,
     /// Name of the client key.
     pub client: String,
     pub request_id: String,
@@ -52,15 +68,18 @@ pub struct Incoming {
 pub struct Reply {
     /// `provider/model` that served it.
     pub routed_via: String,
+    /// The upstream model id that served it.
+    pub model: String,
     /// Upstream requests that failed before this answer.
     pub attempts: u32,
-    pub body: ReplyBody,
+    pub body: Body,
 }
 
-pub enum ReplyBody {
-    Json(Bytes),
-    /// SSE bytes, already framed.
-    Stream(BoxStream<'static, Result<Bytes, std::convert::Infallible>>),
+pub enum Body {
+    Answer(Answer),
+    /// Pieces as they arrive; the stream ends after the last one (or after an
+    /// [`Piece::Interrupted`]).
+    Stream(BoxStream<'static, Piece>),
 }
 
 /// A request that got no answer.
@@ -70,258 +89,506 @@ pub struct Failed {
 }
 
 enum Success {
-    Json { body: Bytes, usage: (u64, u64) },
-    Stream { pump: Pump, first: Vec<Bytes> },
+    Answer(Answer, Option<Usage>),
+    Stream {
+        pump: Pump,
+        first: Vec<Piece>,
+        done: bool,
+    },
 }
 
-/// Route one chat request.
-pub async fn chat(app: &Arc<App>, inc: Incoming) -> Result<Reply, Failed> {
-    let started = Instant::now();
-    let facts = &inc.req.facts;
-    let mut pending = PendingLog {
-        app,
-        started,
-        done: false,
-        row: RequestRow {
-            id: inc.request_id.clone(),
-            at_ms: app.ledger.now_ms(),
-            client: inc.client.clone(),
-            requested_model: facts.model.clone().unwrap_or_else(|| "auto".into()),
-            stream: facts.stream,
-            tokens_in: facts.prompt_tokens,
-            ..RequestRow::default()
-        },
-    };
-    let result = route(app, &inc, &mut pending.row, started).await;
-    pending.done = true;
-    if let Err(failed) = &result {
-        let mut row = std::mem::take(&mut pending.row);
-        row.status = failed.error.status();
-        row.error = Some(failed.error.to_string());
-        row.latency_ms = started.elapsed().as_millis() as u64;
-        app.log.record(row);
-    }
-    result
+enum AttemptError {
+    /// The client's request cannot be expressed for this provider: 400, no failover.
+    Client(String),
+    /// The upstream failed, with its HTTP status if it answered.
+    Upstream(Failure, Option<u16>),
 }
 
-/// The log row of a request still being routed. If the client goes away mid-way, the
-/// handler's future is dropped, and so is this: the request is still recorded, as a 499.
-struct PendingLog<'a> {
-    app: &'a Arc<App>,
-    started: Instant,
-    done: bool,
-    row: RequestRow,
-}
-
-impl Drop for PendingLog<'_> {
-    fn drop(&mut self) {
-        if !self.done {
-            let mut row = std::mem::take(&mut self.row);
-            row.status = 499;
-            row.error = Some("client disconnected".into());
-            row.latency_ms = self.started.elapsed().as_millis() as u64;
-            self.app.log.record(row);
+impl Router {
+    pub fn new(
+        live: Arc<Live>,
+        ledger: Arc<dyn Ledger>,
+        dialects: Arc<Dialects>,
+        http: upstream::Client,
+        log: Arc<RequestLog>,
+        settings: Routing,
+    ) -> Router {
+        Router {
+            sticky: Sticky::new(settings.sticky_ttl.as_millis() as i64, STICKY_CAPACITY),
+            live,
+            ledger,
+            dialects,
+            http,
+            log,
+            settings,
         }
     }
-}
 
-async fn route(
-    app: &Arc<App>,
-    inc: &Incoming,
-    log: &mut RequestRow,
-    started: Instant,
-) -> Result<Reply, Failed> {
-    let catalog = &app.catalog;
-    let facts = &inc.req.facts;
-    let fail0 = |error: ApiError| Failed { error, attempts: 0 };
-    let chain = app.chain();
-    let (target, models) = plan::resolve(catalog, &chain, facts.model.as_deref()).map_err(fail0)?;
-    // Only models some key can serve are candidates; the others cannot answer either way.
-    let models: Vec<usize> = models
-        .into_iter()
-        .filter(|&m| {
-            app.keys
-                .has_usable(&catalog.provider_of(&catalog.models[m]).id)
+    /// Route one request.
+    pub async fn route(&self, inc: Incoming) -> Result<Reply, Failed> {
+        let started = Instant::now();
+        let facts = &inc.req.facts;
+        let mut pending = PendingLog {
+            log: &self.log,
+            started,
+            done: false,
+            row: RequestRow {
+                id: inc.request_id.clone(),
+                at_ms: self.ledger.now_ms(),
+                client: inc.client.clone(),
+                requested_model: facts.model.clone().unwrap_or_else(|| "auto".into()),
+                stream: facts.stream,
+                tokens_in: facts.prompt_tokens,
+                ..RequestRow::default()
+            },
+        };
+        let result = self.walk(&inc, &mut pending.row, started).await;
+        pending.done = true;
+        // An answer's log row left with it (written now, or by the stream's tail).
+        if let Err(failed) = &result {
+            let mut row = std::mem::take(&mut pending.row);
+            row.status = failed.error.status();
+            row.error = Some(failed.error.to_string());
+            row.latency_ms = started.elapsed().as_millis() as u64;
+            self.log.record(row);
+        }
+        result
+    }
+
+    /// The failover loop.
+    async fn walk(
+        &self,
+        inc: &Incoming,
+        row: &mut RequestRow,
+        started: Instant,
+    ) -> Result<Reply, Failed> {
+        let snap = self.live.snapshot();
+        let (models, sticky_id) = self
+            .candidates(&snap, inc)
+            .map_err(|error| Failed { error, attempts: 0 })?;
+        let tokens = inc.req.facts.token_estimate();
+        let mut tally = Tally::default();
+        let deadline = started + self.settings.time_budget;
+        'models: for model in models {
+            if tally.skipped_providers.contains(&model.provider) {
+                continue;
+            }
+            let provider = snap.catalog.provider_of(model);
+            for key in self.live.keys.rotated(&provider.id) {
+                if tally.attempts >= self.settings.max_attempts {
+                    break 'models;
+                }
+                if Instant::now() >= deadline {
+                    tally.out_of_budget = true;
+                    break 'models;
+                }
+                let ask = Ask::new(provider, model, &key.id, tokens);
+                let reservation = match Reservation::take(&self.ledger, &ask) {
+                    Ok(r) => r,
+                    Err(denied) => {
+                        tally.denied(&model.reference, &denied, self.ledger.now_ms());
+                        continue;
+                    }
+                };
+                let t0 = Instant::now();
+                let (outcome, host_failures) = self.attempt(provider, model, &key, inc, &ask).await;
+                // A key tried on another host (Z.ai) first failed once per host.
+                tally.attempts += host_failures;
+                let mut attempt = AttemptRow {
+                    target: model.reference.clone(),
+                    key_id: Some(key.id.clone()),
+                    outcome: "ok".into(),
+                    status: Some(200),
+                    latency_ms: t0.elapsed().as_millis() as u64,
+                };
+                let (failure, status) = match outcome {
+                    Ok(success) => {
+                        row.attempts.push(attempt);
+                        self.live.keys.mark_success(&key.id, self.ledger.now_ms());
+                        if let Some(id) = sticky_id {
+                            self.sticky.put(id, &model.reference, self.ledger.now_ms());
+                        }
+                        row.served_by = Some(model.reference.clone());
+                        return Ok(self.finish(
+                            success,
+                            reservation,
+                            row,
+                            started,
+                            model,
+                            tally.attempts,
+                        ));
+                    }
+                    Err(AttemptError::Client(message)) => {
+                        reservation.unsent();
+                        return Err(Failed {
+                            error: ApiError::InvalidRequest(message),
+                            attempts: tally.attempts,
+                        });
+                    }
+                    Err(AttemptError::Upstream(failure, status)) => (failure, status),
+                };
+                reservation.release();
+                tally.attempts += 1;
+                attempt.outcome = failure.tag().into();
+                attempt.status = status;
+                row.attempts.push(attempt);
+                tally
+                    .notes
+                    .push(format!("{}: {}", model.reference, failure.reason()));
+                tracing::info!(request_id = %inc.request_id, target = %model.reference, key = %crate::ledger::short(&key.id), reason = %failure.reason(), "attempt failed");
+                let decision = decide(&failure, provider, &self.policy(), self.ledger.now_ms());
+                self.apply(&decision, provider, model, &key);
+                tally.learn(&decision);
+                match decision.next {
+                    Next::Key => continue,
+                    Next::Model => continue 'models,
+                    Next::Provider => {
+                        tally.skipped_providers.push(model.provider.clone());
+                        continue 'models;
+                    }
+                    Next::Refuse => {
+                        let message = match failure {
+                            Failure::Request(m) => m,
+                            other => other.reason(),
+                        };
+                        return Err(Failed {
+                            error: ApiError::InvalidRequest(format!(
+                                "{} rejected the request: {message}",
+                                model.reference
+                            )),
+                            attempts: tally.attempts,
+                        });
+                    }
+                }
+            }
+        }
+        Err(Failed {
+            attempts: tally.attempts,
+            error: tally.exhausted(&self.settings, self.ledger.now_ms()),
         })
-        .collect();
-    if models.is_empty() {
-        let what = facts.model.as_deref().unwrap_or("auto");
-        return Err(fail0(ApiError::NoProviders(format!(
-            "no enabled, valid provider key can serve `{what}`; add one with `freeway keys add <provider>` (see `freeway models --all` for who serves what)"
-        ))));
     }
-    let mut models = plan::fit(catalog, models, facts).map_err(fail0)?;
 
-    let now = app.ledger.now_ms();
-    let sticky_id = (target == Target::Auto)
-        .then(|| Sticky::identity(&inc.client, inc.session.as_deref(), facts.conversation));
-    if let (Some(id), true) = (&sticky_id, facts.has_assistant) {
-        if let Some(m) = app.sticky.get(id, now) {
-            if let Some(pos) = models.iter().position(|&x| x == m) {
-                models.remove(pos);
-                models.insert(0, m);
-            }
+    /// The models that may serve this request, in order (the conversation's model first), and
+    /// the conversation's identity when sticky routing applies.
+    fn candidates<'a>(
+        &self,
+        snap: &'a Snapshot,
+        inc: &Incoming,
+    ) -> Result<(Vec<&'a Model>, Option<String>), ApiError> {
+        let facts = &inc.req.facts;
+        let (target, models) = plan::resolve(&snap.catalog, &snap.chain, facts.model.as_deref())?;
+        // Only models some key can serve are candidates; the others cannot answer either way.
+        let models: Vec<&Model> = models
+            .into_iter()
+            .filter(|m| self.live.keys.has_usable(&m.provider))
+            .collect();
+        if models.is_empty() {
+            let what = facts.model.as_deref().unwrap_or("auto");
+            return Err(ApiError::NoProviders(format!(
+                "no enabled, valid provider key can serve `{what}`; add one with `freeway keys add <provider>` (see `freeway models --all` for who serves what)"
+            )));
         }
-    }
-    let routing = &app.config.routing;
-    let deadline = started + routing.time_budget;
-    let tokens = facts.token_estimate();
-    let mut attempts: u32 = 0;
-    let mut notes: Vec<String> = Vec::new();
-    let mut soonest: Option<i64> = None;
-    let mut other_failure = false;
-    let mut out_of_budget = false;
-    let mut skip_providers: HashSet<usize> = HashSet::new();
-
-    'models: for &mi in &models {
-        let model = &catalog.models[mi];
-        let provider = catalog.provider_of(model);
-        let reference = catalog.reference(mi);
-        if skip_providers.contains(&model.provider) {
-            continue;
-        }
-        for key in app.keys.rotated(&provider.id) {
-            if attempts >= routing.max_attempts {
-                break 'models;
-            }
-            if Instant::now() >= deadline {
-                out_of_budget = true;
-                break 'models;
-            }
-            let ask = Ask::new(provider, model, &key.id, tokens);
-            let reservation = match app.ledger.try_reserve(&ask) {
-                Ok(r) => r,
-                Err(denied) => {
-                    if let Some(t) = denied.until_ms() {
-                        soonest = Some(soonest.map_or(t, |s: i64| s.min(t)));
-                    }
-                    notes.push(format!("{reference}: {}", describe_denied(&denied, app)));
-                    continue;
+        let mut models = plan::fit(models, facts)?;
+        let sticky_id = (target == Target::Auto)
+            .then(|| Sticky::identity(&inc.client, inc.session.as_deref(), facts.conversation));
+        if let (Some(id), true) = (&sticky_id, facts.has_assistant) {
+            if let Some(m) = self.sticky.get(id, self.ledger.now_ms()) {
+                if let Some(pos) = models.iter().position(|x| x.reference == m) {
+                    let m = models.remove(pos);
+                    models.insert(0, m);
                 }
+            }
+        }
+        Ok((models, sticky_id))
+    }
+
+    fn policy(&self) -> Policy {
+        Policy {
+            cooldown_on_429_ms: self.settings.cooldown_on_429.as_millis() as i64,
+            cooldown_on_5xx_ms: self.settings.cooldown_on_5xx.as_millis() as i64,
+        }
+    }
+
+    /// Carry out a decision's cooldown and key verdict.
+    fn apply(&self, d: &Decision, provider: &Provider, model: &Model, key: &ProviderKey) {
+        let now = self.ledger.now_ms();
+        if let Some((rest, until, why)) = &d.cool {
+            let scope = match rest {
+                Rest::Model => Scope::model(&provider.id, &model.id, &key.id),
+                Rest::Key => Scope::key(&provider.id, &key.id),
             };
-            let t0 = Instant::now();
-            let mut host_failures = 0;
-            let outcome = attempt(app, provider, model, &key, inc, &ask, &mut host_failures).await;
-            let latency_ms = t0.elapsed().as_millis() as u64;
-            // A key tried on another host (Z.ai) first failed once per host.
-            attempts += host_failures;
-            match outcome {
-                Ok(success) => {
-                    log.attempts.push(AttemptRow {
-                        target: reference.clone(),
-                        key_id: Some(key.id.clone()),
-                        outcome: "ok".into(),
-                        status: Some(200),
-                        latency_ms,
-                    });
-                    if app.keys.mark_success(&key.id, app.ledger.now_ms()) && key.stored {
-                        app.persist_key_health(&key.id);
-                    }
-                    if let Some(id) = sticky_id {
-                        app.sticky.put(id, mi, app.ledger.now_ms());
-                    }
-                    log.served_by = Some(reference.clone());
-                    return Ok(finish(
-                        app,
-                        success,
-                        reservation,
-                        log,
-                        started,
-                        reference,
-                        attempts,
-                    ));
+            self.ledger.cool(scope, *until, why);
+        }
+        match d.key {
+            // A rejected key stays rejected until a probe passes: an error says nothing new.
+            Some(Status::Error) if key.status() == Status::Invalid => {}
+            Some(status) => {
+                let error = d.cool.as_ref().map(|(_, _, why)| why.clone());
+                self.live.keys.set_status(&key.id, status, error, now);
+                if status == Status::Invalid {
+                    tracing::warn!(provider = %provider.id, key = %crate::ledger::short(&key.id), "provider rejected a key as invalid; it is skipped until a health check passes");
                 }
-                Err(AttemptError::Client(message)) => {
-                    reservation.unsent();
-                    return Err(Failed {
-                        error: ApiError::InvalidRequest(message),
-                        attempts,
+            }
+            None => {}
+        }
+    }
+
+    /// One upstream request, read up to its first content; also returns how many hosts failed
+    /// first (a key of a multi-host provider tried where it does not belong).
+    async fn attempt(
+        &self,
+        provider: &Provider,
+        model: &Model,
+        key: &ProviderKey,
+        inc: &Incoming,
+        ask: &Ask,
+    ) -> (Result<Success, AttemptError>, u32) {
+        let hosts = self.dialects.hosts(provider, key);
+        let mut host_failures = 0;
+        let mut last = AttemptError::Upstream(Failure::Server("no host".into()), None);
+        for (i, base) in hosts.iter().enumerate() {
+            match self.attempt_on(provider, model, key, inc, ask, base).await {
+                Err(AttemptError::Upstream(Failure::InvalidKey(m), s)) if i + 1 < hosts.len() => {
+                    host_failures += 1;
+                    last = AttemptError::Upstream(Failure::InvalidKey(m), s);
+                }
+                other => return (other, host_failures),
+            }
+        }
+        (Err(last), host_failures)
+    }
+
+    async fn attempt_on(
+        &self,
+        provider: &Provider,
+        model: &Model,
+        key: &ProviderKey,
+        inc: &Incoming,
+        ask: &Ask,
+        base: &str,
+    ) -> Result<Success, AttemptError> {
+        let upstream_err = |f: Failure, status: Option<u16>| AttemptError::Upstream(f, status);
+        let out = self
+            .dialects
+            .build(provider, model, key, base, &inc.req)
+            .map_err(AttemptError::Client)?;
+        let url = self
+            .dialects
+            .url(&out.url)
+            .map_err(|e| upstream_err(Failure::Server(format!("bad upstream URL: {e}")), None))?;
+        let first_byte = provider
+            .first_byte_timeout
+            .unwrap_or(self.settings.first_byte_timeout);
+        let send = self
+            .http
+            .send(http::Method::POST, url, &out.headers, out.body.into());
+        let resp = match tokio::time::timeout(first_byte, send).await {
+            Err(_) => {
+                let why = format!("no answer within {}s", first_byte.as_secs());
+                return Err(upstream_err(Failure::Server(why), None));
+            }
+            Ok(Err(e)) => return Err(upstream_err(Failure::Server(e.to_string()), None)),
+            Ok(Ok(r)) => r,
+        };
+        let status = resp.status().as_u16();
+        let quotas = parse_quota_headers(
+            resp.headers()
+                .iter()
+                .filter_map(|(n, v)| Some((n.as_str(), v.to_str().ok()?))),
+        );
+        if !quotas.is_empty() {
+            self.ledger.observe(ask, &quotas);
+        }
+        let stall = self.settings.stall_timeout;
+        if !(200..300).contains(&status) {
+            let retry_after = resp
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let body = upstream::read_limited(resp, stall, MAX_ERROR)
+                .await
+                .unwrap_or_default();
+            let failure = classify(status, retry_after.as_deref(), &body);
+            return Err(upstream_err(failure, Some(status)));
+        }
+        self.dialects.worked_on(provider, key, base);
+        if !inc.req.facts.stream {
+            let body = upstream::read_limited(resp, stall, MAX_ANSWER)
+                .await
+                .map_err(|e| upstream_err(Failure::BadAnswer(e), Some(status)))?;
+            let (answer, usage) = self
+                .dialects
+                .read_answer(provider, model, body, &inc.request_id)
+                .map_err(|f| upstream_err(f, Some(status)))?;
+            return Ok(Success::Answer(answer, usage));
+        }
+        let decoder = self.dialects.decoder(provider, &inc.request_id);
+        let mut pump = Pump::new(resp.into_body(), decoder, stall);
+        let mut first = Vec::new();
+        loop {
+            match pump.step(&mut first).await {
+                State::More if pump.content => {
+                    return Ok(Success::Stream {
+                        pump,
+                        first,
+                        done: false,
                     });
                 }
-                Err(AttemptError::Upstream(failure, status)) => {
-                    drop(reservation);
-                    attempts += 1;
-                    log.attempts.push(AttemptRow {
-                        target: reference.clone(),
-                        key_id: Some(key.id.clone()),
-                        outcome: failure.tag().into(),
-                        status,
-                        latency_ms,
+                State::More => {}
+                // The whole answer arrived before we committed: still a stream.
+                State::End if pump.content => {
+                    return Ok(Success::Stream {
+                        pump,
+                        first,
+                        done: true,
                     });
-                    notes.push(format!("{reference}: {}", failure.reason()));
-                    tracing::info!(request_id = %inc.request_id, target = %reference, key = %crate::ledger::short(&key.id), reason = %failure.reason(), "attempt failed");
-                    let until = penalize(app, provider, model, &key, &failure);
-                    match failure {
-                        Failure::RateLimited { .. } => {
-                            if let Some(t) = until {
-                                soonest = Some(soonest.map_or(t, |s: i64| s.min(t)));
-                            }
-                            continue;
-                        }
-                        Failure::Request(message) => {
-                            return Err(Failed {
-                                error: ApiError::InvalidRequest(format!(
-                                    "{reference} rejected the request: {message}"
-                                )),
-                                attempts,
-                            });
-                        }
-                        Failure::InvalidKey(_) | Failure::Denied(_) => {
-                            other_failure = true;
-                            continue;
-                        }
-                        Failure::Server(_) => {
-                            other_failure = true;
-                            skip_providers.insert(model.provider);
-                            continue 'models;
-                        }
-                        Failure::ModelGone(_) | Failure::BadAnswer(_) | Failure::TooLarge(_) => {
-                            other_failure = true;
-                            continue 'models;
-                        }
-                    }
+                }
+                State::End => {
+                    let why = "the stream ended without any content".into();
+                    return Err(upstream_err(Failure::BadAnswer(why), Some(status)));
+                }
+                State::Broken(reason) => {
+                    let why = format!("{reason} before any content");
+                    return Err(upstream_err(Failure::BadAnswer(why), Some(status)));
                 }
             }
         }
     }
 
-    let tried = summarize(&notes);
-    let error = if out_of_budget {
-        ApiError::UpstreamFailed(format!(
-            "the time budget of {}s ran out after {attempts} failed attempt(s): {tried}",
-            routing.time_budget.as_secs()
-        ))
-    } else if notes.is_empty() {
-        ApiError::NoProviders(
-            "no enabled, valid provider key can serve this request; add one with `freeway keys add <provider>`"
-                .into(),
-        )
-    } else if other_failure {
-        ApiError::UpstreamFailed(format!(
-            "every candidate failed ({attempts} attempt(s)): {tried}"
-        ))
-    } else {
-        let now = app.ledger.now_ms();
-        let retry_after = soonest.map(|t| Duration::from_millis((t - now).max(0) as u64));
-        let when = retry_after.map_or_else(String::new, |d| {
-            format!("; the soonest frees up in {}s", d.as_secs_f64().ceil())
-        });
-        ApiError::RateLimited {
-            message: format!("every candidate is rate limited or cooling down{when}: {tried}"),
-            retry_after,
+    /// Turn a success into the reply; settle or hand over the reservation and log row.
+    fn finish(
+        &self,
+        success: Success,
+        reservation: Reservation,
+        row: &mut RequestRow,
+        started: Instant,
+        model: &Model,
+        attempts: u32,
+    ) -> Reply {
+        let routed_via = model.reference.clone();
+        let model = model.id.clone();
+        match success {
+            Success::Answer(answer, usage) => {
+                match usage.filter(|u| u.total() > 0) {
+                    Some(u) => {
+                        reservation.settle(Some(u.total()));
+                        row.tokens_in = u.input;
+                        row.tokens_out = u.output;
+                    }
+                    // No usage reported: keep the estimate as the charge.
+                    None => reservation.settle(None),
+                }
+                row.status = 200;
+                row.latency_ms = started.elapsed().as_millis() as u64;
+                row.ttft_ms = Some(row.latency_ms);
+                self.log.record(std::mem::take(row));
+                Reply {
+                    routed_via,
+                    model,
+                    attempts,
+                    body: Body::Answer(answer),
+                }
+            }
+            Success::Stream { pump, first, done } => {
+                row.ttft_ms = Some(started.elapsed().as_millis() as u64);
+                let mut tail = Tail {
+                    log: Arc::clone(&self.log),
+                    pending: first.into(),
+                    pump,
+                    done,
+                    reservation: Some(reservation),
+                    row: Some(std::mem::take(row)),
+                    started,
+                };
+                if done {
+                    // Everything is already pending; close the books now.
+                    tail.close(None);
+                }
+                Reply {
+                    routed_via,
+                    model,
+                    attempts,
+                    body: Body::Stream(tail.into_stream()),
+                }
+            }
         }
-    };
-    Err(Failed { error, attempts })
+    }
 }
 
-fn describe_denied(d: &Denied, app: &App) -> String {
-    let now = app.ledger.now_ms();
-    match d.until_ms() {
-        Some(t) => format!(
-            "{d}, free in {}s",
-            ((t - now).max(0) as f64 / 1000.0).ceil()
-        ),
-        None => format!("{d} (this request is larger than the cap)"),
+/// What the failover loop has learned so far.
+#[derive(Default)]
+struct Tally {
+    attempts: u32,
+    /// One line per candidate tried or skipped, for the final error.
+    notes: Vec<String>,
+    /// When the soonest rate-limited candidate frees up.
+    soonest: Option<i64>,
+    /// Some attempt failed for another reason than a rate limit.
+    other_failure: bool,
+    out_of_budget: bool,
+    skipped_providers: Vec<String>,
+}
+
+impl Tally {
+    fn frees_at(&mut self, t: i64) {
+        self.soonest = Some(self.soonest.map_or(t, |s| s.min(t)));
+    }
+
+    fn denied(&mut self, reference: &str, d: &Denied, now: i64) {
+        let what = match d.until_ms() {
+            Some(t) => {
+                self.frees_at(t);
+                format!(
+                    "{d}, free in {}s",
+                    ((t - now).max(0) as f64 / 1000.0).ceil()
+                )
+            }
+            None => format!("{d} (this request is larger than the cap)"),
+        };
+        self.notes.push(format!("{reference}: {what}"));
+    }
+
+    fn learn(&mut self, d: &Decision) {
+        if d.rate_limited {
+            if let Some((_, until, _)) = &d.cool {
+                self.frees_at(*until);
+            }
+        } else {
+            self.other_failure = true;
+        }
+    }
+
+    /// The error for a request no candidate answered.
+    fn exhausted(&self, settings: &Routing, now: i64) -> ApiError {
+        let tried = summarize(&self.notes);
+        let attempts = self.attempts;
+        if self.out_of_budget {
+            ApiError::UpstreamFailed(format!(
+                "the time budget of {}s ran out after {attempts} failed attempt(s): {tried}",
+                settings.time_budget.as_secs()
+            ))
+        } else if self.notes.is_empty() {
+            ApiError::NoProviders(
+                "no enabled, valid provider key can serve this request; add one with `freeway keys add <provider>`"
+                    .into(),
+            )
+        } else if self.other_failure {
+            ApiError::UpstreamFailed(format!(
+                "every candidate failed ({attempts} attempt(s)): {tried}"
+            ))
+        } else {
+            let retry_after = self
+                .soonest
+                .map(|t| Duration::from_millis((t - now).max(0) as u64));
+            let when = retry_after.map_or_else(String::new, |d| {
+                format!("; the soonest frees up in {}s", d.as_secs_f64().ceil())
+            });
+            ApiError::RateLimited {
+                message: format!("every candidate is rate limited or cooling down{when}: {tried}"),
+                retry_after,
+            }
+        }
     }
 }
 
@@ -339,450 +606,23 @@ fn summarize(notes: &[String]) -> String {
     s
 }
 
-/// Cool down or mark what failed; returns when a rate-limited candidate frees up.
-fn penalize(
-    app: &Arc<App>,
-    provider: &Provider,
-    model: &Model,
-    key: &ProviderKey,
-    failure: &Failure,
-) -> Option<i64> {
-    let now = app.ledger.now_ms();
-    let routing = &app.config.routing;
-    let cap = |ms: i64| {
-        if provider.local {
-            ms.min(LOCAL_COOLDOWN_MS)
-        } else {
-            ms
-        }
-    };
-    let model_scope = Scope::model(&provider.id, &model.id, &key.id);
-    match failure {
-        Failure::RateLimited {
-            retry_after, daily, ..
-        } => {
-            let wait = match (retry_after, daily) {
-                (Some(d), _) => d.as_millis() as i64,
-                (None, true) => match provider.reset {
-                    Reset::Midnight(tz) => {
-                        let span = Span::Calendar(tz);
-                        span.expiry(span.bucket_start(now)) - now
-                    }
-                    Reset::Rolling => 3_600_000,
-                },
-                (None, false) => routing.cooldown_on_429.as_millis() as i64,
-            };
-            let until = now + cap(wait.max(1));
-            let why = if *daily {
-                "daily quota exhausted"
-            } else {
-                "429"
-            };
-            app.ledger.cool(model_scope, until, why);
-            Some(until)
-        }
-        Failure::Server(reason) => {
-            let until = now + cap(routing.cooldown_on_5xx.as_millis() as i64);
-            app.ledger
-                .cool(Scope::key(&provider.id, &key.id), until, reason.clone());
-            if app.keys.status(&key.id) != Status::Invalid {
-                app.keys
-                    .set_status(&key.id, Status::Error, Some(reason.clone()), now);
-            }
-            None
-        }
-        Failure::Denied(reason) => {
-            app.ledger
-                .cool(model_scope, now + cap(DAY_MS), format!("denied: {reason}"));
-            None
-        }
-        Failure::InvalidKey(reason) => {
-            app.keys
-                .set_status(&key.id, Status::Invalid, Some(reason.clone()), now);
-            if key.stored {
-                app.persist_key_health(&key.id);
-            }
-            tracing::warn!(provider = %provider.id, key = %crate::ledger::short(&key.id), "provider rejected a key as invalid; it is skipped until a health check passes");
-            None
-        }
-        _ => None,
-    }
-}
-
-enum AttemptError {
-    /// The client's request cannot be expressed for this provider: 400, no failover.
-    Client(String),
-    /// The upstream failed, with its HTTP status if it answered.
-    Upstream(Failure, Option<u16>),
-}
-
-/// One upstream request, read up to its first content.
-async fn attempt(
-    app: &Arc<App>,
-    provider: &Provider,
-    model: &Model,
-    key: &ProviderKey,
-    inc: &Incoming,
-    ask: &Ask,
-    host_failures: &mut u32,
-) -> Result<Success, AttemptError> {
-    let routing = &app.config.routing;
-    let known = app.known_host(key);
-    let mut hosts: Vec<String> = match &known {
-        Some(url) => vec![url.clone()],
-        None => vec![provider.base_url.clone()],
-    };
-    if known.is_none() {
-        hosts.extend(provider.quirks.alt_base_urls.iter().cloned());
-    }
-    let mut last = AttemptError::Upstream(Failure::Server("no host".into()), None);
-    for (host_index, base) in hosts.iter().enumerate() {
-        let signatures = |id: &str| app.signatures.get(id);
-        let key_text = (!key.secret.expose().is_empty()).then(|| key.secret.expose());
-        let out = providers::build(provider, model, key_text, base, &inc.req, &signatures)
-            .map_err(AttemptError::Client)?;
-        let url = app.url(&out.url).map_err(|e| {
-            AttemptError::Upstream(Failure::Server(format!("bad upstream URL: {e}")), None)
-        })?;
-        let first_byte = provider
-            .first_byte_timeout
-            .unwrap_or(routing.first_byte_timeout);
-        let send = app
-            .http
-            .send(http::Method::POST, url, &out.headers, out.body.into());
-        let resp = match tokio::time::timeout(first_byte, send).await {
-            Err(_) => {
-                return Err(AttemptError::Upstream(
-                    Failure::Server(format!("no answer within {}s", first_byte.as_secs())),
-                    None,
-                ));
-            }
-            Ok(Err(e)) => {
-                return Err(AttemptError::Upstream(Failure::Server(e.to_string()), None));
-            }
-            Ok(Ok(r)) => r,
-        };
-        let status = resp.status().as_u16();
-        let quotas = parse_quota_headers(
-            resp.headers()
-                .iter()
-                .filter_map(|(n, v)| Some((n.as_str(), v.to_str().ok()?))),
-        );
-        if !quotas.is_empty() {
-            app.ledger.observe(ask, &quotas);
-        }
-        if !(200..300).contains(&status) {
-            let retry_after = resp
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            let body = upstream::read_limited(resp, routing.stall_timeout, 1 << 20)
-                .await
-                .unwrap_or_default();
-            let failure = providers::classify(status, retry_after.as_deref(), &body);
-            let try_next_host =
-                matches!(failure, Failure::InvalidKey(_)) && host_index + 1 < hosts.len();
-            last = AttemptError::Upstream(failure, Some(status));
-            if try_next_host {
-                *host_failures += 1;
-                continue;
-            }
-            return Err(last);
-        }
-        if known.is_none() && !provider.quirks.alt_base_urls.is_empty() {
-            app.remember_host(key, base);
-        }
-        let id = format!("chatcmpl-{}", inc.request_id);
-        let created = app.ledger.now_ms() / 1000;
-        if !inc.req.facts.stream {
-            let body = upstream::read_limited(resp, routing.stall_timeout, MAX_ANSWER)
-                .await
-                .map_err(|e| AttemptError::Upstream(Failure::BadAnswer(e), Some(status)))?;
-            let (body, usage) =
-                providers::read_answer(provider.dialect, body, &id, &model.id, created)
-                    .map_err(|f| AttemptError::Upstream(f, Some(status)))?;
-            if let crate::catalog::Dialect::Gemini = provider.dialect {
-                app.signatures.remember_from(&body);
-            }
-            return Ok(Success::Json { body, usage });
-        }
-        let hide_usage = providers::openai::injects_usage(&inc.req, &provider.quirks);
-        let map = StreamMap::new(provider.dialect, hide_usage, &id, &model.id, created);
-        let mut pump = Pump {
-            body: resp.into_body(),
-            decoder: sse::Decoder::new(MAX_EVENT),
-            map,
-            stall: routing.stall_timeout,
-            content: false,
-            finished: false,
-            signatures: Vec::new(),
-        };
-        let mut first = Vec::new();
-        loop {
-            let step = pump.step().await;
-            first.extend(step.out);
-            match step.state {
-                State::More if pump.content => return Ok(Success::Stream { pump, first }),
-                State::More => {}
-                State::End if pump.content => {
-                    // The whole answer arrived before we committed: still a stream.
-                    first.push(sse::frame("[DONE]"));
-                    pump.finished = true;
-                    return Ok(Success::Stream { pump, first });
-                }
-                State::End => {
-                    return Err(AttemptError::Upstream(
-                        Failure::BadAnswer("the stream ended without any content".into()),
-                        Some(status),
-                    ));
-                }
-                State::Broken(reason) => {
-                    return Err(AttemptError::Upstream(
-                        Failure::BadAnswer(format!("{reason} before any content")),
-                        Some(status),
-                    ));
-                }
-            }
-        }
-    }
-    Err(last)
-}
-
-/// Turn a success into the reply, and settle or hand over the reservation and log row.
-fn finish(
-    app: &Arc<App>,
-    success: Success,
-    reservation: Reservation,
-    log: &mut RequestRow,
+/// The log row of a request still being routed. If the client goes away mid-way, the
+/// surface drops the routing future, and this with it: the request is still recorded, as a 499.
+struct PendingLog<'a> {
+    log: &'a RequestLog,
     started: Instant,
-    routed_via: String,
-    attempts: u32,
-) -> Reply {
-    match success {
-        Success::Json { body, usage } => {
-            let total = usage.0 + usage.1;
-            if total > 0 {
-                reservation.settle(total);
-                log.tokens_in = usage.0;
-                log.tokens_out = usage.1;
-            } else {
-                // No usage reported: keep the estimate as the charge.
-                reservation.settle_as_estimated();
-            }
-            log.status = 200;
-            log.latency_ms = started.elapsed().as_millis() as u64;
-            log.ttft_ms = Some(log.latency_ms);
-            app.log.record(std::mem::take(log));
-            Reply {
-                routed_via,
-                attempts,
-                body: ReplyBody::Json(body),
-            }
-        }
-        Success::Stream { pump, first } => {
-            log.ttft_ms = Some(started.elapsed().as_millis() as u64);
-            let done = pump.finished;
-            let tail = Tail {
-                app: Arc::clone(app),
-                pending: first.into(),
-                pump,
-                done,
-                reservation: Some(reservation),
-                log: Some(std::mem::take(log)),
-                started,
-            };
-            let mut tail = tail;
-            if done {
-                // Everything is already in `pending`; close the books now.
-                tail.close(None);
-            }
-            Reply {
-                routed_via,
-                attempts,
-                body: ReplyBody::Stream(tail.into_stream()),
-            }
-        }
-    }
-}
-
-/// Reads an upstream stream event by event.
-struct Pump {
-    body: upstream::Body,
-    decoder: sse::Decoder,
-    map: StreamMap,
-    stall: Duration,
-    /// Some content has been seen.
-    content: bool,
-    /// A finish reason has been seen.
-    finished: bool,
-    /// Gemini thought signatures seen, to remember.
-    signatures: Vec<(String, String)>,
-}
-
-enum State {
-    More,
-    /// The upstream ended cleanly (finish reason seen).
-    End,
-    Broken(String),
-}
-
-struct StepOut {
-    out: Vec<Bytes>,
-    state: State,
-}
-
-impl Pump {
-    /// Read one upstream chunk and map the events it completes.
-    async fn step(&mut self) -> StepOut {
-        let mut out = Vec::new();
-        let events = match tokio::time::timeout(self.stall, upstream::next_chunk(&mut self.body))
-            .await
-        {
-            Err(_) => {
-                return StepOut {
-                    out,
-                    state: State::Broken(format!(
-                        "the stream stalled for {}s",
-                        self.stall.as_secs()
-                    )),
-                };
-            }
-            Ok(Some(Err(e))) => {
-                return StepOut {
-                    out,
-                    state: State::Broken(format!("the stream was cut ({e})")),
-                };
-            }
-            Ok(Some(Ok(bytes))) => match self.decoder.feed(&bytes) {
-                Ok(events) => events,
-                Err(e) => {
-                    return StepOut {
-                        out,
-                        state: State::Broken(e.to_string()),
-                    };
-                }
-            },
-            Ok(None) => {
-                let last = self.decoder.finish();
-                let state = self.apply(last.into_iter().collect(), &mut out);
-                let state = match state {
-                    State::More if self.finished => State::End,
-                    State::More => State::Broken("the stream ended without a finish reason".into()),
-                    other => other,
-                };
-                return StepOut { out, state };
-            }
-        };
-        let state = self.apply(events, &mut out);
-        StepOut { out, state }
-    }
-
-    fn apply(&mut self, events: Vec<sse::Event>, out: &mut Vec<Bytes>) -> State {
-        for ev in events {
-            let m = self.map.on_event(&ev);
-            out.extend(m.out);
-            self.content |= m.content;
-            self.finished |= m.finished;
-            self.signatures.extend(m.signatures);
-            if let Some(err) = m.error {
-                return State::Broken(format!("the upstream reported an error ({err})"));
-            }
-            if m.done {
-                return if self.finished {
-                    State::End
-                } else {
-                    State::Broken("the stream ended without a finish reason".into())
-                };
-            }
-        }
-        State::More
-    }
-}
-
-/// The committed part of a stream: forwards events as they arrive and closes the books.
-struct Tail {
-    app: Arc<App>,
-    pending: VecDeque<Bytes>,
-    pump: Pump,
-    /// Nothing more to read from the upstream.
     done: bool,
-    reservation: Option<Reservation>,
-    log: Option<RequestRow>,
-    started: Instant,
+    row: RequestRow,
 }
 
-impl Tail {
-    fn into_stream(self) -> BoxStream<'static, Result<Bytes, std::convert::Infallible>> {
-        futures_util::stream::unfold(self, |mut tail| async move {
-            loop {
-                if let Some(b) = tail.pending.pop_front() {
-                    return Some((Ok(b), tail));
-                }
-                if tail.done {
-                    return None;
-                }
-                let step = tail.pump.step().await;
-                tail.pending.extend(step.out);
-                match step.state {
-                    State::More => {}
-                    State::End => {
-                        tail.pending.push_back(sse::frame("[DONE]"));
-                        tail.close(None);
-                    }
-                    State::Broken(reason) => {
-                        let body = serde_json::json!({"error": {
-                            "message": format!("the upstream stream broke after content was sent: {reason}"),
-                            "type": "upstream_error",
-                            "code": "stream_interrupted"
-                        }});
-                        tail.pending.push_back(sse::frame(&body.to_string()));
-                        tail.pending.push_back(sse::frame("[DONE]"));
-                        tracing::warn!(reason = %reason, "stream interrupted after content");
-                        tail.close(Some(format!("stream_interrupted: {reason}")));
-                    }
-                }
-            }
-        })
-        .boxed()
-    }
-
-    /// The stream is over: settle, remember signatures, write the log row.
-    fn close(&mut self, error: Option<String>) {
-        self.done = true;
-        let usage = self.pump.map.usage();
-        if let Some(r) = self.reservation.take() {
-            match usage {
-                Some((p, c)) if error.is_none() => r.settle(p + c),
-                _ if error.is_none() => r.settle_as_estimated(),
-                _ => drop(r),
-            }
-        }
-        for (id, sig) in self.pump.signatures.drain(..) {
-            self.app.signatures.put(id, sig);
-        }
-        if let Some(mut log) = self.log.take() {
-            if let Some((p, c)) = usage {
-                log.tokens_in = p;
-                log.tokens_out = c;
-            }
-            log.status = 200;
-            log.latency_ms = self.started.elapsed().as_millis() as u64;
-            log.error = error;
-            self.app.log.record(log);
-        }
-    }
-}
-
-impl Drop for Tail {
+impl Drop for PendingLog<'_> {
     fn drop(&mut self) {
-        // Dropped before the end: the client went away. The reservation's drop gives the
-        // tokens back; the upstream request is dropped with the pump.
-        if let Some(mut log) = self.log.take() {
-            log.status = 499;
-            log.latency_ms = self.started.elapsed().as_millis() as u64;
-            log.error = Some("client disconnected".into());
-            self.app.log.record(log);
+        if !self.done {
+            let mut row = std::mem::take(&mut self.row);
+            row.status = 499;
+            row.error = Some("client disconnected".into());
+            row.latency_ms = self.started.elapsed().as_millis() as u64;
+            self.log.record(row);
         }
     }
 }

@@ -6,9 +6,9 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-/// Conversation → (model index, last turn in ms).
+/// Conversation → (model reference, last turn in ms).
 pub struct Sticky {
-    map: Mutex<HashMap<String, (usize, i64)>>,
+    map: Mutex<HashMap<String, (String, i64)>>,
     ttl_ms: i64,
     capacity: usize,
 }
@@ -32,15 +32,15 @@ impl Sticky {
     }
 
     /// The model this conversation is on, if its last turn is recent enough.
-    pub fn get(&self, id: &str, now_ms: i64) -> Option<usize> {
+    pub fn get(&self, id: &str, now_ms: i64) -> Option<String> {
         let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         map.get(id)
             .filter(|(_, at)| now_ms - at < self.ttl_ms)
-            .map(|(m, _)| *m)
+            .map(|(m, _)| m.clone())
     }
 
     /// Remember that `model` served this conversation now.
-    pub fn put(&self, id: String, model: usize, now_ms: i64) {
+    pub fn put(&self, id: String, model: &str, now_ms: i64) {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         if map.len() >= self.capacity && !map.contains_key(&id) {
             let ttl = self.ttl_ms;
@@ -55,7 +55,7 @@ impl Sticky {
                 }
             }
         }
-        map.insert(id, (model, now_ms));
+        map.insert(id, (model.to_string(), now_ms));
     }
 
     pub fn len(&self) -> usize {
@@ -74,15 +74,15 @@ mod tests {
     #[test]
     fn remembers_until_ttl_and_stays_bounded() {
         let s = Sticky::new(1_000, 3);
-        s.put("a".into(), 1, 0);
-        assert_eq!(s.get("a", 999), Some(1));
+        s.put("a".into(), "p/1", 0);
+        assert_eq!(s.get("a", 999).as_deref(), Some("p/1"));
         assert_eq!(s.get("a", 1_000), None);
-        s.put("b".into(), 2, 10);
-        s.put("c".into(), 3, 20);
-        s.put("d".into(), 4, 30);
+        s.put("b".into(), "p/2", 10);
+        s.put("c".into(), "p/3", 20);
+        s.put("d".into(), "p/4", 30);
         assert_eq!(s.len(), 3);
         assert_eq!(s.get("a", 30), None, "the stalest went");
-        assert_eq!(s.get("d", 30), Some(4));
+        assert_eq!(s.get("d", 30).as_deref(), Some("p/4"));
     }
 
     #[test]

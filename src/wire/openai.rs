@@ -1,380 +1,289 @@
-//! The OpenAI chat-completions request as Freeway sees it: the body kept whole (unknown fields
-//! pass through untouched) plus the few facts routing needs, checked once with error messages
-//! that name the field.
+//! The OpenAI chat-completions surface, pure: a client's request into the canonical one, and
+//! canonical answers and errors back as `chat.completion` bodies, `chat.completion.chunk`
+//! events and `{"error": ...}` objects.
+//!
+//! An answer the upstream already gave in this dialect ([`Answer::Openai`], [`Piece::Openai`])
+//! is handed on as it came: its fields (several choices, log probabilities, vendor extras) reach
+//! the client untouched, and nothing is re-encoded on the hot path.
 
-use serde::Deserialize;
-use serde::de::IgnoredAny;
-use serde_json::value::RawValue;
-use serde_json::{Map, Value};
-use std::borrow::Cow;
-use std::hash::{DefaultHasher, Hash, Hasher};
+use bytes::Bytes;
+use serde_json::{Map, Value, json};
 
-/// A validated chat request.
-#[derive(Debug, Clone)]
-pub struct ChatRequest {
-    /// The body as the client sent it.
-    pub body: Map<String, Value>,
-    pub facts: Facts,
-}
-
-/// What routing needs to know about a request.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Facts {
-    /// `model` as requested (`None` = auto).
-    pub model: Option<String>,
-    pub stream: bool,
-    /// The client asked for `stream_options.include_usage`.
-    pub include_usage: bool,
-    /// `max_completion_tokens` or `max_tokens`.
-    pub max_tokens: Option<u64>,
-    pub has_tools: bool,
-    pub has_images: bool,
-    /// Estimated prompt size in tokens.
-    pub prompt_tokens: u64,
-    /// The conversation already has an assistant turn (sticky routing applies).
-    pub has_assistant: bool,
-    /// Hash of the system prompt and the first user message (conversation identity).
-    pub conversation: u64,
-}
-
-impl Facts {
-    /// Prompt estimate plus the answer reserve (SPEC 3.2: max_tokens capped at 2048, else 1024).
-    pub fn token_estimate(&self) -> u64 {
-        self.prompt_tokens + self.max_tokens.map_or(1024, |m| m.min(2048))
-    }
-}
-
-const ROLES: &[&str] = &[
-    "system",
-    "developer",
-    "user",
-    "assistant",
-    "tool",
-    "function",
-];
-/// Tokens charged for an image when estimating a prompt.
-const IMAGE_TOKENS: u64 = 1000;
+use crate::chat::{self, Answer, Event, Finish, Message, Piece, Usage};
+use crate::error::ApiError;
+use crate::wire::sse;
 
 /// Parse and validate a request body.
-pub fn parse(bytes: &[u8]) -> Result<ChatRequest, String> {
+pub fn parse(bytes: &[u8]) -> Result<chat::Request, String> {
     let value: Value = serde_json::from_slice(bytes).map_err(|e| {
         format!("the request body is not valid JSON ({e}); send a JSON object with `messages`")
     })?;
     let Value::Object(body) = value else {
         return Err("the request body must be a JSON object with `messages`".into());
     };
-    let facts = check(&body)?;
-    Ok(ChatRequest { body, facts })
+    chat::Request::new(body)
 }
 
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+/// The `error.type` of an error.
+fn error_type(e: &ApiError) -> &'static str {
+    match e {
+        ApiError::InvalidRequest(_)
+        | ApiError::ModelNotFound(_)
+        | ApiError::TooLarge(_)
+        | ApiError::ContextTooLong(_)
+        | ApiError::NotFound(_) => "invalid_request_error",
+        ApiError::Unauthorized(_) => "authentication_error",
+        ApiError::RateLimited { .. } => "rate_limit_error",
+        ApiError::UpstreamFailed(_) | ApiError::NoProviders(_) => "upstream_error",
     }
 }
 
-fn wrong(field: &str, want: &str, got: &Value) -> String {
-    format!("`{field}` must be {want}, got {}", type_name(got))
+/// `{"error": {"message", "type", "code"}}` (SPEC 2.3).
+pub fn error_body(e: &ApiError) -> Value {
+    json!({"error": {"message": e.to_string(), "type": error_type(e), "code": e.code()}})
 }
 
-fn opt<'a>(body: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
-    body.get(key).filter(|v| !v.is_null())
+/// A whole answer as the body of a `chat.completion`.
+pub fn answer_body(answer: Answer, id: &str, created: i64) -> Bytes {
+    match answer {
+        Answer::Openai(body) => body,
+        Answer::Typed(m) => Bytes::from(completion(&m, id, created).to_string()),
+    }
 }
 
-fn check(body: &Map<String, Value>) -> Result<Facts, String> {
-    let mut f = Facts::default();
-    if let Some(m) = opt(body, "model") {
-        let s = m.as_str().ok_or_else(|| wrong("model", "a string", m))?;
-        if !s.is_empty() && s != "auto" {
-            f.model = Some(s.to_string());
+fn usage_json(u: &Usage) -> Value {
+    let mut v = json!({
+        "prompt_tokens": u.input,
+        "completion_tokens": u.output,
+        "total_tokens": u.total(),
+    });
+    if let Some(o) = v.as_object_mut() {
+        if let Some(cached) = u.cached {
+            o.insert(
+                "prompt_tokens_details".into(),
+                json!({ "cached_tokens": cached }),
+            );
+        }
+        if let Some(reasoning) = u.reasoning {
+            o.insert(
+                "completion_tokens_details".into(),
+                json!({ "reasoning_tokens": reasoning }),
+            );
         }
     }
-    if let Some(v) = opt(body, "stream") {
-        f.stream = v.as_bool().ok_or_else(|| wrong("stream", "a boolean", v))?;
-    }
-    if let Some(v) = opt(body, "stream_options") {
-        let o = v
-            .as_object()
-            .ok_or_else(|| wrong("stream_options", "an object", v))?;
-        if let Some(u) = o.get("include_usage").filter(|u| !u.is_null()) {
-            f.include_usage = u
-                .as_bool()
-                .ok_or_else(|| wrong("stream_options.include_usage", "a boolean", u))?;
-        }
-    }
-    for key in ["max_tokens", "max_completion_tokens"] {
-        if let Some(v) = opt(body, key) {
-            let n = v
-                .as_u64()
-                .ok_or_else(|| wrong(key, "a non-negative integer", v))?;
-            f.max_tokens = Some(n);
-        }
-    }
-    if let Some(v) = opt(body, "max_completion_tokens") {
-        f.max_tokens = v.as_u64();
-    }
-    for key in [
-        "temperature",
-        "top_p",
-        "presence_penalty",
-        "frequency_penalty",
-    ] {
-        if let Some(v) = opt(body, key) {
-            if !v.is_number() {
-                return Err(wrong(key, "a number", v));
-            }
-        }
-    }
-    if let Some(v) = opt(body, "n") {
-        if v.as_u64().is_none_or(|n| n == 0) {
-            return Err(wrong("n", "a positive integer", v));
-        }
-    }
-    if let Some(v) = opt(body, "stop") {
-        let ok = v.is_string() || v.as_array().is_some_and(|a| a.iter().all(Value::is_string));
-        if !ok {
-            return Err(wrong("stop", "a string or an array of strings", v));
-        }
-    }
-    let mut chars: u64 = 0;
-    if let Some(v) = opt(body, "tools") {
-        let tools = v.as_array().ok_or_else(|| wrong("tools", "an array", v))?;
-        for (i, t) in tools.iter().enumerate() {
-            let name = t
-                .get("function")
-                .and_then(|fun| fun.get("name"))
-                .and_then(Value::as_str);
-            if !t.is_object() || name.is_none() {
-                return Err(format!(
-                    "`tools[{i}]` must be an object like {{\"type\": \"function\", \"function\": {{\"name\": ...}}}}"
-                ));
-            }
-            chars += json_len(t);
-        }
-        f.has_tools = !tools.is_empty();
-    }
-    if let Some(v) = opt(body, "tool_choice") {
-        if !(v.is_string() || v.is_object()) {
-            return Err(wrong("tool_choice", "a string or an object", v));
-        }
-    }
+    v
+}
 
-    let Some(messages) = body.get("messages") else {
-        return Err("`messages` is required: an array of {\"role\", \"content\"} objects".into());
-    };
-    let messages = messages
-        .as_array()
-        .ok_or_else(|| wrong("messages", "an array", messages))?;
-    if messages.is_empty() {
-        return Err("`messages` must contain at least one message".into());
+fn call_json(id: &str, name: &str, arguments: &str, extra: Option<&Value>) -> Map<String, Value> {
+    let mut call = Map::new();
+    call.insert("id".into(), json!(id));
+    call.insert("type".into(), json!("function"));
+    call.insert(
+        "function".into(),
+        json!({ "name": name, "arguments": arguments }),
+    );
+    if let Some(extra) = extra {
+        call.insert("extra_content".into(), extra.clone());
     }
-    let mut hasher = DefaultHasher::new();
-    let mut first_user_hashed = false;
-    for (i, m) in messages.iter().enumerate() {
-        let m = m
-            .as_object()
-            .ok_or_else(|| wrong(&format!("messages[{i}]"), "an object", m))?;
-        let role = match m.get("role") {
-            Some(Value::String(r)) if ROLES.contains(&r.as_str()) => r.as_str(),
-            Some(Value::String(r)) => {
-                return Err(format!(
-                    "`messages[{i}].role` must be one of {}, got {r:?}",
-                    ROLES.join(", ")
-                ));
-            }
-            Some(other) => return Err(wrong(&format!("messages[{i}].role"), "a string", other)),
-            None => return Err(format!("`messages[{i}].role` is required")),
+    call
+}
+
+/// A typed answer as a `chat.completion` object.
+pub fn completion(m: &Message, id: &str, created: i64) -> Value {
+    let mut message = Map::new();
+    message.insert("role".into(), json!("assistant"));
+    if m.calls.is_empty() {
+        message.insert("content".into(), json!(m.text));
+    } else {
+        let content = if m.text.is_empty() {
+            Value::Null
+        } else {
+            json!(m.text)
         };
-        chars += 16;
-        match m.get("content") {
-            None | Some(Value::Null) => {}
-            Some(Value::String(s)) => chars += s.len() as u64,
-            Some(Value::Array(parts)) => {
-                for (j, p) in parts.iter().enumerate() {
-                    let kind = p.get("type").and_then(Value::as_str).ok_or_else(|| {
-                        format!("`messages[{i}].content[{j}]` must be an object with a `type`")
-                    })?;
-                    match kind {
-                        "text" | "input_text" => {
-                            let text = p.get("text").and_then(Value::as_str).ok_or_else(|| {
-                                format!("`messages[{i}].content[{j}].text` must be a string")
-                            })?;
-                            chars += text.len() as u64;
-                        }
-                        "image_url" | "input_image" => {
-                            f.has_images = true;
-                            f.prompt_tokens += IMAGE_TOKENS;
-                        }
-                        _ => chars += json_len(p),
+        message.insert("content".into(), content);
+        let calls = m
+            .calls
+            .iter()
+            .map(|c| Value::Object(call_json(&c.id, &c.name, &c.arguments, c.extra.as_ref())))
+            .collect();
+        message.insert("tool_calls".into(), Value::Array(calls));
+    }
+    if !m.reasoning.is_empty() {
+        message.insert("reasoning_content".into(), json!(m.reasoning));
+    }
+    let mut out = json!({
+        "id": id,
+        "object": "chat.completion",
+        "created": created,
+        "model": m.model,
+        "choices": [{"index": 0, "message": message, "finish_reason": m.finish.as_openai()}],
+    });
+    if let (Some(u), Some(o)) = (&m.usage, out.as_object_mut()) {
+        o.insert("usage".into(), usage_json(u));
+    }
+    out
+}
+
+/// Frames one streamed answer as `chat.completion.chunk` events.
+pub struct Framer {
+    id: String,
+    model: String,
+    created: i64,
+    /// The client asked for usage (`stream_options.include_usage`): usage-only chunks that
+    /// Freeway asked the upstream for are shown.
+    include_usage: bool,
+    /// OpenAI clients expect `role` on the first delta, and only there.
+    role_sent: bool,
+}
+
+impl Framer {
+    pub fn new(id: &str, model: &str, created: i64, include_usage: bool) -> Framer {
+        Framer {
+            id: id.to_string(),
+            model: model.to_string(),
+            created,
+            include_usage,
+            role_sent: false,
+        }
+    }
+
+    /// The SSE bytes of one piece (several events in one buffer), if it shows anything.
+    pub fn frame(&mut self, piece: Piece) -> Option<Bytes> {
+        match piece {
+            Piece::Openai(c) if c.usage_only && !self.include_usage => None,
+            Piece::Openai(c) => Some(sse::frame(&c.data)),
+            other => {
+                let mut buf = Vec::new();
+                for v in self.chunks(&other) {
+                    buf.extend_from_slice(b"data: ");
+                    buf.extend_from_slice(v.to_string().as_bytes());
+                    buf.extend_from_slice(b"\n\n");
+                }
+                (!buf.is_empty()).then(|| Bytes::from(buf))
+            }
+        }
+    }
+
+    /// The end of the stream.
+    pub fn done() -> Bytes {
+        sse::frame("[DONE]")
+    }
+
+    fn chunk(&self, choices: Vec<Value>) -> Value {
+        json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+        })
+    }
+
+    fn delta(&mut self) -> Map<String, Value> {
+        let mut d = Map::new();
+        if !self.role_sent {
+            self.role_sent = true;
+            d.insert("role".into(), json!("assistant"));
+        }
+        d
+    }
+
+    fn choice(&self, delta: Map<String, Value>, finish: Option<Finish>) -> Value {
+        self.chunk(vec![json!({
+            "index": 0,
+            "delta": delta,
+            "finish_reason": finish.map(Finish::as_openai),
+        })])
+    }
+
+    /// The chunk objects of one piece (a verbatim chunk is parsed back).
+    pub fn chunks(&mut self, piece: &Piece) -> Vec<Value> {
+        let events = match piece {
+            Piece::Openai(c) => {
+                return serde_json::from_str(&c.data).into_iter().collect();
+            }
+            Piece::Interrupted(reason) => {
+                return vec![json!({"error": {
+                    "message": format!("the upstream stream broke after content was sent: {reason}"),
+                    "type": "upstream_error",
+                    "code": "stream_interrupted"
+                }})];
+            }
+            Piece::Events(events) => events,
+        };
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < events.len() {
+            match &events[i] {
+                // An empty text right before the finish (a blocked prompt) says so in the finish.
+                Event::Text(t) if t.is_empty() => {
+                    if let Some(Event::Finish(f)) = events.get(i + 1) {
+                        let mut d = self.delta();
+                        d.insert("content".into(), json!(""));
+                        i += 1;
+                        let mut c = self.choice(d, Some(*f));
+                        i += self.attach_usage(&mut c, events.get(i + 1));
+                        out.push(c);
                     }
                 }
+                Event::Text(t) => {
+                    let mut d = self.delta();
+                    d.insert("content".into(), json!(t));
+                    out.push(self.choice(d, None));
+                }
+                Event::Reasoning(t) => {
+                    let mut d = self.delta();
+                    d.insert("reasoning_content".into(), json!(t));
+                    out.push(self.choice(d, None));
+                }
+                Event::ToolCall(c) => {
+                    let mut call = Map::new();
+                    call.insert("index".into(), json!(c.index));
+                    if let Some(id) = &c.id {
+                        call.insert("id".into(), json!(id));
+                        call.insert("type".into(), json!("function"));
+                    }
+                    let mut function = Map::new();
+                    if let Some(name) = &c.name {
+                        function.insert("name".into(), json!(name));
+                    }
+                    function.insert("arguments".into(), json!(c.arguments));
+                    call.insert("function".into(), Value::Object(function));
+                    if let Some(extra) = &c.extra {
+                        call.insert("extra_content".into(), extra.clone());
+                    }
+                    let mut d = self.delta();
+                    d.insert("tool_calls".into(), json!([call]));
+                    out.push(self.choice(d, None));
+                }
+                Event::Finish(f) => {
+                    let d = self.delta();
+                    let mut c = self.choice(d, Some(*f));
+                    i += self.attach_usage(&mut c, events.get(i + 1));
+                    out.push(c);
+                }
+                Event::Usage(u) => {
+                    let mut c = self.chunk(Vec::new());
+                    if let Some(o) = c.as_object_mut() {
+                        o.insert("usage".into(), usage_json(u));
+                    }
+                    out.push(c);
+                }
             }
-            Some(other) => {
-                return Err(wrong(
-                    &format!("messages[{i}].content"),
-                    "a string, an array of parts or null",
-                    other,
-                ));
+            i += 1;
+        }
+        out
+    }
+
+    /// Usage that arrives with the finish goes on the finish chunk; returns events consumed.
+    fn attach_usage(&self, chunk: &mut Value, next: Option<&Event>) -> usize {
+        match (next, chunk.as_object_mut()) {
+            (Some(Event::Usage(u)), Some(o)) => {
+                o.insert("usage".into(), usage_json(u));
+                1
             }
+            _ => 0,
         }
-        if let Some(calls) = m.get("tool_calls").filter(|v| !v.is_null()) {
-            let calls = calls
-                .as_array()
-                .ok_or_else(|| wrong(&format!("messages[{i}].tool_calls"), "an array", calls))?;
-            chars += calls.iter().map(json_len).sum::<u64>();
-        }
-        if role == "tool" && !m.get("tool_call_id").is_some_and(Value::is_string) {
-            return Err(format!(
-                "`messages[{i}].tool_call_id` is required on tool messages (the id of the call it answers)"
-            ));
-        }
-        match role {
-            "assistant" => f.has_assistant = true,
-            "system" | "developer" => hash_content(m.get("content"), &mut hasher),
-            "user" if !first_user_hashed => {
-                hash_content(m.get("content"), &mut hasher);
-                first_user_hashed = true;
-            }
-            _ => {}
-        }
-    }
-    f.conversation = hasher.finish();
-    // About four characters a token for English and code; a little overhead per message.
-    f.prompt_tokens += chars.div_ceil(4);
-    Ok(f)
-}
-
-fn hash_content(content: Option<&Value>, h: &mut DefaultHasher) {
-    match content {
-        Some(Value::String(s)) => s.hash(h),
-        Some(v) => v.to_string().hash(h),
-        None => 0u8.hash(h),
-    }
-}
-
-fn json_len(v: &Value) -> u64 {
-    serde_json::to_string(v).map_or(0, |s| s.len() as u64)
-}
-
-// ---- answers, read lightly: only what failover and the ledger need ----
-
-/// A non-streaming answer, read without copying anything: only what tells whether it says
-/// something (and its usage) is looked at.
-#[derive(Debug, Deserialize)]
-pub struct Answer<'a> {
-    #[serde(borrow)]
-    pub choices: Vec<AnswerChoice<'a>>,
-    #[serde(default)]
-    pub usage: Option<Usage>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct AnswerChoice<'a> {
-    #[serde(default, borrow)]
-    pub message: Option<AnswerMessage<'a>>,
-    #[serde(default, borrow)]
-    pub finish_reason: Option<Cow<'a, str>>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct AnswerMessage<'a> {
-    /// The JSON text of the content, unparsed.
-    #[serde(default, borrow)]
-    pub content: Option<&'a RawValue>,
-    #[serde(default)]
-    pub tool_calls: Option<Vec<IgnoredAny>>,
-    #[serde(default, borrow)]
-    pub reasoning_content: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    pub reasoning: Option<Cow<'a, str>>,
-}
-
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
-pub struct Usage {
-    #[serde(default)]
-    pub prompt_tokens: u64,
-    #[serde(default)]
-    pub completion_tokens: u64,
-}
-
-impl Answer<'_> {
-    /// Whether the answer says anything: text, a tool call, or (at least) reasoning, or a
-    /// finish reason that explains its silence (a content filter).
-    pub fn has_content(&self) -> bool {
-        self.choices.iter().any(|c| {
-            c.finish_reason.as_deref() == Some("content_filter")
-                || c.message.as_ref().is_some_and(|m| {
-                    m.content.is_some_and(says_something)
-                        || m.tool_calls.as_ref().is_some_and(|t| !t.is_empty())
-                        || m.reasoning_content.as_ref().is_some_and(|r| !r.is_empty())
-                        || m.reasoning.as_ref().is_some_and(|r| !r.is_empty())
-                })
-        })
-    }
-}
-
-/// A content value that is a non-empty string or a non-empty array (of parts).
-fn says_something(raw: &RawValue) -> bool {
-    let text = raw.get();
-    match text.as_bytes().first() {
-        Some(b'"') => text.len() > 2,
-        Some(b'[') => !text[1..text.len() - 1].trim().is_empty(),
-        _ => false,
-    }
-}
-
-/// One streamed chunk, read lightly.
-#[derive(Debug, Default, Deserialize)]
-pub struct Chunk<'a> {
-    #[serde(default, borrow)]
-    pub choices: Vec<ChunkChoice<'a>>,
-    #[serde(default)]
-    pub usage: Option<Usage>,
-    #[serde(default)]
-    pub error: Option<Value>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub struct ChunkChoice<'a> {
-    #[serde(default, borrow)]
-    pub delta: Option<Delta<'a>>,
-    #[serde(default, borrow)]
-    pub finish_reason: Option<Cow<'a, str>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub struct Delta<'a> {
-    // Borrowed from the event text: a stream's chunks are read, not kept.
-    #[serde(default, borrow)]
-    pub content: Option<Cow<'a, str>>,
-    #[serde(default)]
-    pub tool_calls: Option<Vec<IgnoredAny>>,
-    #[serde(default, borrow)]
-    pub reasoning_content: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    pub reasoning: Option<Cow<'a, str>>,
-}
-
-impl Chunk<'_> {
-    /// Carries text, a tool call or reasoning.
-    pub fn has_content(&self) -> bool {
-        self.choices.iter().any(|c| {
-            c.delta.as_ref().is_some_and(|d| {
-                d.content.as_ref().is_some_and(|s| !s.is_empty())
-                    || d.tool_calls.as_ref().is_some_and(|t| !t.is_empty())
-                    || d.reasoning_content.as_ref().is_some_and(|s| !s.is_empty())
-                    || d.reasoning.as_ref().is_some_and(|s| !s.is_empty())
-            })
-        })
-    }
-
-    pub fn finish_reason(&self) -> Option<&str> {
-        self.choices.iter().find_map(|c| c.finish_reason.as_deref())
     }
 }
 
@@ -383,7 +292,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn p(v: Value) -> Result<ChatRequest, String> {
+    fn p(v: Value) -> Result<chat::Request, String> {
         parse(v.to_string().as_bytes())
     }
 
@@ -459,44 +368,5 @@ mod tests {
             assert!(err.contains(needle), "{body} -> {err}");
         }
         assert!(parse(b"{not json").unwrap_err().contains("not valid JSON"));
-    }
-
-    #[test]
-    fn answers_and_chunks_are_read_lightly() {
-        let says = |body: &str| {
-            let a: Answer = serde_json::from_str(body).unwrap();
-            a.has_content()
-        };
-        for (message, expected) in [
-            (r#"{"role": "assistant", "content": ""}"#, false),
-            (r#"{"content": null}"#, false),
-            (r#"{"content": []}"#, false),
-            (r#"{"content": [ ]}"#, false),
-            (r#"{"content": 42}"#, false),
-            (r#"{"content": "x"}"#, true),
-            (r#"{"content": "\u0000"}"#, true),
-            (r#"{"content": [{"type": "text", "text": "x"}]}"#, true),
-            (r#"{"content": null, "tool_calls": [{"id": "1"}]}"#, true),
-            (r#"{"content": "", "reasoning_content": "hmm"}"#, true),
-            (r#"{"content": "", "reasoning": "hmm"}"#, true),
-        ] {
-            let body = format!(
-                r#"{{"model": "m", "choices": [{{"message": {message}, "finish_reason": "stop"}}]}}"#
-            );
-            assert_eq!(says(&body), expected, "{message}");
-        }
-        assert!(says(
-            r#"{"choices": [{"message": {"content": ""}, "finish_reason": "content_filter"}]}"#
-        ));
-        assert!(serde_json::from_str::<Answer>(r#"{"object": "error"}"#).is_err());
-        let c: Chunk =
-            serde_json::from_str(r#"{"choices":[{"delta":{"content":"x"},"finish_reason":null}]}"#)
-                .unwrap();
-        assert!(c.has_content());
-        let c: Chunk = serde_json::from_str(
-            r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4}}"#,
-        )
-        .unwrap();
-        assert_eq!(c.usage.unwrap().completion_tokens, 4);
     }
 }

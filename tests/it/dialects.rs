@@ -2,7 +2,7 @@
 //! streams cut at random boundaries, which must decode to the same client events.
 
 use freeway::catalog::{Catalog, Dialect};
-use freeway::providers::{self, StreamMap};
+use freeway::providers::{self, Dialects};
 use freeway::wire::{openai, sse};
 use proptest::prelude::*;
 use serde_json::Value;
@@ -15,7 +15,7 @@ fn fixture(name: &str) -> Vec<u8> {
     .unwrap()
 }
 
-fn request() -> openai::ChatRequest {
+fn request() -> freeway::chat::Request {
     openai::parse(&fixture("openai_request.json")).unwrap()
 }
 
@@ -31,7 +31,7 @@ fn openai_dialect_bodies_per_vendor() {
         "cohere/command-a-03-2025",
         "nvidia/deepseek-ai/deepseek-v3.1",
     ] {
-        let m = &catalog.models[catalog.find_reference(reference).unwrap()];
+        let m = catalog.model(reference).unwrap();
         let body: Value =
             serde_json::from_slice(&providers::openai::body(&req, catalog.provider_of(m), m))
                 .unwrap();
@@ -53,44 +53,53 @@ fn gemini_request_translation() {
 #[test]
 fn gemini_answer_translation() {
     let v: Value = serde_json::from_slice(&fixture("gemini_answer_tools.json")).unwrap();
-    let (bytes, usage) = providers::read_answer(
-        Dialect::Gemini,
-        serde_json::to_vec(&v).unwrap().into(),
-        "chatcmpl-fixture",
-        "gemini-2.5-flash",
-        1700000000,
-    )
-    .unwrap();
-    assert_eq!(usage, (31, 17));
+    let catalog = Catalog::builtin().unwrap();
+    let m = catalog.model("google/gemini-2.5-flash").unwrap();
+    let (answer, usage) = dialects()
+        .read_answer(
+            catalog.provider_of(m),
+            m,
+            serde_json::to_vec(&v).unwrap().into(),
+            "chatcmpl-fixture",
+        )
+        .unwrap();
+    assert_eq!(usage.map(|u| (u.input, u.output)), Some((31, 17)));
+    let bytes = openai::answer_body(answer, "chatcmpl-fixture", 1700000000);
     let out: Value = serde_json::from_slice(&bytes).unwrap();
     insta::assert_json_snapshot!("gemini_answer", out);
 }
 
-/// Decode a stream delivered in `chunks` through one dialect's map; the client's payloads.
+fn dialects() -> Dialects {
+    Dialects::new(Box::new(|_, _| {}))
+}
+
+/// Decode a stream delivered in `chunks` through one dialect and frame it for an OpenAI chat
+/// client; the client's events.
 fn client_events(dialect: Dialect, hide_usage: bool, chunks: &[&[u8]]) -> Vec<String> {
-    let mut decoder = sse::Decoder::new(1 << 20);
-    let mut map = StreamMap::new(
-        dialect,
-        hide_usage,
-        "chatcmpl-fixture",
-        "model-x",
-        1700000000,
-    );
+    let catalog = Catalog::builtin().unwrap();
+    let provider = match dialect {
+        Dialect::Gemini => catalog.provider("google").unwrap(),
+        Dialect::Openai => catalog.provider("groq").unwrap(),
+    };
+    let mut sse = sse::Decoder::new(1 << 20);
+    let mut decoder = dialects().decoder(provider, "chatcmpl-fixture");
+    let mut framer = openai::Framer::new("chatcmpl-fixture", "model-x", 1700000000, !hide_usage);
     let mut out = Vec::new();
-    let mut push = |events: Vec<sse::Event>, map: &mut StreamMap| {
+    let mut push = |events: Vec<sse::Event>, decoder: &mut providers::Decoder| {
         for e in events {
-            let m = map.on_event(&e);
-            assert!(m.error.is_none(), "{:?}", m.error);
-            for b in m.out {
-                out.push(String::from_utf8(b.to_vec()).unwrap());
+            let d = decoder.on_event(e);
+            assert!(d.error.is_none(), "{:?}", d.error);
+            if let Some(bytes) = d.piece.and_then(|p| framer.frame(p)) {
+                let text = String::from_utf8(bytes.to_vec()).unwrap();
+                out.extend(text.split_inclusive("\n\n").map(str::to_string));
             }
         }
     };
     for c in chunks {
-        let events = decoder.feed(c).unwrap();
-        push(events, &mut map);
+        let events = sse.feed(c).unwrap();
+        push(events, &mut decoder);
     }
-    push(decoder.finish().into_iter().collect(), &mut map);
+    push(sse.finish().into_iter().collect(), &mut decoder);
     out
 }
 

@@ -40,6 +40,7 @@ const MODEL: &str = "gpt-oss-120b";
 
 fn key_id(t: &TestApp, provider: &str, secret: &str) -> String {
     t.app
+        .live
         .keys
         .all(provider)
         .into_iter()
@@ -255,7 +256,7 @@ async fn an_invalid_key_is_marked_and_its_sibling_tried() {
         .count();
     assert_eq!(bad, 1, "an invalid key is not used again");
     let id = key_id(&t, "groq", "gsk_a1");
-    assert_eq!(t.app.keys.status(&id), freeway::keys::Status::Invalid);
+    assert_eq!(t.app.live.keys.status(&id), freeway::keys::Status::Invalid);
     assert_eq!(b.chat_calls().len(), 0);
 }
 

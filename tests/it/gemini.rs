@@ -285,6 +285,7 @@ async fn geminis_ways_of_saying_no_feed_the_failover_rules() {
     assert_eq!(resp.headers()["x-fallback-attempts"], "3");
     let id = |secret: &str| {
         t.app
+            .live
             .keys
             .all("google")
             .into_iter()
@@ -294,7 +295,7 @@ async fn geminis_ways_of_saying_no_feed_the_failover_rules() {
             .clone()
     };
     assert_eq!(
-        t.app.keys.status(&id("AIza-bad")),
+        t.app.live.keys.status(&id("AIza-bad")),
         freeway::keys::Status::Invalid
     );
     let busy = t

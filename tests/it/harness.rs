@@ -13,6 +13,8 @@ use axum::response::Response;
 use bytes::Bytes;
 use freeway::app::{self, App};
 use freeway::config::Config;
+/// The ledger's methods, for tests that look at usage and cooldowns.
+pub use freeway::ledger::Ledger;
 use freeway::ledger::{Clock, ManualClock, SystemClock};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};

@@ -376,19 +376,19 @@ async fn health_probes_mark_keys_and_three_rejections_disable() {
         let id = row.id;
         ids.push(id);
     }
-    t.app.reload().unwrap();
+    t.app.ops.reload().unwrap();
     use freeway::keys::Status;
-    let verdicts = freeway::health::run(&t.app).await;
+    let verdicts = t.app.ops.check(None).await.unwrap();
     assert_eq!(verdicts.len(), 3);
-    assert_eq!(t.app.keys.status(&ids[0]), Status::Healthy);
-    assert_eq!(t.app.keys.status(&ids[1]), Status::Invalid);
+    assert_eq!(t.app.live.keys.status(&ids[0]), Status::Healthy);
+    assert_eq!(t.app.live.keys.status(&ids[1]), Status::Invalid);
     assert_eq!(
-        t.app.keys.status(&ids[2]),
+        t.app.live.keys.status(&ids[2]),
         Status::Error,
         "a 503 cannot tell"
     );
-    freeway::health::run(&t.app).await;
-    freeway::health::run(&t.app).await;
+    t.app.ops.check(None).await.unwrap();
+    t.app.ops.check(None).await.unwrap();
     let disabled = eventually(|| {
         t.app
             .store
@@ -416,5 +416,5 @@ async fn health_probes_mark_keys_and_three_rejections_disable() {
             200
         );
     }
-    assert_eq!(t.app.keys.status(&ids[2]), Status::Healthy);
+    assert_eq!(t.app.live.keys.status(&ids[2]), Status::Healthy);
 }

@@ -166,9 +166,9 @@ async fn zai_tries_the_other_host_on_401_and_remembers() {
     }
     assert_eq!(intl.chat_calls().len(), 1, "the working host is remembered");
     assert_eq!(mainland.chat_calls().len(), 4);
-    let key = &t.app.keys.all("zhipu")[0];
+    let key = &t.app.live.keys.all("zhipu")[0];
     assert_ne!(
-        t.app.keys.status(&key.id),
+        t.app.live.keys.status(&key.id),
         freeway::keys::Status::Invalid,
         "not an invalid key"
     );

@@ -1,0 +1,550 @@
+//! The ledger kept in this process's memory.
+
+// Scopes come from the catalog and config, never from clients: a fast hasher is safe here.
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use serde::{Deserialize, Serialize};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::quota::{QuotaWindow, UpstreamQuota};
+use super::{Ask, Clock, Cooldown, Denied, Ledger, Mark, Scope, Span, Ticket, Usage, Window};
+use crate::catalog::Reset;
+
+/// Minute and day windows of one scope.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Counters {
+    minute: Window,
+    day: Window,
+    /// The day rule used last, so a persisted calendar window is read back the same way.
+    #[serde(default)]
+    calendar_tz: Option<String>,
+}
+
+#[derive(Default)]
+struct Inner {
+    counters: HashMap<Scope, Counters>,
+    cooldowns: HashMap<Scope, Cooldown>,
+    /// Scopes changed since the last snapshot.
+    dirty: HashSet<Scope>,
+    cooldowns_dirty: bool,
+}
+
+/// The ledger in this process's memory: one mutex around every counter and cooldown, with
+/// [`MemoryLedger::snapshot`] and [`MemoryLedger::restore`] for a background task to persist it.
+pub struct MemoryLedger {
+    inner: Mutex<Inner>,
+    clock: Arc<dyn Clock>,
+}
+
+impl MemoryLedger {
+    pub fn new(clock: Arc<dyn Clock>) -> MemoryLedger {
+        MemoryLedger {
+            inner: Mutex::new(Inner::default()),
+            clock,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn adjust(&self, ticket: &Ticket, dreq: i64, dtok: i64) {
+        let mut inner = self.lock();
+        for mark in &ticket.marks {
+            if let Some(c) = inner.counters.get_mut(&mark.scope) {
+                c.minute.adjust(mark.minute, dreq, dtok);
+                c.day.adjust(mark.day, dreq, dtok);
+            }
+            inner.dirty.insert(mark.scope.clone());
+        }
+    }
+
+    fn check(inner: &mut Inner, ask: &Ask, now: i64) -> Result<Vec<Scope>, Denied> {
+        let model_scope = Scope::model(&ask.provider, &ask.model, &ask.key);
+        let key_scope = Scope::key(&ask.provider, &ask.key);
+        for scope in [&model_scope, &key_scope] {
+            if let Some(c) = inner.cooldowns.get(scope) {
+                if c.until_ms > now {
+                    return Err(Denied::Cooling {
+                        until_ms: c.until_ms,
+                        reason: c.reason.clone(),
+                    });
+                }
+                inner.cooldowns.remove(scope);
+                inner.cooldowns_dirty = true;
+            }
+        }
+        let day = ask.day_span();
+        let mut scopes = vec![(model_scope, ask.limits, "")];
+        if !ask.account.is_empty() {
+            scopes.push((key_scope, ask.account, "account "));
+        }
+        for (scope, limits, label) in &scopes {
+            let c = inner.counters.entry(scope.clone()).or_default();
+            c.minute.prune(Span::MINUTE, now);
+            c.day.prune(day, now);
+            let (mr, mt) = c.minute.totals();
+            let (dr, dt) = c.day.totals();
+            let checks = [
+                (limits.rpm, mr, 1, &c.minute, Span::MINUTE, false, "rpm"),
+                (limits.rpd, dr, 1, &c.day, day, false, "rpd"),
+                (
+                    limits.tpm,
+                    mt,
+                    ask.tokens,
+                    &c.minute,
+                    Span::MINUTE,
+                    true,
+                    "tpm",
+                ),
+                (limits.tpd, dt, ask.tokens, &c.day, day, true, "tpd"),
+            ];
+            for (cap, used, want, window, span, tokens, name) in checks {
+                let Some(cap) = cap else { continue };
+                if used + want <= cap {
+                    continue;
+                }
+                let cap_name = cap_label(label, name);
+                if want > cap {
+                    return Err(Denied::Capped {
+                        cap: cap_name,
+                        frees_at_ms: None,
+                    });
+                }
+                let excess = used + want - cap;
+                let frees_at_ms = if tokens {
+                    window.frees_at(span, 0, excess)
+                } else {
+                    window.frees_at(span, excess, 0)
+                };
+                return Err(Denied::Capped {
+                    cap: cap_name,
+                    frees_at_ms,
+                });
+            }
+        }
+        Ok(scopes.into_iter().map(|(s, _, _)| s).collect())
+    }
+
+    /// Serialized state of scopes changed since the last call, and every cooldown; `None` when
+    /// nothing changed.
+    #[allow(clippy::type_complexity)]
+    pub fn snapshot(&self) -> Option<(Vec<(String, String)>, Vec<(String, i64, String)>)> {
+        let now = self.now_ms();
+        let mut inner = self.lock();
+        if inner.dirty.is_empty() && !inner.cooldowns_dirty {
+            return None;
+        }
+        let dirty: Vec<Scope> = inner.dirty.drain().collect();
+        let scopes = dirty
+            .into_iter()
+            .filter_map(|s| {
+                let c = inner.counters.get(&s)?;
+                Some((s.encode(), serde_json::to_string(c).ok()?))
+            })
+            .collect();
+        inner.cooldowns.retain(|_, c| c.until_ms > now);
+        let cooldowns = inner
+            .cooldowns
+            .iter()
+            .map(|(s, c)| (s.encode(), c.until_ms, c.reason.clone()))
+            .collect();
+        inner.cooldowns_dirty = false;
+        Some((scopes, cooldowns))
+    }
+
+    /// Load persisted state (at start).
+    pub fn restore(&self, scopes: &[(String, String)], cooldowns: &[(String, i64, String)]) {
+        let mut inner = self.lock();
+        for (scope, state) in scopes {
+            let (Some(scope), Ok(c)) = (Scope::decode(scope), serde_json::from_str(state)) else {
+                continue;
+            };
+            inner.counters.insert(scope, c);
+        }
+        for (scope, until_ms, reason) in cooldowns {
+            if let Some(scope) = Scope::decode(scope) {
+                inner.cooldowns.insert(
+                    scope,
+                    Cooldown {
+                        until_ms: *until_ms,
+                        reason: reason.clone(),
+                    },
+                );
+            }
+        }
+    }
+}
+
+impl Ledger for MemoryLedger {
+    fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    fn reserve(&self, ask: &Ask) -> Result<Ticket, Denied> {
+        let now = self.now_ms();
+        let mut inner = self.lock();
+        let scopes = Self::check(&mut inner, ask, now)?;
+        let day = ask.day_span();
+        let mut marks = Vec::with_capacity(scopes.len());
+        for scope in scopes {
+            let c = inner.counters.entry(scope.clone()).or_default();
+            let minute = c.minute.add(Span::MINUTE, now, 1, ask.tokens);
+            let day_start = c.day.add(day, now, 1, ask.tokens);
+            c.calendar_tz = calendar_name(day);
+            inner.dirty.insert(scope.clone());
+            marks.push(Mark {
+                scope,
+                minute,
+                day: day_start,
+            });
+        }
+        Ok(Ticket {
+            marks,
+            tokens: ask.tokens,
+        })
+    }
+
+    fn check(&self, ask: &Ask) -> Result<(), Denied> {
+        let now = self.now_ms();
+        let mut inner = self.lock();
+        Self::check(&mut inner, ask, now).map(|_| ())
+    }
+
+    fn settle(&self, ticket: &Ticket, tokens: Option<u64>) {
+        if let Some(used) = tokens {
+            self.adjust(ticket, 0, used as i64 - ticket.tokens as i64);
+        }
+    }
+
+    fn release(&self, ticket: &Ticket, sent: bool) {
+        let requests = if sent { 0 } else { -1 };
+        self.adjust(ticket, requests, -(ticket.tokens as i64));
+    }
+
+    fn clear(&self, scope: &Scope) {
+        let mut inner = self.lock();
+        if inner.cooldowns.remove(scope).is_some() {
+            inner.cooldowns_dirty = true;
+        }
+    }
+
+    fn cool(&self, scope: Scope, until_ms: i64, reason: &str) {
+        let mut inner = self.lock();
+        let entry = inner.cooldowns.entry(scope).or_insert(Cooldown {
+            until_ms: 0,
+            reason: String::new(),
+        });
+        if until_ms > entry.until_ms {
+            entry.until_ms = until_ms;
+            entry.reason = reason.to_string();
+        }
+        inner.cooldowns_dirty = true;
+    }
+
+    fn cooldown(&self, scope: &Scope) -> Option<Cooldown> {
+        let now = self.now_ms();
+        self.lock()
+            .cooldowns
+            .get(scope)
+            .filter(|c| c.until_ms > now)
+            .cloned()
+    }
+
+    fn cooldowns(&self) -> Vec<(Scope, Cooldown)> {
+        let now = self.now_ms();
+        self.lock()
+            .cooldowns
+            .iter()
+            .filter(|(_, c)| c.until_ms > now)
+            .map(|(s, c)| (s.clone(), c.clone()))
+            .collect()
+    }
+
+    fn usage(&self, scope: &Scope, reset: Reset) -> Usage {
+        let now = self.now_ms();
+        let day = match reset {
+            Reset::Rolling => Span::ROLLING_DAY,
+            Reset::Midnight(tz) => Span::Calendar(tz),
+        };
+        let mut inner = self.lock();
+        let Some(c) = inner.counters.get_mut(scope) else {
+            return Usage::default();
+        };
+        c.minute.prune(Span::MINUTE, now);
+        c.day.prune(day, now);
+        let (mr, mt) = c.minute.totals();
+        let (dr, dt) = c.day.totals();
+        Usage {
+            minute_requests: mr,
+            minute_tokens: mt,
+            day_requests: dr,
+            day_tokens: dt,
+        }
+    }
+
+    fn observe(&self, ask: &Ask, quotas: &[UpstreamQuota]) {
+        let now = self.now_ms();
+        let scope = Scope::model(&ask.provider, &ask.model, &ask.key);
+        for q in quotas {
+            let window = match q.window {
+                QuotaWindow::Unknown => {
+                    let (day_cap, minute_cap) = if q.tokens {
+                        (ask.limits.tpd, ask.limits.tpm)
+                    } else {
+                        (ask.limits.rpd, ask.limits.rpm)
+                    };
+                    if minute_cap.is_some() || day_cap.is_none() {
+                        QuotaWindow::Minute
+                    } else {
+                        QuotaWindow::Day
+                    }
+                }
+                w => w,
+            };
+            let day_span = ask.day_span();
+            if q.remaining == 0 {
+                let until = match (q.reset, window) {
+                    (Some(d), _) => now + d.as_millis() as i64,
+                    (None, QuotaWindow::Day) => day_span.expiry(day_span.bucket_start(now)),
+                    (None, _) => now + 60_000,
+                };
+                let what = if q.tokens { "tokens" } else { "requests" };
+                self.cool(
+                    scope.clone(),
+                    until,
+                    &format!("upstream reports no {what} left"),
+                );
+                continue;
+            }
+            let cap = match (q.tokens, window) {
+                (false, QuotaWindow::Day) => ask.limits.rpd,
+                (false, _) => ask.limits.rpm,
+                (true, QuotaWindow::Day) => ask.limits.tpd,
+                (true, _) => ask.limits.tpm,
+            };
+            let Some(cap) = cap else { continue };
+            let upstream_used = cap.saturating_sub(q.remaining);
+            let mut inner = self.lock();
+            let c = inner.counters.entry(scope.clone()).or_default();
+            let (span, w) = if window == QuotaWindow::Day {
+                (day_span, &mut c.day)
+            } else {
+                (Span::MINUTE, &mut c.minute)
+            };
+            w.prune(span, now);
+            let (r, t) = w.totals();
+            let ours = if q.tokens { t } else { r };
+            if upstream_used > ours {
+                let more = upstream_used - ours;
+                if q.tokens {
+                    w.add(span, now, 0, more);
+                } else {
+                    w.add(span, now, more, 0);
+                }
+                inner.dirty.insert(scope.clone());
+            }
+        }
+    }
+}
+
+fn calendar_name(span: Span) -> Option<String> {
+    match span {
+        Span::Calendar(tz) => Some(tz.name().to_string()),
+        Span::Rolling { .. } => None,
+    }
+}
+
+fn cap_label(prefix: &str, name: &'static str) -> &'static str {
+    match (prefix.is_empty(), name) {
+        (true, n) => n,
+        (false, "rpm") => "account rpm",
+        (false, "rpd") => "account rpd",
+        (false, "tpm") => "account tpm",
+        (false, _) => "account tpd",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Limits;
+    use crate::ledger::quota::parse_quota_headers;
+    use crate::ledger::{ManualClock, Reservation};
+    use std::time::Duration;
+
+    fn ask(limits: Limits, tokens: u64) -> Ask {
+        Ask {
+            provider: "p".into(),
+            model: "m".into(),
+            key: "k".into(),
+            limits,
+            account: Limits::default(),
+            reset: Reset::Rolling,
+            tokens,
+        }
+    }
+
+    fn memory_at(ms: i64) -> (Arc<MemoryLedger>, Arc<ManualClock>) {
+        let clock = Arc::new(ManualClock::new(ms));
+        (Arc::new(MemoryLedger::new(clock.clone())), clock)
+    }
+
+    fn ledger_at(ms: i64) -> (Arc<dyn Ledger>, Arc<ManualClock>) {
+        let (l, clock) = memory_at(ms);
+        (l, clock)
+    }
+
+    /// What a router does: reserve through the trait, settle or drop the claim.
+    fn take(l: &Arc<dyn Ledger>, a: &Ask) -> Result<Reservation, Denied> {
+        Reservation::take(l, a)
+    }
+
+    #[test]
+    fn rpm_cap_counts_in_flight_requests() {
+        let (l, clock) = ledger_at(1_000_000);
+        let a = ask(
+            Limits {
+                rpm: Some(2),
+                ..Limits::default()
+            },
+            10,
+        );
+        let r1 = take(&l, &a).unwrap();
+        let _r2 = take(&l, &a).unwrap();
+        let denied = take(&l, &a).err().unwrap();
+        assert!(
+            matches!(denied, Denied::Capped { cap: "rpm", frees_at_ms: Some(t) } if t == 1_061_000)
+        );
+        r1.settle(Some(5));
+        assert!(take(&l, &a).is_err(), "a settled request still counts");
+        clock.advance(Duration::from_secs(61));
+        assert!(take(&l, &a).is_ok(), "the minute rolled over");
+    }
+
+    #[test]
+    fn tokens_are_reserved_then_settled_or_released() {
+        let (l, _) = ledger_at(0);
+        let a = ask(
+            Limits {
+                tpm: Some(100),
+                ..Limits::default()
+            },
+            60,
+        );
+        let r = take(&l, &a).unwrap();
+        assert!(take(&l, &a).is_err(), "60 + 60 > 100");
+        drop(r);
+        let r = take(&l, &a).unwrap();
+        r.settle(Some(20));
+        let scope = Scope::model("p", "m", "k");
+        assert_eq!(l.usage(&scope, Reset::Rolling).minute_tokens, 20);
+        assert_eq!(l.usage(&scope, Reset::Rolling).minute_requests, 2);
+        let too_big = ask(
+            Limits {
+                tpm: Some(100),
+                ..Limits::default()
+            },
+            500,
+        );
+        assert_eq!(
+            take(&l, &too_big).err(),
+            Some(Denied::Capped {
+                cap: "tpm",
+                frees_at_ms: None
+            })
+        );
+    }
+
+    #[test]
+    fn account_caps_span_models() {
+        let (l, _) = ledger_at(0);
+        let mut a = ask(Limits::default(), 1);
+        a.account = Limits {
+            rpd: Some(2),
+            ..Limits::default()
+        };
+        let mut b = a.clone();
+        b.model = "other".into();
+        let _x = take(&l, &a).unwrap();
+        let _y = take(&l, &b).unwrap();
+        assert!(matches!(
+            take(&l, &a).err(),
+            Some(Denied::Capped {
+                cap: "account rpd",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn cooldowns_block_until_they_expire() {
+        let (l, clock) = ledger_at(0);
+        let a = ask(Limits::default(), 1);
+        l.cool(Scope::key("p", "k"), 5_000, "5xx");
+        assert!(matches!(
+            take(&l, &a).err(),
+            Some(Denied::Cooling {
+                until_ms: 5_000,
+                ..
+            })
+        ));
+        clock.set(5_000);
+        assert!(take(&l, &a).is_ok());
+        l.cool(Scope::model("p", "m", "k"), 9_000, "429");
+        l.cool(Scope::model("p", "m", "k"), 7_000, "shorter one is ignored");
+        assert_eq!(
+            l.cooldown(&Scope::model("p", "m", "k")).unwrap().until_ms,
+            9_000
+        );
+    }
+
+    #[test]
+    fn snapshot_restore_round_trip() {
+        let (mem, _) = memory_at(10_000);
+        let l: Arc<dyn Ledger> = mem.clone();
+        let a = ask(
+            Limits {
+                rpd: Some(3),
+                ..Limits::default()
+            },
+            1,
+        );
+        take(&l, &a).unwrap().settle(Some(1));
+        take(&l, &a).unwrap().settle(Some(1));
+        l.cool(Scope::model("p", "x", "k"), 99_000, "429");
+        let (scopes, cooldowns) = mem.snapshot().unwrap();
+        assert!(mem.snapshot().is_none(), "nothing changed since");
+        let (mem2, _) = memory_at(20_000);
+        mem2.restore(&scopes, &cooldowns);
+        let l2: Arc<dyn Ledger> = mem2;
+        let _third = take(&l2, &a).unwrap();
+        assert!(take(&l2, &a).is_err(), "restored counts still count");
+        assert!(l2.cooldown(&Scope::model("p", "x", "k")).is_some());
+    }
+
+    #[test]
+    fn upstream_headers_win() {
+        let (l, _) = ledger_at(0);
+        let a = ask(
+            Limits {
+                rpd: Some(1000),
+                tpm: Some(6000),
+                ..Limits::default()
+            },
+            1,
+        );
+        let headers = [
+            ("x-ratelimit-remaining-requests", "990"),
+            ("x-ratelimit-remaining-tokens", "0"),
+            ("x-ratelimit-reset-tokens", "7.66s"),
+            ("x-ratelimit-reset-requests", "2m59.56s"),
+            ("content-type", "application/json"),
+        ];
+        let q = parse_quota_headers(headers.iter().copied());
+        assert_eq!(q.len(), 2);
+        l.observe(&a, &q);
+        let scope = Scope::model("p", "m", "k");
+        assert_eq!(l.usage(&scope, Reset::Rolling).day_requests, 10);
+        assert_eq!(l.cooldown(&scope).unwrap().until_ms, 7_660);
+    }
+}

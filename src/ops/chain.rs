@@ -1,0 +1,178 @@
+//! The chain: its order and switches, and what each model has left today.
+
+use super::{Error, Ops, Result};
+use crate::catalog::Limits;
+use crate::ledger::{Ask, Scope};
+use crate::store::ChainRow;
+
+/// One model in the chain, with today's usage summed over its usable keys.
+#[derive(Debug, Clone)]
+pub struct ChainEntry {
+    /// 1 = tried first.
+    pub position: usize,
+    pub provider: String,
+    /// `provider/upstream-id`.
+    pub model: String,
+    pub canonical: String,
+    pub rank: u32,
+    pub context: u64,
+    pub tools: bool,
+    pub vision: bool,
+    pub enabled: bool,
+    /// Per key.
+    pub limits: Limits,
+    /// Usable keys of its provider.
+    pub keys: usize,
+    pub requests_today: u64,
+    pub tokens_today: u64,
+    /// Some usable key could take a small request now.
+    pub available: bool,
+    /// When the soonest capped or cooling key frees up, if none is available.
+    pub frees_at_ms: Option<i64>,
+}
+
+impl Ops {
+    /// The chain as routing walks it.
+    pub fn chain(&self) -> Vec<ChainEntry> {
+        let snap = self.live.snapshot();
+        snap.chain
+            .iter()
+            .enumerate()
+            .filter_map(|(i, link)| {
+                let m = snap.catalog.model(&link.model)?;
+                let p = snap.catalog.provider_of(m);
+                let keys = self.live.keys.usable(&p.id);
+                let (mut requests, mut tokens) = (0, 0);
+                let mut available = false;
+                let mut frees_at_ms: Option<i64> = None;
+                for k in &keys {
+                    let u = self
+                        .ledger
+                        .usage(&Scope::model(&p.id, &m.id, &k.id), p.reset);
+                    requests += u.day_requests;
+                    tokens += u.day_tokens;
+                    match self.ledger.check(&Ask::new(p, m, &k.id, 1)) {
+                        Ok(()) => available = true,
+                        Err(d) => {
+                            if let Some(t) = d.until_ms() {
+                                frees_at_ms = Some(frees_at_ms.map_or(t, |s| s.min(t)));
+                            }
+                        }
+                    }
+                }
+                Some(ChainEntry {
+                    position: i + 1,
+                    provider: p.id.clone(),
+                    model: m.reference.clone(),
+                    canonical: m.canonical.clone(),
+                    rank: m.rank,
+                    context: m.context,
+                    tools: m.tools,
+                    vision: m.vision,
+                    enabled: link.enabled,
+                    limits: m.limits,
+                    keys: keys.len(),
+                    requests_today: requests,
+                    tokens_today: tokens,
+                    available: link.enabled && available,
+                    frees_at_ms: (!available).then_some(frees_at_ms).flatten(),
+                })
+            })
+            .collect()
+    }
+
+    /// The stored form of the current chain: every model in order, with the switches the user
+    /// set (a model the catalog or config disables is not switched off here).
+    fn chain_rows(&self) -> Result<(Vec<ChainRow>, Vec<String>)> {
+        let stored = self.store.chain()?;
+        let snap = self.live.snapshot();
+        let refs: Vec<String> = snap.chain.iter().map(|l| l.model.clone()).collect();
+        let rows = refs
+            .iter()
+            .map(|r| ChainRow {
+                model: r.clone(),
+                enabled: stored
+                    .iter()
+                    .find(|s| {
+                        snap.catalog
+                            .model(&s.model)
+                            .is_some_and(|m| &m.reference == r)
+                    })
+                    .is_none_or(|s| s.enabled),
+            })
+            .collect();
+        Ok((rows, refs))
+    }
+
+    /// The reference of a model named `provider/model` (upstream or canonical id).
+    fn chain_model(&self, name: &str) -> Result<String> {
+        let snap = self.live.snapshot();
+        snap.catalog
+            .model(name)
+            .map(|m| m.reference.clone())
+            .ok_or_else(|| {
+                Error::NotFound(format!(
+                    "{name:?} is not a <provider>/<model> in the catalog (see `freeway chain`)"
+                ))
+            })
+    }
+
+    fn save_chain(&self, rows: &[ChainRow]) -> Result<()> {
+        self.store.set_chain(rows)?;
+        self.reload()?;
+        Ok(())
+    }
+
+    /// Move a model to a position (1 = first); returns the position it took.
+    pub fn move_model(&self, name: &str, position: usize) -> Result<usize> {
+        let target = self.chain_model(name)?;
+        let (mut rows, refs) = self.chain_rows()?;
+        let from = refs
+            .iter()
+            .position(|r| *r == target)
+            .ok_or_else(|| Error::NotFound(format!("{name:?} is not in the chain")))?;
+        let row = rows.remove(from);
+        let to = position.clamp(1, rows.len() + 1) - 1;
+        rows.insert(to, row);
+        self.save_chain(&rows)?;
+        Ok(to + 1)
+    }
+
+    /// Put these models first, in this order; the rest keep their order after them.
+    pub fn reorder(&self, order: &[String]) -> Result<()> {
+        let mut wanted = Vec::with_capacity(order.len());
+        for name in order {
+            let r = self.chain_model(name)?;
+            if wanted.contains(&r) {
+                return Err(Error::Invalid(format!("{name:?} is listed twice")));
+            }
+            wanted.push(r);
+        }
+        let (rows, _) = self.chain_rows()?;
+        let (mut first, rest): (Vec<ChainRow>, Vec<ChainRow>) =
+            rows.into_iter().partition(|r| wanted.contains(&r.model));
+        first.sort_by_key(|r| wanted.iter().position(|w| *w == r.model));
+        first.extend(rest);
+        self.save_chain(&first)
+    }
+
+    /// Switch a model on or off in the chain. Returns a note when the catalog or config keeps
+    /// it off anyway.
+    pub fn set_model_enabled(&self, name: &str, enabled: bool) -> Result<Option<String>> {
+        let target = self.chain_model(name)?;
+        let (mut rows, _) = self.chain_rows()?;
+        if let Some(row) = rows.iter_mut().find(|r| r.model == target) {
+            row.enabled = enabled;
+        }
+        self.save_chain(&rows)?;
+        let snap = self.live.snapshot();
+        let note = snap.catalog.model(&target).and_then(|m| {
+            let off = !m.enabled || !snap.catalog.provider_of(m).enabled;
+            (enabled && off).then(|| {
+                "the catalog or config disables this model or its provider; set enabled = true there too"
+                    .to_string()
+            })
+        });
+        Ok(note)
+    }
+}

@@ -1,0 +1,351 @@
+//! Provider keys and client keys.
+
+use super::{Error, Ops, Result};
+use crate::catalog::Provider;
+use crate::crypto;
+use crate::health::{self, Verdict};
+use crate::keys::{self, Status};
+use crate::ledger::{Scope, short};
+use crate::store::{ClientKeyRow, KeyRow};
+
+/// Where a provider key comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySource {
+    /// Added through the CLI or the dashboard; kept sealed in the store.
+    Stored,
+    /// From the config file or the environment; never written anywhere.
+    Config,
+}
+
+impl KeySource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeySource::Stored => "stored",
+            KeySource::Config => "config",
+        }
+    }
+}
+
+/// A provider key as people see it: masked, never whole.
+#[derive(Debug, Clone)]
+pub struct KeyView {
+    pub id: String,
+    pub provider: String,
+    pub label: String,
+    pub masked: String,
+    pub enabled: bool,
+    pub source: KeySource,
+    pub status: Status,
+    pub last_checked_ms: Option<i64>,
+    pub last_error: Option<String>,
+    /// Active cooldowns: (model, or `None` for the whole key; until, in ms; why).
+    pub cooldowns: Vec<(Option<String>, i64, String)>,
+}
+
+/// A client key as people see it.
+#[derive(Debug, Clone)]
+pub struct ClientKeyView {
+    /// `None` for fixed keys from the config or environment.
+    pub id: Option<String>,
+    pub name: String,
+    /// The first characters, to tell keys apart.
+    pub prefix: String,
+    pub created_ms: Option<i64>,
+    pub revoked: bool,
+}
+
+impl Ops {
+    /// A provider by id; an unknown one is an error that names the known ones.
+    pub fn provider(&self, id: &str) -> Result<Provider> {
+        let catalog = self.catalog();
+        catalog.provider(id).cloned().ok_or_else(|| {
+            let known: Vec<&str> = catalog.providers.iter().map(|p| p.id.as_str()).collect();
+            Error::Invalid(format!(
+                "unknown provider {id:?}; known: {}",
+                known.join(", ")
+            ))
+        })
+    }
+
+    /// Add a provider key; it is sealed in the store and used at once.
+    pub fn add_key(&self, provider: &str, secret: &str, label: Option<&str>) -> Result<KeyView> {
+        let p = self.provider(provider)?;
+        let secret = secret.trim();
+        if secret.is_empty() {
+            return Err(Error::Invalid("the key is empty".into()));
+        }
+        if secret.chars().any(char::is_whitespace) {
+            return Err(Error::Invalid(
+                "the key contains whitespace; paste only the key".into(),
+            ));
+        }
+        if p.quirks.account_in_url && !secret.contains(':') {
+            return Err(Error::Invalid(format!(
+                "a {} key is `account_id:api_token` (both parts, joined by a colon)",
+                p.name
+            )));
+        }
+        let row = keys::new_row(
+            &self.sealer,
+            &p.id,
+            label.unwrap_or_default().trim().to_string(),
+            secret,
+            self.ledger.now_ms(),
+        );
+        self.store.insert_key(&row)?;
+        self.reload()?;
+        self.key(&row.id)
+    }
+
+    /// Every provider key: stored ones, then the config's.
+    pub fn keys(&self) -> Result<Vec<KeyView>> {
+        let mut out = Vec::new();
+        for row in self.store.keys()? {
+            out.push(self.stored_view(&row));
+        }
+        let snap = self.live.snapshot();
+        for p in &snap.catalog.providers {
+            for k in self.live.keys.all(&p.id) {
+                if k.stored || k.secret.expose().is_empty() {
+                    continue;
+                }
+                let h = k.health();
+                out.push(KeyView {
+                    id: k.id.clone(),
+                    provider: p.id.clone(),
+                    label: k.label.clone(),
+                    masked: crypto::mask(k.secret.expose()),
+                    enabled: k.enabled,
+                    source: KeySource::Config,
+                    status: h.status,
+                    last_checked_ms: h.last_check_ms,
+                    last_error: h.last_error,
+                    cooldowns: self.cooldowns_of(&p.id, &k.id),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// One key by id or unambiguous id prefix.
+    pub fn key(&self, id: &str) -> Result<KeyView> {
+        let all = self.keys()?;
+        let mut found: Vec<KeyView> = all.into_iter().filter(|k| k.id.starts_with(id)).collect();
+        match found.len() {
+            _ if id.is_empty() => Err(Error::Invalid("give a key id (see the key list)".into())),
+            0 => Err(Error::NotFound(format!(
+                "no key has an id starting with {id:?} (see `freeway keys list`)"
+            ))),
+            1 => Ok(found.remove(0)),
+            n => Err(Error::Invalid(format!(
+                "{n} keys have ids starting with {id:?}; give more characters"
+            ))),
+        }
+    }
+
+    fn stored_view(&self, row: &KeyRow) -> KeyView {
+        let masked = self
+            .sealer
+            .open(&row.sealed, &keys::aad(&row.id, &row.provider))
+            .map(|k| crypto::mask(&String::from_utf8_lossy(&k)))
+            .unwrap_or_else(|_| "(undecryptable)".into());
+        // This process's verdict when newer than the row's (not yet written).
+        let live = self.live.keys.health(&row.id);
+        let (status, last_checked_ms, last_error) = match live {
+            Some(h) if h.last_check_ms >= row.last_check_ms => {
+                (h.status, h.last_check_ms, h.last_error)
+            }
+            _ => (
+                Status::parse(&row.status),
+                row.last_check_ms,
+                row.last_error.clone(),
+            ),
+        };
+        KeyView {
+            id: row.id.clone(),
+            provider: row.provider.clone(),
+            label: row.label.clone(),
+            masked,
+            enabled: row.enabled,
+            source: KeySource::Stored,
+            status,
+            last_checked_ms,
+            last_error,
+            cooldowns: self.cooldowns_of(&row.provider, &row.id),
+        }
+    }
+
+    fn cooldowns_of(&self, provider: &str, key: &str) -> Vec<(Option<String>, i64, String)> {
+        self.ledger
+            .cooldowns()
+            .into_iter()
+            .filter(|(s, _)| s.provider == provider && s.key == key)
+            .map(|(s, c)| (s.model, c.until_ms, c.reason))
+            .collect()
+    }
+
+    /// A stored key by id or prefix; a config key is a conflict (it lives in the file).
+    fn stored_key(&self, id: &str, doing: &str) -> Result<KeyView> {
+        let k = self.key(id)?;
+        if k.source == KeySource::Config {
+            return Err(Error::Conflict(format!(
+                "key {} comes from the config file or environment; {doing} it there",
+                short(&k.id)
+            )));
+        }
+        Ok(k)
+    }
+
+    /// Remove a stored key.
+    pub fn remove_key(&self, id: &str) -> Result<KeyView> {
+        let k = self.stored_key(id, "remove")?;
+        self.store.remove_key(&k.id)?;
+        self.reload()?;
+        Ok(k)
+    }
+
+    /// Enable (which also clears an `invalid` verdict) or disable a stored key.
+    pub fn set_key_enabled(&self, id: &str, enabled: bool) -> Result<KeyView> {
+        let k = self.stored_key(id, if enabled { "enable" } else { "disable" })?;
+        self.store.set_key_enabled(&k.id, enabled)?;
+        if enabled && k.status == Status::Invalid {
+            // The user says it is good again: forget this process's verdict too.
+            self.live
+                .keys
+                .set_status(&k.id, Status::Unknown, None, self.ledger.now_ms());
+            self.live.keys.take_changed();
+        }
+        self.reload()?;
+        self.key(&k.id)
+    }
+
+    /// Probe keys now (every key, or those `only` accepts) and write what was found.
+    pub async fn check(&self, only: Option<&str>) -> Result<Vec<Verdict>> {
+        let target = only.map(|id| self.key(id)).transpose()?;
+        let filter = |k: &keys::ProviderKey| target.as_ref().is_none_or(|t| t.id == k.id);
+        let now = || self.ledger.now_ms();
+        let verdicts = health::run(&self.live, &self.prober, &filter, &now).await;
+        self.persist_health();
+        Ok(verdicts)
+    }
+
+    /// Clear a key's cooldowns (every model's and the key's own).
+    pub fn clear_cooldowns(&self, id: &str) -> Result<usize> {
+        let k = self.key(id)?;
+        let scopes: Vec<Scope> = self
+            .ledger
+            .cooldowns()
+            .into_iter()
+            .filter(|(s, _)| s.provider == k.provider && s.key == k.id)
+            .map(|(s, _)| s)
+            .collect();
+        for s in &scopes {
+            self.ledger.clear(s);
+        }
+        Ok(scopes.len())
+    }
+
+    // ---- client keys ----
+
+    /// Create a client key; returns it whole, the only time it is shown.
+    pub fn create_client_key(&self, name: &str) -> Result<String> {
+        let name = name.trim();
+        if name.is_empty() {
+            return Err(Error::Invalid(
+                "give the key a name, e.g. `freeway client-keys create laptop`".into(),
+            ));
+        }
+        let key = create_client_key(&self.store, name, self.ledger.now_ms())?;
+        self.reload()?;
+        Ok(key)
+    }
+
+    /// Client keys: stored ones (revoked too), then the config's fixed keys.
+    pub fn client_keys(&self) -> Result<Vec<ClientKeyView>> {
+        let mut out: Vec<ClientKeyView> = self
+            .store
+            .client_keys()?
+            .into_iter()
+            .map(|r| ClientKeyView {
+                id: Some(r.id),
+                name: r.name,
+                prefix: r.prefix,
+                created_ms: Some(r.created_ms),
+                revoked: r.revoked_ms.is_some(),
+            })
+            .collect();
+        for (i, _) in self.config.auth.api_keys.iter().enumerate() {
+            out.push(ClientKeyView {
+                id: None,
+                name: format!("config #{}", i + 1),
+                prefix: String::new(),
+                created_ms: None,
+                revoked: false,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Revoke client keys by name, or one by id or unambiguous id prefix; how many.
+    pub fn revoke_client_key(&self, name_or_id: &str) -> Result<usize> {
+        let now = self.ledger.now_ms();
+        let mut n = self.store.revoke_client_key(name_or_id, now)?;
+        if n == 0 && !name_or_id.is_empty() {
+            // Ids are shown shortened: accept a unique prefix.
+            let matches: Vec<_> = self
+                .store
+                .client_keys()?
+                .into_iter()
+                .filter(|r| r.revoked_ms.is_none() && r.id.starts_with(name_or_id))
+                .collect();
+            match matches.len() {
+                1 => n = self.store.revoke_client_key(&matches[0].id, now)?,
+                0 => {}
+                m => {
+                    return Err(Error::Invalid(format!(
+                        "{m} client keys have ids starting with {name_or_id:?}; give more characters"
+                    )));
+                }
+            }
+        }
+        if n == 0 {
+            return Err(Error::NotFound(format!(
+                "no active client key is named {name_or_id:?} or has that id"
+            )));
+        }
+        self.reload()?;
+        Ok(n)
+    }
+}
+
+/// Create the first client key if this data directory has never had one. Returns it (to be
+/// shown once) when created.
+pub fn ensure_first_client_key(
+    store: &crate::store::Store,
+    now_ms: i64,
+) -> anyhow::Result<Option<String>> {
+    if store.setting("first_client_key")?.is_some() {
+        return Ok(None);
+    }
+    let key = create_client_key(store, "default", now_ms)?;
+    store.set_setting("first_client_key", b"created")?;
+    Ok(Some(key))
+}
+
+/// Create and store a client key; returns the key (shown once, stored hashed).
+fn create_client_key(
+    store: &crate::store::Store,
+    name: &str,
+    now_ms: i64,
+) -> anyhow::Result<String> {
+    let key = crypto::new_client_key();
+    store.insert_client_key(&ClientKeyRow {
+        id: crypto::new_id(),
+        name: name.to_string(),
+        hash: crypto::hash_client_key(&key),
+        prefix: key.chars().take(7).collect(),
+        created_ms: now_ms,
+        revoked_ms: None,
+    })?;
+    Ok(key)
+}

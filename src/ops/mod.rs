@@ -1,0 +1,140 @@
+//! The operations: what a person does with Freeway (provider keys, client keys, the chain,
+//! models, status, health checks), written once and called from every front door: the CLI,
+//! the HTTP handlers and the admin API.
+//!
+//! A change goes to the store and, in this process, to the live state at once, so a running
+//! server's router sees it on its next request. Another process (the CLI next to a running
+//! server) is noticed through the store's data version ([`Ops::reload_if_changed`], polled by
+//! the server).
+
+mod chain;
+mod keys;
+mod status;
+
+pub use chain::ChainEntry;
+pub use keys::{ClientKeyView, KeySource, KeyView, ensure_first_client_key};
+pub use status::{KeyLine, ModelGroup, ModelRow, ProviderStatus, fmt_time};
+
+use std::sync::{Arc, Mutex};
+
+use crate::catalog::Catalog;
+use crate::catalog::chain::chain as build_chain;
+use crate::config::Config;
+use crate::crypto::Sealer;
+use crate::health::Prober;
+use crate::ledger::Ledger;
+use crate::live::{Live, Snapshot};
+use crate::store::Store;
+
+/// Why an operation could not be done, by who can fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No such key, client key or model.
+    #[error("{0}")]
+    NotFound(String),
+    /// The input is wrong (unknown provider, empty key, ambiguous id, ...).
+    #[error("{0}")]
+    Invalid(String),
+    /// The thing exists but cannot be changed this way (a key from the config file).
+    #[error("{0}")]
+    Conflict(String),
+    /// The store failed.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// The operations, over the parts they work on.
+pub struct Ops {
+    config: Arc<Config>,
+    store: Arc<Store>,
+    sealer: Arc<Sealer>,
+    live: Arc<Live>,
+    ledger: Arc<dyn Ledger>,
+    prober: Prober,
+    /// The store's data version last seen, to notice other processes' changes.
+    data_version: Mutex<i64>,
+}
+
+impl Ops {
+    /// Operations over these parts; loads the live state from the store.
+    pub fn new(
+        config: Arc<Config>,
+        store: Arc<Store>,
+        sealer: Arc<Sealer>,
+        live: Arc<Live>,
+        ledger: Arc<dyn Ledger>,
+        prober: Prober,
+    ) -> anyhow::Result<Ops> {
+        let ops = Ops {
+            config,
+            store,
+            sealer,
+            live,
+            ledger,
+            prober,
+            data_version: Mutex::new(0),
+        };
+        ops.reload()?;
+        Ok(ops)
+    }
+
+    pub fn live(&self) -> &Arc<Live> {
+        &self.live
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    pub fn ledger(&self) -> &Arc<dyn Ledger> {
+        &self.ledger
+    }
+
+    fn catalog(&self) -> Arc<Catalog> {
+        Arc::clone(&self.live.snapshot().catalog)
+    }
+
+    /// Load keys, client keys and the chain from the store into the live state.
+    pub fn reload(&self) -> anyhow::Result<()> {
+        *self.data_version.lock().unwrap_or_else(|e| e.into_inner()) = self.store.data_version()?;
+        let catalog = self.catalog();
+        let rows = self.store.keys()?;
+        self.live.keys.load(&catalog, &rows, &self.sealer);
+        self.live
+            .clients
+            .load(&self.config.auth.api_keys, &self.store)?;
+        let chain = build_chain(&catalog, &self.config.routing.chain, &self.store.chain()?);
+        self.live.set_snapshot(Snapshot { catalog, chain });
+        Ok(())
+    }
+
+    /// Reload if another process committed since the last look; whether it did.
+    pub fn reload_if_changed(&self) -> anyhow::Result<bool> {
+        let now = self.store.data_version()?;
+        let seen = *self.data_version.lock().unwrap_or_else(|e| e.into_inner());
+        if now == seen {
+            return Ok(false);
+        }
+        self.reload()?;
+        Ok(true)
+    }
+
+    /// Write the health of keys that changed (three confirmed rejections disable a key).
+    pub fn persist_health(&self) {
+        for (id, h) in self.live.keys.take_changed() {
+            let at = h.last_check_ms.unwrap_or_else(|| self.ledger.now_ms());
+            if let Err(e) = self.store.set_key_health(
+                &id,
+                h.status.as_str(),
+                h.invalid_count,
+                h.last_error.as_deref(),
+                at,
+                h.invalid_count >= 3,
+            ) {
+                tracing::error!(error = %e, "could not record a key's health");
+            }
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! What can serve now: the model list clients see, readiness, per-provider status, and the
+//! quota gauges for metrics.
+
+use std::collections::BTreeMap;
+
+use super::Ops;
+use crate::keys::Status;
+use crate::ledger::{Ask, Scope, short};
+
+/// One model as `/v1/models` lists it: a canonical model and the providers that serve it.
+#[derive(Debug, Clone)]
+pub struct ModelGroup {
+    pub canonical: String,
+    /// The provider of the first serving model in chain order.
+    pub owned_by: String,
+    pub context: u64,
+    pub tools: bool,
+    pub vision: bool,
+    /// Some enabled serving model could take a request now.
+    pub available: bool,
+    /// Some serving model is switched on.
+    pub enabled: bool,
+    /// `provider/upstream-id` of each serving model, in chain order.
+    pub providers: Vec<String>,
+}
+
+/// One model's line in a provider's status.
+#[derive(Debug, Clone)]
+pub struct ModelRow {
+    pub id: String,
+    /// `ready`, `disabled`, `no usable key`, or why each key cannot serve.
+    pub state: String,
+}
+
+/// One key's line in a provider's status.
+#[derive(Debug, Clone)]
+pub struct KeyLine {
+    /// The id, shortened.
+    pub id: String,
+    pub status: Status,
+    pub enabled: bool,
+    /// A cooldown of the whole key: until (ms), and why.
+    pub cooling: Option<(i64, String)>,
+}
+
+/// One provider with keys.
+#[derive(Debug, Clone)]
+pub struct ProviderStatus {
+    pub id: String,
+    pub name: String,
+    pub enabled: bool,
+    pub keys: usize,
+    pub usable: usize,
+    pub key_lines: Vec<KeyLine>,
+    pub models: Vec<ModelRow>,
+}
+
+impl Ops {
+    /// Whether some usable key of this model's provider could take a small request now.
+    fn available(&self, reference: &str) -> bool {
+        let snap = self.live.snapshot();
+        let Some(m) = snap.catalog.model(reference) else {
+            return false;
+        };
+        let p = snap.catalog.provider_of(m);
+        self.live
+            .keys
+            .usable(&p.id)
+            .iter()
+            .any(|k| self.ledger.check(&Ask::new(p, m, &k.id, 1)).is_ok())
+    }
+
+    /// Canonical models in chain order: those an enabled, usable key can serve, or with `all`
+    /// the whole catalog. Also whether any model can serve now (`auto`).
+    pub fn model_groups(&self, all: bool) -> (Vec<ModelGroup>, bool) {
+        let snap = self.live.snapshot();
+        let mut groups: Vec<ModelGroup> = Vec::new();
+        let mut any_available = false;
+        for link in &snap.chain {
+            let Some(m) = snap.catalog.model(&link.model) else {
+                continue;
+            };
+            let available = link.enabled && self.available(&m.reference);
+            any_available |= available;
+            let has_key = self.live.keys.has_usable(&m.provider);
+            if !(all || link.enabled && has_key) {
+                continue;
+            }
+            let g = match groups.iter_mut().position(|g| g.canonical == m.canonical) {
+                Some(i) => &mut groups[i],
+                None => {
+                    groups.push(ModelGroup {
+                        canonical: m.canonical.clone(),
+                        owned_by: m.provider.clone(),
+                        context: 0,
+                        tools: false,
+                        vision: false,
+                        available: false,
+                        enabled: false,
+                        providers: Vec::new(),
+                    });
+                    let last = groups.len() - 1;
+                    &mut groups[last]
+                }
+            };
+            g.context = g.context.max(m.context);
+            g.tools |= m.tools;
+            g.vision |= m.vision;
+            g.available |= available;
+            g.enabled |= link.enabled;
+            g.providers.push(m.reference.clone());
+        }
+        (groups, any_available)
+    }
+
+    /// Ready when some enabled model can serve now; else why not.
+    pub fn readiness(&self) -> Result<(), &'static str> {
+        let snap = self.live.snapshot();
+        let enabled: Vec<&str> = snap
+            .chain
+            .iter()
+            .filter(|l| l.enabled)
+            .map(|l| l.model.as_str())
+            .collect();
+        if enabled.iter().any(|r| self.available(r)) {
+            return Ok(());
+        }
+        let has_keys = enabled.iter().any(|r| {
+            snap.catalog
+                .model(r)
+                .is_some_and(|m| self.live.keys.has_usable(&m.provider))
+        });
+        Err(if has_keys {
+            "every enabled model is capped or cooling down right now"
+        } else {
+            "no enabled, valid provider key: add one with `freeway keys add <provider>`"
+        })
+    }
+
+    /// Every provider that has keys, its keys and models; and the soonest moment a capped or
+    /// cooling candidate frees up.
+    pub fn status(&self) -> (Vec<ProviderStatus>, Option<i64>) {
+        let snap = self.live.snapshot();
+        let now = self.ledger.now_ms();
+        let mut soonest: Option<i64> = None;
+        let mut out = Vec::new();
+        for p in &snap.catalog.providers {
+            let keys = self.live.keys.all(&p.id);
+            if keys.is_empty() {
+                continue;
+            }
+            let usable = self.live.keys.usable(&p.id);
+            let key_lines = keys
+                .iter()
+                .map(|k| {
+                    let cool = self
+                        .ledger
+                        .cooldown(&Scope::key(&p.id, &k.id))
+                        .filter(|c| c.until_ms > now)
+                        .map(|c| (c.until_ms, c.reason));
+                    KeyLine {
+                        id: short(&k.id).to_string(),
+                        status: k.status(),
+                        enabled: k.enabled,
+                        cooling: cool,
+                    }
+                })
+                .collect();
+            let mut models = Vec::new();
+            for link in &snap.chain {
+                let Some(m) = snap
+                    .catalog
+                    .model(&link.model)
+                    .filter(|m| m.provider == p.id)
+                else {
+                    continue;
+                };
+                let mut states = Vec::new();
+                let mut ready = false;
+                for k in &usable {
+                    match self.ledger.check(&Ask::new(p, m, &k.id, 1)) {
+                        Ok(()) => ready = true,
+                        Err(d) => match d.until_ms() {
+                            Some(t) => {
+                                soonest = Some(soonest.map_or(t, |s| s.min(t)));
+                                states.push(format!("{d} until {}", fmt_time(t)));
+                            }
+                            None => states.push(d.to_string()),
+                        },
+                    }
+                }
+                let state = if !link.enabled {
+                    "disabled".to_string()
+                } else if ready {
+                    "ready".to_string()
+                } else if usable.is_empty() {
+                    "no usable key".to_string()
+                } else {
+                    states.join("; ")
+                };
+                models.push(ModelRow {
+                    id: m.id.clone(),
+                    state,
+                });
+            }
+            out.push(ProviderStatus {
+                id: p.id.clone(),
+                name: p.name.clone(),
+                enabled: p.enabled,
+                keys: keys.len(),
+                usable: usable.len(),
+                key_lines,
+                models,
+            });
+        }
+        (out, soonest)
+    }
+
+    /// Active cooldowns per provider, for metrics.
+    pub fn cooldown_counts(&self) -> Vec<(String, i64)> {
+        let mut cooling: BTreeMap<String, i64> = BTreeMap::new();
+        for (scope, _) in self.ledger.cooldowns() {
+            *cooling.entry(scope.provider).or_default() += 1;
+        }
+        cooling.into_iter().collect()
+    }
+
+    /// What is left per (provider, model, key, window) of every enabled model, for metrics.
+    pub fn quota_left(&self) -> Vec<(String, String, String, String, i64)> {
+        let snap = self.live.snapshot();
+        let mut out = Vec::new();
+        for link in snap.chain.iter().filter(|l| l.enabled) {
+            let Some(m) = snap.catalog.model(&link.model) else {
+                continue;
+            };
+            let p = snap.catalog.provider_of(m);
+            for k in self.live.keys.usable(&p.id) {
+                let u = self
+                    .ledger
+                    .usage(&Scope::model(&p.id, &m.id, &k.id), p.reset);
+                let windows = [
+                    ("rpm", m.limits.rpm, u.minute_requests),
+                    ("rpd", m.limits.rpd, u.day_requests),
+                    ("tpm", m.limits.tpm, u.minute_tokens),
+                    ("tpd", m.limits.tpd, u.day_tokens),
+                ];
+                for (window, cap, used) in windows {
+                    if let Some(cap) = cap {
+                        out.push((
+                            p.id.clone(),
+                            m.id.clone(),
+                            short(&k.id).to_string(),
+                            window.to_string(),
+                            cap.saturating_sub(used) as i64,
+                        ));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A moment for people: `2026-11-25 22:07:24 UTC`.
+pub fn fmt_time(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|| ms.to_string())
+}

@@ -1,0 +1,179 @@
+//! Streamed answers: [`Pump`] reads an upstream stream event by event through its dialect's
+//! decoder; [`Tail`] is the committed rest of a stream, handed to the client's surface as
+//! [`Piece`]s, which settles the reservation and writes the log row when it ends, or when the
+//! client goes away and drops it.
+
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::chat::Piece;
+use crate::ledger::Reservation;
+use crate::providers::Decoder;
+use crate::reqlog::RequestLog;
+use crate::store::RequestRow;
+use crate::upstream;
+use crate::wire::sse;
+
+/// The largest SSE event accepted from an upstream.
+const MAX_EVENT: usize = 8 << 20;
+
+/// Reads an upstream stream.
+pub struct Pump {
+    body: upstream::Body,
+    sse: sse::Decoder,
+    decoder: Decoder,
+    stall: Duration,
+    /// Some content has been seen.
+    pub content: bool,
+    /// A finish reason has been seen.
+    finished: bool,
+}
+
+/// Where a stream stands after a step.
+pub enum State {
+    More,
+    /// The upstream ended cleanly (finish reason seen).
+    End,
+    Broken(String),
+}
+
+impl Pump {
+    pub fn new(body: upstream::Body, decoder: Decoder, stall: Duration) -> Pump {
+        Pump {
+            body,
+            sse: sse::Decoder::new(MAX_EVENT),
+            decoder,
+            stall,
+            content: false,
+            finished: false,
+        }
+    }
+
+    /// Tokens the upstream reported, (input, output).
+    pub fn usage(&self) -> Option<crate::chat::Usage> {
+        self.decoder.usage()
+    }
+
+    /// Read one upstream chunk and decode the events it completes into `out`.
+    pub async fn step(&mut self, out: &mut Vec<Piece>) -> State {
+        let events = match tokio::time::timeout(self.stall, upstream::next_chunk(&mut self.body))
+            .await
+        {
+            Err(_) => {
+                return State::Broken(format!("the stream stalled for {}s", self.stall.as_secs()));
+            }
+            Ok(Some(Err(e))) => return State::Broken(format!("the stream was cut ({e})")),
+            Ok(Some(Ok(bytes))) => match self.sse.feed(&bytes) {
+                Ok(events) => events,
+                Err(e) => return State::Broken(e.to_string()),
+            },
+            Ok(None) => {
+                let last = self.sse.finish();
+                return match self.apply(last.into_iter().collect(), out) {
+                    State::More if self.finished => State::End,
+                    State::More => State::Broken("the stream ended without a finish reason".into()),
+                    other => other,
+                };
+            }
+        };
+        self.apply(events, out)
+    }
+
+    fn apply(&mut self, events: Vec<sse::Event>, out: &mut Vec<Piece>) -> State {
+        for ev in events {
+            let d = self.decoder.on_event(ev);
+            out.extend(d.piece);
+            self.content |= d.content;
+            self.finished |= d.finished;
+            if let Some(err) = d.error {
+                return State::Broken(format!("the upstream reported an error ({err})"));
+            }
+            if d.done {
+                return if self.finished {
+                    State::End
+                } else {
+                    State::Broken("the stream ended without a finish reason".into())
+                };
+            }
+        }
+        State::More
+    }
+}
+
+/// The committed part of a stream: hands on pieces as they arrive and closes the books.
+pub struct Tail {
+    pub log: Arc<RequestLog>,
+    pub pending: VecDeque<Piece>,
+    pub pump: Pump,
+    /// Nothing more to read from the upstream.
+    pub done: bool,
+    pub reservation: Option<Reservation>,
+    pub row: Option<RequestRow>,
+    pub started: Instant,
+}
+
+impl Tail {
+    pub fn into_stream(self) -> BoxStream<'static, Piece> {
+        futures_util::stream::unfold(self, |mut tail| async move {
+            loop {
+                if let Some(p) = tail.pending.pop_front() {
+                    return Some((p, tail));
+                }
+                if tail.done {
+                    return None;
+                }
+                let mut out = Vec::new();
+                let state = tail.pump.step(&mut out).await;
+                tail.pending.extend(out);
+                match state {
+                    State::More => {}
+                    State::End => tail.close(None),
+                    State::Broken(reason) => {
+                        tracing::warn!(reason = %reason, "stream interrupted after content");
+                        tail.pending.push_back(Piece::Interrupted(reason.clone()));
+                        tail.close(Some(format!("stream_interrupted: {reason}")));
+                    }
+                }
+            }
+        })
+        .boxed()
+    }
+
+    /// The stream is over: settle, write the log row.
+    pub fn close(&mut self, error: Option<String>) {
+        self.done = true;
+        let usage = self.pump.usage();
+        if let Some(r) = self.reservation.take() {
+            match error {
+                None => r.settle(usage.map(|u| u.total())),
+                Some(_) => r.release(),
+            }
+        }
+        if let Some(mut row) = self.row.take() {
+            if let Some(u) = usage {
+                row.tokens_in = u.input;
+                row.tokens_out = u.output;
+            }
+            row.status = 200;
+            row.latency_ms = self.started.elapsed().as_millis() as u64;
+            row.error = error;
+            self.log.record(row);
+        }
+    }
+}
+
+impl Drop for Tail {
+    fn drop(&mut self) {
+        // Dropped before the end: the client went away. The reservation's drop gives the
+        // tokens back; the upstream request is dropped with the pump.
+        if let Some(mut row) = self.row.take() {
+            row.status = 499;
+            row.latency_ms = self.started.elapsed().as_millis() as u64;
+            row.error = Some("client disconnected".into());
+            self.log.record(row);
+        }
+    }
+}
