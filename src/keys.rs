@@ -406,3 +406,60 @@ impl ClientKeys {
         found
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    /// A reload while requests look for usable keys must never wait forever: an earlier
+    /// version took the health lock and then the key map's, while lookups took them in the
+    /// other order, and with one event-loop thread the server hung.
+    #[test]
+    fn reloads_and_lookups_do_not_wait_on_each_other() {
+        let config = Config::from_toml(
+            "[providers.groq]\nkeys = [\"gsk_config_key_1234567890\"]",
+            &|_| None,
+        )
+        .unwrap();
+        let catalog = Arc::new(Catalog::from_config(&config).unwrap());
+        let sealer = Arc::new(Sealer::from_hex(&"11".repeat(32)).unwrap());
+        let rows: Vec<KeyRow> = (0..8)
+            .map(|i| new_row(&sealer, "groq", format!("k{i}"), &format!("gsk_{i:020}"), 0))
+            .collect();
+        let ring = Arc::new(KeyRing::default());
+        ring.load(&catalog, &rows, &sealer);
+        let (done, finished) = mpsc::channel();
+        let reloader = {
+            let (ring, catalog, sealer, rows, done) =
+                (ring.clone(), catalog.clone(), sealer.clone(), rows.clone(), done.clone());
+            std::thread::spawn(move || {
+                for _ in 0..3_000 {
+                    ring.load(&catalog, &rows, &sealer);
+                }
+                let _ = done.send("reloads");
+            })
+        };
+        let reader = {
+            let (ring, id) = (ring.clone(), rows[0].id.clone());
+            std::thread::spawn(move || {
+                for i in 0..300_000 {
+                    assert!(ring.has_usable("groq"));
+                    if i % 100 == 0 {
+                        ring.set_status(&id, Status::Healthy, None, i);
+                    }
+                }
+                let _ = done.send("lookups");
+            })
+        };
+        for _ in 0..2 {
+            finished
+                .recv_timeout(Duration::from_secs(120))
+                .expect("a reload and a lookup waited on each other");
+        }
+        reloader.join().unwrap();
+        reader.join().unwrap();
+    }
+}

@@ -116,6 +116,42 @@ async fn a_streamed_answer_arrives_as_openai_chunks() {
     );
 }
 
+/// A short answer often arrives as one upstream event: content and the finish reason
+/// together. The stream must still end like every other one.
+#[tokio::test]
+async fn a_one_event_answer_still_ends_with_done() {
+    let (mock, t) = setup().await;
+    for (event, text, finish) in [
+        (
+            json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "Yes."}]}, "finishReason": "STOP"}],
+                   "usageMetadata": {"promptTokenCount": 4, "candidatesTokenCount": 1, "totalTokenCount": 5}}),
+            "Yes.",
+            "stop",
+        ),
+        (
+            json!({"candidates": [{"content": {"role": "model", "parts": [{"functionCall": {"name": "get_weather", "args": {"city": "Oslo"}}}]}, "finishReason": "STOP"}]}),
+            "",
+            "tool_calls",
+        ),
+    ] {
+        mock.always(sse(&[event]));
+        let resp = t
+            .chat(json!({"model": "gemini-2.5-flash", "stream": true, "tools": weather_tools(),
+                "messages": [{"role": "user", "content": "hi"}]}))
+            .await;
+        assert_eq!(resp.status(), 200);
+        let events = sse_data(resp).await;
+        assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{events:?}");
+        assert_eq!(sse_text(&events), text);
+        let finishes: Vec<String> = events[..events.len() - 1]
+            .iter()
+            .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+            .filter_map(|c| c["choices"][0]["finish_reason"].as_str().map(str::to_string))
+            .collect();
+        assert_eq!(finishes, [finish], "{events:?}");
+    }
+}
+
 fn weather_tools() -> Value {
     json!([{"type": "function", "function": {"name": "get_weather", "description": "Weather for a city",
         "parameters": {"type": "object", "additionalProperties": false, "$defs": {"unit": {"type": "string", "enum": ["c", "f"]}},
