@@ -172,6 +172,8 @@ fn serve(config: Config) -> anyhow::Result<()> {
         if !app.live.keys.any_usable() {
             println!("  No provider keys yet: add one with `freeway keys add <provider>` (e.g. groq, google)");
         }
+        // A blank line ends the banner (scripts read up to it).
+        println!();
         app::serve(app, listener, app::shutdown_signal()).await
     })
 }

@@ -69,7 +69,7 @@ fn start_server(cwd: &Path, env: &[(&str, &str)]) -> Result<Server, String> {
     let mut reader = BufReader::new(stdout);
     let mut lines = Vec::new();
     let mut addr = None;
-    // Read the banner: up to the line after the address (the key line, if any, follows it).
+    // Read the banner, which a blank line ends.
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line).unwrap_or(0) == 0 {
@@ -80,33 +80,22 @@ fn start_server(cwd: &Path, env: &[(&str, &str)]) -> Result<Server, String> {
             ));
         }
         let line = line.trim_end().to_string();
+        if line.is_empty() {
+            break;
+        }
         if let Some(a) = line.strip_prefix("Freeway listening on http://") {
             addr = Some(a.to_string());
         }
-        let done = line.contains("OpenAI base URL");
         lines.push(line);
-        if done && addr.is_some() {
-            break;
-        }
     }
-    // The key line comes right after; give it a moment to be written.
-    std::thread::sleep(Duration::from_millis(100));
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in reader.lines() {
-            let Ok(l) = line else { break };
-            if tx.send(l).is_err() {
-                break;
-            }
-        }
-    });
-    std::thread::sleep(Duration::from_millis(200));
-    while let Ok(l) = rx.try_recv() {
-        lines.push(l);
-    }
+    // Keep draining stdout so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in reader.lines() {});
+    let Some(addr) = addr else {
+        return Err(format!("no address in the banner: {lines:?}"));
+    };
     Ok(Server {
         child,
-        addr: addr.unwrap(),
+        addr,
         lines,
         stderr_path,
     })

@@ -336,8 +336,19 @@ async fn shutdown_lets_in_flight_streams_finish() {
     let t = TestApp::spawn(&custom(&mock, "")).await;
     let resp = t.chat(stream_ask()).await;
     assert_eq!(resp.status(), 200);
+    let addr = t.addr;
     let stopping = tokio::spawn(t.stop());
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Shutdown has begun once the listener is gone.
+    let mut closed = false;
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            closed = true;
+            break;
+        }
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(closed, "the server stops accepting connections");
     assert!(!stopping.is_finished(), "shutdown waits for the stream");
     gate.notify_one();
     let events = sse_data(resp).await;
