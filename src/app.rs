@@ -272,7 +272,6 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    use axum::serve::ListenerExt;
     app.start_background();
     let server = Arc::new(crate::http::Server {
         router: app.router(),
@@ -280,26 +279,7 @@ pub async fn serve(
         max_body: app.config.max_body,
         metrics: app.config.metrics.clone(),
     });
-    let router = crate::http::routes(server);
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
-    let signalled = CancellationToken::new();
-    let s = signalled.clone();
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
-        shutdown.await;
-        s.cancel();
-    });
-    let grace = async {
-        signalled.cancelled().await;
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
-    };
-    tokio::select! {
-        r = server => r.context("the server failed")?,
-        _ = grace => tracing::warn!("shutdown grace period over; closing the remaining connections"),
-    }
+    crate::http::serve(server, listener, shutdown, SHUTDOWN_GRACE).await?;
     app.stop.cancel();
     app.tasks.close();
     if tokio::time::timeout(Duration::from_secs(10), app.tasks.wait())

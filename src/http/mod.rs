@@ -37,6 +37,38 @@ pub struct Server {
     pub metrics: Metrics,
 }
 
+/// Serve `server` on `listener` until `shutdown` resolves; then let in-flight requests finish
+/// for at most `grace`.
+pub async fn serve(
+    server: Arc<Server>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    grace: std::time::Duration,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
+    let signalled = tokio_util::sync::CancellationToken::new();
+    let s = signalled.clone();
+    let serving = axum::serve(listener, routes(server)).with_graceful_shutdown(async move {
+        shutdown.await;
+        s.cancel();
+    });
+    let grace = async {
+        signalled.cancelled().await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        r = serving => r.context("the server failed")?,
+        _ = grace => tracing::warn!("shutdown grace period over; closing the remaining connections"),
+    }
+    Ok(())
+}
+
 /// The whole HTTP router.
 pub fn routes(server: Arc<Server>) -> axum::Router {
     axum::Router::new()

@@ -1,6 +1,7 @@
 //! Freeway's integration tests: one binary, real sockets on loopback, mock upstreams.
 
 mod api;
+mod architecture;
 mod cli;
 mod dialects;
 mod failover;
