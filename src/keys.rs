@@ -433,8 +433,13 @@ mod tests {
         ring.load(&catalog, &rows, &sealer);
         let (done, finished) = mpsc::channel();
         let reloader = {
-            let (ring, catalog, sealer, rows, done) =
-                (ring.clone(), catalog.clone(), sealer.clone(), rows.clone(), done.clone());
+            let (ring, catalog, sealer, rows, done) = (
+                ring.clone(),
+                catalog.clone(),
+                sealer.clone(),
+                rows.clone(),
+                done.clone(),
+            );
             std::thread::spawn(move || {
                 for _ in 0..3_000 {
                     ring.load(&catalog, &rows, &sealer);

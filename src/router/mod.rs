@@ -167,8 +167,8 @@ impl Router {
             .candidates(&snap, inc)
             .map_err(|error| Failed { error, attempts: 0 })?;
         let tokens = inc.req.facts.token_estimate();
-        let mut tally = Tally::default();
         let deadline = started + self.settings.time_budget;
+        let mut tally = Tally::default();
         'models: for model in models {
             if tally.skipped_providers.contains(&model.provider) {
                 continue;
@@ -194,52 +194,33 @@ impl Router {
                 let (outcome, host_failures) = self.attempt(provider, model, &key, inc, &ask).await;
                 // A key tried on another host (Z.ai) first failed once per host.
                 tally.attempts += host_failures;
-                let mut attempt = AttemptRow {
-                    target: model.reference.clone(),
-                    key_id: Some(key.id.clone()),
-                    outcome: "ok".into(),
-                    status: Some(200),
-                    latency_ms: t0.elapsed().as_millis() as u64,
-                };
                 let (failure, status) = match outcome {
                     Ok(success) => {
-                        row.attempts.push(attempt);
-                        self.live.keys.mark_success(&key.id, self.ledger.now_ms());
+                        row.attempts
+                            .push(attempt_row(model, &key, "ok", Some(200), t0));
                         if let Some(id) = sticky_id {
                             self.sticky.put(id, &model.reference, self.ledger.now_ms());
                         }
+                        self.live.keys.mark_success(&key.id, self.ledger.now_ms());
                         row.served_by = Some(model.reference.clone());
-                        return Ok(self.finish(
-                            success,
-                            reservation,
-                            row,
-                            started,
-                            model,
-                            tally.attempts,
-                        ));
+                        return Ok(Reply {
+                            routed_via: model.reference.clone(),
+                            model: model.id.clone(),
+                            attempts: tally.attempts,
+                            body: self.finish(success, reservation, row, started),
+                        });
                     }
                     Err(AttemptError::Client(message)) => {
                         reservation.unsent();
-                        return Err(Failed {
-                            error: ApiError::InvalidRequest(message),
-                            attempts: tally.attempts,
-                        });
+                        let error = ApiError::InvalidRequest(message);
+                        return Err(tally.fail(error));
                     }
                     Err(AttemptError::Upstream(failure, status)) => (failure, status),
                 };
                 reservation.release();
-                tally.attempts += 1;
-                attempt.outcome = failure.tag().into();
-                attempt.status = status;
-                row.attempts.push(attempt);
-                tally
-                    .notes
-                    .push(format!("{}: {}", model.reference, failure.reason()));
-                tracing::info!(request_id = %inc.request_id, target = %model.reference, key = %crate::ledger::short(&key.id), reason = %failure.reason(), "attempt failed");
-                let decision = decide(&failure, provider, &self.policy(), self.ledger.now_ms());
-                self.apply(&decision, provider, model, &key);
-                tally.learn(&decision);
-                match decision.next {
+                row.attempts
+                    .push(attempt_row(model, &key, failure.tag(), status, t0));
+                match self.failed(&failure, provider, model, &key, inc, &mut tally) {
                     Next::Key => continue,
                     Next::Model => continue 'models,
                     Next::Provider => {
@@ -247,25 +228,42 @@ impl Router {
                         continue 'models;
                     }
                     Next::Refuse => {
-                        let message = match failure {
+                        let why = match failure {
                             Failure::Request(m) => m,
                             other => other.reason(),
                         };
-                        return Err(Failed {
-                            error: ApiError::InvalidRequest(format!(
-                                "{} rejected the request: {message}",
-                                model.reference
-                            )),
-                            attempts: tally.attempts,
-                        });
+                        let error = ApiError::InvalidRequest(format!(
+                            "{} rejected the request: {why}",
+                            model.reference
+                        ));
+                        return Err(tally.fail(error));
                     }
                 }
             }
         }
-        Err(Failed {
-            attempts: tally.attempts,
-            error: tally.exhausted(&self.settings, self.ledger.now_ms()),
-        })
+        let error = tally.exhausted(&self.settings, self.ledger.now_ms());
+        Err(tally.fail(error))
+    }
+
+    /// An attempt failed: note it, decide what it means, cool down what must rest.
+    fn failed(
+        &self,
+        failure: &Failure,
+        provider: &Provider,
+        model: &Model,
+        key: &ProviderKey,
+        inc: &Incoming,
+        tally: &mut Tally,
+    ) -> Next {
+        tally.attempts += 1;
+        tally
+            .notes
+            .push(format!("{}: {}", model.reference, failure.reason()));
+        tracing::info!(request_id = %inc.request_id, target = %model.reference, key = %crate::ledger::short(&key.id), reason = %failure.reason(), "attempt failed");
+        let decision = decide(failure, provider, &self.policy(), self.ledger.now_ms());
+        self.apply(&decision, provider, model, key);
+        tally.learn(&decision);
+        decision.next
     }
 
     /// The models that may serve this request, in order (the conversation's model first), and
@@ -456,18 +454,14 @@ impl Router {
         }
     }
 
-    /// Turn a success into the reply; settle or hand over the reservation and log row.
+    /// Turn a success into the reply's body; settle or hand over the reservation and log row.
     fn finish(
         &self,
         success: Success,
         reservation: Reservation,
         row: &mut RequestRow,
         started: Instant,
-        model: &Model,
-        attempts: u32,
-    ) -> Reply {
-        let routed_via = model.reference.clone();
-        let model = model.id.clone();
+    ) -> Body {
         match success {
             Success::Answer(answer, usage) => {
                 match usage.filter(|u| u.total() > 0) {
@@ -483,12 +477,7 @@ impl Router {
                 row.latency_ms = started.elapsed().as_millis() as u64;
                 row.ttft_ms = Some(row.latency_ms);
                 self.log.record(std::mem::take(row));
-                Reply {
-                    routed_via,
-                    model,
-                    attempts,
-                    body: Body::Answer(answer),
-                }
+                Body::Answer(answer)
             }
             Success::Stream { pump, first, done } => {
                 row.ttft_ms = Some(started.elapsed().as_millis() as u64);
@@ -505,12 +494,7 @@ impl Router {
                     // Everything is already pending; close the books now.
                     tail.close(None);
                 }
-                Reply {
-                    routed_via,
-                    model,
-                    attempts,
-                    body: Body::Stream(tail.into_stream()),
-                }
+                Body::Stream(tail.into_stream())
             }
         }
     }
@@ -531,6 +515,13 @@ struct Tally {
 }
 
 impl Tally {
+    fn fail(&self, error: ApiError) -> Failed {
+        Failed {
+            error,
+            attempts: self.attempts,
+        }
+    }
+
     fn frees_at(&mut self, t: i64) {
         self.soonest = Some(self.soonest.map_or(t, |s| s.min(t)));
     }
@@ -589,6 +580,23 @@ impl Tally {
                 retry_after,
             }
         }
+    }
+}
+
+/// One attempt for the request log.
+fn attempt_row(
+    model: &Model,
+    key: &ProviderKey,
+    outcome: &str,
+    status: Option<u16>,
+    t0: Instant,
+) -> AttemptRow {
+    AttemptRow {
+        target: model.reference.clone(),
+        key_id: Some(key.id.clone()),
+        outcome: outcome.into(),
+        status,
+        latency_ms: t0.elapsed().as_millis() as u64,
     }
 }
 

@@ -98,7 +98,10 @@ fn modules_depend_on_each_other_without_circles() {
     for (module, forbidden) in [
         ("router", ["app", "http", "ops", "cli"].as_slice()),
         ("providers", ["app", "http", "router", "ops"].as_slice()),
-        ("chat", ["app", "http", "router", "providers", "wire"].as_slice()),
+        (
+            "chat",
+            ["app", "http", "router", "providers", "wire"].as_slice(),
+        ),
         ("ops", ["app", "http", "router", "cli"].as_slice()),
     ] {
         let deps = &graph[module];
@@ -111,7 +114,11 @@ fn modules_depend_on_each_other_without_circles() {
 #[test]
 fn crates_stay_in_their_module() {
     // (what, the only top-level module that may name it)
-    let owners = [("axum::", "http"), ("rusqlite::", "store"), ("aes_gcm::", "crypto")];
+    let owners = [
+        ("axum::", "http"),
+        ("rusqlite::", "store"),
+        ("aes_gcm::", "crypto"),
+    ];
     for (top, path, code) in modules() {
         for (what, owner) in owners {
             assert!(

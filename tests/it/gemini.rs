@@ -136,17 +136,27 @@ async fn a_one_event_answer_still_ends_with_done() {
     ] {
         mock.always(sse(&[event]));
         let resp = t
-            .chat(json!({"model": "gemini-2.5-flash", "stream": true, "tools": weather_tools(),
-                "messages": [{"role": "user", "content": "hi"}]}))
+            .chat(
+                json!({"model": "gemini-2.5-flash", "stream": true, "tools": weather_tools(),
+                "messages": [{"role": "user", "content": "hi"}]}),
+            )
             .await;
         assert_eq!(resp.status(), 200);
         let events = sse_data(resp).await;
-        assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{events:?}");
+        assert_eq!(
+            events.last().map(String::as_str),
+            Some("[DONE]"),
+            "{events:?}"
+        );
         assert_eq!(sse_text(&events), text);
         let finishes: Vec<String> = events[..events.len() - 1]
             .iter()
             .filter_map(|e| serde_json::from_str::<Value>(e).ok())
-            .filter_map(|c| c["choices"][0]["finish_reason"].as_str().map(str::to_string))
+            .filter_map(|c| {
+                c["choices"][0]["finish_reason"]
+                    .as_str()
+                    .map(str::to_string)
+            })
             .collect();
         assert_eq!(finishes, [finish], "{events:?}");
     }
