@@ -36,6 +36,6 @@ fuzz_target!(|data: &[u8]| {
     let failure = freeway::providers::classify(status, retry_after.as_deref(), body);
     let _ = (failure.reason(), failure.tag());
     if let Some(v) = retry_after.as_deref() {
-        let _ = freeway::providers::parse_retry_after(v);
+        let _ = freeway::providers::classify::parse_retry_after(v);
     }
 });

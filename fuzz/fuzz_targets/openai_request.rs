@@ -22,7 +22,7 @@ const MODELS: &[&str] = &[
 
 struct Setup {
     catalog: Catalog,
-    models: Vec<usize>,
+    models: Vec<String>,
 }
 
 fn setup() -> &'static Setup {
@@ -33,8 +33,10 @@ fn setup() -> &'static Setup {
             .iter()
             .map(|r| {
                 catalog
-                    .find_reference(r)
+                    .model(r)
                     .unwrap_or_else(|| panic!("fuzz target out of date: {r} is not in the catalog"))
+                    .reference
+                    .clone()
             })
             .collect();
         Setup { catalog, models }
@@ -47,28 +49,29 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let _ = req.facts.token_estimate();
-    for &i in &s.models {
-        let m = &s.catalog.models[i];
+    for r in &s.models {
+        let Some(m) = s.catalog.model(r) else {
+            continue;
+        };
         let p = s.catalog.provider_of(m);
         let out = freeway::providers::openai::body(&req, p, m);
         let v: Value = serde_json::from_slice(&out).unwrap_or_else(|e| {
             panic!(
                 "body for {} is not JSON ({e}): {:?}",
-                s.catalog.reference(i),
+                m.reference,
                 String::from_utf8_lossy(&out)
             )
         });
         assert!(
             v.is_object(),
             "body for {} is not an object",
-            s.catalog.reference(i)
+            m.reference
         );
         assert_eq!(
             v.get("model").and_then(Value::as_str),
             Some(m.id.as_str()),
             "body for {} does not name the upstream model",
-            s.catalog.reference(i)
+            m.reference
         );
-        let _ = freeway::providers::openai::injects_usage(&req, &p.quirks);
     }
 });

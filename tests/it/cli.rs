@@ -91,6 +91,8 @@ fn start_server(cwd: &Path, env: &[(&str, &str)]) -> Result<Server, String> {
     // Keep draining stdout so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in reader.lines() {});
     let Some(addr) = addr else {
+        let _ = child.kill();
+        let _ = child.wait();
         return Err(format!("no address in the banner: {lines:?}"));
     };
     Ok(Server {
