@@ -67,6 +67,18 @@ pub fn open_data(config: &Config) -> anyhow::Result<(Arc<Store>, Arc<Sealer>, Ke
             config.data_dir.display()
         )
     })?;
+    // Keys, counters and the request log: nobody else's business, whatever the umask.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| {
+                format!(
+                    "cannot make the data directory {} private",
+                    config.data_dir.display()
+                )
+            })?;
+    }
     let store = Store::open(&config.data_dir)?;
     let canary = store.setting("canary")?;
     let key_file = config.data_dir.join(KEY_FILE);
@@ -113,6 +125,15 @@ impl App {
         let catalog = Arc::new(Catalog::from_config(&config)?);
         let ledger = Arc::new(MemoryLedger::new(clock));
         ledger.restore(&store.load_ledger()?, &store.load_cooldowns()?);
+        let replayed = ledger
+            .open_journal(&config.data_dir, store.ledger_seq()?)
+            .context("cannot open the reservation journal")?;
+        if replayed > 0 {
+            tracing::info!(
+                replayed,
+                "counted reservations the last run made after its last save"
+            );
+        }
         let http = upstream::Client::new(config.routing.connect_timeout)
             .context("cannot build the HTTP client")?;
         let tasks = TaskTracker::new();
@@ -160,14 +181,19 @@ impl App {
 
     /// Persist the ledger if it changed.
     fn persist_ledger(&self) {
-        let Some((scopes, cooldowns)) = self.ledger.snapshot() else {
+        let Some(snap) = self.ledger.snapshot() else {
             return;
         };
-        if let Err(e) = self
+        let at = self.ledger.now_ms();
+        match self
             .store
-            .save_ledger(&scopes, &cooldowns, self.ledger.now_ms())
+            .save_ledger(&snap.scopes, &snap.cooldowns, at, snap.seq)
         {
-            tracing::error!(error = %e, "could not persist usage counters");
+            Ok(()) => self.ledger.saved(snap.seq),
+            Err(e) => {
+                self.ledger.unsaved();
+                tracing::error!(error = %e, "could not persist usage counters");
+            }
         }
     }
 
@@ -273,13 +299,21 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     app.start_background();
+    let h = &app.config.http;
     let server = Arc::new(crate::http::Server {
         router: app.router(),
         ops: Arc::clone(&app.ops),
         max_body: app.config.max_body,
+        body_read_timeout: h.body_read_timeout,
         metrics: app.config.metrics.clone(),
     });
-    crate::http::serve(server, listener, shutdown, SHUTDOWN_GRACE).await?;
+    let limits = crate::http::serve::Limits {
+        header_read_timeout: h.header_read_timeout,
+        idle_timeout: h.idle_timeout,
+        send_timeout: h.send_timeout,
+        max_connections: h.max_connections.unwrap_or_else(default_max_connections),
+    };
+    crate::http::serve(server, listener, limits, shutdown, SHUTDOWN_GRACE).await;
     app.stop.cancel();
     app.tasks.close();
     if tokio::time::timeout(Duration::from_secs(10), app.tasks.wait())
@@ -298,6 +332,12 @@ pub async fn serve(
         let _ = tokio::task::spawn_blocking(move || w.finish()).await;
     }
     Ok(())
+}
+
+/// Half the open-file limit: the other half is for upstream connections and the database.
+fn default_max_connections() -> usize {
+    let (soft, _) = rlimit::Resource::NOFILE.get().unwrap_or((1024, 1024));
+    (soft / 2).clamp(64, 65_536) as usize
 }
 
 /// Wait for SIGINT or SIGTERM.

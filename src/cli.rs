@@ -3,7 +3,15 @@
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use std::io::{IsTerminal, Read};
+use std::io::{IsTerminal, Read, Write};
+
+/// Print a line to stdout. A closed stdout (`freeway models | head`) ends the command with an
+/// error `main` recognizes as a broken pipe and leaves quietly.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout(), $($arg)*)?
+    };
+}
 use std::path::PathBuf;
 
 use crate::app::{self, App};
@@ -115,10 +123,17 @@ fn init_tracing(config: &Config) {
     let filter = config.log.clone().unwrap_or_else(|| "info".into());
     let filter = tracing_subscriber::EnvFilter::try_new(&filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    // Colours only for a person at a terminal; JSON lines for log collectors.
+    let _ = if config.log_json {
+        builder.json().try_init()
+    } else {
+        builder
+            .with_ansi(std::io::stdout().is_terminal())
+            .try_init()
+    };
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -152,6 +167,11 @@ fn now_ms() -> i64 {
 
 fn serve(config: Config) -> anyhow::Result<()> {
     init_tracing(&config);
+    // Every client connection is a file: take all the process may have.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!(limit = n, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+    }
     let rt = server_runtime(config.workers)?;
     rt.block_on(async move {
         let listen = config.listen;
@@ -164,16 +184,16 @@ fn serve(config: Config) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {listen} (set `listen` or FREEWAY_LISTEN)"))?;
         let addr = listener.local_addr()?;
-        println!("Freeway listening on http://{addr}");
-        println!("  OpenAI base URL: http://{addr}/v1");
+        out!("Freeway listening on http://{addr}");
+        out!("  OpenAI base URL: http://{addr}/v1");
         if let Some(key) = first_key {
-            println!("  Your client key (shown once, keep it): {key}");
+            out!("  Your client key (shown once, keep it): {key}");
         }
         if !app.live.keys.any_usable() {
-            println!("  No provider keys yet: add one with `freeway keys add <provider>` (e.g. groq, google)");
+            out!("  No provider keys yet: add one with `freeway keys add <provider>` (e.g. groq, google)");
         }
         // A blank line ends the banner (scripts read up to it).
-        println!();
+        out!();
         app::serve(app, listener, app::shutdown_signal()).await
     })
 }
@@ -203,25 +223,31 @@ fn keys_cmd(config: Config, cmd: KeysCmd) -> anyhow::Result<()> {
             let p = ops.provider(&provider)?;
             let secret = read_secret(&format!("Paste the {} key (input hidden): ", p.name))?;
             let k = ops.add_key(&p.id, &secret, label.as_deref())?;
-            println!("added {} key {} ({})", k.provider, short(&k.id), k.masked);
+            out!("added {} key {} ({})", k.provider, short(&k.id), k.masked);
             if !p.enabled {
-                println!(
+                out!(
                     "note: {} is disabled by default; enable it in the config: [providers.{}] enabled = true",
-                    p.name, p.id
+                    p.name,
+                    p.id
                 );
             }
         }
         KeysCmd::List => {
-            println!(
+            out!(
                 "{:<10} {:<12} {:<14} {:<12} {:<8} {:<8} LAST ERROR",
-                "ID", "PROVIDER", "LABEL", "KEY", "ENABLED", "STATUS"
+                "ID",
+                "PROVIDER",
+                "LABEL",
+                "KEY",
+                "ENABLED",
+                "STATUS"
             );
             for k in ops.keys()? {
                 let (id, status) = match k.source {
                     KeySource::Stored => (short(&k.id).to_string(), k.status.as_str()),
                     KeySource::Config => ("(config)".to_string(), "-"),
                 };
-                println!(
+                out!(
                     "{:<10} {:<12} {:<14} {:<12} {:<8} {:<8} {}",
                     id,
                     k.provider,
@@ -235,15 +261,15 @@ fn keys_cmd(config: Config, cmd: KeysCmd) -> anyhow::Result<()> {
         }
         KeysCmd::Rm { id } => {
             let k = ops.remove_key(&id)?;
-            println!("removed {} key {}", k.provider, short(&k.id));
+            out!("removed {} key {}", k.provider, short(&k.id));
         }
         KeysCmd::Enable { id } => {
             let k = ops.set_key_enabled(&id, true)?;
-            println!("enabled {} key {}", k.provider, short(&k.id));
+            out!("enabled {} key {}", k.provider, short(&k.id));
         }
         KeysCmd::Disable { id } => {
             let k = ops.set_key_enabled(&id, false)?;
-            println!("disabled {} key {}", k.provider, short(&k.id));
+            out!("disabled {} key {}", k.provider, short(&k.id));
         }
     }
     Ok(())
@@ -255,14 +281,15 @@ fn client_keys_cmd(config: Config, cmd: ClientKeysCmd) -> anyhow::Result<()> {
     match cmd {
         ClientKeysCmd::Create { name } => {
             let key = ops.create_client_key(&name)?;
-            println!("{key}");
-            eprintln!(
+            out!("{key}");
+            let _ = writeln!(
+                std::io::stderr(),
                 "client key {:?} created; it is shown only this once",
                 name.trim()
             );
         }
         ClientKeysCmd::List => {
-            println!("{:<18} {:<20} {:<10} STATE", "ID", "NAME", "STARTS");
+            out!("{:<18} {:<20} {:<10} STATE", "ID", "NAME", "STARTS");
             for k in ops.client_keys()? {
                 let id = k.id.as_deref().map_or("(config)", short);
                 let starts = if k.prefix.is_empty() {
@@ -270,7 +297,7 @@ fn client_keys_cmd(config: Config, cmd: ClientKeysCmd) -> anyhow::Result<()> {
                 } else {
                     format!("{}…", k.prefix)
                 };
-                println!(
+                out!(
                     "{:<18} {:<20} {:<10} {}",
                     id,
                     k.name,
@@ -281,7 +308,7 @@ fn client_keys_cmd(config: Config, cmd: ClientKeysCmd) -> anyhow::Result<()> {
         }
         ClientKeysCmd::Revoke { name } => {
             let n = ops.revoke_client_key(&name)?;
-            println!("revoked {n} client key(s)");
+            out!("revoked {n} client key(s)");
         }
     }
     Ok(())
@@ -292,13 +319,20 @@ fn chain_cmd(config: Config, cmd: ChainCmd) -> anyhow::Result<()> {
     let ops = &app.ops;
     match cmd {
         ChainCmd::Show => {
-            println!(
+            out!(
                 "{:<4} {:<4} {:<52} {:<5} {:>5} {:>6} {:>8} {:>8}",
-                "#", "ON", "MODEL", "RANK", "RPM", "RPD", "TPM", "TPD"
+                "#",
+                "ON",
+                "MODEL",
+                "RANK",
+                "RPM",
+                "RPD",
+                "TPM",
+                "TPD"
             );
             let lim = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
             for e in ops.chain() {
-                println!(
+                out!(
                     "{:<4} {:<4} {:<52} {:<5} {:>5} {:>6} {:>8} {:>8}",
                     e.position,
                     if e.enabled { "yes" } else { "no" },
@@ -313,17 +347,17 @@ fn chain_cmd(config: Config, cmd: ChainCmd) -> anyhow::Result<()> {
         }
         ChainCmd::Move { model, position } => {
             let at = ops.move_model(&model, position)?;
-            println!("moved {model} to position {at}");
+            out!("moved {model} to position {at}");
         }
         ChainCmd::Enable { model } => {
             if let Some(note) = ops.set_model_enabled(&model, true)? {
-                println!("note: {note}");
+                out!("note: {note}");
             }
-            println!("enabled {model}");
+            out!("enabled {model}");
         }
         ChainCmd::Disable { model } => {
             ops.set_model_enabled(&model, false)?;
-            println!("disabled {model}");
+            out!("disabled {model}");
         }
     }
     Ok(())
@@ -331,9 +365,14 @@ fn chain_cmd(config: Config, cmd: ChainCmd) -> anyhow::Result<()> {
 
 fn models_cmd(config: Config, all: bool) -> anyhow::Result<()> {
     let app = App::open(config)?;
-    println!(
+    out!(
         "{:<52} {:<22} {:>8} {:>6} {:>12} {:>12} KEYS",
-        "MODEL", "CANONICAL", "CONTEXT", "TOOLS", "TODAY REQ", "TODAY TOK"
+        "MODEL",
+        "CANONICAL",
+        "CONTEXT",
+        "TOOLS",
+        "TODAY REQ",
+        "TODAY TOK"
     );
     for e in app.ops.chain() {
         if !all && e.keys == 0 {
@@ -343,7 +382,7 @@ fn models_cmd(config: Config, all: bool) -> anyhow::Result<()> {
             Some(c) => format!("{used}/{}", c * e.keys.max(1) as u64),
             None => used.to_string(),
         };
-        println!(
+        out!(
             "{:<52} {:<22} {:>8} {:>6} {:>12} {:>12} {}{}",
             e.model,
             e.canonical,
@@ -356,7 +395,7 @@ fn models_cmd(config: Config, all: bool) -> anyhow::Result<()> {
         );
     }
     if !all {
-        println!("(models whose provider has no key are hidden; --all shows the whole catalog)");
+        out!("(models whose provider has no key are hidden; --all shows the whole catalog)");
     }
     Ok(())
 }
@@ -367,7 +406,7 @@ fn status_cmd(config: Config) -> anyhow::Result<()> {
     let now = now_ms();
     let (providers, soonest) = app.ops.status();
     for p in providers {
-        println!(
+        out!(
             "{} ({}): {} key(s), {} usable{}",
             p.id,
             p.name,
@@ -376,7 +415,7 @@ fn status_cmd(config: Config) -> anyhow::Result<()> {
             if p.enabled { "" } else { ", provider disabled" }
         );
         for k in p.key_lines {
-            println!(
+            out!(
                 "  key {:<10} {:<8} {}{}",
                 k.id,
                 k.status.as_str(),
@@ -387,11 +426,11 @@ fn status_cmd(config: Config) -> anyhow::Result<()> {
             );
         }
         for m in p.models {
-            println!("  {:<48} {}", m.id, m.state);
+            out!("  {:<48} {}", m.id, m.state);
         }
     }
     if let Some(t) = soonest {
-        println!("soonest reset: {}", fmt_time(t));
+        out!("soonest reset: {}", fmt_time(t));
     }
     Ok(())
 }
@@ -402,10 +441,10 @@ fn check_cmd(config: Config) -> anyhow::Result<()> {
         let app = App::open(config)?;
         let verdicts = app.ops.check(None).await?;
         if verdicts.is_empty() {
-            println!("no keys to check: add one with `freeway keys add <provider>`");
+            out!("no keys to check: add one with `freeway keys add <provider>`");
         }
         for v in &verdicts {
-            println!(
+            out!(
                 "{:<12} {:<10} {:<14} {:<8} {}",
                 v.provider,
                 short(&v.key_id),

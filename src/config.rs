@@ -51,8 +51,11 @@ pub struct Config {
     /// `[custom.<id>]` OpenAI-compatible endpoints, by provider id.
     pub custom: BTreeMap<String, CustomConfig>,
     pub metrics: Metrics,
+    pub http: Http,
     /// Log filter (`FREEWAY_LOG`), e.g. `info` or `freeway=debug`.
     pub log: Option<String>,
+    /// Log lines as JSON objects (for log collectors) instead of text.
+    pub log_json: bool,
     /// `FREEWAY_ENCRYPTION_KEY`: 64 hex characters; else the key file in `data_dir`.
     pub encryption_key: Option<Secret>,
     /// Request log retention.
@@ -140,6 +143,36 @@ pub struct ModelConfig {
     pub context: Option<u64>,
 }
 
+/// How client connections are held (SPEC 5: timeouts and a cap that sheds).
+#[derive(Debug, Clone)]
+pub struct Http {
+    /// A connection must send a whole request head within this of opening.
+    pub header_read_timeout: Duration,
+    /// A request body must arrive whole within this.
+    pub body_read_timeout: Duration,
+    /// A connection with no request in progress is closed after this.
+    pub idle_timeout: Duration,
+    /// A response the client does not read for this long closes its connection.
+    pub send_timeout: Duration,
+    /// Open connections at most; `None`: half the open-file limit.
+    pub max_connections: Option<usize>,
+    /// Origins browsers may call the API from (CORS); none by default.
+    pub cors_origins: Vec<String>,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Http {
+            header_read_timeout: Duration::from_secs(20),
+            body_read_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(75),
+            send_timeout: Duration::from_secs(60),
+            max_connections: None,
+            cors_origins: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Metrics {
     pub public: bool,
@@ -155,6 +188,7 @@ struct RawConfig {
     data_dir: Option<PathBuf>,
     max_body: Option<String>,
     log: Option<String>,
+    log_format: Option<String>,
     log_retention: Option<String>,
     workers: Option<usize>,
     #[serde(default)]
@@ -167,6 +201,20 @@ struct RawConfig {
     custom: BTreeMap<String, RawCustom>,
     #[serde(default)]
     metrics: RawMetrics,
+    #[serde(default)]
+    http: RawHttp,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    header_read_timeout: Option<String>,
+    body_read_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    send_timeout: Option<String>,
+    max_connections: Option<usize>,
+    #[serde(default)]
+    cors_origins: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -406,6 +454,49 @@ impl Config {
                 },
             );
         }
+        let dh = Http::default();
+        let h = raw.http;
+        let http_dur =
+            |key: &str, v: Option<String>, default: Duration| -> anyhow::Result<Duration> {
+                match v {
+                    Some(v) => parse_duration(&v).map_err(|e| anyhow::anyhow!("http.{key}: {e}")),
+                    None => Ok(default),
+                }
+            };
+        let http = Http {
+            header_read_timeout: http_dur(
+                "header_read_timeout",
+                h.header_read_timeout,
+                dh.header_read_timeout,
+            )?,
+            body_read_timeout: http_dur(
+                "body_read_timeout",
+                h.body_read_timeout,
+                dh.body_read_timeout,
+            )?,
+            idle_timeout: http_dur("idle_timeout", h.idle_timeout, dh.idle_timeout)?,
+            send_timeout: http_dur("send_timeout", h.send_timeout, dh.send_timeout)?,
+            max_connections: match h.max_connections {
+                Some(0) => bail!("http.max_connections: must be at least 1"),
+                n => n,
+            },
+            cors_origins: h.cors_origins,
+        };
+        for (key, d) in [
+            ("header_read_timeout", http.header_read_timeout),
+            ("body_read_timeout", http.body_read_timeout),
+            ("idle_timeout", http.idle_timeout),
+            ("send_timeout", http.send_timeout),
+        ] {
+            if d.is_zero() {
+                bail!("http.{key}: must be longer than 0");
+            }
+        }
+        let log_json = match raw.log_format.as_deref() {
+            None | Some("text") => false,
+            Some("json") => true,
+            Some(other) => bail!("log_format: {other:?} must be \"text\" or \"json\""),
+        };
         let metrics = Metrics {
             public: raw.metrics.public,
             token: raw
@@ -446,7 +537,9 @@ impl Config {
             providers,
             custom,
             metrics,
+            http,
             log: env("FREEWAY_LOG").or(raw.log),
+            log_json,
             encryption_key,
             log_retention,
         })

@@ -26,6 +26,9 @@ pub enum ApiError {
     /// Body over `max_body`.
     #[error("{0}")]
     TooLarge(String),
+    /// The body did not arrive in time.
+    #[error("{0}")]
+    RequestTimeout(String),
     /// The prompt does not fit any candidate's context window.
     #[error("{0}")]
     ContextTooLong(String),
@@ -54,6 +57,7 @@ impl ApiError {
             ApiError::InvalidRequest(_) => 400,
             ApiError::Unauthorized(_) => 401,
             ApiError::ModelNotFound(_) | ApiError::NotFound(_) => 404,
+            ApiError::RequestTimeout(_) => 408,
             ApiError::TooLarge(_) | ApiError::ContextTooLong(_) => 413,
             ApiError::RateLimited { .. } => 429,
             ApiError::UpstreamFailed(_) => 502,
@@ -68,6 +72,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => "invalid_api_key",
             ApiError::ModelNotFound(_) => "model_not_found",
             ApiError::TooLarge(_) => "request_too_large",
+            ApiError::RequestTimeout(_) => "request_timeout",
             ApiError::ContextTooLong(_) => "context_length_exceeded",
             ApiError::RateLimited { .. } => "rate_limit_exceeded",
             ApiError::UpstreamFailed(_) => "upstream_failed",

@@ -133,9 +133,32 @@ impl Health {
 struct Ring {
     by_provider: HashMap<String, Vec<Arc<ProviderKey>>>,
     by_id: HashMap<String, Arc<ProviderKey>>,
+    /// Finds every key (and the token part of `account:token` keys) in a text.
+    secrets: Option<aho_corasick::AhoCorasick>,
 }
 
 impl Ring {
+    /// Build the finder of every secret this ring holds. Secrets shorter than four characters
+    /// would match ordinary words; no provider issues such keys.
+    fn index_secrets(&mut self) {
+        let mut secrets: Vec<&str> = Vec::new();
+        for k in self.by_id.values() {
+            let s = k.secret.expose();
+            secrets.push(s);
+            if let Some((_, token)) = s.split_once(':') {
+                secrets.push(token);
+            }
+        }
+        secrets.retain(|s| s.len() >= 4);
+        // Longest first, so a key is replaced whole rather than by a part of it.
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        secrets.dedup();
+        self.secrets = aho_corasick::AhoCorasick::builder()
+            .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+            .build(secrets)
+            .ok();
+    }
+
     fn add(&mut self, key: ProviderKey) {
         let key = Arc::new(key);
         self.by_id.insert(key.id.clone(), Arc::clone(&key));
@@ -243,7 +266,23 @@ impl KeyRing {
                 });
             }
         }
+        ring.index_secrets();
         *self.ring.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ring);
+    }
+
+    /// `text` with every known key replaced by `[redacted]`, and then anything else that looks
+    /// like a key (SPEC 2.3): for every text that came from an upstream.
+    pub fn redact(&self, text: &str) -> String {
+        let ring = self.ring();
+        let mut exact = String::with_capacity(text.len());
+        match &ring.secrets {
+            Some(finder) => finder.replace_all_with(text, &mut exact, |_, _, out| {
+                out.push_str("[redacted]");
+                true
+            }),
+            None => exact.push_str(text),
+        }
+        crate::error::scrub(&exact)
     }
 
     /// Every key of a provider (enabled or not).

@@ -9,7 +9,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::StreamExt;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::{LengthLimitError, Limited};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,6 +20,8 @@ use crate::error::ApiError;
 use crate::ops::Ops;
 use crate::router::{self, Incoming, Router};
 use crate::wire::openai;
+
+pub mod serve;
 
 /// Bodies larger than this are parsed on the blocking pool.
 const LARGE_BODY: usize = 256 * 1024;
@@ -34,6 +36,8 @@ pub struct Server {
     pub ops: Arc<Ops>,
     /// Request body limit in bytes.
     pub max_body: usize,
+    /// A request body must arrive whole within this.
+    pub body_read_timeout: std::time::Duration,
     pub metrics: Metrics,
 }
 
@@ -42,31 +46,17 @@ pub struct Server {
 pub async fn serve(
     server: Arc<Server>,
     listener: tokio::net::TcpListener,
+    limits: serve::Limits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     grace: std::time::Duration,
-) -> anyhow::Result<()> {
-    use anyhow::Context;
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
-    let signalled = tokio_util::sync::CancellationToken::new();
-    let s = signalled.clone();
-    let serving = axum::serve(listener, routes(server)).with_graceful_shutdown(async move {
+) {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let signal = stop.clone();
+    tokio::spawn(async move {
         shutdown.await;
-        s.cancel();
+        signal.cancel();
     });
-    let grace = async {
-        signalled.cancelled().await;
-        tokio::time::sleep(grace).await;
-    };
-    tokio::select! {
-        r = serving => r.context("the server failed")?,
-        _ = grace => tracing::warn!("shutdown grace period over; closing the remaining connections"),
-    }
-    Ok(())
+    serve::run(routes(server), listener, limits, stop, grace).await;
 }
 
 /// The whole HTTP router.
@@ -196,12 +186,17 @@ async fn read_body(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
-        Err(_) => Err(ApiError::InvalidRequest(
+    let within = server.body_read_timeout;
+    match serve::collect_within(Limited::new(body, limit), within).await {
+        Some(Ok(bytes)) => Ok(bytes),
+        Some(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+        Some(Err(_)) => Err(ApiError::InvalidRequest(
             "the request body could not be read".into(),
         )),
+        None => Err(ApiError::RequestTimeout(format!(
+            "the request body did not arrive within {}s (http.body_read_timeout)",
+            within.as_secs()
+        ))),
     }
 }
 

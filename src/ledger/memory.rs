@@ -5,6 +5,7 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::journal::Journal;
 use super::quota::{QuotaWindow, UpstreamQuota};
 use super::{Ask, Clock, Cooldown, Denied, Ledger, Mark, Scope, Span, Ticket, Usage, Window};
 use crate::catalog::Reset;
@@ -26,6 +27,18 @@ struct Inner {
     /// Scopes changed since the last snapshot.
     dirty: HashSet<Scope>,
     cooldowns_dirty: bool,
+    /// Every reservation, written as it is made (when the ledger persists).
+    journal: Option<Journal>,
+}
+
+/// What changed since the last snapshot, to save.
+pub struct Snapshot {
+    /// (encoded scope, counters as JSON).
+    pub scopes: Vec<(String, String)>,
+    /// (encoded scope, until, reason): every active cooldown.
+    pub cooldowns: Vec<(String, i64, String)>,
+    /// The last journal entry these counters hold.
+    pub seq: u64,
 }
 
 /// The ledger in this process's memory: one mutex around every counter and cooldown, with
@@ -125,10 +138,10 @@ impl MemoryLedger {
         Ok(scopes.into_iter().map(|(s, _, _)| s).collect())
     }
 
-    /// Serialized state of scopes changed since the last call, and every cooldown; `None` when
-    /// nothing changed.
-    #[allow(clippy::type_complexity)]
-    pub fn snapshot(&self) -> Option<(Vec<(String, String)>, Vec<(String, i64, String)>)> {
+    /// Scopes changed since the last call and every cooldown, to save; `None` when nothing
+    /// changed. The journal moves to a new file: the old one is deleted once this is saved
+    /// ([`MemoryLedger::saved`]).
+    pub fn snapshot(&self) -> Option<Snapshot> {
         let now = self.now_ms();
         let mut inner = self.lock();
         if inner.dirty.is_empty() && !inner.cooldowns_dirty {
@@ -149,7 +162,54 @@ impl MemoryLedger {
             .map(|(s, c)| (s.encode(), c.until_ms, c.reason.clone()))
             .collect();
         inner.cooldowns_dirty = false;
-        Some((scopes, cooldowns))
+        let seq = match inner.journal.as_mut() {
+            Some(j) => {
+                j.rotate();
+                j.seq
+            }
+            None => 0,
+        };
+        Some(Snapshot {
+            scopes,
+            cooldowns,
+            seq,
+        })
+    }
+
+    /// A snapshot is in the database: the journal up to it can go.
+    pub fn saved(&self, seq: u64) {
+        if let Some(j) = self.lock().journal.as_ref() {
+            j.saved(seq);
+        }
+    }
+
+    /// A snapshot could not be saved: everything is to be saved again next time.
+    pub fn unsaved(&self) {
+        let mut inner = self.lock();
+        let all: Vec<Scope> = inner.counters.keys().cloned().collect();
+        inner.dirty.extend(all);
+        inner.cooldowns_dirty = true;
+    }
+
+    /// Keep a journal in `dir`, after replaying what it holds beyond `saved` (the sequence the
+    /// restored counters hold); how many reservations were replayed.
+    pub fn open_journal(&self, dir: &std::path::Path, saved: u64) -> std::io::Result<usize> {
+        let (journal, entries) = Journal::open(dir, saved)?;
+        let mut inner = self.lock();
+        let replayed = entries.len();
+        for e in entries {
+            for (scope, minute, day) in &e.marks {
+                let Some(scope) = Scope::decode(scope) else {
+                    continue;
+                };
+                let c = inner.counters.entry(scope.clone()).or_default();
+                c.minute.add_at(*minute, 1, e.tokens);
+                c.day.add_at(*day, 1, e.tokens);
+                inner.dirty.insert(scope);
+            }
+        }
+        inner.journal = Some(journal);
+        Ok(replayed)
     }
 
     /// Load persisted state (at start).
@@ -197,6 +257,9 @@ impl Ledger for MemoryLedger {
                 minute,
                 day: day_start,
             });
+        }
+        if let Some(j) = inner.journal.as_mut() {
+            j.append(now, ask.tokens, &marks);
         }
         Ok(Ticket {
             marks,
@@ -512,7 +575,9 @@ mod tests {
         take(&l, &a).unwrap().settle(Some(1));
         take(&l, &a).unwrap().settle(Some(1));
         l.cool(Scope::model("p", "x", "k"), 99_000, "429");
-        let (scopes, cooldowns) = mem.snapshot().unwrap();
+        let Snapshot {
+            scopes, cooldowns, ..
+        } = mem.snapshot().unwrap();
         assert!(mem.snapshot().is_none(), "nothing changed since");
         let (mem2, _) = memory_at(20_000);
         mem2.restore(&scopes, &cooldowns);
@@ -546,5 +611,40 @@ mod tests {
         let scope = Scope::model("p", "m", "k");
         assert_eq!(l.usage(&scope, Reset::Rolling).day_requests, 10);
         assert_eq!(l.cooldown(&scope).unwrap().until_ms, 7_660);
+    }
+
+    /// Reservations made after the last save are not lost when the process dies: the journal
+    /// replays them over the saved counters, and what the save already holds is not counted
+    /// twice.
+    #[test]
+    fn the_journal_replays_what_the_last_save_missed() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = ask(
+            Limits {
+                rpd: Some(5),
+                ..Limits::default()
+            },
+            10,
+        );
+        let (mem, _) = memory_at(1_000_000);
+        assert_eq!(mem.open_journal(dir.path(), 0).unwrap(), 0);
+        let l: Arc<dyn Ledger> = mem.clone();
+        take(&l, &a).unwrap().settle(Some(10));
+        take(&l, &a).unwrap().settle(Some(10));
+        let saved = mem.snapshot().unwrap();
+        mem.saved(saved.seq);
+        take(&l, &a).unwrap().settle(Some(10));
+        take(&l, &a).unwrap().settle(Some(10));
+        // The process dies here: two reservations since the save.
+        drop(l);
+        drop(mem);
+        let (mem2, _) = memory_at(1_000_500);
+        mem2.restore(&saved.scopes, &saved.cooldowns);
+        assert_eq!(mem2.open_journal(dir.path(), saved.seq).unwrap(), 2);
+        let l2: Arc<dyn Ledger> = mem2.clone();
+        let scope = Scope::model("p", "m", "k");
+        assert_eq!(l2.usage(&scope, Reset::Rolling).day_requests, 4);
+        let _fifth = take(&l2, &a).unwrap();
+        assert!(take(&l2, &a).is_err(), "the cap holds across the crash");
     }
 }

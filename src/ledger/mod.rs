@@ -10,11 +10,12 @@
 //! [`MemoryLedger`] keeps everything in memory and lets a background task persist it; another
 //! implementation (counters shared by several replicas) can stand behind the same trait.
 
+mod journal;
 mod memory;
 pub mod quota;
 pub mod window;
 
-pub use memory::MemoryLedger;
+pub use memory::{MemoryLedger, Snapshot};
 pub use quota::{QuotaWindow, UpstreamQuota, parse_quota_headers};
 pub use window::{Span, Window};
 

@@ -123,6 +123,18 @@ impl Window {
         start
     }
 
+    /// Count `req` requests and `tok` tokens in the bucket that starts at `start` (replaying
+    /// what was counted before a restart), keeping buckets in order.
+    pub fn add_at(&mut self, start: i64, req: u64, tok: u64) {
+        if let Some(b) = self.buckets.iter_mut().find(|b| b.start == start) {
+            b.req += req;
+            b.tok += tok;
+            return;
+        }
+        let at = self.buckets.partition_point(|b| b.start < start);
+        self.buckets.insert(at, Bucket { start, req, tok });
+    }
+
     /// Change the counts of the bucket that started at `start`, if it still exists.
     pub fn adjust(&mut self, start: i64, dreq: i64, dtok: i64) {
         if let Some(b) = self.buckets.iter_mut().find(|b| b.start == start) {

@@ -51,6 +51,28 @@ impl Failure {
         }
     }
 
+    /// The same failure with `redact` applied to the upstream's words it carries.
+    pub fn redacted(self, redact: impl Fn(&str) -> String) -> Failure {
+        match self {
+            Failure::RateLimited {
+                retry_after,
+                daily,
+                message,
+            } => Failure::RateLimited {
+                retry_after,
+                daily,
+                message: redact(&message),
+            },
+            Failure::Server(m) => Failure::Server(redact(&m)),
+            Failure::InvalidKey(m) => Failure::InvalidKey(redact(&m)),
+            Failure::ModelGone(m) => Failure::ModelGone(redact(&m)),
+            Failure::Request(m) => Failure::Request(redact(&m)),
+            Failure::Denied(m) => Failure::Denied(redact(&m)),
+            Failure::BadAnswer(m) => Failure::BadAnswer(redact(&m)),
+            Failure::TooLarge(m) => Failure::TooLarge(redact(&m)),
+        }
+    }
+
     /// A short tag for the request log.
     pub fn tag(&self) -> &'static str {
         match self {

@@ -119,7 +119,7 @@ impl Dialects {
                 body: openai::body(req, provider, model),
             }),
             Dialect::Gemini => {
-                let body = Value::Object(req.body.clone());
+                let body = Value::Object(req.to_map());
                 let lookup = |id: &str| self.signatures.get(id);
                 let translated = gemini::to_upstream(&body, &lookup).map_err(|e| e.0)?;
                 Ok(Outgoing {

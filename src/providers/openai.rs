@@ -4,7 +4,8 @@
 
 use bytes::Bytes;
 use serde::ser::{Serialize, SerializeMap, Serializer};
-use serde_json::{Map, Value, json};
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
 
 use super::{Decoded, Failure};
 use crate::catalog::{Model, Provider};
@@ -12,8 +13,8 @@ use crate::chat::openai::{Chunk, LightAnswer, LightChunk};
 use crate::chat::{Answer, Piece, Request, Usage};
 use crate::error::scrub;
 
-/// The body to send upstream. Only fields that change are copied; the rest is serialized
-/// straight from the client's body.
+/// The body to send upstream. Only fields that change are parsed and rebuilt; the rest is
+/// written as the client's own JSON text.
 pub fn body(req: &Request, provider: &Provider, model: &Model) -> Vec<u8> {
     let q = &provider.quirks;
     let mut overrides: Vec<(String, Value)> =
@@ -21,16 +22,16 @@ pub fn body(req: &Request, provider: &Provider, model: &Model) -> Vec<u8> {
     let mut skip: Vec<&str> = q.drop_params.iter().map(String::as_str).collect();
 
     for (from, to) in &q.rename_params {
-        if let Some(v) = req.body.get(from) {
+        if let Some(v) = req.get(from) {
             skip.push(from);
-            if !req.body.contains_key(to) {
-                overrides.push((to.clone(), v.clone()));
+            if req.raw(to).is_none() {
+                overrides.push((to.clone(), v));
             }
         }
     }
     if let Some(cap) = q.max_tokens_cap {
         for key in ["max_tokens", "max_completion_tokens"] {
-            if let Some(n) = req.body.get(key).and_then(Value::as_u64) {
+            if let Some(n) = req.get(key).and_then(|v| v.as_u64()) {
                 if n > cap {
                     overrides.push((key.into(), json!(cap)));
                 }
@@ -42,28 +43,26 @@ pub fn body(req: &Request, provider: &Provider, model: &Model) -> Vec<u8> {
             overrides.push((k.clone(), v.clone()));
         }
         if !q.clean_tool_schema.is_empty() {
-            if let Some(tools) = req.body.get("tools") {
-                overrides.push(("tools".into(), clean_tools(tools, &q.clean_tool_schema)));
+            if let Some(tools) = req.get("tools") {
+                overrides.push(("tools".into(), clean_tools(&tools, &q.clean_tool_schema)));
             }
         }
     }
     if q.flatten_content {
-        if let Some(Value::Array(messages)) = req.body.get("messages") {
-            overrides.push(("messages".into(), flatten(messages)));
+        if let Some(Value::Array(messages)) = req.get("messages") {
+            overrides.push(("messages".into(), flatten(&messages)));
         }
     }
     if req.facts.stream && q.stream_usage && !req.facts.include_usage {
         let mut opts = req
-            .body
             .get("stream_options")
-            .and_then(Value::as_object)
-            .cloned()
+            .and_then(|v| v.as_object().cloned())
             .unwrap_or_default();
         opts.insert("include_usage".into(), Value::Bool(true));
         overrides.push(("stream_options".into(), Value::Object(opts)));
     }
     let patched = Patched {
-        base: &req.body,
+        base: req.fields(),
         overrides: &overrides,
         skip: &skip,
     };
@@ -182,9 +181,9 @@ fn skip_ws(b: &[u8]) -> &[u8] {
     &b[n..]
 }
 
-/// A map serialized as `base` minus `skip`, with `overrides` replacing or adding fields.
+/// An object written as `base` minus `skip`, with `overrides` replacing or adding fields.
 struct Patched<'a> {
-    base: &'a Map<String, Value>,
+    base: &'a [(String, Box<RawValue>)],
     overrides: &'a [(String, Value)],
     skip: &'a [&'a str],
 }
@@ -192,8 +191,12 @@ struct Patched<'a> {
 impl Serialize for Patched<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(None)?;
-        for (k, v) in self.base {
-            if self.skip.contains(&k.as_str()) || self.overrides.iter().any(|(o, _)| o == k) {
+        for (i, (k, v)) in self.base.iter().enumerate() {
+            let repeated = self.base[i + 1..].iter().any(|(later, _)| later == k);
+            if repeated
+                || self.skip.contains(&k.as_str())
+                || self.overrides.iter().any(|(o, _)| o == k)
+            {
                 continue;
             }
             map.serialize_entry(k, v)?;

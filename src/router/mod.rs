@@ -191,7 +191,14 @@ impl Router {
                     }
                 };
                 let t0 = Instant::now();
-                let (outcome, host_failures) = self.attempt(provider, model, &key, inc, &ask).await;
+                // The time budget bounds the whole attempt until its first content.
+                let attempt = self.attempt(provider, model, &key, inc, &ask);
+                let (outcome, host_failures) = tokio::time::timeout_at(deadline.into(), attempt)
+                    .await
+                    .unwrap_or_else(|_| {
+                        let why = "no content before the time budget ran out".to_string();
+                        (Err(AttemptError::Upstream(Failure::Server(why), None)), 0)
+                    });
                 // A key tried on another host (Z.ai) first failed once per host.
                 tally.attempts += host_failures;
                 let (failure, status) = match outcome {
@@ -215,7 +222,10 @@ impl Router {
                         let error = ApiError::InvalidRequest(message);
                         return Err(tally.fail(error));
                     }
-                    Err(AttemptError::Upstream(failure, status)) => (failure, status),
+                    Err(AttemptError::Upstream(failure, status)) => {
+                        // Upstream words can carry a key, of any shape: never past here.
+                        (failure.redacted(|t| self.live.keys.redact(t)), status)
+                    }
                 };
                 reservation.release();
                 row.attempts
@@ -483,6 +493,7 @@ impl Router {
                 row.ttft_ms = Some(started.elapsed().as_millis() as u64);
                 let mut tail = Tail {
                     log: Arc::clone(&self.log),
+                    live: Arc::clone(&self.live),
                     pending: first.into(),
                     pump,
                     done,

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::chat::Piece;
 use crate::ledger::Reservation;
+use crate::live::Live;
 use crate::providers::Decoder;
 use crate::reqlog::RequestLog;
 use crate::store::RequestRow;
@@ -26,6 +27,9 @@ pub struct Pump {
     sse: sse::Decoder,
     decoder: Decoder,
     stall: Duration,
+    /// When the stream last made progress (content, or a finish): comments, keep-alives and
+    /// bytes that complete nothing do not count.
+    progress: Instant,
     /// Some content has been seen.
     pub content: bool,
     /// A finish reason has been seen.
@@ -47,6 +51,7 @@ impl Pump {
             sse: sse::Decoder::new(MAX_EVENT),
             decoder,
             stall,
+            progress: Instant::now(),
             content: false,
             finished: false,
         }
@@ -59,11 +64,13 @@ impl Pump {
 
     /// Read one upstream chunk and decode the events it completes into `out`.
     pub async fn step(&mut self, out: &mut Vec<Piece>) -> State {
-        let events = match tokio::time::timeout(self.stall, upstream::next_chunk(&mut self.body))
-            .await
-        {
+        let left = self.stall.saturating_sub(self.progress.elapsed());
+        let events = match tokio::time::timeout(left, upstream::next_chunk(&mut self.body)).await {
             Err(_) => {
-                return State::Broken(format!("the stream stalled for {}s", self.stall.as_secs()));
+                return State::Broken(format!(
+                    "the stream sent no content for {}s",
+                    self.stall.as_secs()
+                ));
             }
             Ok(Some(Err(e))) => return State::Broken(format!("the stream was cut ({e})")),
             Ok(Some(Ok(bytes))) => match self.sse.feed(&bytes) {
@@ -85,6 +92,11 @@ impl Pump {
     fn apply(&mut self, events: Vec<sse::Event>, out: &mut Vec<Piece>) -> State {
         for ev in events {
             let d = self.decoder.on_event(ev);
+            // Before content only content counts as progress; after it, every event (they are
+            // handed on unread, and a slow answer still moves).
+            if d.content || d.finished || (self.content && d.piece.is_some()) {
+                self.progress = Instant::now();
+            }
             out.extend(d.piece);
             self.content |= d.content;
             self.finished |= d.finished;
@@ -106,6 +118,8 @@ impl Pump {
 /// The committed part of a stream: hands on pieces as they arrive and closes the books.
 pub struct Tail {
     pub log: Arc<RequestLog>,
+    /// Its key ring redacts upstream words.
+    pub live: Arc<Live>,
     pub pending: VecDeque<Piece>,
     pub pump: Pump,
     /// Nothing more to read from the upstream.
@@ -132,6 +146,7 @@ impl Tail {
                     State::More => {}
                     State::End => tail.close(None),
                     State::Broken(reason) => {
+                        let reason = tail.live.keys.redact(&reason);
                         tracing::warn!(reason = %reason, "stream interrupted after content");
                         tail.pending.push_back(Piece::Interrupted(reason.clone()));
                         tail.close(Some(format!("stream_interrupted: {reason}")));

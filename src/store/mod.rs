@@ -86,11 +86,22 @@ pub struct AttemptRow {
 
 impl Store {
     /// Open (creating) the database in `data_dir`, in WAL mode, with migrations applied.
+    /// The database, its WAL and shared-memory files are private to the user (0600): SQLite
+    /// gives the latter two the database file's mode, so the file is created that way first.
     pub fn open(data_dir: &Path) -> anyhow::Result<Store> {
         let path = data_dir.join(DB_FILE);
+        private_file(&path)
+            .with_context(|| format!("cannot create the database {}", path.display()))?;
         let conn = Connection::open(&path)
             .with_context(|| format!("cannot open the database {}", path.display()))?;
-        Self::init(conn)
+        let store = Self::init(conn)?;
+        for suffix in ["-wal", "-shm"] {
+            let extra = data_dir.join(format!("{DB_FILE}{suffix}"));
+            if extra.exists() {
+                private_file(&extra)?;
+            }
+        }
+        Ok(store)
     }
 
     /// An in-memory database (tests).
@@ -320,12 +331,14 @@ impl Store {
 
     // ---- ledger ----
 
-    /// Replace the stored state of these scopes (counters as JSON) and cooldowns.
+    /// Replace the stored state of these scopes (counters as JSON) and cooldowns; `seq` is the
+    /// last reservation-journal entry they hold.
     pub fn save_ledger(
         &self,
         scopes: &[(String, String)],
         cooldowns: &[(String, i64, String)],
         at_ms: i64,
+        seq: u64,
     ) -> anyhow::Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
@@ -343,8 +356,21 @@ impl Store {
                 params![scope, until, reason],
             )?;
         }
+        tx.execute(
+            "INSERT INTO settings (key, value) VALUES ('ledger_seq', ?1)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![seq.to_string().into_bytes()],
+        )?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// The last reservation-journal entry the saved counters hold.
+    pub fn ledger_seq(&self) -> anyhow::Result<u64> {
+        Ok(self
+            .setting("ledger_seq")?
+            .and_then(|v| String::from_utf8(v).ok()?.parse().ok())
+            .unwrap_or(0))
     }
 
     pub fn load_ledger(&self) -> anyhow::Result<Vec<(String, String)>> {
@@ -467,6 +493,23 @@ impl Store {
         )?;
         Ok(conn.execute("DELETE FROM requests WHERE at_ms < ?1", [before_ms])?)
     }
+}
+
+/// Create `path` if missing, readable and writable by its owner only (whatever the umask), and
+/// make an existing one so.
+pub fn private_file(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        options.mode(0o600);
+        options.open(path)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    #[cfg(not(unix))]
+    options.open(path).map(drop)?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -15,13 +15,7 @@ use crate::wire::sse;
 
 /// Parse and validate a request body.
 pub fn parse(bytes: &[u8]) -> Result<chat::Request, String> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
-        format!("the request body is not valid JSON ({e}); send a JSON object with `messages`")
-    })?;
-    let Value::Object(body) = value else {
-        return Err("the request body must be a JSON object with `messages`".into());
-    };
-    chat::Request::new(body)
+    chat::Request::parse(bytes)
 }
 
 /// The `error.type` of an error.
@@ -30,6 +24,7 @@ fn error_type(e: &ApiError) -> &'static str {
         ApiError::InvalidRequest(_)
         | ApiError::ModelNotFound(_)
         | ApiError::TooLarge(_)
+        | ApiError::RequestTimeout(_)
         | ApiError::ContextTooLong(_)
         | ApiError::NotFound(_) => "invalid_request_error",
         ApiError::Unauthorized(_) => "authentication_error",
@@ -307,7 +302,7 @@ mod tests {
         assert_eq!(r.facts.model, None);
         assert!(r.facts.stream && r.facts.has_images && r.facts.has_assistant);
         assert_eq!(r.facts.token_estimate(), r.facts.prompt_tokens + 2048);
-        assert!(r.body.contains_key("custom_field"));
+        assert!(r.raw("custom_field").is_some());
     }
 
     #[test]

@@ -42,7 +42,7 @@ fn openai_dialect_bodies_per_vendor() {
 
 #[test]
 fn gemini_request_translation() {
-    let body = Value::Object(request().body);
+    let body = Value::Object(request().to_map());
     let out = providers::gemini::to_upstream(&body, &|id| {
         (id == "call_1").then(|| "remembered-sig".to_string())
     })
