@@ -12,7 +12,19 @@ use std::time::Duration;
 const BIN: &str = env!("CARGO_BIN_EXE_freeway");
 
 fn command(cwd: &Path, env: &[(&str, &str)]) -> Command {
-    let mut c = Command::new(BIN);
+    command_in(&[], cwd, env)
+}
+
+/// The binary run through `prefix` (e.g. `prlimit --nofile=...`), if any.
+fn command_in(prefix: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Command {
+    let mut c = match prefix.split_first() {
+        None => Command::new(BIN),
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(BIN);
+            c
+        }
+    };
     c.current_dir(cwd);
     for (k, _) in std::env::vars() {
         if k.starts_with("FREEWAY_") {
@@ -47,18 +59,24 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// A server process; its stdout lines are collected.
+/// A server process; its stdout lines are collected: the banner, then everything after it
+/// (the logs).
 struct Server {
     child: Child,
     addr: String,
     lines: Vec<String>,
+    output: Arc<Mutex<Vec<String>>>,
     stderr_path: PathBuf,
 }
 
 fn start_server(cwd: &Path, env: &[(&str, &str)]) -> Result<Server, String> {
+    start_server_in(&[], cwd, env)
+}
+
+fn start_server_in(prefix: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Result<Server, String> {
     let stderr_path = cwd.join(format!("server-{}.log", rand_suffix()));
     let stderr = std::fs::File::create(&stderr_path).unwrap();
-    let mut child = command(cwd, env)
+    let mut child = command_in(prefix, cwd, env)
         .arg("serve")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -88,8 +106,14 @@ fn start_server(cwd: &Path, env: &[(&str, &str)]) -> Result<Server, String> {
         }
         lines.push(line);
     }
-    // Keep draining stdout so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in reader.lines() {});
+    // Keep reading stdout so the server never blocks on a full pipe.
+    let output = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&output);
+    std::thread::spawn(move || {
+        for line in reader.lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
     let Some(addr) = addr else {
         let _ = child.kill();
         let _ = child.wait();
@@ -99,6 +123,7 @@ fn start_server(cwd: &Path, env: &[(&str, &str)]) -> Result<Server, String> {
         child,
         addr,
         lines,
+        output,
         stderr_path,
     })
 }
@@ -106,6 +131,17 @@ fn start_server(cwd: &Path, env: &[(&str, &str)]) -> Result<Server, String> {
 impl Server {
     fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// Everything the server printed after its banner (its logs), so far.
+    fn output(&self) -> String {
+        self.output.lock().unwrap().join("\n")
+    }
+
+    /// SIGKILL: no last words, no shutdown.
+    fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// SIGTERM, then wait; returns whether it exited cleanly.
@@ -270,16 +306,36 @@ fn a_wrong_or_malformed_encryption_key_refuses_to_start() {
     );
 }
 
+/// Keys of every shape: a vendor's prefix and mixed case, only letters (a self-hosted
+/// endpoint's password), only digits.
 #[tokio::test(flavor = "multi_thread")]
 async fn provider_keys_never_reach_disk_logs_or_errors_in_plaintext() {
-    const PLANTED: &str = "gsk_PLANTEDsecret0123456789abcdefXYZ";
+    for planted in [
+        "gsk_PLANTEDsecret0123456789abcdefXYZ",
+        "plantedsecretonlylettersabcdefghij",
+        "40817263512398457601928374650192",
+    ] {
+        keys_never_leak(planted).await;
+    }
+}
+
+async fn keys_never_leak(planted: &'static str) {
     let mock = Mock::start().await;
-    // The upstream echoes the key back in its error messages, as some do.
+    // The upstream echoes the key back in its error messages, as some do: in a 400 (relayed to
+    // the client), in an error event after content, in a 403 (a day's cooldown, persisted).
     mock.on(|r, i| {
         let key = r.bearer().unwrap_or_default();
-        match i % 2 {
-            0 => Reply::status(401, &format!("Incorrect API key provided: {key}")),
-            _ => Reply::status(400, &format!("bad request for key {key}")),
+        let m = r.model();
+        match i % 3 {
+            0 => Reply::status(400, &format!("bad request for key {key}")),
+            1 => Reply::Stream(vec![
+                Piece::Raw(chunk(&m, "partial")),
+                Piece::Raw(format!(
+                    "data: {}\n\n",
+                    json!({"error": {"message": format!("key {key} ran out mid-stream")}})
+                )),
+            ]),
+            _ => Reply::status(403, &format!("key {key} may not use this model")),
         }
     });
     let cwd = tempfile::tempdir().unwrap();
@@ -295,47 +351,57 @@ async fn provider_keys_never_reach_disk_logs_or_errors_in_plaintext() {
         cwd.path(),
         &[],
         &["keys", "add", "groq", "--label", "planted"],
-        &format!("{PLANTED}\n"),
+        &format!("{planted}\n"),
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(!text(&out.stdout).contains(PLANTED));
+    assert!(!text(&out.stdout).contains(planted));
 
     let env = [("FREEWAY_LISTEN", "127.0.0.1:0"), ("FREEWAY_LOG", "trace")];
     let server = start_server(cwd.path(), &env).unwrap();
     let client = reqwest::Client::new();
     let mut bodies = String::new();
-    for i in 0..4 {
+    let mut statuses = Vec::new();
+    for i in 0..3 {
         let resp = client
             .post(server.url("/v1/chat/completions"))
             .bearer_auth("fw-planted-test")
-            .json(&json!({"model": "groq/llama-3.3-70b-versatile", "stream": i % 2 == 1, "messages": [{"role": "user", "content": "hi"}]}))
+            .json(&json!({"model": "groq/llama-3.3-70b-versatile", "stream": i == 1, "messages": [{"role": "user", "content": "hi"}]}))
             .send()
             .await
             .unwrap();
+        let status = resp.status();
         bodies.push_str(&resp.text().await.unwrap());
+        statuses.push(status.as_u16());
     }
+    let paths: Vec<String> = mock.calls().iter().map(|c| c.path.clone()).collect();
+    assert_eq!(
+        mock.chat_calls().len(),
+        3,
+        "{planted}: every request reached the upstream: {statuses:?} {paths:?}"
+    );
     assert!(
         mock.chat_calls()
             .iter()
-            .any(|c| c.bearer().as_deref() == Some(PLANTED)),
+            .all(|c| c.bearer().as_deref() == Some(planted)),
         "the key was used"
     );
+    assert!(bodies.contains("stream_interrupted"), "{bodies}");
     let out = run(cwd.path(), &[], &["keys", "list"], "");
     let listing = text(&out.stdout);
     let stderr_path = server.stderr_path.clone();
-    let stdout_lines = server.lines.join("\n");
+    let stdout_lines = format!("{}\n{}", server.lines.join("\n"), server.output());
     assert!(server.term());
 
-    let fragment = &PLANTED[8..28];
+    let fragment = &planted[8..28];
     for (what, content) in [
         ("error bodies", bodies.clone()),
         ("keys list", listing),
-        ("stdout", stdout_lines),
-        ("log", std::fs::read_to_string(&stderr_path).unwrap()),
+        ("stdout and logs", stdout_lines),
+        ("stderr", std::fs::read_to_string(&stderr_path).unwrap()),
     ] {
         assert!(
             !content.contains(fragment),
-            "{what} leaked the key: {content}"
+            "{what} leaked the key {planted}: {content}"
         );
     }
     for entry in walk(&cwd.path().join("freeway-data")) {
@@ -343,7 +409,7 @@ async fn provider_keys_never_reach_disk_logs_or_errors_in_plaintext() {
         let hay = String::from_utf8_lossy(&bytes);
         assert!(
             !hay.contains(fragment),
-            "{} holds the key in plaintext",
+            "{} holds the key {planted} in plaintext",
             entry.display()
         );
     }
@@ -709,4 +775,187 @@ async fn upstream_requests_use_the_proxy_the_environment_names() {
     assert!(server.term());
     assert_eq!(tunnels.lock().unwrap().len(), seen.len(), "no new tunnel");
     assert_eq!(mock.chat_calls().len(), 2);
+}
+
+/// With the open-file limit at 1,024 and 1,100 connections that never finish their request
+/// head, a new client is still served: the server keeps accepting and sheds the stalest.
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_clients_cannot_lock_others_out_under_a_small_file_limit() {
+    use tokio::io::AsyncWriteExt;
+    // This process needs room for its own 1,100 sockets.
+    let _ = rlimit::increase_nofile_limit(8192);
+    let cwd = tempfile::tempdir().unwrap();
+    let env = [("FREEWAY_LISTEN", "127.0.0.1:0")];
+    let server = start_server_in(&["prlimit", "--nofile=1024:1024"], cwd.path(), &env).unwrap();
+    let mut slow = Vec::new();
+    for _ in 0..1_100 {
+        if let Ok(Ok(mut c)) = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::net::TcpStream::connect(&server.addr),
+        )
+        .await
+        {
+            let _ = c.write_all(b"GET /livez HTTP/1.1\r\nHos").await;
+            slow.push(c);
+        }
+    }
+    assert!(
+        slow.len() > 1_024,
+        "only {} slow connections opened",
+        slow.len()
+    );
+    // One byte a second each, as a slowloris does.
+    let drip = tokio::spawn(async move {
+        loop {
+            for c in slow.iter_mut() {
+                let _ = c.write_all(b"t").await;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    let served = tokio::time::timeout(
+        Duration::from_secs(30),
+        reqwest::Client::new().get(server.url("/livez")).send(),
+    )
+    .await;
+    drip.abort();
+    let status = served
+        .expect("a fresh client waited more than 30 s")
+        .expect("a fresh client was refused")
+        .status();
+    assert_eq!(status, 200);
+    assert!(server.term());
+}
+
+/// Usage reaches the database every two seconds; a kill -9 right after a daily cap filled must
+/// not hand out that day again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_does_not_hand_out_quota() {
+    let mock = Mock::start().await;
+    let cwd = tempfile::tempdir().unwrap();
+    std::fs::write(
+        cwd.path().join("freeway.toml"),
+        format!(
+            "[auth]\napi_keys = [\"fw-crash-test\"]\n[custom.mock]\nbase_url = \"{}\"\nkeys = [\"sk-mock\"]\nmodels = [{{ id = \"mock-model\", rpd = 10 }}]\n",
+            mock.url("/v1")
+        ),
+    )
+    .unwrap();
+    let env = [("FREEWAY_LISTEN", "127.0.0.1:0")];
+    let client = reqwest::Client::new();
+    let send = |url: String| {
+        let c = client.clone();
+        async move {
+            c.post(url)
+                .bearer_auth("fw-crash-test")
+                .json(&ask("mock-model"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let server = start_server(cwd.path(), &env).unwrap();
+    for _ in 0..10 {
+        assert_eq!(send(server.url("/v1/chat/completions")).await, 200);
+    }
+    server.kill9();
+    let server = start_server(cwd.path(), &env).unwrap();
+    assert_eq!(
+        send(server.url("/v1/chat/completions")).await,
+        429,
+        "the day's 10 requests were forgotten"
+    );
+    assert_eq!(mock.chat_calls().len(), 10);
+    assert!(server.term());
+}
+
+/// The data directory and everything in it are the user's alone, whatever the umask.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn data_files_are_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let cwd = tempfile::tempdir().unwrap();
+    let env = [("FREEWAY_LISTEN", "127.0.0.1:0")];
+    let umask_000 = ["sh", "-c", "umask 000; exec \"$0\" \"$@\""];
+    let server = start_server_in(&umask_000, cwd.path(), &env).unwrap();
+    let data = cwd.path().join("freeway-data");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700, "the data directory");
+    let files = walk(&data);
+    for f in [
+        "freeway.db",
+        "freeway.db-wal",
+        "freeway.db-shm",
+        "encryption.key",
+        "ledger.journal",
+    ] {
+        assert!(files.contains(&data.join(f)), "{f} missing: {files:?}");
+    }
+    for f in &files {
+        assert_eq!(mode(f), 0o600, "{}", f.display());
+    }
+    assert!(server.term());
+}
+
+/// Logs fit where they go: no colour codes into a pipe, JSON lines when asked for.
+#[tokio::test(flavor = "multi_thread")]
+async fn logs_are_plain_in_a_pipe_and_json_when_asked() {
+    for json_lines in [false, true] {
+        let cwd = tempfile::tempdir().unwrap();
+        let config = if json_lines {
+            "log_format = \"json\"\n"
+        } else {
+            ""
+        };
+        std::fs::write(cwd.path().join("freeway.toml"), config).unwrap();
+        let env = [("FREEWAY_LISTEN", "127.0.0.1:0"), ("FREEWAY_LOG", "debug")];
+        let server = start_server(cwd.path(), &env).unwrap();
+        let resp = reqwest::Client::new()
+            .get(server.url("/livez"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let output = server.output.clone();
+        assert!(server.term());
+        let lines = output.lock().unwrap().clone();
+        let logged: Vec<&String> = lines.iter().filter(|l| l.contains("request")).collect();
+        assert!(!logged.is_empty(), "the request was logged: {lines:?}");
+        for line in &lines {
+            assert!(
+                !line.contains('\u{1b}'),
+                "a colour code in a pipe: {line:?}"
+            );
+            if json_lines {
+                let v: serde_json::Value = serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+                assert!(
+                    v["level"].is_string() && v["timestamp"].is_string(),
+                    "{line}"
+                );
+            }
+        }
+    }
+}
+
+/// `freeway models | head` and the like: a reader that goes away ends the command quietly.
+#[test]
+fn a_closed_stdout_ends_the_cli_quietly() {
+    let cwd = tempfile::tempdir().unwrap();
+    // The reader closes its end at once, before Freeway writes anything.
+    let out = Command::new("bash")
+        .args([
+            "-c",
+            "set -o pipefail; \"$0\" models --all | { exec 0<&-; sleep 0.5; }",
+            BIN,
+        ])
+        .current_dir(cwd.path())
+        .env("FREEWAY_DATA_DIR", cwd.path().join("data"))
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
 }

@@ -238,6 +238,11 @@ impl Mock {
         self.state.connections.load(Ordering::SeqCst)
     }
 
+    /// Requests it is answering right now (a stream until it ends or is dropped).
+    pub fn in_flight(&self) -> usize {
+        self.state.in_flight.load(Ordering::SeqCst)
+    }
+
     pub fn max_in_flight(&self) -> usize {
         self.state.max_in_flight.load(Ordering::SeqCst)
     }

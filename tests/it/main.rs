@@ -1,5 +1,6 @@
 //! Freeway's integration tests: one binary, real sockets on loopback, mock upstreams.
 
+mod abuse;
 mod api;
 mod architecture;
 mod cli;
