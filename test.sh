@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh machine: formatting, lints, then every test.
+# The whole test suite, from a fresh machine: formatting, lints, every test, then every fuzz
+# target for a bounded number of inputs. Installs what it needs (cargo-nextest, cargo-fuzz).
 set -euo pipefail
 cd "$(dirname "$0")"
 if ! command -v cargo-nextest >/dev/null 2>&1; then
@@ -8,3 +9,6 @@ fi
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo nextest run --locked --no-fail-fast
+# Fuzzing keeps running: each target replays its corpus (fuzz/corpus, kept in the repository)
+# and tries FUZZ_RUNS new inputs.
+FUZZ_RUNS="${FUZZ_RUNS:-20000}" fuzz/run.sh

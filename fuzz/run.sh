@@ -2,16 +2,25 @@
 # Run Freeway's fuzz targets for a bounded time each.
 #
 #   fuzz/run.sh                 every target, FUZZ_SECONDS (default 60) each
+#   FUZZ_RUNS=2000 fuzz/run.sh  every target, a fixed number of inputs each (what CI runs)
 #   fuzz/run.sh sse             one target
 #   fuzz/run.sh sse -runs=1000  extra arguments go to libFuzzer
 #
 # Works on stable Rust: `--sanitizer none` is the only cargo-fuzz setting that needs a nightly
-# compiler otherwise (see fuzz/README.md). New inputs go to fuzz/corpus/<target>/, crashes to
-# fuzz/artifacts/<target>/ (both git-ignored); fuzz/seeds/<target>/ is read, never written.
+# compiler otherwise (see fuzz/README.md). Starts from fuzz/corpus/<target>/ (kept in the
+# repository, minimized) and fuzz/seeds/<target>/ (hand-written, read only); new inputs go to
+# the corpus, crashes to fuzz/artifacts/<target>/ (git-ignored).
 set -uo pipefail
 
 cd "$(dirname "$0")"
 seconds="${FUZZ_SECONDS:-60}"
+if [ -n "${FUZZ_RUNS:-}" ]; then
+    budget=(-runs="$FUZZ_RUNS")
+    said="$FUZZ_RUNS inputs"
+else
+    budget=(-max_total_time="$seconds")
+    said="${seconds}s"
+fi
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "cargo-fuzz not found; installing it" >&2
@@ -34,11 +43,11 @@ fi
 
 failed=()
 for t in "${targets[@]}"; do
-    echo "=== $t: ${seconds}s ===" >&2
+    echo "=== $t: $said ===" >&2
     mkdir -p "corpus/$t"
     # corpus/ first: libFuzzer writes new inputs to the first directory only.
     if ! cargo fuzz run --sanitizer none "$t" "corpus/$t" "seeds/$t" -- \
-        -max_total_time="$seconds" -timeout=10 -print_final_stats=1 "$@"; then
+        "${budget[@]}" -timeout=10 -print_final_stats=1 "$@"; then
         failed+=("$t")
     fi
 done
@@ -48,4 +57,4 @@ if [ ${#failed[@]} -gt 0 ]; then
         "cargo fuzz run --sanitizer none <target> <file>)" >&2
     exit 1
 fi
-echo "all targets ran ${seconds}s without a crash: ${targets[*]}" >&2
+echo "all targets ran $said without a crash: ${targets[*]}" >&2

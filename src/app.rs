@@ -179,6 +179,17 @@ impl App {
         )
     }
 
+    /// What the HTTP handlers need.
+    pub fn http_server(&self) -> Arc<crate::http::Server> {
+        Arc::new(crate::http::Server {
+            router: self.router(),
+            ops: Arc::clone(&self.ops),
+            max_body: self.config.max_body,
+            body_read_timeout: self.config.http.body_read_timeout,
+            metrics: self.config.metrics.clone(),
+        })
+    }
+
     /// Persist the ledger if it changed.
     fn persist_ledger(&self) {
         let Some(snap) = self.ledger.snapshot() else {
@@ -300,13 +311,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     app.start_background();
     let h = &app.config.http;
-    let server = Arc::new(crate::http::Server {
-        router: app.router(),
-        ops: Arc::clone(&app.ops),
-        max_body: app.config.max_body,
-        body_read_timeout: h.body_read_timeout,
-        metrics: app.config.metrics.clone(),
-    });
+    let server = app.http_server();
     let limits = crate::http::serve::Limits {
         header_read_timeout: h.header_read_timeout,
         idle_timeout: h.idle_timeout,

@@ -23,8 +23,11 @@ use crate::wire::openai;
 
 pub mod serve;
 
-/// Bodies larger than this are parsed on the blocking pool.
+/// Bodies larger than this are parsed on the blocking pool, [`LARGE_AT_ONCE`] at a time.
 const LARGE_BODY: usize = 256 * 1024;
+/// Large bodies parsed at once, at most: parsing costs memory (about the body's size again).
+const LARGE_AT_ONCE: usize = 2;
+static LARGE_PARSES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(LARGE_AT_ONCE);
 
 /// The request id, set by the middleware for handlers and the log line.
 #[derive(Clone)]
@@ -224,6 +227,7 @@ async fn chat(
     // A large body (images, long documents) is parsed off the event loop, so one request
     // cannot stall the others.
     let parsed = if bytes.len() > LARGE_BODY {
+        let _turn = LARGE_PARSES.acquire().await;
         tokio::task::spawn_blocking(move || openai::parse(&bytes))
             .await
             .unwrap_or_else(|_| Err("the request could not be parsed".into()))
