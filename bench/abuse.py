@@ -84,7 +84,7 @@ class Freeway:
             line = line.strip()
             if line.startswith("Freeway listening on http://"):
                 self.addr = line.split("http://", 1)[1]
-            if not line and self.addr:
+            if "OpenAI base URL" in line and self.addr:
                 break
         threading.Thread(target=lambda: [None for _ in self.proc.stdout], daemon=True).start()
         host, port = self.addr.rsplit(":", 1)

@@ -46,6 +46,8 @@ pub struct App {
     pub ledger: Arc<MemoryLedger>,
     /// The operations every front door calls.
     pub ops: Arc<Ops>,
+    /// The admin side's password, sessions and setup link.
+    pub admin: Arc<crate::admin::Admin>,
     pub log: Arc<RequestLog>,
     /// Pooled upstream connections (keep-alive, HTTP/2 where offered).
     pub http: upstream::Client,
@@ -123,7 +125,12 @@ impl App {
         let config = Arc::new(config);
         let (store, sealer, _) = open_data(&config)?;
         let catalog = Arc::new(Catalog::from_config(&config)?);
-        let ledger = Arc::new(MemoryLedger::new(clock));
+        let ledger = Arc::new(MemoryLedger::new(Arc::clone(&clock)));
+        let admin = Arc::new(crate::admin::Admin::new(
+            Arc::clone(&store),
+            config.auth.admin_password.clone(),
+            clock,
+        ));
         ledger.restore(&store.load_ledger()?, &store.load_cooldowns()?);
         let replayed = ledger
             .open_journal(&config.data_dir, store.ledger_seq()?)
@@ -158,6 +165,7 @@ impl App {
             live,
             ledger,
             ops,
+            admin,
             log: Arc::new(RequestLog::default()),
             http,
             dialects,
@@ -184,6 +192,7 @@ impl App {
         Arc::new(crate::http::Server {
             router: self.router(),
             ops: Arc::clone(&self.ops),
+            admin: Arc::clone(&self.admin),
             max_body: self.config.max_body,
             body_read_timeout: self.config.http.body_read_timeout,
             metrics: self.config.metrics.clone(),
@@ -231,7 +240,7 @@ impl App {
                 }
                 let _ = tokio::task::spawn_blocking(move || {
                     a.persist_ledger();
-                    a.ops.persist_health();
+                    a.ops.persist();
                     match a.ops.reload_if_changed() {
                         Ok(true) => {
                             tracing::info!("reloaded keys and chain after a change in the database")
@@ -256,7 +265,7 @@ impl App {
             let a = Arc::clone(&app);
             let _ = tokio::task::spawn_blocking(move || {
                 a.persist_ledger();
-                a.ops.persist_health();
+                a.ops.persist();
             })
             .await;
         });

@@ -55,6 +55,15 @@ pub enum Command {
     Status,
     /// Probe every key now.
     Check,
+    /// The admin side: reset-password.
+    #[command(subcommand)]
+    Admin(AdminCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AdminCmd {
+    /// Forget the admin password and every session; print a new setup link.
+    ResetPassword,
 }
 
 #[derive(Subcommand, Debug)]
@@ -75,6 +84,11 @@ pub enum KeysCmd {
     Enable { id: String },
     /// Disable a key.
     Disable { id: String },
+    /// Add the keys a `.env` file holds (GROQ_API_KEY=..., GEMINI_API_KEY=..., _2 for more).
+    Import {
+        /// The file (`-` for stdin).
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -116,6 +130,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Models { all } => models_cmd(config, all),
         Command::Status => status_cmd(config),
         Command::Check => check_cmd(config),
+        Command::Admin(AdminCmd::ResetPassword) => reset_password_cmd(config),
     }
 }
 
@@ -186,6 +201,13 @@ fn serve(config: Config) -> anyhow::Result<()> {
         let addr = listener.local_addr()?;
         out!("Freeway listening on http://{addr}");
         out!("  OpenAI base URL: http://{addr}/v1");
+        out!("  Dashboard:       http://{}/admin", shown(addr));
+        if let Some(token) = app.admin.setup_token()? {
+            out!(
+                "  Set the admin password (one-time link): http://{}/admin/setup?token={token}",
+                shown(addr)
+            );
+        }
         if let Some(key) = first_key {
             out!("  Your client key (shown once, keep it): {key}");
         }
@@ -196,6 +218,27 @@ fn serve(config: Config) -> anyhow::Result<()> {
         out!();
         app::serve(app, listener, app::shutdown_signal()).await
     })
+}
+
+/// An address a browser on this machine can open: an unspecified IP becomes loopback.
+fn shown(addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    match addr.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => ([127, 0, 0, 1], addr.port()).into(),
+        ip if ip.is_unspecified() => (std::net::Ipv6Addr::LOCALHOST, addr.port()).into(),
+        _ => addr,
+    }
+}
+
+fn reset_password_cmd(config: Config) -> anyhow::Result<()> {
+    let listen = config.listen;
+    let app = App::open(config)?;
+    let token = app.admin.reset_password()?;
+    out!("The admin password is forgotten and every session ended.");
+    out!(
+        "Set a new one: http://{}/admin/setup?token={token}",
+        shown(listen)
+    );
+    Ok(())
 }
 
 fn read_secret(prompt: &str) -> anyhow::Result<String> {
@@ -270,6 +313,30 @@ fn keys_cmd(config: Config, cmd: KeysCmd) -> anyhow::Result<()> {
         KeysCmd::Disable { id } => {
             let k = ops.set_key_enabled(&id, false)?;
             out!("disabled {} key {}", k.provider, short(&k.id));
+        }
+        KeysCmd::Import { file } => {
+            let text = if file.as_os_str() == "-" {
+                let mut s = String::new();
+                std::io::stdin()
+                    .read_to_string(&mut s)
+                    .context("cannot read stdin")?;
+                s
+            } else {
+                std::fs::read_to_string(&file)
+                    .with_context(|| format!("cannot read {}", file.display()))?
+            };
+            let done = ops.import_env(&text)?;
+            for k in &done.added {
+                out!("added {} key {} ({})", k.provider, short(&k.id), k.masked);
+            }
+            for (line, why) in &done.skipped {
+                out!("skipped line {line}: {why}");
+            }
+            out!(
+                "{} key(s) added, {} line(s) skipped",
+                done.added.len(),
+                done.skipped.len()
+            );
         }
     }
     Ok(())

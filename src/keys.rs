@@ -400,13 +400,19 @@ impl KeyRing {
     }
 }
 
-/// A client key's hash and display name.
-type ClientKey = ([u8; 32], String);
+/// A client key as the server checks it: its hash, name, and row id (`None` for the config's).
+struct ClientKey {
+    hash: [u8; 32],
+    name: String,
+    id: Option<String>,
+}
 
-/// Client keys: hashes only, compared in constant time.
+/// Client keys: hashes only, compared in constant time; when each was last used.
 #[derive(Default)]
 pub struct ClientKeys {
     keys: RwLock<Arc<Vec<ClientKey>>>,
+    /// Stored keys used since the last write: id → when (ms since the Unix epoch).
+    used: Mutex<HashMap<String, i64>>,
 }
 
 impl ClientKeys {
@@ -415,16 +421,19 @@ impl ClientKeys {
         let mut keys: Vec<ClientKey> = fixed
             .iter()
             .enumerate()
-            .map(|(i, k)| {
-                (
-                    crypto::hash_client_key(k.expose()),
-                    format!("config #{}", i + 1),
-                )
+            .map(|(i, k)| ClientKey {
+                hash: crypto::hash_client_key(k.expose()),
+                name: format!("config #{}", i + 1),
+                id: None,
             })
             .collect();
         for row in store.client_keys()? {
             if row.revoked_ms.is_none() {
-                keys.push((row.hash, row.name));
+                keys.push(ClientKey {
+                    hash: row.hash,
+                    name: row.name,
+                    id: Some(row.id),
+                });
             }
         }
         *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keys);
@@ -436,13 +445,32 @@ impl ClientKeys {
     pub fn check(&self, presented: &str) -> Option<String> {
         let digest = crypto::hash_client_key(presented);
         let keys = self.keys.read().unwrap_or_else(|e| e.into_inner()).clone();
-        let mut found = None;
-        for (hash, name) in keys.iter() {
-            if crypto::digest_eq(hash, &digest) && found.is_none() {
-                found = Some(name.clone());
+        let mut found: Option<&ClientKey> = None;
+        for k in keys.iter() {
+            if crypto::digest_eq(&k.hash, &digest) && found.is_none() {
+                found = Some(k);
             }
         }
-        found
+        let k = found?;
+        if let Some(id) = &k.id {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            self.used
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id.clone(), now);
+        }
+        Some(k.name.clone())
+    }
+
+    /// Stored keys used since the last call, and when, to write.
+    pub fn take_used(&self) -> Vec<(String, i64)> {
+        self.used
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .collect()
     }
 }
 

@@ -21,6 +21,7 @@ use crate::ops::Ops;
 use crate::router::{self, Incoming, Router};
 use crate::wire::openai;
 
+mod admin;
 pub mod serve;
 
 /// Bodies larger than this are parsed on the blocking pool, [`LARGE_AT_ONCE`] at a time.
@@ -37,6 +38,8 @@ pub struct RequestId(pub String);
 pub struct Server {
     pub router: Router,
     pub ops: Arc<Ops>,
+    /// The admin side's password, sessions and setup link.
+    pub admin: Arc<crate::admin::Admin>,
     /// Request body limit in bytes.
     pub max_body: usize,
     /// A request body must arrive whole within this.
@@ -72,6 +75,7 @@ pub fn routes(server: Arc<Server>) -> axum::Router {
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(admin::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(request_id))
@@ -364,7 +368,9 @@ async fn readyz(State(server): State<Arc<Server>>) -> Response {
 /// Client keys never open it.
 async fn metrics(State(server): State<Arc<Server>>, headers: HeaderMap) -> Response {
     let m = &server.metrics;
+    let admin = matches!(admin::session_of(&server, &headers), Ok(Some(_)));
     let allowed = m.public
+        || admin
         || m.token.as_ref().is_some_and(|token| {
             headers
                 .get(header::AUTHORIZATION)
@@ -379,7 +385,7 @@ async fn metrics(State(server): State<Arc<Server>>, headers: HeaderMap) -> Respo
         });
     if !allowed {
         return ApiError::Unauthorized(
-            "metrics need `Authorization: Bearer <metrics.token>` (or set metrics.public = true)"
+            "metrics need an admin session, `Authorization: Bearer <metrics.token>`, or metrics.public = true"
                 .into(),
         )
         .into_response();

@@ -153,8 +153,8 @@ pub async fn run(
             a = listener.accept() => a,
             _ = shutdown.cancelled() => break,
         };
-        let tcp = match accepted {
-            Ok((tcp, _)) => tcp,
+        let (tcp, peer) = match accepted {
+            Ok(a) => a,
             Err(e) if out_of_files(&e) => {
                 // Make room: the stalest idle connection goes. Give its task a moment to close.
                 let freed = conns.evict_stalest();
@@ -197,7 +197,7 @@ pub async fn run(
             shutdown.clone(),
         );
         tasks.spawn(async move {
-            serve_one(tcp, app, &builder, &conns, &conn, stop).await;
+            serve_one(tcp, peer, app, &builder, &conns, &conn, stop).await;
             conns
                 .all
                 .lock()
@@ -219,6 +219,7 @@ pub async fn run(
 /// One connection, until it ends, the reaper closes it, or shutdown finishes it gracefully.
 async fn serve_one(
     tcp: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
     app: axum::Router,
     builder: &auto::Builder<TokioExecutor>,
     conns: &Arc<Conns>,
@@ -227,7 +228,10 @@ async fn serve_one(
 ) {
     let service = {
         let (conns, conn) = (Arc::clone(conns), Arc::clone(conn));
-        hyper::service::service_fn(move |req: http::Request<Incoming>| {
+        hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
+            // Who is asking: the login slow-down counts per address.
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
             conn.active.fetch_add(1, Ordering::Relaxed);
             conn.blocked_since.store(0, Ordering::Relaxed);
             let mut app = app.clone();

@@ -51,6 +51,7 @@ pub struct ClientKeyView {
     /// The first characters, to tell keys apart.
     pub prefix: String,
     pub created_ms: Option<i64>,
+    pub last_used_ms: Option<i64>,
     pub revoked: bool,
 }
 
@@ -219,6 +220,18 @@ impl Ops {
         self.key(&k.id)
     }
 
+    /// Rename a stored key.
+    pub fn set_key_label(&self, id: &str, label: &str) -> Result<KeyView> {
+        let k = self.stored_key(id, "relabel")?;
+        let label = label.trim();
+        if label.chars().count() > 100 {
+            return Err(Error::Invalid("a label has at most 100 characters".into()));
+        }
+        self.store.set_key_label(&k.id, label)?;
+        self.reload()?;
+        self.key(&k.id)
+    }
+
     /// Probe keys now (every key, or those `only` accepts) and write what was found.
     pub async fn check(&self, only: Option<&str>) -> Result<Vec<Verdict>> {
         let target = only.map(|id| self.key(id)).transpose()?;
@@ -271,6 +284,7 @@ impl Ops {
                 name: r.name,
                 prefix: r.prefix,
                 created_ms: Some(r.created_ms),
+                last_used_ms: r.last_used_ms,
                 revoked: r.revoked_ms.is_some(),
             })
             .collect();
@@ -280,6 +294,7 @@ impl Ops {
                 name: format!("config #{}", i + 1),
                 prefix: String::new(),
                 created_ms: None,
+                last_used_ms: None,
                 revoked: false,
             });
         }
@@ -346,6 +361,183 @@ fn create_client_key(
         prefix: key.chars().take(7).collect(),
         created_ms: now_ms,
         revoked_ms: None,
+        last_used_ms: None,
     })?;
     Ok(key)
+}
+
+/// What importing a `.env` text did.
+#[derive(Debug, Clone, Default)]
+pub struct Imported {
+    pub added: Vec<KeyView>,
+    /// (line number, why it was not imported).
+    pub skipped: Vec<(usize, String)>,
+}
+
+/// Variable names that name a provider's key, besides `<PROVIDER>_API_KEY`.
+const ALIASES: &[(&str, &str)] = &[
+    ("GEMINI_API_KEY", "google"),
+    ("GOOGLE_AI_API_KEY", "google"),
+    ("GOOGLE_GENERATIVE_AI_API_KEY", "google"),
+    ("GITHUB_TOKEN", "github"),
+    ("GITHUB_MODELS_TOKEN", "github"),
+    ("HF_TOKEN", "huggingface"),
+    ("HUGGINGFACE_TOKEN", "huggingface"),
+    ("HUGGING_FACE_HUB_TOKEN", "huggingface"),
+    ("CO_API_KEY", "cohere"),
+    ("ZAI_API_KEY", "zhipu"),
+    ("Z_AI_API_KEY", "zhipu"),
+    ("ZHIPUAI_API_KEY", "zhipu"),
+    ("NVIDIA_NIM_API_KEY", "nvidia"),
+    ("NIM_API_KEY", "nvidia"),
+    ("CLOUDFLARE_API_TOKEN", "cloudflare"),
+    ("CF_API_TOKEN", "cloudflare"),
+];
+
+/// Variables that hold a Cloudflare account id, to pair with its token.
+const CLOUDFLARE_ACCOUNT: &[&str] = &["CLOUDFLARE_ACCOUNT_ID", "CF_ACCOUNT_ID"];
+
+/// One `NAME=value` line of a `.env` file: `export`, quotes and trailing comments allowed.
+fn env_line(line: &str) -> Option<(String, String)> {
+    let line = line.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return None;
+    }
+    let line = line.strip_prefix("export ").unwrap_or(line).trim_start();
+    let (name, value) = line.split_once('=')?;
+    let value = value.trim();
+    let value = match value.chars().next() {
+        Some(q @ ('"' | '\'')) => value[1..].split(q).next().unwrap_or("").to_string(),
+        _ => value.split(" #").next().unwrap_or("").trim().to_string(),
+    };
+    Some((name.trim().to_string(), value))
+}
+
+/// `GROQ_API_KEY_2` → (`GROQ_API_KEY`, `_2`): the suffix tells several keys apart.
+fn split_suffix(name: &str) -> (&str, &str) {
+    match name.rsplit_once('_') {
+        Some((base, n)) if !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()) => {
+            (base, &name[base.len()..])
+        }
+        _ => (name, ""),
+    }
+}
+
+impl Ops {
+    /// Add the provider keys a `.env` text holds (`GROQ_API_KEY=...`, `GEMINI_API_KEY=...`;
+    /// `_2`, `_3` for more keys of one provider).
+    pub fn import_env(&self, text: &str) -> Result<Imported> {
+        let catalog = self.catalog();
+        let provider_of = |base: &str| -> Option<String> {
+            let upper = base.to_ascii_uppercase();
+            ALIASES
+                .iter()
+                .find(|(alias, _)| *alias == upper)
+                .map(|(_, p)| p.to_string())
+                .or_else(|| {
+                    let id = upper.strip_suffix("_API_KEY")?.to_ascii_lowercase();
+                    catalog.provider(&id).map(|p| p.id.clone())
+                })
+        };
+        let lines: Vec<(usize, String, String)> = text
+            .lines()
+            .enumerate()
+            .filter_map(|(i, l)| env_line(l).map(|(n, v)| (i + 1, n, v)))
+            .collect();
+        let account = |suffix: &str| {
+            lines.iter().find_map(|(_, n, v)| {
+                let (base, s) = split_suffix(n);
+                (CLOUDFLARE_ACCOUNT.contains(&base.to_ascii_uppercase().as_str()) && s == suffix)
+                    .then(|| v.clone())
+            })
+        };
+        let known: Vec<String> = {
+            let snap = self.live.snapshot();
+            snap.catalog
+                .providers
+                .iter()
+                .flat_map(|p| self.live.keys.all(&p.id))
+                .map(|k| k.secret.expose().to_string())
+                .collect()
+        };
+        let mut out = Imported::default();
+        let mut seen: Vec<String> = Vec::new();
+        for (line, name, value) in &lines {
+            let (base, suffix) = split_suffix(name);
+            if CLOUDFLARE_ACCOUNT.contains(&base.to_ascii_uppercase().as_str()) {
+                continue;
+            }
+            let Some(provider) = provider_of(base) else {
+                out.skipped.push((
+                    *line,
+                    format!(
+                        "{name} is not a provider key variable (e.g. GROQ_API_KEY, GEMINI_API_KEY)"
+                    ),
+                ));
+                continue;
+            };
+            if value.is_empty() {
+                out.skipped.push((*line, format!("{name} is empty")));
+                continue;
+            }
+            let mut secret = value.clone();
+            if provider == "cloudflare" && !secret.contains(':') {
+                match account(suffix) {
+                    Some(a) => secret = format!("{a}:{secret}"),
+                    None => {
+                        out.skipped.push((
+                            *line,
+                            format!("{name} needs CLOUDFLARE_ACCOUNT_ID{suffix} beside it"),
+                        ));
+                        continue;
+                    }
+                }
+            }
+            if known.contains(&secret) || seen.contains(&secret) {
+                out.skipped
+                    .push((*line, format!("the key in {name} is already added")));
+                continue;
+            }
+            let label = name.to_ascii_lowercase();
+            match self.add_key(&provider, &secret, Some(&label)) {
+                Ok(k) => {
+                    seen.push(secret);
+                    out.added.push(k);
+                }
+                Err(Error::Internal(e)) => return Err(Error::Internal(e)),
+                Err(e) => out.skipped.push((*line, e.to_string())),
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_lines_and_suffixes() {
+        assert_eq!(
+            env_line("GROQ_API_KEY=gsk_1"),
+            Some(("GROQ_API_KEY".into(), "gsk_1".into()))
+        );
+        assert_eq!(
+            env_line("export GEMINI_API_KEY=\"AIza x\" # mine"),
+            Some(("GEMINI_API_KEY".into(), "AIza x".into()))
+        );
+        assert_eq!(
+            env_line(" MISTRAL_API_KEY = 'abc' "),
+            Some(("MISTRAL_API_KEY".into(), "abc".into()))
+        );
+        assert_eq!(
+            env_line("COHERE_API_KEY=abc # trailing"),
+            Some(("COHERE_API_KEY".into(), "abc".into()))
+        );
+        assert_eq!(env_line("# GROQ_API_KEY=x"), None);
+        assert_eq!(env_line("no equals sign"), None);
+        assert_eq!(split_suffix("GROQ_API_KEY_2"), ("GROQ_API_KEY", "_2"));
+        assert_eq!(split_suffix("GROQ_API_KEY"), ("GROQ_API_KEY", ""));
+        assert_eq!(split_suffix("HF_TOKEN_10"), ("HF_TOKEN", "_10"));
+    }
 }

@@ -121,6 +121,18 @@ impl Ops {
         Ok(true)
     }
 
+    /// Write what changed in memory: key health (three confirmed rejections disable a key) and
+    /// when client keys were last used.
+    pub fn persist(&self) {
+        let used = self.live.clients.take_used();
+        if !used.is_empty() {
+            if let Err(e) = self.store.touch_client_keys(&used) {
+                tracing::error!(error = %e, "could not record when client keys were used");
+            }
+        }
+        self.persist_health();
+    }
+
     /// Write the health of keys that changed (three confirmed rejections disable a key).
     pub fn persist_health(&self) {
         for (id, h) in self.live.keys.take_changed() {

@@ -104,6 +104,14 @@ const STEPS: &[&str] = &[
     DROP TABLE requests;
     ALTER TABLE requests_v3 RENAME TO requests;
     CREATE INDEX requests_at ON requests (at_ms);",
+    // 4: admin sessions (hashed tokens), and when each client key was last used.
+    "CREATE TABLE sessions (
+        hash       BLOB PRIMARY KEY,
+        csrf       TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        seen_ms    INTEGER NOT NULL
+    );
+    ALTER TABLE client_keys ADD COLUMN last_used_ms INTEGER;",
 ];
 
 /// Bring the schema up to date.

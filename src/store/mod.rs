@@ -47,6 +47,16 @@ pub struct ClientKeyRow {
     pub prefix: String,
     pub created_ms: i64,
     pub revoked_ms: Option<i64>,
+    pub last_used_ms: Option<i64>,
+}
+
+/// An admin session: the token's hash, never the token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionRow {
+    pub hash: [u8; 32],
+    pub csrf: String,
+    pub created_ms: i64,
+    pub seen_ms: i64,
 }
 
 /// One entry of the persisted chain.
@@ -245,6 +255,13 @@ impl Store {
         Ok(())
     }
 
+    pub fn set_key_label(&self, id: &str, label: &str) -> anyhow::Result<bool> {
+        Ok(self.conn().execute(
+            "UPDATE provider_keys SET label = ?2 WHERE id = ?1",
+            params![id, label],
+        )? > 0)
+    }
+
     pub fn set_key_base_url(&self, id: &str, base_url: &str) -> anyhow::Result<()> {
         self.conn().execute(
             "UPDATE provider_keys SET base_url = ?2 WHERE id = ?1",
@@ -266,7 +283,8 @@ impl Store {
     pub fn client_keys(&self) -> anyhow::Result<Vec<ClientKeyRow>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
-            "SELECT id, name, hash, prefix, created_ms, revoked_ms FROM client_keys ORDER BY created_ms, id",
+            "SELECT id, name, hash, prefix, created_ms, revoked_ms, last_used_ms
+             FROM client_keys ORDER BY created_ms, id",
         )?;
         let rows = stmt
             .query_map([], |r| {
@@ -282,6 +300,7 @@ impl Store {
                     prefix: r.get(3)?,
                     created_ms: r.get(4)?,
                     revoked_ms: r.get(5)?,
+                    last_used_ms: r.get(6)?,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
@@ -297,6 +316,74 @@ impl Store {
             params![name_or_id, at_ms],
         )?;
         Ok(n)
+    }
+
+    /// When client keys (by id) were last used.
+    pub fn touch_client_keys(&self, used: &[(String, i64)]) -> anyhow::Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        for (id, at) in used {
+            tx.execute(
+                "UPDATE client_keys SET last_used_ms = MAX(COALESCE(last_used_ms, 0), ?2) WHERE id = ?1",
+                params![id, at],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    // ---- admin sessions ----
+
+    pub fn insert_session(&self, row: &SessionRow) -> anyhow::Result<()> {
+        self.conn().execute(
+            "INSERT INTO sessions (hash, csrf, created_ms, seen_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![row.hash.as_slice(), row.csrf, row.created_ms, row.seen_ms],
+        )?;
+        Ok(())
+    }
+
+    pub fn session(&self, hash: &[u8; 32]) -> anyhow::Result<Option<SessionRow>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT csrf, created_ms, seen_ms FROM sessions WHERE hash = ?1",
+                [hash.as_slice()],
+                |r| {
+                    Ok(SessionRow {
+                        hash: *hash,
+                        csrf: r.get(0)?,
+                        created_ms: r.get(1)?,
+                        seen_ms: r.get(2)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    pub fn touch_session(&self, hash: &[u8; 32], seen_ms: i64) -> anyhow::Result<()> {
+        self.conn().execute(
+            "UPDATE sessions SET seen_ms = ?2 WHERE hash = ?1",
+            params![hash.as_slice(), seen_ms],
+        )?;
+        Ok(())
+    }
+
+    /// End one session, or (with `None`) every session; also drops those idle since
+    /// `idle_before`.
+    pub fn end_sessions(&self, hash: Option<&[u8; 32]>, idle_before: i64) -> anyhow::Result<()> {
+        let conn = self.conn();
+        match hash {
+            Some(h) => conn.execute("DELETE FROM sessions WHERE hash = ?1", [h.as_slice()])?,
+            None => conn.execute("DELETE FROM sessions", [])?,
+        };
+        conn.execute("DELETE FROM sessions WHERE seen_ms < ?1", [idle_before])?;
+        Ok(())
+    }
+
+    pub fn delete_setting(&self, key: &str) -> anyhow::Result<()> {
+        self.conn()
+            .execute("DELETE FROM settings WHERE key = ?1", [key])?;
+        Ok(())
     }
 
     // ---- chain ----

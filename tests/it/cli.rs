@@ -128,6 +128,14 @@ fn start_server_in(prefix: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Result<
     })
 }
 
+impl Drop for Server {
+    /// A test that fails half-way leaves no server behind.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Server {
     fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
@@ -139,9 +147,8 @@ impl Server {
     }
 
     /// SIGKILL: no last words, no shutdown.
-    fn kill9(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn kill9(self) {
+        drop(self);
     }
 
     /// SIGTERM, then wait; returns whether it exited cleanly.

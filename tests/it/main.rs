@@ -1,6 +1,7 @@
 //! Freeway's integration tests: one binary, real sockets on loopback, mock upstreams.
 
 mod abuse;
+mod admin;
 mod api;
 mod architecture;
 mod cli;

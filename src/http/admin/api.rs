@@ -1,0 +1,353 @@
+//! The admin JSON API (SPEC 6.2): sessions, provider keys, client keys, the chain. Every
+//! handler is a thin shell over `ops` (the CLI's operations) or `crate::admin`.
+
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+use super::{Error, json_body, require, rfc3339, session_cookie};
+use crate::http::Server;
+use crate::ops::{ChainEntry, KeyView};
+
+fn key_json(k: &KeyView) -> Value {
+    json!({
+        "id": k.id,
+        "provider": k.provider,
+        "label": k.label,
+        "masked": k.masked,
+        "enabled": k.enabled,
+        "source": k.source.as_str(),
+        "status": k.status.as_str(),
+        "last_checked_at": rfc3339(k.last_checked_ms),
+        "last_error": k.last_error,
+        "cooldowns": k.cooldowns.iter().map(|(model, until, reason)| json!({
+            "model": model,
+            "until": rfc3339(Some(*until)),
+            "reason": reason,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+pub fn chain_json(e: &ChainEntry) -> Value {
+    json!({
+        "position": e.position,
+        "provider": e.provider,
+        "model": e.model,
+        "canonical": e.canonical,
+        "rank": e.rank,
+        "enabled": e.enabled,
+        "limits": {"rpm": e.limits.rpm, "rpd": e.limits.rpd, "tpm": e.limits.tpm, "tpd": e.limits.tpd},
+        "keys": e.keys,
+        "used_today": {"requests": e.requests_today, "tokens": e.tokens_today},
+        "available": e.available,
+        "frees_at": rfc3339(e.frees_at_ms),
+    })
+}
+
+/// Blocking work (password hashing, store writes, probes) off the event loop.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(anyhow::anyhow!("a task failed: {e}")))?
+}
+
+pub async fn session(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+) -> Result<Response, Error> {
+    let s = require(&server, &headers, false)?;
+    Ok(axum::Json(json!({"csrf_token": s.csrf})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetupBody {
+    token: String,
+    password: String,
+}
+
+pub async fn setup(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Error> {
+    let b: SetupBody = json_body(body).await?;
+    let admin = Arc::clone(&server.admin);
+    let s = blocking(move || Ok(admin.setup(&b.token, &b.password)?)).await?;
+    Ok(with_session(s, &headers))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginBody {
+    password: String,
+}
+
+pub async fn login(State(server): State<Arc<Server>>, req: Request) -> Result<Response, Error> {
+    let from = super::peer(req.extensions());
+    let headers = req.headers().clone();
+    let b: LoginBody = json_body(req.into_body()).await?;
+    let admin = Arc::clone(&server.admin);
+    let s = blocking(move || Ok(admin.login(from, &b.password)?)).await?;
+    Ok(with_session(s, &headers))
+}
+
+/// A new session: its cookie, and the CSRF token in the body.
+fn with_session(s: crate::admin::Session, headers: &HeaderMap) -> Response {
+    let mut resp = axum::Json(json!({"csrf_token": s.csrf})).into_response();
+    resp.headers_mut().insert(
+        header::SET_COOKIE,
+        session_cookie(s.token.as_deref(), headers),
+    );
+    resp
+}
+
+pub async fn logout(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+) -> Result<Response, Error> {
+    let s = require(&server, &headers, true)?;
+    server.admin.logout(&s)?;
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    resp.headers_mut()
+        .insert(header::SET_COOKIE, session_cookie(None, &headers));
+    Ok(resp)
+}
+
+pub async fn keys(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+) -> Result<Response, Error> {
+    require(&server, &headers, false)?;
+    let keys: Vec<Value> = server.ops.keys()?.iter().map(key_json).collect();
+    Ok(axum::Json(json!({"keys": keys})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewKey {
+    provider: String,
+    key: String,
+    #[serde(default)]
+    label: Option<String>,
+}
+
+pub async fn add_key(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Error> {
+    require(&server, &headers, true)?;
+    let b: NewKey = json_body(body).await?;
+    let ops = Arc::clone(&server.ops);
+    let k = blocking(move || Ok(ops.add_key(&b.provider, &b.key, b.label.as_deref())?)).await?;
+    Ok((StatusCode::CREATED, axum::Json(key_json(&k))).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportBody {
+    text: String,
+}
+
+pub async fn import_keys(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Error> {
+    require(&server, &headers, true)?;
+    let b: ImportBody = json_body(body).await?;
+    let ops = Arc::clone(&server.ops);
+    let done = blocking(move || Ok(ops.import_env(&b.text)?)).await?;
+    Ok(axum::Json(json!({
+        "added": done.added.iter().map(key_json).collect::<Vec<_>>(),
+        "skipped": done.skipped.iter().map(|(line, reason)| json!({"line": line, "reason": reason})).collect::<Vec<_>>(),
+    }))
+    .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyPatch {
+    #[serde(default)]
+    enabled: Option<bool>,
+    #[serde(default)]
+    label: Option<String>,
+}
+
+pub async fn patch_key(
+    State(server): State<Arc<Server>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Error> {
+    require(&server, &headers, true)?;
+    let b: KeyPatch = json_body(body).await?;
+    if b.enabled.is_none() && b.label.is_none() {
+        return Err(Error::Invalid(
+            "send `enabled` (a boolean) or `label` (a string)".into(),
+        ));
+    }
+    let ops = Arc::clone(&server.ops);
+    let k = blocking(move || {
+        let mut k = ops.key(&id)?;
+        if let Some(label) = &b.label {
+            k = ops.set_key_label(&k.id, label)?;
+        }
+        if let Some(enabled) = b.enabled {
+            k = ops.set_key_enabled(&k.id, enabled)?;
+        }
+        Ok(k)
+    })
+    .await?;
+    Ok(axum::Json(key_json(&k)).into_response())
+}
+
+pub async fn delete_key(
+    State(server): State<Arc<Server>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, Error> {
+    require(&server, &headers, true)?;
+    let ops = Arc::clone(&server.ops);
+    blocking(move || Ok(ops.remove_key(&id)?)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub async fn check_key(
+    State(server): State<Arc<Server>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, Error> {
+    require(&server, &headers, true)?;
+    let k = server.ops.key(&id)?;
+    server.ops.check(Some(&k.id)).await?;
+    Ok(axum::Json(key_json(&server.ops.key(&k.id)?)).into_response())
+}
+
+pub async fn clear_cooldowns(
+    State(server): State<Arc<Server>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, Error> {
+    require(&server, &headers, true)?;
+    server.ops.clear_cooldowns(&id)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub async fn client_keys(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+) -> Result<Response, Error> {
+    require(&server, &headers, false)?;
+    let keys: Vec<Value> = server
+        .ops
+        .client_keys()?
+        .iter()
+        .filter(|k| !k.revoked)
+        .map(|k| {
+            json!({
+                "name": k.name,
+                "prefix": k.prefix,
+                "source": if k.id.is_some() { "stored" } else { "config" },
+                "created_at": rfc3339(k.created_ms),
+                "last_used_at": rfc3339(k.last_used_ms),
+            })
+        })
+        .collect();
+    Ok(axum::Json(json!({"client_keys": keys})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewClientKey {
+    name: String,
+}
+
+pub async fn create_client_key(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Error> {
+    require(&server, &headers, true)?;
+    let b: NewClientKey = json_body(body).await?;
+    let ops = Arc::clone(&server.ops);
+    let name = b.name.trim().to_string();
+    let key = blocking(move || Ok(ops.create_client_key(&b.name)?)).await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!({"name": name, "key": key})),
+    )
+        .into_response())
+}
+
+pub async fn revoke_client_key(
+    State(server): State<Arc<Server>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, Error> {
+    require(&server, &headers, true)?;
+    let ops = Arc::clone(&server.ops);
+    blocking(move || Ok(ops.revoke_client_key(&name)?)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub async fn chain(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+) -> Result<Response, Error> {
+    require(&server, &headers, false)?;
+    let chain: Vec<Value> = server.ops.chain().iter().map(chain_json).collect();
+    Ok(axum::Json(json!({"chain": chain})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Order {
+    order: Vec<String>,
+}
+
+pub async fn reorder_chain(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Error> {
+    require(&server, &headers, true)?;
+    let b: Order = json_body(body).await?;
+    let ops = Arc::clone(&server.ops);
+    blocking(move || Ok(ops.reorder(&b.order)?)).await?;
+    chain(State(server), headers).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Switch {
+    model: String,
+    enabled: bool,
+}
+
+pub async fn switch_model(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Error> {
+    require(&server, &headers, true)?;
+    let b: Switch = json_body(body).await?;
+    let ops = Arc::clone(&server.ops);
+    blocking(move || Ok(ops.set_model_enabled(&b.model, b.enabled)?)).await?;
+    chain(State(server), headers).await
+}
+
+pub async fn no_route(req: Request) -> Error {
+    Error::NotFound(format!(
+        "no admin route {} {}; see SPEC 6.2 for the routes",
+        req.method(),
+        req.uri().path()
+    ))
+}

@@ -1,0 +1,711 @@
+//! The admin JSON API (SPEC 6.1, 6.2): setup, login, sessions, CSRF, the slow-down, keys,
+//! client keys and the chain, with every bad input the issue names.
+
+use crate::harness::*;
+use reqwest::header::HeaderMap;
+use serde_json::{Value, json};
+
+const PASSWORD: &str = "correct horse battery";
+
+/// An admin client: the session cookie and the CSRF token.
+struct Admin<'a> {
+    t: &'a TestApp,
+    cookie: String,
+    csrf: String,
+}
+
+fn session_cookie(headers: &HeaderMap) -> String {
+    let set = headers["set-cookie"].to_str().unwrap();
+    set.split(';')
+        .next()
+        .unwrap()
+        .strip_prefix("freeway_session=")
+        .unwrap()
+        .to_string()
+}
+
+async fn setup(t: &TestApp) -> Admin<'_> {
+    let token = t.app.admin.setup_token().unwrap().unwrap();
+    let resp = t
+        .client
+        .post(t.url("/admin/api/setup"))
+        .json(&json!({"token": token, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let cookie = session_cookie(resp.headers());
+    let body: Value = resp.json().await.unwrap();
+    Admin {
+        t,
+        cookie,
+        csrf: body["csrf_token"].as_str().unwrap().to_string(),
+    }
+}
+
+impl Admin<'_> {
+    fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.t
+            .client
+            .request(method, self.t.url(path))
+            .header("cookie", format!("freeway_session={}", self.cookie))
+            .header("x-csrf-token", &self.csrf)
+    }
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut r = self.req(method, path);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+    async fn get(&self, path: &str) -> (u16, Value) {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+}
+
+/// An error answer in the documented shape, with this status and code.
+fn is_error(got: &(u16, Value), status: u16, code: &str) -> bool {
+    got.0 == status
+        && got.1["error"]["code"] == code
+        && got.1["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty())
+        && got.1["error"]["type"].is_string()
+}
+
+#[tokio::test]
+async fn setup_login_sessions_and_their_guards() {
+    let t = TestApp::spawn("").await;
+    let anonymous = t
+        .client
+        .get(t.url("/admin/api/session"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let body: Value = anonymous.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "no_session");
+
+    let token = t.app.admin.setup_token().unwrap().unwrap();
+    let setup_with = |token: String, password: &str| {
+        let body = json!({"token": token, "password": password});
+        let c = t.client.clone();
+        let url = t.url("/admin/api/setup");
+        async move { c.post(url).json(&body).send().await.unwrap() }
+    };
+    assert_eq!(setup_with("wrong".into(), PASSWORD).await.status(), 403);
+    assert_eq!(setup_with(token.clone(), "short").await.status(), 400);
+    let resp = setup_with(token.clone(), PASSWORD).await;
+    assert_eq!(resp.status(), 200);
+    let set = resp.headers()["set-cookie"].to_str().unwrap().to_string();
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/admin"] {
+        assert!(set.contains(flag), "{set}");
+    }
+    assert!(!set.contains("Secure"), "plain HTTP: no Secure flag");
+    assert_eq!(
+        setup_with(token, PASSWORD).await.status(),
+        409,
+        "a password exists"
+    );
+
+    let login = |password: &str, forwarded_https: bool| {
+        let body = json!({"password": password});
+        let c = t.client.clone();
+        let url = t.url("/admin/api/login");
+        async move {
+            let mut r = c.post(url).json(&body);
+            if forwarded_https {
+                r = r.header("x-forwarded-proto", "https");
+            }
+            r.send().await.unwrap()
+        }
+    };
+    let ok = login(PASSWORD, true).await;
+    assert_eq!(ok.status(), 200);
+    assert!(
+        ok.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Secure")
+    );
+    for h in [
+        "content-security-policy",
+        "x-frame-options",
+        "referrer-policy",
+    ] {
+        assert!(ok.headers().contains_key(h), "{h}");
+    }
+    assert_eq!(ok.headers()["x-frame-options"], "DENY");
+    assert_eq!(ok.headers()["referrer-policy"], "no-referrer");
+    assert!(
+        ok.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .starts_with("default-src 'self'")
+    );
+    let cookie = session_cookie(ok.headers());
+    let csrf = ok.json::<Value>().await.unwrap()["csrf_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let a = Admin {
+        t: &t,
+        cookie,
+        csrf,
+    };
+    let (s, body) = a.get("/admin/api/session").await;
+    assert_eq!(
+        (s, body["csrf_token"].as_str()),
+        (200, Some(a.csrf.as_str()))
+    );
+
+    // A change needs the CSRF token; a client key never opens the admin side.
+    let no_csrf = t
+        .client
+        .post(t.url("/admin/api/client-keys"))
+        .header("cookie", format!("freeway_session={}", a.cookie))
+        .json(&json!({"name": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_csrf.status(), 403);
+    let wrong_csrf = t
+        .client
+        .post(t.url("/admin/api/client-keys"))
+        .header("cookie", format!("freeway_session={}", a.cookie))
+        .header("x-csrf-token", "nope")
+        .json(&json!({"name": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_csrf.status(), 403);
+    let two_tokens = a
+        .req(reqwest::Method::POST, "/admin/api/client-keys")
+        .header("x-csrf-token", "nope")
+        .json(&json!({"name": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(two_tokens.status(), 403, "a right token beside a wrong one");
+    let client_key = t
+        .client
+        .get(t.url("/admin/api/keys"))
+        .bearer_auth(CLIENT_KEY)
+        .header("x-api-key", CLIENT_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(client_key.status(), 401);
+
+    // Wrong passwords: from the fifth in a row, 429 with a Retry-After that doubles.
+    for _ in 0..4 {
+        assert_eq!(login("wrong wrong wrong", false).await.status(), 401);
+    }
+    assert_eq!(login("wrong wrong wrong", false).await.status(), 401);
+    let slowed = login(PASSWORD, false).await;
+    assert_eq!(slowed.status(), 429);
+    assert_eq!(slowed.headers()["retry-after"], "1");
+    let body: Value = slowed.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "slow_down");
+
+    // Logout ends the session (and needs the CSRF token too).
+    let (s, _) = a
+        .call(reqwest::Method::POST, "/admin/api/logout", None)
+        .await;
+    assert_eq!(s, 204);
+    assert_eq!(a.get("/admin/api/session").await.0, 401);
+}
+
+#[tokio::test]
+async fn provider_keys_through_the_api() {
+    let mock = Mock::start().await;
+    let t = TestApp::spawn(&format!(
+        "[providers.groq]\nbase_url = \"{}\"\nkeys = [\"gsk_from_the_config_file_0001\"]\n",
+        mock.url("/v1")
+    ))
+    .await;
+    let a = setup(&t).await;
+    const SECRET: &str = "gsk_added_in_the_browser_42424242";
+
+    assert!(is_error(
+        &a.post(
+            "/admin/api/keys",
+            json!({"provider": "nope", "key": SECRET})
+        )
+        .await,
+        400,
+        "invalid_request"
+    ));
+    assert!(is_error(
+        &a.post("/admin/api/keys", json!({"provider": "groq", "key": "  "}))
+            .await,
+        400,
+        "invalid_request"
+    ));
+    assert!(is_error(
+        &a.post("/admin/api/keys", json!({"provider": "groq"})).await,
+        400,
+        "invalid_request"
+    ));
+    assert!(is_error(
+        &a.post(
+            "/admin/api/keys",
+            json!({"provider": "groq", "key": SECRET, "colour": 1})
+        )
+        .await,
+        400,
+        "invalid_request"
+    ));
+    let bad_json = a
+        .req(reqwest::Method::POST, "/admin/api/keys")
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_json.status(), 400);
+    let huge = a
+        .req(reqwest::Method::POST, "/admin/api/keys/import")
+        .header("content-type", "application/json")
+        .body(format!("{{\"text\": \"{}\"}}", "x".repeat(2 << 20)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(huge.status(), 413);
+    let body: Value = huge.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "request_too_large");
+
+    let (s, k) = a
+        .post(
+            "/admin/api/keys",
+            json!({"provider": "groq", "key": SECRET, "label": "browser"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{k}");
+    assert_eq!(k["masked"], "gsk_…4242");
+    assert_eq!(
+        (k["source"].as_str(), k["status"].as_str()),
+        (Some("stored"), Some("unknown"))
+    );
+    let id = k["id"].as_str().unwrap().to_string();
+
+    // Used by the router on the very next request.
+    let resp = t.chat(ask("groq/openai/gpt-oss-120b")).await;
+    assert_eq!(resp.status(), 200);
+    let keys_used: Vec<String> = mock
+        .chat_calls()
+        .iter()
+        .filter_map(|c| c.bearer())
+        .collect();
+    assert!(keys_used.contains(&SECRET.to_string()) || keys_used.len() == 1);
+
+    let (s, list) = a.get("/admin/api/keys").await;
+    assert_eq!(s, 200);
+    let text = list.to_string();
+    assert!(
+        !text.contains(SECRET) && !text.contains("gsk_from_the_config_file_0001"),
+        "{text}"
+    );
+    let keys = list["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 2);
+    let config_key = keys.iter().find(|k| k["source"] == "config").unwrap();
+    let config_id = config_key["id"].as_str().unwrap();
+    for k in keys {
+        for field in [
+            "id",
+            "provider",
+            "label",
+            "masked",
+            "enabled",
+            "source",
+            "status",
+            "last_checked_at",
+            "last_error",
+            "cooldowns",
+        ] {
+            assert!(k.get(field).is_some(), "{field} missing in {k}");
+        }
+    }
+
+    // Disable and relabel; by a unique prefix.
+    let (s, k) = a
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/admin/api/keys/{}", &id[..6]),
+            Some(json!({"enabled": false, "label": "off"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{k}");
+    assert_eq!(
+        (k["enabled"].as_bool(), k["label"].as_str()),
+        (Some(false), Some("off"))
+    );
+    assert!(is_error(
+        &a.call(
+            reqwest::Method::PATCH,
+            &format!("/admin/api/keys/{id}"),
+            Some(json!({}))
+        )
+        .await,
+        400,
+        "invalid_request"
+    ));
+    assert!(is_error(
+        &a.call(
+            reqwest::Method::DELETE,
+            "/admin/api/keys/ffffffffffff",
+            None
+        )
+        .await,
+        404,
+        "not_found"
+    ));
+    assert!(is_error(
+        &a.call(
+            reqwest::Method::DELETE,
+            &format!("/admin/api/keys/{config_id}"),
+            None
+        )
+        .await,
+        409,
+        "conflict"
+    ));
+    assert!(is_error(
+        &a.call(
+            reqwest::Method::PATCH,
+            &format!("/admin/api/keys/{config_id}"),
+            Some(json!({"enabled": false}))
+        )
+        .await,
+        409,
+        "conflict"
+    ));
+
+    // An ambiguous prefix: keep adding until two ids share their first character.
+    let mut firsts = vec![id.chars().next().unwrap()];
+    let ambiguous = loop {
+        let n = firsts.len();
+        let (s, k) = a
+            .post(
+                "/admin/api/keys",
+                json!({"provider": "groq", "key": format!("gsk_another_key_{n:020}")}),
+            )
+            .await;
+        assert_eq!(s, 201);
+        let c = k["id"].as_str().unwrap().chars().next().unwrap();
+        if firsts.contains(&c) {
+            break c;
+        }
+        firsts.push(c);
+    };
+    assert!(is_error(
+        &a.call(
+            reqwest::Method::DELETE,
+            &format!("/admin/api/keys/{ambiguous}"),
+            None
+        )
+        .await,
+        400,
+        "invalid_request"
+    ));
+
+    // Check now: the probe asks the mock's /models.
+    let (s, k) = a
+        .post(&format!("/admin/api/keys/{id}/check"), json!({}))
+        .await;
+    assert_eq!(s, 200, "{k}");
+    assert_eq!(k["id"], id.as_str());
+
+    // Cooldowns: a 429 cools the key's model; the button clears it.
+    let (s, _) = a
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/admin/api/keys/{id}"),
+            Some(json!({"enabled": true})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    mock.always(Reply::status(429, "slow down").with_header("retry-after", "600"));
+    for _ in 0..20 {
+        t.chat(ask("groq/openai/gpt-oss-120b")).await;
+    }
+    let (_, list) = a.get("/admin/api/keys").await;
+    let cooled = list["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == id.as_str())
+        .unwrap()
+        .clone();
+    assert!(
+        !cooled["cooldowns"].as_array().unwrap().is_empty(),
+        "{cooled}"
+    );
+    assert!(
+        cooled["cooldowns"][0]["until"]
+            .as_str()
+            .unwrap()
+            .ends_with('Z')
+    );
+    let (s, _) = a
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/admin/api/keys/{id}/cooldowns"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 204);
+    let (_, list) = a.get("/admin/api/keys").await;
+    let cleared = list["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == id.as_str())
+        .unwrap()
+        .clone();
+    assert!(
+        cleared["cooldowns"].as_array().unwrap().is_empty(),
+        "{cleared}"
+    );
+
+    // Remove.
+    let (s, _) = a
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/admin/api/keys/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 204);
+    assert!(is_error(
+        &a.call(
+            reqwest::Method::DELETE,
+            &format!("/admin/api/keys/{id}"),
+            None
+        )
+        .await,
+        404,
+        "not_found"
+    ));
+
+    // Import a .env text.
+    let (s, done) = a.post("/admin/api/keys/import", json!({"text": "# my keys\nGEMINI_API_KEY=AIzaSyImported000000000000\nGEMINI_API_KEY_2=AIzaSyImported000000000001\nexport MISTRAL_API_KEY=\"mistral-imported-key-000\"\nSOMETHING_ELSE=1\nCEREBRAS_API_KEY=\nCLOUDFLARE_ACCOUNT_ID=acc123\nCLOUDFLARE_API_TOKEN=cftoken000000000\n"})).await;
+    assert_eq!(s, 200, "{done}");
+    let added: Vec<&str> = done["added"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["provider"].as_str().unwrap())
+        .collect();
+    assert_eq!(added, ["google", "google", "mistral", "cloudflare"]);
+    let skipped: Vec<u64> = done["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["line"].as_u64().unwrap())
+        .collect();
+    assert_eq!(skipped, [5, 6]);
+    assert!(!done.to_string().contains("AIzaSyImported"), "{done}");
+}
+
+#[tokio::test]
+async fn client_keys_through_the_api() {
+    let t = TestApp::spawn("").await;
+    let a = setup(&t).await;
+    assert!(is_error(
+        &a.post("/admin/api/client-keys", json!({"name": " "})).await,
+        400,
+        "invalid_request"
+    ));
+    let (s, created) = a
+        .post("/admin/api/client-keys", json!({"name": "laptop"}))
+        .await;
+    assert_eq!(s, 201);
+    assert_eq!(created["name"], "laptop");
+    let key = created["key"].as_str().unwrap().to_string();
+    assert!(key.starts_with("fw-") && key.len() == 46);
+    let models = |k: &str| {
+        let c = t.client.clone();
+        let url = t.url("/v1/models");
+        let k = k.to_string();
+        async move { c.get(url).bearer_auth(k).send().await.unwrap().status() }
+    };
+    assert_eq!(models(&key).await, 200, "usable at once");
+    let (s, list) = a.get("/admin/api/client-keys").await;
+    assert_eq!(s, 200);
+    assert!(!list.to_string().contains(&key));
+    let laptop = list["client_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "laptop")
+        .unwrap()
+        .clone();
+    for field in ["name", "prefix", "created_at", "last_used_at"] {
+        assert!(laptop.get(field).is_some(), "{field} in {laptop}");
+    }
+    assert_eq!(laptop["prefix"].as_str().unwrap(), &key[..7]);
+    assert!(is_error(
+        &a.call(
+            reqwest::Method::DELETE,
+            "/admin/api/client-keys/nobody",
+            None
+        )
+        .await,
+        404,
+        "not_found"
+    ));
+    let (s, _) = a
+        .call(
+            reqwest::Method::DELETE,
+            "/admin/api/client-keys/laptop",
+            None,
+        )
+        .await;
+    assert_eq!(s, 204);
+    assert_eq!(models(&key).await, 401, "revoked at once");
+}
+
+#[tokio::test]
+async fn the_chain_through_the_api() {
+    let mock = Mock::start().await;
+    let t = TestApp::spawn(&custom(&mock, ", rpd = 100")).await;
+    let a = setup(&t).await;
+    let (s, c) = a.get("/admin/api/chain").await;
+    assert_eq!(s, 200);
+    let chain = c["chain"].as_array().unwrap();
+    let first = &chain[0];
+    for field in [
+        "position",
+        "provider",
+        "model",
+        "canonical",
+        "rank",
+        "enabled",
+        "limits",
+        "used_today",
+        "available",
+        "frees_at",
+    ] {
+        assert!(first.get(field).is_some(), "{field} in {first}");
+    }
+    for field in ["rpm", "rpd", "tpm", "tpd"] {
+        assert!(first["limits"].get(field).is_some(), "limits.{field}");
+    }
+    let mine = chain
+        .iter()
+        .find(|e| e["model"] == "mock/mock-model")
+        .unwrap();
+    assert_eq!(mine["limits"]["rpd"], 100);
+    assert_eq!(t.chat(ask("mock-model")).await.status(), 200);
+    let (_, c) = a.get("/admin/api/chain").await;
+    let mine = c["chain"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["model"] == "mock/mock-model")
+        .unwrap()
+        .clone();
+    assert_eq!(mine["used_today"]["requests"], 1);
+    assert_eq!(mine["available"], true);
+
+    let (s, c) = a
+        .call(
+            reqwest::Method::PUT,
+            "/admin/api/chain",
+            Some(json!({"order": ["mock/mock-model", "groq/openai/gpt-oss-120b"]})),
+        )
+        .await;
+    assert_eq!(s, 200, "{c}");
+    assert_eq!(c["chain"][0]["model"], "mock/mock-model");
+    assert_eq!(c["chain"][1]["model"], "groq/openai/gpt-oss-120b");
+    assert!(is_error(
+        &a.call(
+            reqwest::Method::PUT,
+            "/admin/api/chain",
+            Some(json!({"order": ["nope/nothing"]}))
+        )
+        .await,
+        404,
+        "not_found"
+    ));
+    assert!(is_error(
+        &a.call(
+            reqwest::Method::PUT,
+            "/admin/api/chain",
+            Some(json!({"order": "mock/mock-model"}))
+        )
+        .await,
+        400,
+        "invalid_request"
+    ));
+
+    let (s, c) = a
+        .call(
+            reqwest::Method::PATCH,
+            "/admin/api/chain",
+            Some(json!({"model": "mock/mock-model", "enabled": false})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(c["chain"][0]["enabled"], false);
+    assert_eq!(
+        t.chat(ask("mock/mock-model")).await.status(),
+        404,
+        "switched off: not routed"
+    );
+    let (s, _) = a
+        .call(
+            reqwest::Method::PATCH,
+            "/admin/api/chain",
+            Some(json!({"model": "mock/mock-model", "enabled": true})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(t.chat(ask("mock/mock-model")).await.status(), 200);
+}
+
+#[tokio::test]
+async fn unknown_admin_routes_and_pages_without_a_session() {
+    let t = TestApp::spawn("").await;
+    let a = setup(&t).await;
+    assert!(is_error(
+        &a.get("/admin/api/nothing-here").await,
+        404,
+        "not_found"
+    ));
+    // Pages send their visitors to log in first.
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for page in ["/admin", "/admin/keys", "/admin/chain"] {
+        let resp = no_redirects.get(t.url(page)).send().await.unwrap();
+        assert!(resp.status().is_redirection(), "{page}");
+        assert_eq!(resp.headers()["location"], "/admin/login");
+    }
+    let page = no_redirects
+        .get(t.url("/admin/keys"))
+        .header("cookie", format!("freeway_session={}", a.cookie))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let html = page.text().await.unwrap();
+    assert!(csp.contains("default-src 'self'"));
+    assert!(
+        !html.contains("<script>") && !html.contains("style="),
+        "no inline script or style"
+    );
+    assert!(html.contains(&a.csrf), "the page carries the CSRF token");
+}
