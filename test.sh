@@ -6,6 +6,14 @@ cd "$(dirname "$0")"
 if ! command -v cargo-nextest >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi
+# The dashboard's browser tests drive Debian's Chromium through ChromeDriver. If they cannot be
+# installed, those tests fail and say so.
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -q && $sudo apt-get install -y -q chromium chromium-driver \
+    || echo "could not install chromium and chromium-driver: the browser tests will fail" >&2
+fi
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo nextest run --locked --no-fail-fast

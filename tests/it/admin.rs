@@ -709,3 +709,47 @@ async fn unknown_admin_routes_and_pages_without_a_session() {
     );
     assert!(html.contains(&a.csrf), "the page carries the CSRF token");
 }
+
+/// The dashboard and the CLI are two doors to the same operations: each sees the other's work.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_and_the_dashboard_see_each_others_changes() {
+    let t = TestApp::spawn("").await;
+    let a = setup(&t).await;
+    let data = t.dir.display().to_string();
+    let env = [("FREEWAY_DATA_DIR", data.as_str())];
+    let cwd = tempfile::tempdir().unwrap();
+    let (s, _) = a
+        .post(
+            "/admin/api/keys",
+            json!({"provider": "mistral", "key": "mistral-from-the-dashboard-01"}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let out = crate::process::run(cwd.path(), &env, &["keys", "list"], "");
+    let listing = crate::process::text(&out.stdout);
+    assert!(
+        listing.contains("mistral") && listing.contains("mist…d-01"),
+        "{listing}"
+    );
+
+    let out = crate::process::run(
+        cwd.path(),
+        &env,
+        &["keys", "add", "cerebras", "--label", "cli"],
+        "csk-from-the-command-line-02\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        crate::process::text(&out.stderr)
+    );
+    let (_, keys) = a.get("/admin/api/keys").await;
+    assert!(
+        keys["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["provider"] == "cerebras" && k["label"] == "cli"),
+        "{keys}"
+    );
+}

@@ -365,7 +365,7 @@ fn chain_row(e: &ChainEntry, first: bool, last: bool) -> Markup {
     let lim = |v: Option<u64>| v.map_or("–".to_string(), |v| v.to_string());
     let keys = e.keys.max(1) as u64;
     html! {
-        tr data-model=(e.model) {
+        tr data-model=(e.model) class=[(e.keys == 0).then_some("nokey")] {
             td data-label="#" { (e.position) }
             td data-label="On" {
                 button.small type="button" data-act="switch" data-model=(e.model)
@@ -388,7 +388,7 @@ fn chain_row(e: &ChainEntry, first: bool, last: bool) -> Markup {
                     (usage_bar("tokens", e.tokens_today, e.limits.tpd.map(|c| c * keys)))
                 }
             }
-            td data-label="Now" {
+            td.now data-label="Now" {
                 @if !e.enabled { span.muted { "off" } }
                 @else if e.keys == 0 { span.muted { "no key" } }
                 @else if e.available { span.pill.on { "ready" } }
