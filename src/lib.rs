@@ -3,6 +3,7 @@
 //! See ARCHITECTURE.md for the map. The binary (`main.rs`) is a thin shell over [`cli`].
 
 pub mod admin;
+pub mod analytics;
 pub mod app;
 pub mod catalog;
 pub mod chat;

@@ -213,18 +213,29 @@ async fn chat(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    // Answers refused before routing made no upstream attempt; they say so too.
-    let refused = |e: ApiError| {
-        let mut resp = e.into_response();
-        resp.headers_mut()
-            .insert("x-fallback-attempts", HeaderValue::from(0u32));
-        resp
-    };
-    let client = match authenticate(&server, &headers) {
-        Ok(c) => c,
-        Err(e) => return refused(e),
-    };
-    let bytes = match read_body(&server, &headers, body).await {
+    match authenticate(&server, &headers) {
+        Ok(client) => chat_as(&server, client, request_id, &headers, body).await,
+        Err(e) => refused(e),
+    }
+}
+
+/// An answer refused before routing: it made no upstream attempt, and says so too.
+fn refused(e: ApiError) -> Response {
+    let mut resp = e.into_response();
+    resp.headers_mut()
+        .insert("x-fallback-attempts", HeaderValue::from(0u32));
+    resp
+}
+
+/// A chat-completions request from `client` (a client key's name, or the dashboard), answered.
+pub(crate) async fn chat_as(
+    server: &Server,
+    client: String,
+    request_id: String,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
+    let bytes = match read_body(server, headers, body).await {
         Ok(b) => b,
         Err(e) => return refused(e),
     };
@@ -253,6 +264,7 @@ async fn chat(
         client,
         request_id,
         session,
+        surface: "chat",
     };
     match server.router.route(incoming).await {
         Ok(reply) => {

@@ -267,3 +267,26 @@ pub fn fmt_time(ms: i64) -> String {
         .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
         .unwrap_or_else(|| ms.to_string())
 }
+
+impl Ops {
+    /// The analytics report of a window (`24h`, `7d`, `30d`), from the hourly rollups.
+    pub fn analytics(&self, window: &str) -> super::Result<crate::analytics::Report> {
+        let w = crate::analytics::Window::parse(window).ok_or_else(|| {
+            super::Error::Invalid(format!("window must be 24h, 7d or 30d, not {window:?}"))
+        })?;
+        let now = self.ledger.now_ms();
+        let (_, starts) = w.steps(now);
+        let from = starts.first().copied().unwrap_or(now);
+        let rows = self.store.rollups(from)?;
+        Ok(crate::analytics::report(w, now, &rows))
+    }
+
+    /// Logged requests, newest first, before the one with id `before` (or the newest).
+    pub fn requests(
+        &self,
+        before: Option<&str>,
+        limit: usize,
+    ) -> super::Result<Vec<crate::store::RequestRow>> {
+        Ok(self.store.requests_before(before, limit)?)
+    }
+}

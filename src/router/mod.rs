@@ -62,6 +62,9 @@ pub struct Incoming {
     pub request_id: String,
     /// `X-Session-Id`, if sent.
     pub session: Option<String>,
+    /// The client surface it came in on (`chat`, `messages`, `responses`, `completions`), for
+    /// the request log and metrics.
+    pub surface: &'static str,
 }
 
 /// A successful answer.
@@ -139,6 +142,7 @@ impl Router {
                 requested_model: facts.model.clone().unwrap_or_else(|| "auto".into()),
                 stream: facts.stream,
                 tokens_in: facts.prompt_tokens,
+                surface: Some(inc.surface.to_string()),
                 ..RequestRow::default()
             },
         };
@@ -203,8 +207,8 @@ impl Router {
                 tally.attempts += host_failures;
                 let (failure, status) = match outcome {
                     Ok(success) => {
-                        row.attempts
-                            .push(attempt_row(model, &key, "ok", Some(200), t0));
+                        let ok = attempt_row(model, &key, "ok", Some(200), t0, None);
+                        row.attempts.push(ok);
                         if let Some(id) = sticky_id {
                             self.sticky.put(id, &model.reference, self.ledger.now_ms());
                         }
@@ -228,8 +232,9 @@ impl Router {
                     }
                 };
                 reservation.release();
-                row.attempts
-                    .push(attempt_row(model, &key, failure.tag(), status, t0));
+                let why = Some(failure.reason());
+                let failed = attempt_row(model, &key, failure.tag(), status, t0, why);
+                row.attempts.push(failed);
                 match self.failed(&failure, provider, model, &key, inc, &mut tally) {
                     Next::Key => continue,
                     Next::Model => continue 'models,
@@ -601,6 +606,7 @@ fn attempt_row(
     outcome: &str,
     status: Option<u16>,
     t0: Instant,
+    error: Option<String>,
 ) -> AttemptRow {
     AttemptRow {
         target: model.reference.clone(),
@@ -608,6 +614,7 @@ fn attempt_row(
         outcome: outcome.into(),
         status,
         latency_ms: t0.elapsed().as_millis() as u64,
+        error,
     }
 }
 

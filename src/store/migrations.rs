@@ -112,6 +112,24 @@ const STEPS: &[&str] = &[
         seen_ms    INTEGER NOT NULL
     );
     ALTER TABLE client_keys ADD COLUMN last_used_ms INTEGER;",
+    // 5: hourly rollups of the request log, kept as requests are logged (analytics), and the
+    // surface each request came in on.
+    "CREATE TABLE rollups (
+        hour            INTEGER NOT NULL,
+        provider        TEXT NOT NULL,
+        model           TEXT NOT NULL,
+        requests        INTEGER NOT NULL,
+        succeeded       INTEGER NOT NULL,
+        failed          INTEGER NOT NULL,
+        cancelled       INTEGER NOT NULL,
+        tokens_in       INTEGER NOT NULL,
+        tokens_out      INTEGER NOT NULL,
+        failed_attempts INTEGER NOT NULL,
+        latency         TEXT NOT NULL,
+        ttft            TEXT NOT NULL,
+        PRIMARY KEY (hour, provider, model)
+    );
+    ALTER TABLE requests ADD COLUMN surface TEXT;",
 ];
 
 /// Bring the schema up to date.

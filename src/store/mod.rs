@@ -82,6 +82,8 @@ pub struct RequestRow {
     pub stream: bool,
     pub error: Option<String>,
     pub attempts: Vec<AttemptRow>,
+    /// The client surface it came in on (`chat`, `messages`, ...).
+    pub surface: Option<String>,
 }
 
 /// One upstream attempt (or skipped candidate) of a request.
@@ -92,6 +94,9 @@ pub struct AttemptRow {
     pub outcome: String,
     pub status: Option<u16>,
     pub latency_ms: u64,
+    /// What went wrong, in a few words (already cleaned of keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl Store {
@@ -487,8 +492,8 @@ impl Store {
         {
             let mut req = tx.prepare_cached(
                 "INSERT INTO requests (id, at_ms, client, requested_model, served_by, status,
-                     latency_ms, ttft_ms, tokens_in, tokens_out, stream, error, attempts)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                     latency_ms, ttft_ms, tokens_in, tokens_out, stream, error, attempts, surface)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             )?;
             for r in rows {
                 let attempts = serde_json::to_string(&r.attempts).unwrap_or_else(|_| "[]".into());
@@ -505,7 +510,39 @@ impl Store {
                     r.tokens_out as i64,
                     r.stream,
                     r.error,
-                    attempts
+                    attempts,
+                    r.surface
+                ])?;
+            }
+            let mut get = tx.prepare_cached(
+                "SELECT requests, succeeded, failed, cancelled, tokens_in, tokens_out,
+                        failed_attempts, latency, ttft
+                 FROM rollups WHERE hour = ?1 AND provider = ?2 AND model = ?3",
+            )?;
+            let mut put = tx.prepare_cached(
+                "INSERT OR REPLACE INTO rollups (hour, provider, model, requests, succeeded, failed,
+                     cancelled, tokens_in, tokens_out, failed_attempts, latency, ttft)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            )?;
+            for ((hour, provider, model), add) in crate::analytics::rollups(rows) {
+                let mut r = get
+                    .query_row(params![hour, provider, model], read_rollup)
+                    .optional()?
+                    .unwrap_or_default();
+                r.merge(&add);
+                put.execute(params![
+                    hour,
+                    provider,
+                    model,
+                    r.requests as i64,
+                    r.succeeded as i64,
+                    r.failed as i64,
+                    r.cancelled as i64,
+                    r.tokens_in as i64,
+                    r.tokens_out as i64,
+                    r.failed_attempts as i64,
+                    serde_json::to_string(&r.latency).unwrap_or_default(),
+                    serde_json::to_string(&r.ttft).unwrap_or_default(),
                 ])?;
             }
         }
@@ -513,16 +550,53 @@ impl Store {
         Ok(())
     }
 
+    /// The rollups of every hour from `from_ms` on.
+    pub fn rollups(
+        &self,
+        from_ms: i64,
+    ) -> anyhow::Result<Vec<(crate::analytics::Key, crate::analytics::Rollup)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT requests, succeeded, failed, cancelled, tokens_in, tokens_out,
+                    failed_attempts, latency, ttft, hour, provider, model
+             FROM rollups WHERE hour >= ?1 ORDER BY hour",
+        )?;
+        let rows = stmt
+            .query_map([from_ms], |r| {
+                let rollup = read_rollup(r)?;
+                Ok(((r.get(9)?, r.get(10)?, r.get(11)?), rollup))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
     /// The newest requests, newest first, with their attempts.
     pub fn recent_requests(&self, limit: usize) -> anyhow::Result<Vec<RequestRow>> {
+        self.requests_before(None, limit)
+    }
+
+    /// Requests logged before the one with id `before` (or the newest), newest first.
+    pub fn requests_before(
+        &self,
+        before: Option<&str>,
+        limit: usize,
+    ) -> anyhow::Result<Vec<RequestRow>> {
         let conn = self.conn();
+        let before_seq: i64 = match before {
+            Some(id) => conn
+                .query_row("SELECT MAX(seq) FROM requests WHERE id = ?1", [id], |r| {
+                    r.get::<_, Option<i64>>(0)
+                })?
+                .unwrap_or(i64::MIN),
+            None => i64::MAX,
+        };
         let mut stmt = conn.prepare(
             "SELECT id, at_ms, client, requested_model, served_by, status, latency_ms, ttft_ms,
-                    tokens_in, tokens_out, stream, error, attempts
-             FROM requests ORDER BY at_ms DESC, seq DESC LIMIT ?1",
+                    tokens_in, tokens_out, stream, error, attempts, surface
+             FROM requests WHERE seq < ?2 ORDER BY seq DESC LIMIT ?1",
         )?;
         let mut rows = stmt
-            .query_map([limit as i64], |r| {
+            .query_map(params![limit as i64, before_seq], |r| {
                 Ok(RequestRow {
                     id: r.get(0)?,
                     at_ms: r.get(1)?,
@@ -540,6 +614,7 @@ impl Store {
                         .get::<_, Option<String>>(12)?
                         .and_then(|j| serde_json::from_str(&j).ok())
                         .unwrap_or_default(),
+                    surface: r.get(13)?,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
@@ -557,6 +632,7 @@ impl Store {
                         outcome: r.get(2)?,
                         status: r.get(3)?,
                         latency_ms: r.get::<_, i64>(4)? as u64,
+                        error: None,
                     })
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
@@ -571,15 +647,39 @@ impl Store {
             as u64)
     }
 
-    /// Drop requests older than `before_ms`; returns how many.
+    /// Drop requests, and their hourly rollups, older than `before_ms`; returns how many
+    /// requests.
     pub fn prune_requests(&self, before_ms: i64) -> anyhow::Result<usize> {
         let conn = self.conn();
         conn.execute(
             "DELETE FROM attempts WHERE request_id IN (SELECT id FROM requests WHERE at_ms < ?1)",
             [before_ms],
         )?;
+        conn.execute(
+            "DELETE FROM rollups WHERE hour < ?1 - (?1 % 3600000)",
+            [before_ms],
+        )?;
         Ok(conn.execute("DELETE FROM requests WHERE at_ms < ?1", [before_ms])?)
     }
+}
+
+/// A rollup from a row whose first nine columns are its counts and histograms.
+fn read_rollup(r: &rusqlite::Row) -> rusqlite::Result<crate::analytics::Rollup> {
+    let hist = |i: usize| -> rusqlite::Result<crate::analytics::Histogram> {
+        let text: String = r.get(i)?;
+        Ok(serde_json::from_str(&text).unwrap_or_default())
+    };
+    Ok(crate::analytics::Rollup {
+        requests: r.get::<_, i64>(0)? as u64,
+        succeeded: r.get::<_, i64>(1)? as u64,
+        failed: r.get::<_, i64>(2)? as u64,
+        cancelled: r.get::<_, i64>(3)? as u64,
+        tokens_in: r.get::<_, i64>(4)? as u64,
+        tokens_out: r.get::<_, i64>(5)? as u64,
+        failed_attempts: r.get::<_, i64>(6)? as u64,
+        latency: hist(7)?,
+        ttft: hist(8)?,
+    })
 }
 
 /// Create `path` if missing, readable and writable by its owner only (whatever the umask), and

@@ -2,6 +2,7 @@
 
 mod abuse;
 mod admin;
+mod analytics;
 mod api;
 mod architecture;
 mod browser;

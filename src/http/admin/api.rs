@@ -351,3 +351,128 @@ pub async fn no_route(req: Request) -> Error {
         req.uri().path()
     ))
 }
+
+fn figures_json(f: &crate::analytics::Figures) -> Value {
+    let r = &f.rollup;
+    json!({
+        "requests": r.requests,
+        "succeeded": r.succeeded,
+        "failed": r.failed,
+        "cancelled": r.cancelled,
+        "success_rate": f.success_rate(),
+        "tokens_in": r.tokens_in,
+        "tokens_out": r.tokens_out,
+        "latency_ms": {"p50": r.latency.quantile(0.5), "p95": r.latency.quantile(0.95)},
+        "ttft_ms": {"p50": r.ttft.quantile(0.5), "p95": r.ttft.quantile(0.95)},
+        "failed_attempts": r.failed_attempts,
+    })
+}
+
+/// A breakdown row: the figures with what they are of (`null`: requests no provider served).
+fn row_json(key: &str, name: &str, f: &crate::analytics::Figures) -> Value {
+    let mut v = figures_json(f);
+    if let Some(o) = v.as_object_mut() {
+        let name = if name.is_empty() {
+            Value::Null
+        } else {
+            json!(name)
+        };
+        o.insert(key.into(), name);
+    }
+    v
+}
+
+pub fn report_json(r: &crate::analytics::Report) -> Value {
+    json!({
+        "window": r.window.as_str(),
+        "totals": figures_json(&r.totals),
+        "by_provider": r.by_provider.iter().map(|(p, f)| row_json("provider", p, f)).collect::<Vec<_>>(),
+        "by_model": r.by_model.iter().map(|(m, f)| row_json("model", m, f)).collect::<Vec<_>>(),
+        "series": r.series.iter().map(|s| json!({
+            "start": rfc3339(Some(s.start)),
+            "requests": s.requests,
+            "failed": s.failed,
+            "tokens_in": s.tokens_in,
+            "tokens_out": s.tokens_out,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+pub async fn analytics(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Result<Response, Error> {
+    require(&server, &headers, false)?;
+    let window = q.get("window").cloned().unwrap_or_else(|| "24h".into());
+    let ops = Arc::clone(&server.ops);
+    let report = blocking(move || Ok(ops.analytics(&window)?)).await?;
+    Ok(axum::Json(report_json(&report)).into_response())
+}
+
+pub fn request_json(r: &crate::store::RequestRow) -> Value {
+    json!({
+        "id": r.id,
+        "at": rfc3339(Some(r.at_ms)),
+        "model_requested": r.requested_model,
+        "routed_via": r.served_by,
+        "status": r.status,
+        "stream": r.stream,
+        "surface": r.surface,
+        "latency_ms": r.latency_ms,
+        "ttft_ms": r.ttft_ms,
+        "tokens_in": r.tokens_in,
+        "tokens_out": r.tokens_out,
+        "error": r.error,
+        "attempts": r.attempts.iter().map(|a| {
+            let (provider, model) = a.target.split_once('/').unwrap_or(("", a.target.as_str()));
+            json!({
+                "provider": provider,
+                "model": model,
+                "key": a.key_id,
+                "outcome": a.outcome,
+                "status": a.status,
+                "duration_ms": a.latency_ms,
+                "error": a.error,
+            })
+        }).collect::<Vec<_>>(),
+    })
+}
+
+/// The most requests one page lists.
+const MAX_PAGE: usize = 500;
+
+pub async fn requests(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Result<Response, Error> {
+    require(&server, &headers, false)?;
+    let limit = match q.get("limit") {
+        None => 50,
+        Some(n) => n
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE).contains(n))
+            .ok_or_else(|| {
+                Error::Invalid(format!("limit must be a number from 1 to {MAX_PAGE}"))
+            })?,
+    };
+    let before = q.get("before").cloned();
+    let ops = Arc::clone(&server.ops);
+    let rows = blocking(move || Ok(ops.requests(before.as_deref(), limit)?)).await?;
+    let list: Vec<Value> = rows.iter().map(request_json).collect();
+    Ok(axum::Json(json!({"requests": list})).into_response())
+}
+
+/// The Playground's chat: a chat-completions body answered exactly as `/v1/chat/completions`
+/// answers it, routed like any request, logged as the dashboard's.
+pub async fn playground(
+    State(server): State<Arc<Server>>,
+    axum::Extension(crate::http::RequestId(request_id)): axum::Extension<crate::http::RequestId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Error> {
+    require(&server, &headers, true)?;
+    Ok(crate::http::chat_as(&server, "dashboard".into(), request_id, &headers, body).await)
+}

@@ -65,6 +65,11 @@ pub fn routes() -> axum::Router<Arc<Server>> {
                 .put(api::reorder_chain)
                 .patch(api::switch_model),
         )
+        .route("/admin/api/analytics", get(api::analytics))
+        .route("/admin/api/requests", get(api::requests))
+        .route("/admin/api/playground", post(api::playground))
+        .route("/admin/analytics", get(pages::analytics))
+        .route("/admin/playground", get(pages::playground))
         .route("/admin/api/{*rest}", axum::routing::any(api::no_route))
         .layer(middleware::from_fn(security_headers))
 }

@@ -33,7 +33,12 @@ pub async fn js() -> Response {
 }
 
 /// The pages a logged-in person moves between.
-const NAV: &[(&str, &str)] = &[("/admin/keys", "Keys"), ("/admin/chain", "Chain")];
+const NAV: &[(&str, &str)] = &[
+    ("/admin/keys", "Keys"),
+    ("/admin/chain", "Chain"),
+    ("/admin/analytics", "Analytics"),
+    ("/admin/playground", "Playground"),
+];
 
 fn layout(title: &str, here: &str, csrf: Option<&str>, body: Markup) -> Response {
     let page = html! {
@@ -432,4 +437,365 @@ pub async fn chain(
         }
     };
     Ok(layout("Chain", "/admin/chain", Some(&session.csrf), body))
+}
+
+/// Counts for people: 1234567 → "1.2M".
+fn short_count(n: u64) -> String {
+    match n {
+        0..=9_999 => n.to_string(),
+        10_000..=999_999 => format!("{:.1}k", n as f64 / 1000.0),
+        _ => format!("{:.1}M", n as f64 / 1_000_000.0),
+    }
+}
+
+fn ms(v: Option<u64>) -> String {
+    match v {
+        None => "–".into(),
+        Some(v) if v < 1000 => format!("{v} ms"),
+        Some(v) => format!("{:.1} s", v as f64 / 1000.0),
+    }
+}
+
+fn percent(v: Option<f64>) -> String {
+    v.map_or("–".into(), |r| format!("{:.1} %", r * 100.0))
+}
+
+fn tile(label: &str, value: String, sub: Option<String>) -> Markup {
+    html! {
+        div.tile {
+            div.tile-label { (label) }
+            div.tile-value { (value) }
+            @if let Some(s) = sub { div.muted { (s) } }
+        }
+    }
+}
+
+/// The segments of one stacked bar: (class, value, top, height), bottom up from `plot`.
+fn stack(parts: &[(&'static str, u64)], max: u64, plot: f64) -> Vec<(&'static str, u64, f64, f64)> {
+    let mut y = plot;
+    let mut out = Vec::new();
+    for (class, v) in parts.iter().filter(|(_, v)| *v > 0) {
+        let h = *v as f64 / max as f64 * (plot - 8.0);
+        y -= h;
+        out.push((*class, *v, y, h));
+    }
+    out
+}
+
+/// Stacked bars over time: each step `(label, [(class, value)])`, drawn as SVG.
+fn bars_over_time(
+    title: &str,
+    steps: &[(String, Vec<(&'static str, u64)>)],
+    legend: &[(&str, &str)],
+) -> Markup {
+    const W: f64 = 720.0;
+    const H: f64 = 180.0;
+    const LEFT: f64 = 44.0;
+    const BOTTOM: f64 = 22.0;
+    let max = steps
+        .iter()
+        .map(|(_, parts)| parts.iter().map(|(_, v)| v).sum::<u64>())
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let n = steps.len().max(1) as f64;
+    let slot = (W - LEFT) / n;
+    let bar = (slot * 0.7).max(1.0);
+    let plot = H - BOTTOM;
+    let every = (steps.len() / 8).max(1);
+    html! {
+        figure.chart {
+            svg viewBox={ "0 0 " (W) " " (H) } role="img" aria-label=(title) {
+                title { (title) }
+                line.axis x1=(LEFT) y1=(plot) x2=(W) y2=(plot) {}
+                text.axis-label x=(LEFT - 6.0) y="12" text-anchor="end" { (short_count(max)) }
+                text.axis-label x=(LEFT - 6.0) y=(plot) text-anchor="end" { "0" }
+                @for (i, (label, parts)) in steps.iter().enumerate() {
+                    @let x = LEFT + i as f64 * slot + (slot - bar) / 2.0;
+                    @for (class, v, top, h) in stack(parts, max, plot) {
+                        rect class=(class) x=(format!("{x:.1}")) y=(format!("{top:.1}")) width=(format!("{bar:.1}")) height=(format!("{h:.1}")) {
+                            title { (label) ": " (v) " " (class.trim_start_matches("bar-")) }
+                        }
+                    }
+                    @if i % every == 0 {
+                        text.axis-label x=(format!("{:.1}", x + bar / 2.0)) y=(H - 6.0) text-anchor="middle" { (label) }
+                    }
+                }
+            }
+            figcaption.legend {
+                @for (class, name) in legend { span { span class={ "swatch " (class) } {} (name) } }
+            }
+        }
+    }
+}
+
+/// Horizontal bars, one per row, for the per-provider share.
+fn bars_per_row(title: &str, rows: &[(String, u64, u64)]) -> Markup {
+    let max = rows
+        .iter()
+        .map(|(_, ok, bad)| ok + bad)
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let h = 26.0;
+    let height = (rows.len().max(1) as f64) * h + 4.0;
+    html! {
+        figure.chart {
+            svg viewBox={ "0 0 720 " (height) } role="img" aria-label=(title) {
+                title { (title) }
+                @for (i, (name, ok, bad)) in rows.iter().enumerate() {
+                    @let y = i as f64 * h + 4.0;
+                    @let wok = *ok as f64 / max as f64 * 460.0;
+                    @let wbad = *bad as f64 / max as f64 * 460.0;
+                    text.axis-label x="150" y=(format!("{:.1}", y + 15.0)) text-anchor="end" { (name) }
+                    rect.bar-ok x="160" y=(format!("{y:.1}")) width=(format!("{wok:.1}")) height="18" { title { (name) ": " (ok) " succeeded" } }
+                    rect.bar-failed x=(format!("{:.1}", 160.0 + wok)) y=(format!("{y:.1}")) width=(format!("{wbad:.1}")) height="18" { title { (name) ": " (bad) " failed or cancelled" } }
+                    text.axis-label x=(format!("{:.1}", 166.0 + wok + wbad)) y=(format!("{:.1}", y + 15.0)) { (short_count(ok + bad)) }
+                }
+            }
+        }
+    }
+}
+
+fn figures_row(name: Markup, f: &crate::analytics::Figures) -> Markup {
+    let r = &f.rollup;
+    html! {
+        tr {
+            td data-label="Name" { (name) }
+            td data-label="Requests" { (r.requests) }
+            td data-label="Failed" { (r.failed) @if r.cancelled > 0 { span.muted { " + " (r.cancelled) " cancelled" } } }
+            td data-label="Success" { (percent(f.success_rate())) }
+            td data-label="Tokens in / out" { (short_count(r.tokens_in)) " / " (short_count(r.tokens_out)) }
+            td data-label="Latency p50 / p95" { (ms(r.latency.quantile(0.5))) " / " (ms(r.latency.quantile(0.95))) }
+            td data-label="First token p50 / p95" { (ms(r.ttft.quantile(0.5))) " / " (ms(r.ttft.quantile(0.95))) }
+            td data-label="Failed attempts" { (r.failed_attempts) }
+        }
+    }
+}
+
+fn figures_table(what: &str, rows: &[(String, crate::analytics::Figures)]) -> Markup {
+    html! {
+        div.table-wrap {
+            table.cards {
+                thead { tr { th { (what) } th { "Requests" } th { "Failed" } th { "Success" } th { "Tokens in / out" }
+                    th { "Latency p50 / p95" } th { "First token p50 / p95" } th { "Failed attempts" } } }
+                tbody {
+                    @for (name, f) in rows {
+                        (figures_row(html! { @if name.is_empty() { span.muted { "(none served)" } } @else { (name) } }, f))
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn request_row(r: &crate::store::RequestRow) -> Markup {
+    let ok = r.status == 200 && r.error.is_none();
+    html! {
+        tr {
+            td data-label="When" { (fmt_time(r.at_ms)) }
+            td data-label="Asked for" { (r.requested_model) @if r.stream { " " span.pill { "stream" } } }
+            td data-label="Served by" { (r.served_by.as_deref().unwrap_or("–")) }
+            td data-label="Status" {
+                span class={ "pill " (if ok { "on" } else { "off" }) } { (r.status) }
+                @if let Some(e) = &r.error { div.error-text { (e) } }
+            }
+            td data-label="Time" { (ms(Some(r.latency_ms))) @if r.stream { span.muted { " · first token " (ms(r.ttft_ms)) } } }
+            td data-label="Tokens" { (r.tokens_in) " / " (r.tokens_out) }
+            td data-label="Attempts" {
+                details {
+                    summary { (r.attempts.len()) " attempt(s)" }
+                    ol.attempts {
+                        @for a in &r.attempts {
+                            li {
+                                code { (a.target) } " · " (a.outcome)
+                                @if let Some(s) = a.status { " " (s) }
+                                " · " (ms(Some(a.latency_ms)))
+                                @if let Some(k) = &a.key_id { span.muted { " · key " (crate::ledger::short(k)) } }
+                                @if let Some(e) = &a.error { div.error-text { (e) } }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub async fn analytics(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, Error> {
+    let Some(session) = session_of(&server, &headers)? else {
+        return needs_login();
+    };
+    let window = q.get("window").map(String::as_str).unwrap_or("24h");
+    let window = if crate::analytics::Window::parse(window).is_some() {
+        window
+    } else {
+        "24h"
+    };
+    let report = server.ops.analytics(window)?;
+    let before = q.get("before").map(String::as_str);
+    let recent = server.ops.requests(before, 50)?;
+    let hourly = report.window == crate::analytics::Window::Day;
+    let label = |start: i64| {
+        chrono::DateTime::from_timestamp_millis(start)
+            .map(|t| {
+                if hourly {
+                    t.format("%H:00").to_string()
+                } else {
+                    t.format("%m-%d").to_string()
+                }
+            })
+            .unwrap_or_default()
+    };
+    let req_steps: Vec<(String, Vec<(&'static str, u64)>)> = report
+        .series
+        .iter()
+        .map(|s| {
+            (
+                label(s.start),
+                vec![
+                    ("bar-ok", s.requests - s.failed.min(s.requests)),
+                    ("bar-failed", s.failed),
+                ],
+            )
+        })
+        .collect();
+    let tok_steps: Vec<(String, Vec<(&'static str, u64)>)> = report
+        .series
+        .iter()
+        .map(|s| {
+            (
+                label(s.start),
+                vec![("bar-in", s.tokens_in), ("bar-out", s.tokens_out)],
+            )
+        })
+        .collect();
+    let providers: Vec<(String, u64, u64)> = report
+        .by_provider
+        .iter()
+        .map(|(p, f)| {
+            let name = if p.is_empty() {
+                "(none served)".to_string()
+            } else {
+                p.clone()
+            };
+            (
+                name,
+                f.rollup.succeeded,
+                f.rollup.failed + f.rollup.cancelled,
+            )
+        })
+        .collect();
+    let t = &report.totals.rollup;
+    let body = html! {
+        h1 { "Analytics" }
+        nav.windows aria-label="Window" {
+            @for (w, name) in [("24h", "Last 24 hours"), ("7d", "7 days"), ("30d", "30 days")] {
+                @if w == window { a href={ "?window=" (w) } aria-current="page" { (name) } }
+                @else { a href={ "?window=" (w) } { (name) } }
+            }
+        }
+        div.tiles #totals {
+            (tile("Requests", short_count(t.requests), Some(format!("{} failed · {} cancelled", t.failed, t.cancelled))))
+            (tile("Success rate", percent(report.totals.success_rate()), None))
+            (tile("Tokens in", short_count(t.tokens_in), None))
+            (tile("Tokens out", short_count(t.tokens_out), None))
+            (tile("Latency p50 / p95", format!("{} / {}", ms(t.latency.quantile(0.5)), ms(t.latency.quantile(0.95))), None))
+            (tile("First token p50 / p95", format!("{} / {}", ms(t.ttft.quantile(0.5)), ms(t.ttft.quantile(0.95))), Some("streams".into())))
+        }
+        section.card {
+            h2 { "Requests over time" }
+            (bars_over_time("Requests per step: succeeded and failed", &req_steps, &[("bar-ok", "succeeded or cancelled"), ("bar-failed", "failed")]))
+        }
+        section.card {
+            h2 { "Tokens over time" }
+            (bars_over_time("Tokens per step: in and out", &tok_steps, &[("bar-in", "in"), ("bar-out", "out")]))
+        }
+        section.card {
+            h2 { "Per provider" }
+            @if providers.is_empty() { p.muted { "No requests in this window yet." } }
+            @else { (bars_per_row("Requests per provider", &providers)) }
+            (figures_table("Provider", &report.by_provider))
+        }
+        section.card {
+            h2 { "Per model" }
+            (figures_table("Model", &report.by_model))
+        }
+        section.card #recent {
+            h2 { "Recent requests" }
+            @if recent.is_empty() { p.muted { "Nothing logged yet: send a request, or try the " a href="/admin/playground" { "Playground" } "." } }
+            @else {
+                div.table-wrap {
+                    table.cards {
+                        thead { tr { th { "When" } th { "Asked for" } th { "Served by" } th { "Status" } th { "Time" } th { "Tokens in / out" } th { "Attempts" } } }
+                        tbody { @for r in &recent { (request_row(r)) } }
+                    }
+                }
+                @if recent.len() == 50 {
+                    @if let Some(last) = recent.last() {
+                        p { a href={ "?window=" (window) "&before=" (urlencode(&last.id)) "#recent" } { "Older requests" } }
+                    }
+                }
+            }
+        }
+    };
+    Ok(layout(
+        "Analytics",
+        "/admin/analytics",
+        Some(&session.csrf),
+        body,
+    ))
+}
+
+pub async fn playground(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+) -> Result<Response, Error> {
+    let Some(session) = session_of(&server, &headers)? else {
+        return needs_login();
+    };
+    let (groups, _) = server.ops.model_groups(false);
+    let body = html! {
+        h1 { "Playground" }
+        p.lead { "A chat through the router, as any client's would go: the answer streams from whichever provider serves it." }
+        form.card #playground {
+            div.row3 {
+                label { "Model"
+                    select name="model" {
+                        option value="auto" { "auto (the chain)" }
+                        @for g in &groups { option value=(g.canonical) { (g.canonical) } }
+                    }
+                }
+                label { "Temperature"
+                    input type="number" name="temperature" min="0" max="2" step="0.1" value="0.7";
+                }
+            }
+            label { "System prompt (optional)"
+                textarea name="system" rows="2" {}
+            }
+            div #chat aria-live="polite" {}
+            label { "Message"
+                textarea name="message" rows="3" required {}
+            }
+            div.buttons {
+                button.primary type="submit" { "Send" }
+                button type="button" data-act="new-chat" { "New chat" }
+            }
+            div #meta .muted {}
+            ol #trail .attempts hidden {}
+        }
+        @if groups.is_empty() {
+            p.notice { "No provider key can serve a model yet: " a href="/admin/keys" { "add a key" } " first." }
+        }
+    };
+    Ok(layout(
+        "Playground",
+        "/admin/playground",
+        Some(&session.csrf),
+        body,
+    ))
 }

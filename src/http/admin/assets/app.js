@@ -126,6 +126,9 @@ async function act(button) {
         await api("POST", "/admin/api/logout");
         location.assign("/admin/login");
         return;
+      case "new-chat":
+        newChat();
+        return;
       case "copy": {
         const text = document.getElementById(d.target).textContent;
         try {
@@ -193,4 +196,155 @@ document.addEventListener("DOMContentLoaded", () => {
   if (!row) return;
   const target = what === "switch" ? row.querySelector('[data-act="switch"]') : row.querySelector('[data-dir="' + what + '"]');
   if (target) target.focus();
+});
+
+// ---- Playground: a chat streamed through the router ----
+
+const chat = { messages: [] };
+
+function bubble(role, text) {
+  const box = document.getElementById("chat");
+  const div = document.createElement("div");
+  div.className = "msg " + role;
+  const who = document.createElement("span");
+  who.className = "who";
+  who.textContent = role === "user" ? "You" : role === "error" ? "Error" : "Assistant";
+  const body = document.createElement("span");
+  body.className = "text";
+  body.textContent = text;
+  div.append(who, body);
+  box.appendChild(div);
+  return { div: div, who: who, body: body };
+}
+
+function showTrail(attempts) {
+  const trail = document.getElementById("trail");
+  trail.replaceChildren();
+  if (!attempts || attempts.length < 2) { trail.hidden = true; return; }
+  for (const a of attempts) {
+    const li = document.createElement("li");
+    li.textContent = a.provider + "/" + a.model + " · " + a.outcome + (a.status ? " " + a.status : "") +
+      " · " + a.duration_ms + " ms" + (a.error ? " · " + a.error : "");
+    trail.appendChild(li);
+  }
+  trail.hidden = false;
+}
+
+async function fetchTrail(requestId) {
+  // The request log is written a moment after the answer ends.
+  for (let i = 0; i < 20; i++) {
+    await new Promise((r) => setTimeout(r, 150));
+    try {
+      const data = await api("GET", "/admin/api/requests?limit=20");
+      const row = data.requests.find((r) => r.id === requestId);
+      if (row) { showTrail(row.attempts); return; }
+    } catch (_) { return; }
+  }
+}
+
+async function sendChat(form) {
+  const f = formObject(form);
+  const text = (f.message || "").trim();
+  if (!text) return;
+  const messages = [];
+  if (f.system && f.system.trim()) messages.push({ role: "system", content: f.system.trim() });
+  chat.messages.push({ role: "user", content: text });
+  messages.push(...chat.messages);
+  bubble("user", text);
+  form.elements.message.value = "";
+  const meta = document.getElementById("meta");
+  meta.textContent = "Waiting for the first token…";
+  document.getElementById("trail").hidden = true;
+  const button = form.querySelector("button[type=submit]");
+  button.disabled = true;
+  const started = performance.now();
+  let firstToken = null;
+  let answer = "";
+  const out = bubble("assistant", "");
+  try {
+    const body = { model: f.model, messages: messages, stream: true };
+    const temperature = parseFloat(f.temperature);
+    if (!Number.isNaN(temperature)) body.temperature = temperature;
+    const resp = await fetch("/admin/api/playground", {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf() },
+      body: JSON.stringify(body),
+    });
+    const via = resp.headers.get("x-routed-via");
+    const attempts = resp.headers.get("x-fallback-attempts");
+    const requestId = resp.headers.get("x-request-id");
+    if (!resp.ok) {
+      const err = await resp.json().catch(() => null);
+      throw new Error(err && err.error ? err.error.message : "request failed (" + resp.status + ")");
+    }
+    if (via) out.who.textContent = via;
+    const reader = resp.body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = "";
+    let failure = null;
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += decoder.decode(value, { stream: true });
+      let cut;
+      while ((cut = buffer.indexOf("\n\n")) >= 0) {
+        const event = buffer.slice(0, cut);
+        buffer = buffer.slice(cut + 2);
+        for (const line of event.split("\n")) {
+          if (!line.startsWith("data:")) continue;
+          const data = line.slice(5).trim();
+          if (data === "[DONE]") continue;
+          let chunk;
+          try { chunk = JSON.parse(data); } catch (_) { continue; }
+          if (chunk.error) { failure = chunk.error.message; continue; }
+          const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta;
+          const piece = delta && (delta.content || "");
+          if (piece) {
+            if (firstToken === null) firstToken = performance.now() - started;
+            answer += piece;
+            out.body.textContent = answer;
+          }
+        }
+      }
+    }
+    const total = performance.now() - started;
+    chat.messages.push({ role: "assistant", content: answer });
+    meta.textContent = "Served by " + (via || "?") + " · first token " +
+      (firstToken === null ? "–" : Math.round(firstToken) + " ms") + " · total " + Math.round(total) + " ms" +
+      " · fallback attempts " + (attempts || "0");
+    meta.dataset.routedVia = via || "";
+    if (failure) bubble("error", failure);
+    if (requestId && attempts && attempts !== "0") fetchTrail(requestId);
+  } catch (e) {
+    out.div.remove();
+    chat.messages.pop();
+    bubble("error", e.message);
+    meta.textContent = "";
+  } finally {
+    button.disabled = false;
+  }
+}
+
+document.addEventListener("submit", (ev) => {
+  if (ev.target.id === "playground") {
+    ev.preventDefault();
+    sendChat(ev.target);
+  }
+});
+
+function newChat() {
+  chat.messages = [];
+  document.getElementById("chat").replaceChildren();
+  document.getElementById("meta").textContent = "";
+  document.getElementById("trail").hidden = true;
+}
+
+// Enter sends, Shift+Enter starts a new line.
+document.addEventListener("keydown", (ev) => {
+  const t = ev.target;
+  if (t.name === "message" && t.form && t.form.id === "playground" && ev.key === "Enter" && !ev.shiftKey) {
+    ev.preventDefault();
+    t.form.requestSubmit();
+  }
 });
