@@ -784,4 +784,38 @@ mod tests {
         assert_eq!(s.prune_requests(2000).unwrap(), 1);
         assert_eq!(s.count_requests().unwrap(), 0);
     }
+
+    #[test]
+    fn pruning_the_log_prunes_its_hourly_rollups() {
+        const HOUR: i64 = 3_600_000;
+        let s = Store::memory().unwrap();
+        let at = |id: &str, at_ms: i64| RequestRow {
+            id: id.into(),
+            at_ms,
+            served_by: Some("groq/x".into()),
+            status: 200,
+            ..Default::default()
+        };
+        s.insert_requests(&[
+            at("old", 10),
+            at("mid", HOUR + 10),
+            at("new", 2 * HOUR + 10),
+        ])
+        .unwrap();
+        let hours = |s: &Store| -> Vec<i64> {
+            s.rollups(0)
+                .unwrap()
+                .into_iter()
+                .map(|((h, _, _), _)| h)
+                .collect()
+        };
+        assert_eq!(hours(&s), vec![0, HOUR, 2 * HOUR]);
+        // The cut falls inside the second hour: its requests before the cut go, and the hour
+        // wholly before the cut loses its rollup; the hour the cut falls in keeps its own.
+        assert_eq!(s.prune_requests(HOUR + 20).unwrap(), 2);
+        assert_eq!(hours(&s), vec![HOUR, 2 * HOUR]);
+        assert_eq!(s.prune_requests(3 * HOUR).unwrap(), 1);
+        assert!(hours(&s).is_empty());
+        assert_eq!(s.count_requests().unwrap(), 0);
+    }
 }

@@ -486,41 +486,94 @@ async fn analytics_shows_what_happened_and_the_playground_streams() {
 
     let token = t.app.admin.setup_token().unwrap().unwrap();
     let mut br = Browser::start().await;
-    br.c.goto(&t.url(&format!("/admin/setup?token={token}"))).await.unwrap();
+    br.c.goto(&t.url(&format!("/admin/setup?token={token}")))
+        .await
+        .unwrap();
     br.wait_css("input[name=password]").await;
-    br.c.find(Locator::Css("input[name=password]")).await.unwrap().send_keys("a long admin password").await.unwrap();
-    br.c.find(Locator::Css("input[name=confirm]")).await.unwrap().send_keys("a long admin password").await.unwrap();
-    br.c.find(Locator::Css("button[type=submit]")).await.unwrap().click().await.unwrap();
+    br.c.find(Locator::Css("input[name=password]"))
+        .await
+        .unwrap()
+        .send_keys("a long admin password")
+        .await
+        .unwrap();
+    br.c.find(Locator::Css("input[name=confirm]"))
+        .await
+        .unwrap()
+        .send_keys("a long admin password")
+        .await
+        .unwrap();
+    br.c.find(Locator::Css("button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     br.wait_path("/admin/keys").await;
 
     br.c.goto(&t.url("/admin/analytics")).await.unwrap();
     let totals = br.wait_css("#totals").await.text().await.unwrap();
-    assert!(totals.contains("REQUESTS\n8") || totals.contains("Requests\n8"), "{totals}");
+    assert!(
+        totals.contains("REQUESTS\n8") || totals.contains("Requests\n8"),
+        "{totals}"
+    );
     assert!(totals.contains("1 failed"), "{totals}");
     assert!(totals.contains("87.5 %"), "{totals}");
     let page = br.text().await;
-    assert!(page.contains("alpha/alpha-large") && page.contains("beta/beta-small"), "{page}");
+    assert!(
+        page.contains("alpha/alpha-large") && page.contains("beta/beta-small"),
+        "{page}"
+    );
     // The failover's trail opens.
     let trail = br.c.find(Locator::XPath("//tr[td[contains(., 'beta/beta-small')] and td//summary[contains(., '2 attempt')]]//summary")).await.unwrap();
     trail.click().await.unwrap();
     br.wait_text("server_error").await;
     br.shot("analytics", true).await;
     for w in ["7d", "30d"] {
-        br.c.goto(&t.url(&format!("/admin/analytics?window={w}"))).await.unwrap();
+        br.c.goto(&t.url(&format!("/admin/analytics?window={w}")))
+            .await
+            .unwrap();
         let totals = br.wait_css("#totals").await.text().await.unwrap();
         assert!(totals.contains("8"), "{w}: {totals}");
     }
 
     // The Playground streams an answer and says who served it.
     br.c.goto(&t.url("/admin/playground")).await.unwrap();
-    br.wait_css("#playground select[name=model]").await.select_by_value("beta-small").await.unwrap();
-    br.c.find(Locator::Css("#playground textarea[name=system]")).await.unwrap().send_keys("Be brief.").await.unwrap();
-    br.c.find(Locator::Css("#playground textarea[name=message]")).await.unwrap().send_keys("Say hello").await.unwrap();
-    br.c.find(Locator::Css("#playground button[type=submit]")).await.unwrap().click().await.unwrap();
+    br.wait_css("#playground select[name=model]")
+        .await
+        .select_by_value("beta-small")
+        .await
+        .unwrap();
+    br.c.find(Locator::Css("#playground textarea[name=system]"))
+        .await
+        .unwrap()
+        .send_keys("Be brief.")
+        .await
+        .unwrap();
+    br.c.find(Locator::Css("#playground textarea[name=message]"))
+        .await
+        .unwrap()
+        .send_keys("Say hello")
+        .await
+        .unwrap();
+    br.c.find(Locator::Css("#playground button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     br.wait_text("Hello from the playground").await;
     br.wait_text("Served by beta/beta-small").await;
-    let meta = br.c.find(Locator::Css("#meta")).await.unwrap().text().await.unwrap();
-    assert!(meta.contains("first token") && meta.contains("total"), "{meta}");
+    let meta =
+        br.c.find(Locator::Css("#meta"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+    assert!(
+        meta.contains("first token") && meta.contains("total"),
+        "{meta}"
+    );
     let sent = b.chat_calls().last().unwrap().body.clone();
     assert_eq!(sent["messages"][0]["content"], "Be brief.");
     assert_eq!(sent["stream"], true);
