@@ -123,5 +123,6 @@ fn row(rng: &mut impl Rng, i: u64, at_ms: i64) -> RequestRow {
         error,
         attempts,
         surface: Some("chat".into()),
+        notes: None,
     }
 }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
-use crate::store::RequestRow;
+use crate::record::RequestRow;
 
 const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 86_400_000;
@@ -299,7 +299,7 @@ pub fn report(window: Window, now: i64, rows: &[(Key, Rollup)]) -> Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::AttemptRow;
+    use crate::record::AttemptRow;
 
     #[test]
     fn histogram_quantiles_are_close() {

@@ -196,6 +196,8 @@ impl App {
             max_body: self.config.max_body,
             body_read_timeout: self.config.http.body_read_timeout,
             metrics: self.config.metrics.clone(),
+            families: self.config.anthropic.clone(),
+            cors_origins: self.config.http.cors_origins.clone(),
         })
     }
 

@@ -52,6 +52,8 @@ pub struct Config {
     pub custom: BTreeMap<String, CustomConfig>,
     pub metrics: Metrics,
     pub http: Http,
+    /// Where Anthropic clients' `claude-*` models go (`[anthropic]`).
+    pub anthropic: crate::wire::anthropic::Families,
     /// Log filter (`FREEWAY_LOG`), e.g. `info` or `freeway=debug`.
     pub log: Option<String>,
     /// Log lines as JSON objects (for log collectors) instead of text.
@@ -203,6 +205,16 @@ struct RawConfig {
     metrics: RawMetrics,
     #[serde(default)]
     http: RawHttp,
+    #[serde(default)]
+    anthropic: RawAnthropic,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAnthropic {
+    opus: Option<String>,
+    sonnet: Option<String>,
+    haiku: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -492,6 +504,20 @@ impl Config {
                 bail!("http.{key}: must be longer than 0");
             }
         }
+        let fam = |key: &str, v: Option<String>| -> anyhow::Result<String> {
+            match v {
+                None => Ok("auto".into()),
+                Some(v) if v.trim().is_empty() => {
+                    bail!("anthropic.{key}: name a model (e.g. \"gpt-oss-120b\") or \"auto\"")
+                }
+                Some(v) => Ok(v.trim().to_string()),
+            }
+        };
+        let anthropic = crate::wire::anthropic::Families {
+            opus: fam("opus", raw.anthropic.opus)?,
+            sonnet: fam("sonnet", raw.anthropic.sonnet)?,
+            haiku: fam("haiku", raw.anthropic.haiku)?,
+        };
         let log_json = match raw.log_format.as_deref() {
             None | Some("text") => false,
             Some("json") => true,
@@ -538,6 +564,7 @@ impl Config {
             custom,
             metrics,
             http,
+            anthropic,
             log: env("FREEWAY_LOG").or(raw.log),
             log_json,
             encryption_key,

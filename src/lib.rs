@@ -19,6 +19,7 @@ pub mod live;
 pub mod metrics;
 pub mod ops;
 pub mod providers;
+pub mod record;
 pub mod reqlog;
 pub mod router;
 pub mod store;

@@ -13,10 +13,18 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::sync::Mutex;
 
-use crate::store::RequestRow;
+use crate::record::RequestRow;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Outcome {
+    provider: String,
+    model: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Finished {
+    surface: String,
     provider: String,
     model: String,
     outcome: String,
@@ -44,7 +52,7 @@ struct ProviderLabel {
 /// The registry and its families.
 pub struct Metrics {
     registry: Mutex<Registry>,
-    requests: Family<Outcome, Counter>,
+    requests: Family<Finished, Counter>,
     attempts: Family<Outcome, Counter>,
     latency: Family<Target, Histogram>,
     ttft: Family<Target, Histogram>,
@@ -62,7 +70,7 @@ fn latency_histogram() -> Histogram {
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("freeway");
-        let requests = Family::<Outcome, Counter>::default();
+        let requests = Family::<Finished, Counter>::default();
         let attempts = Family::<Outcome, Counter>::default();
         let latency = Family::<Target, Histogram>::new_with_constructor(
             latency_histogram as fn() -> Histogram,
@@ -141,7 +149,8 @@ impl Metrics {
             _ => "upstream_error",
         };
         self.requests
-            .get_or_create(&Outcome {
+            .get_or_create(&Finished {
+                surface: row.surface.clone().unwrap_or_else(|| "chat".into()),
                 provider: provider.clone(),
                 model: model.clone(),
                 outcome: outcome.into(),

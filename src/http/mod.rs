@@ -8,7 +8,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use futures_util::StreamExt;
 use http_body_util::{LengthLimitError, Limited};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -18,11 +17,14 @@ use std::time::Instant;
 use crate::config::Metrics;
 use crate::error::ApiError;
 use crate::ops::Ops;
-use crate::router::{self, Incoming, Router};
+use crate::router::Router;
 use crate::wire::openai;
 
 mod admin;
 pub mod serve;
+mod surfaces;
+
+pub use surfaces::Surface;
 
 /// Bodies larger than this are parsed on the blocking pool, [`LARGE_AT_ONCE`] at a time.
 const LARGE_BODY: usize = 256 * 1024;
@@ -45,6 +47,10 @@ pub struct Server {
     /// A request body must arrive whole within this.
     pub body_read_timeout: std::time::Duration,
     pub metrics: Metrics,
+    /// Where unknown `claude-*` models go (`[anthropic]`).
+    pub families: crate::wire::anthropic::Families,
+    /// Origins browsers may call the API from.
+    pub cors_origins: Vec<String>,
 }
 
 /// Serve `server` on `listener` until `shutdown` resolves; then let in-flight requests finish
@@ -67,19 +73,104 @@ pub async fn serve(
 
 /// The whole HTTP router.
 pub fn routes(server: Arc<Server>) -> axum::Router {
-    axum::Router::new()
-        .route("/v1/chat/completions", post(chat))
-        .route("/chat/completions", post(chat))
+    let mut api = axum::Router::new()
+        .route("/v1/chat/completions", post(surfaces::chat))
+        .route("/chat/completions", post(surfaces::chat))
+        .route("/v1/messages", post(surfaces::messages))
+        .route("/v1/messages/count_tokens", post(surfaces::count_tokens))
+        .route("/v1/responses", post(surfaces::responses))
+        .route("/v1/completions", post(surfaces::completions))
         .route("/v1/models", get(models))
         .route("/models", get(models))
+        .route("/v1/models/{*id}", get(model))
+        .fallback(not_found);
+    if let Some(cors) = cors(&server.cors_origins) {
+        api = api.layer(cors);
+    }
+    let inner = axum::Router::new()
+        .route("/", get(root))
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(admin::routes())
-        .fallback(not_found)
+        .merge(api)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(request_id))
-        .with_state(server)
+        .with_state(server);
+    // Paths are tidied before routing: the layer of an outer router runs first.
+    axum::Router::new()
+        .fallback_service(inner)
+        .layer(middleware::map_request(tidy_path))
+}
+
+/// CORS for the API (never the dashboard) when `[http] cors_origins` names origins; `"*"`
+/// allows any. Preflights are answered; Freeway's own headers are readable by the page.
+fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o.trim_end_matches('/')).ok()),
+        )
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([
+                axum::http::Method::GET,
+                axum::http::Method::POST,
+                axum::http::Method::OPTIONS,
+            ])
+            .allow_headers(AllowHeaders::mirror_request())
+            .expose_headers([
+                header::HeaderName::from_static("x-routed-via"),
+                header::HeaderName::from_static("x-fallback-attempts"),
+                header::HeaderName::from_static("x-request-id"),
+                header::HeaderName::from_static("request-id"),
+                header::RETRY_AFTER,
+            ])
+            .max_age(std::time::Duration::from_secs(600)),
+    )
+}
+
+/// A doubled slash or a trailing one in a path is tolerated: `/v1//chat/completions/` is
+/// `/v1/chat/completions`.
+async fn tidy_path(mut req: Request) -> Request {
+    let path = req.uri().path();
+    if path.len() <= 1 || !(path.ends_with('/') || path.contains("//")) {
+        return req;
+    }
+    let mut clean = String::with_capacity(path.len());
+    for segment in path.split('/').filter(|s| !s.is_empty()) {
+        clean.push('/');
+        clean.push_str(segment);
+    }
+    if clean.is_empty() {
+        clean.push('/');
+    }
+    if let Some(q) = req.uri().query() {
+        clean.push('?');
+        clean.push_str(q);
+    }
+    let mut parts = req.uri().clone().into_parts();
+    if let Ok(pq) = clean.parse() {
+        parts.path_and_query = Some(pq);
+        if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
+    req
+}
+
+/// `GET /` (and `HEAD /`, which Claude Code sends first): where things are.
+async fn root() -> &'static str {
+    "Freeway is running: OpenAI base URL /v1, Anthropic base URL /, dashboard /admin\n"
 }
 
 impl IntoResponse for ApiError {
@@ -100,10 +191,29 @@ impl IntoResponse for ApiError {
     }
 }
 
-async fn not_found() -> ApiError {
-    ApiError::NotFound(
-        "no such route; the API lives under /v1 (POST /v1/chat/completions, GET /v1/models)".into(),
-    )
+/// A route Freeway does not serve: 404 naming what exists, to a client that authenticated
+/// (401 otherwise, so probes learn nothing). Dashboard paths answer a plain 404.
+async fn not_found(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Response {
+    let path = uri.path();
+    if path == "/admin" || path.starts_with("/admin/") {
+        return (
+            StatusCode::NOT_FOUND,
+            "no such page; the dashboard is at /admin\n",
+        )
+            .into_response();
+    }
+    if let Err(e) = authenticate(&server, &headers) {
+        return e.into_response();
+    }
+    let shown: String = path.chars().take(200).collect();
+    ApiError::NotFound(format!(
+        "Freeway does not serve {shown}; it serves POST /v1/chat/completions, /v1/messages, /v1/messages/count_tokens, /v1/responses, /v1/completions and GET /v1/models, /v1/models/{{id}}"
+    ))
+    .into_response()
 }
 
 async fn method_not_allowed() -> Response {
@@ -207,26 +317,6 @@ async fn read_body(
     }
 }
 
-async fn chat(
-    State(server): State<Arc<Server>>,
-    axum::Extension(RequestId(request_id)): axum::Extension<RequestId>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    match authenticate(&server, &headers) {
-        Ok(client) => chat_as(&server, client, request_id, &headers, body).await,
-        Err(e) => refused(e),
-    }
-}
-
-/// An answer refused before routing: it made no upstream attempt, and says so too.
-fn refused(e: ApiError) -> Response {
-    let mut resp = e.into_response();
-    resp.headers_mut()
-        .insert("x-fallback-attempts", HeaderValue::from(0u32));
-    resp
-}
-
 /// A chat-completions request from `client` (a client key's name, or the dashboard), answered.
 pub(crate) async fn chat_as(
     server: &Server,
@@ -235,68 +325,7 @@ pub(crate) async fn chat_as(
     headers: &HeaderMap,
     body: Body,
 ) -> Response {
-    let bytes = match read_body(server, headers, body).await {
-        Ok(b) => b,
-        Err(e) => return refused(e),
-    };
-    // A large body (images, long documents) is parsed off the event loop, so one request
-    // cannot stall the others.
-    let parsed = if bytes.len() > LARGE_BODY {
-        let _turn = LARGE_PARSES.acquire().await;
-        tokio::task::spawn_blocking(move || openai::parse(&bytes))
-            .await
-            .unwrap_or_else(|_| Err("the request could not be parsed".into()))
-    } else {
-        openai::parse(&bytes)
-    };
-    let req = match parsed {
-        Ok(r) => r,
-        Err(msg) => return refused(ApiError::InvalidRequest(msg)),
-    };
-    let include_usage = req.facts.include_usage;
-    let session = headers
-        .get("x-session-id")
-        .and_then(|v| v.to_str().ok())
-        .map(|s| s.chars().take(256).collect());
-    let id = format!("chatcmpl-{request_id}");
-    let incoming = Incoming {
-        req,
-        client,
-        request_id,
-        session,
-        surface: "chat",
-    };
-    match server.router.route(incoming).await {
-        Ok(reply) => {
-            let created = unix_now();
-            let mut resp = match reply.body {
-                router::Body::Answer(a) => {
-                    let mut r = Response::new(Body::from(openai::answer_body(a, &id, created)));
-                    r.headers_mut().insert(
-                        header::CONTENT_TYPE,
-                        HeaderValue::from_static("application/json"),
-                    );
-                    r
-                }
-                router::Body::Stream(pieces) => {
-                    let mut framer = openai::Framer::new(&id, &reply.model, created, include_usage);
-                    let events = pieces
-                        .filter_map(move |p| std::future::ready(framer.frame(p)))
-                        .chain(futures_util::stream::once(async { openai::Framer::done() }))
-                        .map(Ok::<_, std::convert::Infallible>);
-                    sse_response(Body::from_stream(events))
-                }
-            };
-            routed_headers(&mut resp, &reply.routed_via, reply.attempts);
-            resp
-        }
-        Err(failed) => {
-            let mut resp = failed.error.into_response();
-            resp.headers_mut()
-                .insert("x-fallback-attempts", HeaderValue::from(failed.attempts));
-            resp
-        }
-    }
+    surfaces::answer_as(server, Surface::Chat, client, request_id, headers, body).await
 }
 
 /// Seconds since the Unix epoch, for `created` fields.
@@ -328,6 +357,31 @@ fn routed_headers(resp: &mut Response, routed_via: &str, attempts: u32) {
     h.insert("x-fallback-attempts", HeaderValue::from(attempts));
 }
 
+fn model_json(g: &crate::ops::ModelGroup) -> Value {
+    json!({
+        "id": g.canonical,
+        "object": "model",
+        "created": 0,
+        "owned_by": g.owned_by,
+        "context_window": g.context,
+        "capabilities": {"tools": g.tools, "vision": g.vision},
+        "available": g.available,
+        "enabled": g.enabled,
+        "providers": g.providers,
+    })
+}
+
+fn auto_json(available: bool) -> Value {
+    json!({
+        "id": "auto",
+        "object": "model",
+        "created": 0,
+        "owned_by": "freeway",
+        "available": available,
+        "providers": [],
+    })
+}
+
 async fn models(
     State(server): State<Arc<Server>>,
     headers: HeaderMap,
@@ -341,28 +395,39 @@ async fn models(
         .is_some_and(|v| v == "true" || v == "1" || v.is_empty());
     let (groups, any_available) = server.ops.model_groups(all);
     let mut data = Vec::with_capacity(groups.len() + 1);
-    data.push(json!({
-        "id": "auto",
-        "object": "model",
-        "created": 0,
-        "owned_by": "freeway",
-        "available": any_available,
-        "providers": [],
-    }));
-    for g in groups {
-        data.push(json!({
-            "id": g.canonical,
-            "object": "model",
-            "created": 0,
-            "owned_by": g.owned_by,
-            "context_window": g.context,
-            "capabilities": {"tools": g.tools, "vision": g.vision},
-            "available": g.available,
-            "enabled": g.enabled,
-            "providers": g.providers,
-        }));
-    }
+    data.push(auto_json(any_available));
+    data.extend(groups.iter().map(model_json));
     axum::Json(json!({"object": "list", "data": Value::Array(data)})).into_response()
+}
+
+/// `GET /v1/models/{id}` (the SDKs' `models.retrieve`): a canonical id, `auto`, or any
+/// `provider/upstream-id` or upstream id of a model.
+async fn model(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    if let Err(e) = authenticate(&server, &headers) {
+        return e.into_response();
+    }
+    let (groups, any_available) = server.ops.model_groups(true);
+    if id == "auto" {
+        return axum::Json(auto_json(any_available)).into_response();
+    }
+    let found = groups.iter().find(|g| g.canonical == id).or_else(|| {
+        groups.iter().find(|g| {
+            g.providers
+                .iter()
+                .any(|r| *r == id || r.split_once('/').is_some_and(|(_, up)| up == id))
+        })
+    });
+    match found {
+        Some(g) => axum::Json(model_json(g)).into_response(),
+        None => ApiError::ModelNotFound(format!(
+            "the model `{id}` does not exist; GET /v1/models lists what is available"
+        ))
+        .into_response(),
+    }
 }
 
 async fn readyz(State(server): State<Arc<Server>>) -> Response {

@@ -26,8 +26,8 @@ use crate::keys::{ProviderKey, Status};
 use crate::ledger::{Ask, Denied, Ledger, Reservation, Scope, parse_quota_headers};
 use crate::live::{Live, Snapshot};
 use crate::providers::{Dialects, Failure, classify};
+use crate::record::{AttemptRow, RequestRow};
 use crate::reqlog::RequestLog;
-use crate::store::{AttemptRow, RequestRow};
 use crate::upstream;
 pub use decide::{Decision, Next, Policy, Rest, decide};
 use plan::Target;
@@ -65,6 +65,8 @@ pub struct Incoming {
     /// The client surface it came in on (`chat`, `messages`, `responses`, `completions`), for
     /// the request log and metrics.
     pub surface: &'static str,
+    /// What the surface could not pass on (dropped server tools, ...), for the request log.
+    pub notes: Vec<String>,
 }
 
 /// A successful answer.
@@ -143,6 +145,7 @@ impl Router {
                 stream: facts.stream,
                 tokens_in: facts.prompt_tokens,
                 surface: Some(inc.surface.to_string()),
+                notes: (!inc.notes.is_empty()).then(|| inc.notes.join("; ")),
                 ..RequestRow::default()
             },
         };
@@ -301,7 +304,9 @@ impl Router {
                 "no enabled, valid provider key can serve `{what}`; add one with `freeway keys add <provider>` (see `freeway models --all` for who serves what)"
             )));
         }
-        let mut models = plan::fit(models, facts)?;
+        let many =
+            |m: &Model| snap.catalog.provider_of(m).dialect != crate::catalog::Dialect::Gemini;
+        let mut models = plan::fit(models, facts, &many)?;
         let sticky_id = (target == Target::Auto)
             .then(|| Sticky::identity(&inc.client, inc.session.as_deref(), facts.conversation));
         if let (Some(id), true) = (&sticky_id, facts.has_assistant) {

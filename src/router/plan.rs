@@ -72,11 +72,28 @@ fn not_found(name: &str) -> ApiError {
     ))
 }
 
-/// Drop models that cannot take this request (context, tools, vision). Errors when none can.
-pub fn fit<'a>(models: Vec<&'a Model>, facts: &Facts) -> Result<Vec<&'a Model>, ApiError> {
+/// Drop models that cannot take this request (context, tools, vision, several choices where
+/// `many_choices` says the model's dialect cannot give them). Errors when none can.
+pub fn fit<'a>(
+    models: Vec<&'a Model>,
+    facts: &Facts,
+    many_choices: &dyn Fn(&Model) -> bool,
+) -> Result<Vec<&'a Model>, ApiError> {
     if models.is_empty() {
         return Ok(models);
     }
+    let models: Vec<&Model> = match facts.choices {
+        Some(n) => {
+            let can: Vec<&Model> = models.into_iter().filter(|m| many_choices(m)).collect();
+            if can.is_empty() {
+                return Err(ApiError::InvalidRequest(format!(
+                    "`n` = {n}: no candidate can answer with several choices (Gemini gives one); send n = 1, or pick an OpenAI-compatible provider's model"
+                )));
+            }
+            can
+        }
+        None => models,
+    };
     let need = facts.prompt_tokens;
     let biggest = models.iter().map(|m| m.context).max().unwrap_or(0);
     let fits_context: Vec<&Model> = models.into_iter().filter(|m| m.context >= need).collect();
@@ -168,16 +185,39 @@ mod tests {
             prompt_tokens: 500,
             ..Facts::default()
         };
-        assert_eq!(refs(&fit(vec![small, big], &facts).unwrap()), ["a/big"]);
+        assert_eq!(
+            refs(&fit(vec![small, big], &facts, &|_| true).unwrap()),
+            ["a/big"]
+        );
         let huge = Facts {
             prompt_tokens: 10_000_000,
             ..Facts::default()
         };
-        assert_eq!(fit(vec![small, big], &huge).unwrap_err().status(), 413);
+        assert_eq!(
+            fit(vec![small, big], &huge, &|_| true)
+                .unwrap_err()
+                .status(),
+            413
+        );
         let tools = Facts {
             has_tools: true,
             ..Facts::default()
         };
-        assert_eq!(fit(vec![small], &tools).unwrap_err().status(), 400);
+        assert_eq!(
+            fit(vec![small], &tools, &|_| true).unwrap_err().status(),
+            400
+        );
+        let many = Facts {
+            choices: Some(2),
+            ..Facts::default()
+        };
+        let only_big = |m: &Model| m.id == "big";
+        assert_eq!(
+            refs(&fit(vec![small, big], &many, &only_big).unwrap()),
+            ["a/big"]
+        );
+        let err = fit(vec![small], &many, &only_big).unwrap_err();
+        assert_eq!(err.status(), 400);
+        assert!(err.to_string().contains("several choices"));
     }
 }

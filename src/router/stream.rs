@@ -13,8 +13,8 @@ use crate::chat::Piece;
 use crate::ledger::Reservation;
 use crate::live::Live;
 use crate::providers::Decoder;
+use crate::record::RequestRow;
 use crate::reqlog::RequestLog;
-use crate::store::RequestRow;
 use crate::upstream;
 use crate::wire::sse;
 

@@ -130,6 +130,8 @@ const STEPS: &[&str] = &[
         PRIMARY KEY (hour, provider, model)
     );
     ALTER TABLE requests ADD COLUMN surface TEXT;",
+    // 6: what a surface could not pass on (dropped server tools, ...).
+    "ALTER TABLE requests ADD COLUMN notes TEXT;",
 ];
 
 /// Bring the schema up to date.

@@ -66,38 +66,7 @@ pub struct ChainRow {
     pub enabled: bool,
 }
 
-/// One request in the request log.
-#[derive(Debug, Clone, Default)]
-pub struct RequestRow {
-    pub id: String,
-    pub at_ms: i64,
-    pub client: String,
-    pub requested_model: String,
-    pub served_by: Option<String>,
-    pub status: u16,
-    pub latency_ms: u64,
-    pub ttft_ms: Option<u64>,
-    pub tokens_in: u64,
-    pub tokens_out: u64,
-    pub stream: bool,
-    pub error: Option<String>,
-    pub attempts: Vec<AttemptRow>,
-    /// The client surface it came in on (`chat`, `messages`, ...).
-    pub surface: Option<String>,
-}
-
-/// One upstream attempt (or skipped candidate) of a request.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct AttemptRow {
-    pub target: String,
-    pub key_id: Option<String>,
-    pub outcome: String,
-    pub status: Option<u16>,
-    pub latency_ms: u64,
-    /// What went wrong, in a few words (already cleaned of keys).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
+pub use crate::record::{AttemptRow, RequestRow};
 
 impl Store {
     /// Open (creating) the database in `data_dir`, in WAL mode, with migrations applied.
@@ -492,8 +461,8 @@ impl Store {
         {
             let mut req = tx.prepare_cached(
                 "INSERT INTO requests (id, at_ms, client, requested_model, served_by, status,
-                     latency_ms, ttft_ms, tokens_in, tokens_out, stream, error, attempts, surface)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                     latency_ms, ttft_ms, tokens_in, tokens_out, stream, error, attempts, surface, notes)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
             )?;
             for r in rows {
                 let attempts = serde_json::to_string(&r.attempts).unwrap_or_else(|_| "[]".into());
@@ -511,7 +480,8 @@ impl Store {
                     r.stream,
                     r.error,
                     attempts,
-                    r.surface
+                    r.surface,
+                    r.notes
                 ])?;
             }
             let mut get = tx.prepare_cached(
@@ -592,7 +562,7 @@ impl Store {
         };
         let mut stmt = conn.prepare(
             "SELECT id, at_ms, client, requested_model, served_by, status, latency_ms, ttft_ms,
-                    tokens_in, tokens_out, stream, error, attempts, surface
+                    tokens_in, tokens_out, stream, error, attempts, surface, notes
              FROM requests WHERE seq < ?2 ORDER BY seq DESC LIMIT ?1",
         )?;
         let mut rows = stmt
@@ -615,6 +585,7 @@ impl Store {
                         .and_then(|j| serde_json::from_str(&j).ok())
                         .unwrap_or_default(),
                     surface: r.get(13)?,
+                    notes: r.get(14)?,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;

@@ -216,9 +216,7 @@ impl Framer {
                         let mut d = self.delta();
                         d.insert("content".into(), json!(""));
                         i += 1;
-                        let mut c = self.choice(d, Some(*f));
-                        i += self.attach_usage(&mut c, events.get(i + 1));
-                        out.push(c);
+                        out.push(self.choice(d, Some(*f)));
                     }
                 }
                 Event::Text(t) => {
@@ -253,10 +251,10 @@ impl Framer {
                 }
                 Event::Finish(f) => {
                     let d = self.delta();
-                    let mut c = self.choice(d, Some(*f));
-                    i += self.attach_usage(&mut c, events.get(i + 1));
-                    out.push(c);
+                    out.push(self.choice(d, Some(*f)));
                 }
+                // As OpenAI streams it: a last chunk without choices, only when asked for.
+                Event::Usage(_) if !self.include_usage => {}
                 Event::Usage(u) => {
                     let mut c = self.chunk(Vec::new());
                     if let Some(o) = c.as_object_mut() {
@@ -269,16 +267,14 @@ impl Framer {
         }
         out
     }
+}
 
-    /// Usage that arrives with the finish goes on the finish chunk; returns events consumed.
-    fn attach_usage(&self, chunk: &mut Value, next: Option<&Event>) -> usize {
-        match (next, chunk.as_object_mut()) {
-            (Some(Event::Usage(u)), Some(o)) => {
-                o.insert("usage".into(), usage_json(u));
-                1
-            }
-            _ => 0,
-        }
+impl super::Frames for Framer {
+    fn frame(&mut self, piece: Piece) -> Option<Bytes> {
+        Framer::frame(self, piece)
+    }
+    fn end(&mut self) -> Option<Bytes> {
+        Some(Framer::done())
     }
 }
 

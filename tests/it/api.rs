@@ -237,7 +237,7 @@ async fn request_ids_are_echoed_or_made() {
         "errors carry it too"
     );
     let (s, _) = error_of(resp).await;
-    assert_eq!(s, 404);
+    assert_eq!(s, 401, "an unknown route is not revealed before authentication");
     let resp = t
         .client
         .get(t.url("/v1/chat/completions"))
@@ -370,10 +370,10 @@ async fn metrics_need_their_token_and_count_requests() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     let text = resp.text().await.unwrap();
-    assert!(text.contains(r#"freeway_requests_total{provider="groq",model="llama-3.3-70b-versatile",outcome="ok"} 1"#), "{text}");
+    assert!(text.contains(r#"freeway_requests_total{surface="chat",provider="groq",model="llama-3.3-70b-versatile",outcome="ok"} 1"#), "{text}");
     assert!(
         text.contains(
-            r#"freeway_requests_total{provider="none",model="none",outcome="rate_limited"} 1"#
+            r#"freeway_requests_total{surface="chat",provider="none",model="none",outcome="rate_limited"} 1"#
         ),
         "{text}"
     );

@@ -419,6 +419,7 @@ pub fn request_json(r: &crate::store::RequestRow) -> Value {
         "status": r.status,
         "stream": r.stream,
         "surface": r.surface,
+        "notes": r.notes,
         "latency_ms": r.latency_ms,
         "ttft_ms": r.ttft_ms,
         "tokens_in": r.tokens_in,

@@ -167,10 +167,14 @@ mod tests {
     }
 
     impl Pair {
+        /// A client that asked for usage (`stream_options.include_usage`).
         fn new(id: &str, model: &str, created: i64) -> Pair {
+            Self::asking(id, model, created, true)
+        }
+        fn asking(id: &str, model: &str, created: i64, include_usage: bool) -> Pair {
             Pair {
                 s: Stream::new(id),
-                f: crate::wire::openai::Framer::new(id, model, created, false),
+                f: crate::wire::openai::Framer::new(id, model, created, include_usage),
             }
         }
         fn on_event(&mut self, data: &str) -> Result<Vec<Value>, TranslateError> {
@@ -273,8 +277,9 @@ mod tests {
             c,
             vec![
                 json!({"id": "chatcmpl-s", "object": "chat.completion.chunk", "created": 42, "model": "gemini-2.5-pro",
-                "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}],
-                "usage": {"prompt_tokens": 9, "completion_tokens": 6, "total_tokens": 15}})
+                "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}),
+                json!({"id": "chatcmpl-s", "object": "chat.completion.chunk", "created": 42, "model": "gemini-2.5-pro",
+                "choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 6, "total_tokens": 15}})
             ]
         );
         assert!(s.finished());
@@ -308,6 +313,37 @@ mod tests {
                 json!({"id": "id", "object": "chat.completion.chunk", "created": 0, "model": "m", "choices": [],
                 "usage": {"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5}})
             ]
+        );
+    }
+
+    #[test]
+    fn usage_reaches_only_a_client_that_asked_as_openai_streams_do() {
+        let events = [
+            json!({"candidates": [{"content": {"parts": [{"text": "hi"}]}}], "usageMetadata": {"promptTokenCount": 2}}),
+            json!({"candidates": [{"content": {"parts": [{"text": "!"}]}, "finishReason": "STOP"}],
+                   "usageMetadata": {"promptTokenCount": 2, "candidatesTokenCount": 3, "totalTokenCount": 5}}),
+        ];
+        let mut quiet = Pair::asking("id", "m", 0, false);
+        let mut asked = Pair::new("id", "m", 0);
+        let (mut q, mut a) = (Vec::new(), Vec::new());
+        for e in &events {
+            q.extend(feed(&mut quiet, e.clone()));
+            a.extend(feed(&mut asked, e.clone()));
+        }
+        assert!(q.iter().all(|c| c.get("usage").is_none()), "{q:?}");
+        assert_eq!(q.last().unwrap()["choices"][0]["finish_reason"], "stop");
+        // Asked: the finish chunk carries no usage; a last chunk without choices does.
+        let last = a.last().unwrap();
+        assert_eq!(last["choices"], json!([]));
+        assert_eq!(last["usage"]["total_tokens"], 5);
+        assert!(
+            a[..a.len() - 1].iter().all(|c| c.get("usage").is_none()),
+            "{a:?}"
+        );
+        assert_eq!(
+            quiet.usage(),
+            Some((2, 3)),
+            "the ledger still learns the usage"
         );
     }
 

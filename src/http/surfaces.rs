@@ -1,0 +1,426 @@
+//! The client surfaces over HTTP: chat completions, Anthropic Messages, Responses and legacy
+//! completions share one path (authenticate, read the body, translate it in `wire`, route,
+//! render the answer or the error in the dialect the client speaks). Only the translation and
+//! the rendering differ per surface; the router never knows which one a request came from
+//! except to log it.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::{LARGE_BODY, LARGE_PARSES, RequestId, Server, authenticate, read_body, unix_now};
+use crate::catalog::Catalog;
+use crate::chat::{Answer, Piece, Request};
+use crate::error::ApiError;
+use crate::router::{self, Incoming};
+use crate::wire::{Frames, anthropic, completions, openai, responses};
+
+/// The dialect a request came in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    Chat,
+    Messages,
+    Responses,
+    Completions,
+}
+
+impl Surface {
+    /// Its name in the request log and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Surface::Chat => "chat",
+            Surface::Messages => "messages",
+            Surface::Responses => "responses",
+            Surface::Completions => "completions",
+        }
+    }
+
+    /// An error as this surface's clients expect it; made before any upstream attempt unless
+    /// `attempts` says otherwise.
+    pub fn error(self, e: ApiError, request_id: &str, attempts: u32) -> Response {
+        let mut resp = match self {
+            Surface::Messages => {
+                let status = axum::http::StatusCode::from_u16(e.status())
+                    .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+                let body = anthropic::error_body(&e, &anthropic_request_id(request_id));
+                let mut r = (status, axum::Json(body)).into_response();
+                if let ApiError::RateLimited {
+                    retry_after: Some(d),
+                    ..
+                } = &e
+                {
+                    let secs = d.as_secs_f64().ceil().max(1.0) as u64;
+                    r.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                }
+                r
+            }
+            _ => e.into_response(),
+        };
+        resp.headers_mut()
+            .insert("x-fallback-attempts", HeaderValue::from(attempts));
+        self.decorate(&mut resp, request_id);
+        resp
+    }
+
+    /// Headers this surface's clients read on every answer.
+    fn decorate(self, resp: &mut Response, request_id: &str) {
+        if self == Surface::Messages {
+            if let Ok(v) = HeaderValue::from_str(&anthropic_request_id(request_id)) {
+                resp.headers_mut().insert("request-id", v);
+            }
+        }
+    }
+}
+
+/// The `request-id` the Anthropic SDKs show (`req_…`).
+fn anthropic_request_id(request_id: &str) -> String {
+    format!("req_{request_id}")
+}
+
+/// How the answer to one request is rendered.
+enum Render {
+    Chat {
+        include_usage: bool,
+    },
+    Messages {
+        model: String,
+        thinking: bool,
+    },
+    Responses {
+        namespaces: HashMap<String, String>,
+        echo: Box<responses::Echo>,
+    },
+    Completions {
+        include_usage: bool,
+    },
+}
+
+/// A request translated, with how to answer it.
+struct Prepared {
+    req: Request,
+    notes: Vec<String>,
+    render: Render,
+}
+
+/// Is `name` a model Freeway knows (any id a client may use for it)?
+fn known(catalog: &Catalog, name: &str) -> bool {
+    name == "auto"
+        || catalog
+            .models
+            .iter()
+            .any(|m| m.reference == name || m.canonical == name || m.id == name)
+}
+
+fn prepare(
+    surface: Surface,
+    bytes: &[u8],
+    families: &anthropic::Families,
+    catalog: &Catalog,
+) -> Result<Prepared, String> {
+    Ok(match surface {
+        Surface::Chat => {
+            let req = openai::parse(bytes)?;
+            let include_usage = req.facts.include_usage;
+            Prepared {
+                req,
+                notes: Vec::new(),
+                render: Render::Chat { include_usage },
+            }
+        }
+        Surface::Messages => {
+            let p = anthropic::parse(bytes, |m| families.map(m, |n| known(catalog, n)))?;
+            Prepared {
+                req: p.req,
+                notes: p.notes,
+                render: Render::Messages {
+                    model: p.model,
+                    thinking: p.thinking,
+                },
+            }
+        }
+        Surface::Responses => {
+            let p = responses::parse(bytes)?;
+            Prepared {
+                req: p.req,
+                notes: p.notes,
+                render: Render::Responses {
+                    namespaces: p.namespaces,
+                    echo: Box::new(p.echo),
+                },
+            }
+        }
+        Surface::Completions => {
+            let p = completions::parse(bytes)?;
+            Prepared {
+                req: p.req,
+                notes: Vec::new(),
+                render: Render::Completions {
+                    include_usage: p.include_usage,
+                },
+            }
+        }
+    })
+}
+
+pub async fn chat(
+    State(server): State<Arc<Server>>,
+    axum::Extension(RequestId(request_id)): axum::Extension<RequestId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    handle(&server, Surface::Chat, request_id, &headers, body).await
+}
+
+pub async fn messages(
+    State(server): State<Arc<Server>>,
+    axum::Extension(RequestId(request_id)): axum::Extension<RequestId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    handle(&server, Surface::Messages, request_id, &headers, body).await
+}
+
+pub async fn responses(
+    State(server): State<Arc<Server>>,
+    axum::Extension(RequestId(request_id)): axum::Extension<RequestId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    handle(&server, Surface::Responses, request_id, &headers, body).await
+}
+
+pub async fn completions(
+    State(server): State<Arc<Server>>,
+    axum::Extension(RequestId(request_id)): axum::Extension<RequestId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    handle(&server, Surface::Completions, request_id, &headers, body).await
+}
+
+/// `POST /v1/messages/count_tokens`: the prompt estimate the ledger would use.
+pub async fn count_tokens(
+    State(server): State<Arc<Server>>,
+    axum::Extension(RequestId(request_id)): axum::Extension<RequestId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let surface = Surface::Messages;
+    if let Err(e) = authenticate(&server, &headers) {
+        return surface.error(e, &request_id, 0);
+    }
+    let bytes = match read_body(&server, &headers, body).await {
+        Ok(b) => b,
+        Err(e) => return surface.error(e, &request_id, 0),
+    };
+    match anthropic::count_tokens(&bytes) {
+        Ok(n) => {
+            let mut resp = axum::Json(json!({"input_tokens": n})).into_response();
+            surface.decorate(&mut resp, &request_id);
+            resp
+        }
+        Err(msg) => surface.error(ApiError::InvalidRequest(msg), &request_id, 0),
+    }
+}
+
+async fn handle(
+    server: &Server,
+    surface: Surface,
+    request_id: String,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
+    match authenticate(server, headers) {
+        Ok(client) => answer_as(server, surface, client, request_id, headers, body).await,
+        Err(e) => surface.error(e, &request_id, 0),
+    }
+}
+
+/// A request on `surface` from `client` (a client key's name, or the dashboard), answered.
+pub(crate) async fn answer_as(
+    server: &Server,
+    surface: Surface,
+    client: String,
+    request_id: String,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
+    let bytes = match read_body(server, headers, body).await {
+        Ok(b) => b,
+        Err(e) => return surface.error(e, &request_id, 0),
+    };
+    let catalog = Arc::clone(&server.ops.live().snapshot().catalog);
+    // A large body (images, long documents) is parsed off the event loop, so one request
+    // cannot stall the others.
+    let prepared = if bytes.len() > LARGE_BODY {
+        let _turn = LARGE_PARSES.acquire().await;
+        let families = server.families.clone();
+        tokio::task::spawn_blocking(move || prepare(surface, &bytes, &families, &catalog))
+            .await
+            .unwrap_or_else(|_| Err("the request could not be parsed".into()))
+    } else {
+        prepare(surface, &bytes, &server.families, &catalog)
+    };
+    let Prepared { req, notes, render } = match prepared {
+        Ok(p) => p,
+        Err(msg) => return surface.error(ApiError::InvalidRequest(msg), &request_id, 0),
+    };
+    let estimate = req.facts.prompt_tokens;
+    let session = ["x-session-id", "x-claude-code-session-id", "session-id"]
+        .iter()
+        .find_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()))
+        .map(|s| s.chars().take(256).collect());
+    let incoming = Incoming {
+        req,
+        client,
+        request_id: request_id.clone(),
+        session,
+        surface: surface.name(),
+        notes,
+    };
+    let reply = match server.router.route(incoming).await {
+        Ok(r) => r,
+        Err(failed) => return surface.error(failed.error, &request_id, failed.attempts),
+    };
+    let created = unix_now();
+    let mut resp = match reply.body {
+        router::Body::Answer(answer) => {
+            match answer_body(answer, &render, &request_id, created, estimate) {
+                Ok(body) => {
+                    let mut r = Response::new(Body::from(body));
+                    r.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    );
+                    r
+                }
+                Err(msg) => {
+                    return surface.error(
+                        ApiError::UpstreamFailed(format!(
+                            "the upstream answer could not be read: {msg}"
+                        )),
+                        &request_id,
+                        reply.attempts,
+                    );
+                }
+            }
+        }
+        router::Body::Stream(pieces) => {
+            let body = match render {
+                Render::Chat { include_usage } => framed(
+                    pieces,
+                    openai::Framer::new(
+                        &format!("chatcmpl-{request_id}"),
+                        &reply.model,
+                        created,
+                        include_usage,
+                    ),
+                ),
+                Render::Messages { model, thinking } => framed(
+                    pieces,
+                    anthropic::Framer::new(
+                        &format!("msg_{request_id}"),
+                        &model,
+                        thinking,
+                        estimate,
+                    ),
+                ),
+                Render::Responses { namespaces, echo } => framed(
+                    pieces,
+                    responses::Framer::new(
+                        responses::Context {
+                            id: format!("resp_{request_id}"),
+                            created,
+                            echo: *echo,
+                            namespaces,
+                        },
+                        &reply.model,
+                    ),
+                ),
+                Render::Completions { include_usage } => framed(
+                    pieces,
+                    completions::Framer::new(
+                        &format!("cmpl-{request_id}"),
+                        &reply.model,
+                        created,
+                        include_usage,
+                    ),
+                ),
+            };
+            super::sse_response(body)
+        }
+    };
+    super::routed_headers(&mut resp, &reply.routed_via, reply.attempts);
+    surface.decorate(&mut resp, &request_id);
+    resp
+}
+
+/// A whole answer's body in the surface's dialect.
+fn answer_body(
+    answer: Answer,
+    render: &Render,
+    request_id: &str,
+    created: i64,
+    estimate: u64,
+) -> Result<bytes::Bytes, String> {
+    if let Render::Chat { .. } = render {
+        return Ok(openai::answer_body(
+            answer,
+            &format!("chatcmpl-{request_id}"),
+            created,
+        ));
+    }
+    let m = answer.message()?;
+    let v = match render {
+        Render::Chat { .. } => unreachable!("answered above"),
+        Render::Messages { model, thinking } => {
+            anthropic::message_body(&m, &format!("msg_{request_id}"), model, *thinking, estimate)
+        }
+        Render::Responses { namespaces, echo } => responses::response_body(
+            &m,
+            &responses::Context {
+                id: format!("resp_{request_id}"),
+                created,
+                echo: (**echo).clone(),
+                namespaces: namespaces.clone(),
+            },
+        ),
+        Render::Completions { .. } => {
+            completions::completion_body(&m, &format!("cmpl-{request_id}"), created)
+        }
+    };
+    Ok(bytes::Bytes::from(v.to_string()))
+}
+
+/// A stream of pieces framed by `framer`, closed by its end.
+fn framed<F: Frames>(pieces: BoxStream<'static, Piece>, framer: F) -> Body {
+    let events = futures_util::stream::unfold(
+        (pieces, framer, false),
+        |(mut pieces, mut framer, ended)| async move {
+            if ended {
+                return None;
+            }
+            loop {
+                match pieces.next().await {
+                    Some(p) => {
+                        if let Some(b) = framer.frame(p) {
+                            return Some((
+                                Ok::<_, std::convert::Infallible>(b),
+                                (pieces, framer, false),
+                            ));
+                        }
+                    }
+                    None => return framer.end().map(|b| (Ok(b), (pieces, framer, true))),
+                }
+            }
+        },
+    );
+    Body::from_stream(events)
+}
