@@ -73,7 +73,7 @@ pub async fn serve(
 
 /// The whole HTTP router.
 pub fn routes(server: Arc<Server>) -> axum::Router {
-    let mut api = axum::Router::new()
+    let api = axum::Router::new()
         .route("/v1/chat/completions", post(surfaces::chat))
         .route("/chat/completions", post(surfaces::chat))
         .route("/v1/messages", post(surfaces::messages))
@@ -84,9 +84,7 @@ pub fn routes(server: Arc<Server>) -> axum::Router {
         .route("/models", get(models))
         .route("/v1/models/{*id}", get(model))
         .fallback(not_found);
-    if let Some(cors) = cors(&server.cors_origins) {
-        api = api.layer(cors);
-    }
+    let cors = cors(&server.cors_origins);
     let inner = axum::Router::new()
         .route("/", get(root))
         .route("/livez", get(|| async { "ok" }))
@@ -97,10 +95,15 @@ pub fn routes(server: Arc<Server>) -> axum::Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(request_id))
         .with_state(server);
-    // Paths are tidied before routing: the layer of an outer router runs first.
-    axum::Router::new()
+    // Paths are tidied, and CORS preflights answered, before routing: the layers of an outer
+    // router run first.
+    let outer = axum::Router::new()
         .fallback_service(inner)
-        .layer(middleware::map_request(tidy_path))
+        .layer(middleware::map_request(tidy_path));
+    match cors {
+        Some(cors) => outer.layer(cors),
+        None => outer,
+    }
 }
 
 /// CORS for the API (never the dashboard) when `[http] cors_origins` names origins; `"*"`
@@ -110,15 +113,16 @@ fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
     if origins.is_empty() {
         return None;
     }
-    let allow = if origins.iter().any(|o| o == "*") {
-        AllowOrigin::any()
-    } else {
-        AllowOrigin::list(
-            origins
-                .iter()
-                .filter_map(|o| HeaderValue::from_str(o.trim_end_matches('/')).ok()),
-        )
-    };
+    let any = origins.iter().any(|o| o == "*");
+    let listed: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o.trim_end_matches('/')).ok())
+        .collect();
+    let allow = AllowOrigin::predicate(move |origin, request| {
+        let path = request.uri.path();
+        let dashboard = path == "/admin" || path.starts_with("/admin/");
+        !dashboard && (any || listed.contains(origin))
+    });
     Some(
         CorsLayer::new()
             .allow_origin(allow)

@@ -27,7 +27,7 @@ pub struct Parsed {
 }
 
 /// Request fields the `response` object repeats.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Echo {
     pub instructions: Option<String>,
     pub max_output_tokens: Option<u64>,
@@ -39,6 +39,24 @@ pub struct Echo {
     pub text: Value,
     pub reasoning: Value,
     pub metadata: Value,
+}
+
+impl Default for Echo {
+    /// What a request that sets none of them gets back.
+    fn default() -> Self {
+        Echo {
+            instructions: None,
+            max_output_tokens: None,
+            temperature: None,
+            top_p: None,
+            tool_choice: json!("auto"),
+            tools: json!([]),
+            parallel_tool_calls: true,
+            text: json!({"format": {"type": "text"}}),
+            reasoning: json!({"effort": null, "summary": null}),
+            metadata: json!({}),
+        }
+    }
 }
 
 fn wrong(field: &str, want: &str) -> String {
@@ -67,15 +85,7 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, String> {
     }
     let mut notes = Vec::new();
     let mut out = Map::new();
-    let mut echo = Echo {
-        parallel_tool_calls: true,
-        tool_choice: json!("auto"),
-        tools: json!([]),
-        text: json!({"format": {"type": "text"}}),
-        reasoning: json!({"effort": null, "summary": null}),
-        metadata: json!({}),
-        ..Echo::default()
-    };
+    let mut echo = Echo::default();
     match body.get("model") {
         None | Some(Value::Null) => {}
         Some(Value::String(m)) => {

@@ -237,7 +237,10 @@ async fn request_ids_are_echoed_or_made() {
         "errors carry it too"
     );
     let (s, _) = error_of(resp).await;
-    assert_eq!(s, 401, "an unknown route is not revealed before authentication");
+    assert_eq!(
+        s, 401,
+        "an unknown route is not revealed before authentication"
+    );
     let resp = t
         .client
         .get(t.url("/v1/chat/completions"))

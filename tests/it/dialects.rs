@@ -3,7 +3,7 @@
 
 use freeway::catalog::{Catalog, Dialect};
 use freeway::providers::{self, Dialects};
-use freeway::wire::{openai, sse};
+use freeway::wire::{Frames, anthropic, completions, openai, responses, sse};
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -101,6 +101,96 @@ fn client_events(dialect: Dialect, hide_usage: bool, chunks: &[&[u8]]) -> Vec<St
     }
     push(sse.finish().into_iter().collect(), &mut decoder);
     out
+}
+
+/// Decode a stream delivered in `chunks` through one dialect and frame it with `framer` (and
+/// its end): the bytes a client gets.
+fn framed(dialect: Dialect, mut framer: Box<dyn Frames>, chunks: &[&[u8]]) -> String {
+    let catalog = Catalog::builtin().unwrap();
+    let provider = match dialect {
+        Dialect::Gemini => catalog.provider("google").unwrap(),
+        Dialect::Openai => catalog.provider("groq").unwrap(),
+    };
+    let mut sse = sse::Decoder::new(1 << 20);
+    let mut decoder = dialects().decoder(provider, "chatcmpl-fixture");
+    let mut out = Vec::new();
+    let mut events: Vec<sse::Event> = Vec::new();
+    for c in chunks {
+        events.extend(sse.feed(c).unwrap());
+    }
+    events.extend(sse.finish());
+    for e in events {
+        let d = decoder.on_event(e);
+        assert!(d.error.is_none(), "{:?}", d.error);
+        if let Some(bytes) = d.piece.and_then(|p| framer.frame(p)) {
+            out.extend_from_slice(&bytes);
+        }
+    }
+    out.extend_from_slice(&framer.end().unwrap_or_default());
+    String::from_utf8(out).unwrap()
+}
+
+/// The framers of the other surfaces, fresh.
+fn surface_framers() -> Vec<(&'static str, Box<dyn Frames>)> {
+    vec![
+        (
+            "messages",
+            Box::new(anthropic::Framer::new("msg_fixture", "claude-x", true, 10)),
+        ),
+        (
+            "responses",
+            Box::new(responses::Framer::new(
+                responses::Context {
+                    id: "resp_fixture".into(),
+                    created: 1700000000,
+                    echo: responses::Echo::default(),
+                    namespaces: Default::default(),
+                },
+                "model-x",
+            )),
+        ),
+        (
+            "completions",
+            Box::new(completions::Framer::new(
+                "cmpl-fixture",
+                "model-x",
+                1700000000,
+                true,
+            )),
+        ),
+    ]
+}
+
+#[test]
+fn every_surface_frames_both_upstream_dialects() {
+    for (dialect, file) in [
+        (Dialect::Gemini, "gemini_stream_tools.sse"),
+        (Dialect::Openai, "openai_stream.sse"),
+    ] {
+        let raw = fixture(file);
+        for (name, framer) in surface_framers() {
+            let text = framed(dialect, framer, &[&raw]);
+            insta::assert_snapshot!(format!("{name}_from_{file}"), text);
+        }
+    }
+}
+
+#[test]
+fn every_surface_frames_the_same_stream_cut_at_every_byte() {
+    for (dialect, file) in [
+        (Dialect::Gemini, "gemini_stream_tools.sse"),
+        (Dialect::Openai, "openai_stream.sse"),
+    ] {
+        let raw = fixture(file);
+        for (i, (name, framer)) in surface_framers().into_iter().enumerate() {
+            let whole = framed(dialect, framer, &[&raw]);
+            for at in 0..=raw.len() {
+                let framer = surface_framers().swap_remove(i).1;
+                let cut = framed(dialect, framer, &[&raw[..at], &raw[at..]]);
+                assert_eq!(cut, whole, "{name} from {file}, cut at byte {at}");
+            }
+        }
+    }
 }
 
 #[test]

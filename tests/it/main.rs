@@ -14,5 +14,6 @@ mod harness;
 mod process;
 mod proxy;
 mod routing;
+mod surfaces;
 mod tools;
 mod vendors;
