@@ -14,6 +14,11 @@ if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
   $sudo apt-get update -q && $sudo apt-get install -y -q chromium chromium-driver \
     || echo "could not install chromium and chromium-driver: the browser tests will fail" >&2
 fi
+# The client tests (tests/it/clients.rs) drive Freeway with the official clients: the anthropic
+# and openai Python SDKs in a venv, Claude Code and Codex CLI from the npm registry, run offline
+# in a loopback-only network namespace (unshare, ip). Installed once under target/clients and
+# reinstalled only when a pinned version changes. If an install fails, those tests fail and say so.
+tests/clients/setup.sh || echo "could not install the clients of tests/clients: the client tests will fail" >&2
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo nextest run --locked --no-fail-fast

@@ -199,6 +199,7 @@ impl IntoResponse for ApiError {
 /// (401 otherwise, so probes learn nothing). Dashboard paths answer a plain 404.
 async fn not_found(
     State(server): State<Arc<Server>>,
+    axum::Extension(RequestId(request_id)): axum::Extension<RequestId>,
     headers: HeaderMap,
     uri: axum::http::Uri,
 ) -> Response {
@@ -210,14 +211,20 @@ async fn not_found(
         )
             .into_response();
     }
+    // Anthropic clients (`/v1/messages/batches`, ...) get their own error shape.
+    let surface = if path.starts_with("/v1/messages") {
+        Surface::Messages
+    } else {
+        Surface::Chat
+    };
     if let Err(e) = authenticate(&server, &headers) {
-        return e.into_response();
+        return surface.error(e, &request_id, 0);
     }
     let shown: String = path.chars().take(200).collect();
-    ApiError::NotFound(format!(
+    let e = ApiError::NotFound(format!(
         "Freeway does not serve {shown}; it serves POST /v1/chat/completions, /v1/messages, /v1/messages/count_tokens, /v1/responses, /v1/completions and GET /v1/models, /v1/models/{{id}}"
-    ))
-    .into_response()
+    ));
+    surface.error(e, &request_id, 0)
 }
 
 async fn method_not_allowed() -> Response {

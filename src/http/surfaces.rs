@@ -220,13 +220,25 @@ pub async fn count_tokens(
         Ok(b) => b,
         Err(e) => return surface.error(e, &request_id, 0),
     };
-    match anthropic::count_tokens(&bytes) {
+    let catalog = Arc::clone(&server.ops.live().snapshot().catalog);
+    let counted = anthropic::parse(&bytes, |m| server.families.map(m, |n| known(&catalog, n)))
+        .map_err(ApiError::InvalidRequest)
+        .and_then(|p| {
+            // A model the messages route would refuse is refused here too.
+            match p.req.facts.model.as_deref() {
+                Some(m) if !known(&catalog, m) => Err(ApiError::ModelNotFound(format!(
+                    "the model `{m}` does not exist; GET /v1/models lists what is available (or use \"auto\")"
+                ))),
+                _ => Ok(p.req.facts.prompt_tokens),
+            }
+        });
+    match counted {
         Ok(n) => {
             let mut resp = axum::Json(json!({"input_tokens": n})).into_response();
             surface.decorate(&mut resp, &request_id);
             resp
         }
-        Err(msg) => surface.error(ApiError::InvalidRequest(msg), &request_id, 0),
+        Err(e) => surface.error(e, &request_id, 0),
     }
 }
 

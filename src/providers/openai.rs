@@ -29,12 +29,14 @@ pub fn body(req: &Request, provider: &Provider, model: &Model) -> Vec<u8> {
             }
         }
     }
-    if let Some(cap) = q.max_tokens_cap {
-        for key in ["max_tokens", "max_completion_tokens"] {
-            if let Some(n) = req.get(key).and_then(|v| v.as_u64()) {
-                if n > cap {
-                    overrides.push((key.into(), json!(cap)));
-                }
+    // A max_tokens the model cannot produce is clamped, never refused: to the vendor's ceiling
+    // and to what the context window leaves after the prompt (coding agents ask for 64000).
+    let room = model.context.saturating_sub(req.facts.prompt_tokens).max(1);
+    let cap = q.max_tokens_cap.map_or(room, |c| c.min(room));
+    for key in ["max_tokens", "max_completion_tokens"] {
+        if let Some(n) = req.get(key).and_then(|v| v.as_u64()) {
+            if n > cap {
+                overrides.push((key.into(), json!(cap)));
             }
         }
     }
@@ -341,6 +343,25 @@ mod tests {
             json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 10}),
         );
         assert_eq!(out["max_tokens"], 10);
+    }
+
+    #[test]
+    fn max_tokens_beyond_the_vendor_or_the_context_is_clamped() {
+        let agent = json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 64000});
+        assert_eq!(
+            send("groq", "openai/gpt-oss-120b", agent.clone())["max_tokens"],
+            8192
+        );
+        let mistral = send("mistral", "mistral-small-latest", agent);
+        assert_eq!(mistral["max_tokens"], 64000, "fits a 131072 context");
+        let long = "word ".repeat(400_000);
+        let out = send(
+            "mistral",
+            "mistral-small-latest",
+            json!({"messages": [{"role": "user", "content": long}], "max_completion_tokens": 64000}),
+        );
+        let n = out["max_completion_tokens"].as_u64().unwrap();
+        assert!(n < 64000 && n > 0, "{n}: what the context leaves");
     }
 
     #[test]

@@ -484,12 +484,6 @@ fn tools(v: Option<&Value>, notes: &mut Vec<String>) -> Result<Vec<Value>, Strin
     Ok(out)
 }
 
-/// `count_tokens`: the prompt estimate the ledger would use for this request.
-pub fn count_tokens(bytes: &[u8]) -> Result<u64, String> {
-    let parsed = parse(bytes, |m| m.to_string())?;
-    Ok(parsed.req.facts.prompt_tokens)
-}
-
 // ---- answers ----
 
 fn stop_reason(f: Finish) -> &'static str {

@@ -685,6 +685,11 @@ impl Framer {
 
     /// Finish the open item: its `.done` events and `output_item.done`.
     fn close(&mut self, buf: &mut Vec<u8>) {
+        self.close_as(buf, "completed");
+    }
+
+    /// Finish the open item with `status` (`incomplete` when the stream broke inside it).
+    fn close_as(&mut self, buf: &mut Vec<u8>, status: &str) {
         let Some(open) = self.open.take() else {
             return;
         };
@@ -705,7 +710,7 @@ impl Framer {
                     json!({"item_id": id, "output_index": index,
                     "content_index": 0, "part": part}),
                 );
-                message_item(&id, &text, "completed")
+                message_item(&id, &text, status)
             }
             Open::Reasoning { id, text } => {
                 let part = json!({"type": "summary_text", "text": text});
@@ -871,7 +876,7 @@ impl Frames for Framer {
         match piece {
             Piece::Interrupted(reason) => {
                 self.ended = true;
-                self.close(&mut buf);
+                self.close_as(&mut buf, "incomplete");
                 let error = json!({"code": "server_error",
                     "message": format!("the upstream stream broke after content was sent: {reason}")});
                 let r = self.snapshot("failed", Value::Null, error);
@@ -1177,5 +1182,11 @@ mod tests {
         let evs = events(&all);
         assert_eq!(evs.last().unwrap()["type"], "response.failed");
         assert_eq!(evs.last().unwrap()["response"]["status"], "failed");
+        let cut = &evs[evs.len() - 2];
+        assert_eq!(cut["type"], "response.output_item.done");
+        assert_eq!(
+            cut["item"]["status"], "incomplete",
+            "a cut item is not completed"
+        );
     }
 }

@@ -7,6 +7,7 @@ mod api;
 mod architecture;
 mod browser;
 mod cli;
+mod clients;
 mod dialects;
 mod failover;
 mod gemini;

@@ -441,6 +441,24 @@ async fn count_tokens_uses_the_ledger_estimate() {
     assert!(small > 0 && big >= small + 450, "{small} {big}");
     let resp = post(&t, "/v1/messages/count_tokens", json!({"model": "m"})).await;
     assert_eq!(anthropic_error(resp).await.0, 400);
+    let resp = post(
+        &t,
+        "/v1/messages/count_tokens",
+        json!({"model": "no-such", "messages": [{"role": "user", "content": "x"}]}),
+    )
+    .await;
+    let (s, kind, _) = anthropic_error(resp).await;
+    assert_eq!(
+        (s, kind.as_str()),
+        (404, "not_found_error"),
+        "as /v1/messages would say"
+    );
+    let (s, kind, _) = anthropic_error(post(&t, "/v1/messages/batches", json!({})).await).await;
+    assert_eq!(
+        (s, kind.as_str()),
+        (404, "not_found_error"),
+        "unknown Anthropic routes in its shape"
+    );
     assert_eq!(mock.count(), 0, "counting sends nothing upstream");
 }
 
