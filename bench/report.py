@@ -179,6 +179,33 @@ if cpu_stream is not None:
     row("e", f"Freeway CPU s per 1000 streams of {chunks} chunks (during d)", "", "", fmt(cpu_stream, " s", 3), "(info)", "")
     record("cpu_s_per_1000_streams", cpu_stream)
 
+# d2) the other dialects' streams, against chat measured in the same stretch
+surf = {s: load(f"surface_{s}.json") for s in ("chat", "messages", "responses")}
+base_ttfb = sget(sd, "ttfb_ms", "p50")
+chat_s = surf["chat"]
+chat_added = None if chat_s is None or base_ttfb is None else chat_s["ttfb_ms"]["p50"] - base_ttfb
+n_chat = (chat_s["streams"] + chat_s["concurrency"]) if chat_s else None
+chat_cpu = cpu_per_1000("cpu_surface_chat_before", "cpu_surface_chat_after", n_chat)
+for s in ("chat", "messages", "responses"):
+    d = surf[s]
+    if d is None:
+        continue
+    added = None if base_ttfb is None else d["ttfb_ms"]["p50"] - base_ttfb
+    n = d["streams"] + d["concurrency"]
+    c = cpu_per_1000(f"cpu_surface_{s}_before", f"cpu_surface_{s}_after", n)
+    target, met = "(baseline)", ""
+    if s != "chat":
+        target = "CPU and added TTFB within 25 % of chat"
+        ok_cpu = c is not None and chat_cpu is not None and c <= chat_cpu * 1.25
+        # Added TTFB differences under 0.5 ms are noise on this machine, whatever the ratio.
+        ok_ttfb = added is not None and chat_added is not None and (added <= chat_added * 1.25 or added - chat_added <= 0.5)
+        met = "met" if ok_cpu and ok_ttfb else "**missed**"
+    row("d2", f"/v1/{'chat/completions' if s == 'chat' else s} streams: TTFB p50 / CPU s per 1000 streams",
+        fmt(base_ttfb, nd=2), fmt(d["ttfb_ms"]["p50"], nd=2),
+        f"{signed(added, ' ms added', 2)}; {fmt(c, ' s CPU', 3)}; {d['ok']}/{d['streams']} ok", target, met)
+    record(f"surface_{s}_added_ttfb_p50_ms", added)
+    record(f"surface_{s}_cpu_s_per_1000_streams", c)
+
 # f) memory
 MB = 1024.0
 idle = num("rss_idle_start_kb")
@@ -217,6 +244,9 @@ for name in ("warm_freeway", "thr_freeway", "rate_freeway", "c1_freeway"):
 sent += 8  # warm-up streams
 if sf:
     sent += sf["streams"] + sf["concurrency"]
+for d in surf.values():
+    if d:
+        sent += d["streams"] + d["concurrency"]
 if hold:
     sent += hold["requested"]
 row("g", "request-log rows written / requests sent to Freeway", "", f"{rl.get('rows', 'n/a')} / ~{sent}",
@@ -233,7 +263,7 @@ for name in ("warm_freeway", "thr_freeway", "rate_freeway", "c1_freeway", "thr_d
     errs = {k: v for k, v in d["errors"].items() if "deadline" not in k}
     if bad or errs:
         problems.append(f"- `{name}`: non-200 {bad or '{}'}, errors {errs or '{}'}")
-for name in ("stream_direct", "stream_freeway"):
+for name in ("stream_direct", "stream_freeway", "surface_chat", "surface_messages", "surface_responses"):
     d = load(name + ".json")
     if d and d["failed"]:
         problems.append(f"- `{name}`: {d['failed']} failed streams, statuses {d['statuses']}, e.g. {d['errors'][:2]}")

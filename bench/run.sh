@@ -288,6 +288,25 @@ for p in direct freeway; do
     log "  stream_$p: $(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("ok=%d/%d ttfb p50=%.2fms total p50=%.1fms gap p50=%.2f p99=%.2fms events=%s" % (d["ok"], d["streams"], d["ttfb_ms"]["p50"] or 0, d["total_ms"]["p50"] or 0, d["gap_ms"]["p50"] or 0, d["gap_ms"]["p99"] or 0, d["events_per_stream"]["p50"]))' "$R/stream_$p.json")"
 done
 
+# ------------------------------------------------------- d2: the other dialects' streams
+# The same streams through /v1/messages and /v1/responses: translated event by event instead
+# of passed through. Chat is measured again right before them, so the three compare within
+# one stretch of time on this noisy machine.
+FW_BASE=http://$FW_ADDR/v1
+for s in chat messages responses; do
+    case $s in
+        chat) path=chat/completions ;;
+        *) path=$s ;;
+    esac
+    settle
+    cpu_ticks "$FW_PID" >"$R/cpu_surface_${s}_before"
+    "$PROBE" --url "$FW_BASE/$path" --surface "$s" --key "$KEY" --concurrency "$STREAMS" --warmup 1 \
+        --rounds "$STREAM_ROUNDS" --timeout-secs 60 >"$R/surface_$s.json"
+    settle
+    cpu_ticks "$FW_PID" >"$R/cpu_surface_${s}_after"
+    log "  /v1/$path: $(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("ok=%d/%d ttfb p50=%.2fms events=%s" % (d["ok"], d["streams"], d["ttfb_ms"]["p50"] or 0, d["events_per_stream"]["p50"]))' "$R/surface_$s.json")"
+done
+
 # ---------------------------------------------------------------- f: memory
 settle
 status_kb "$FW_PID" VmHWM >"$R/rss_peak_loads_kb"

@@ -7,6 +7,10 @@
 //!     [--concurrency 64] [--warmup 1] [--rounds 1] [--timeout-secs 60] [--raw FILE]
 //! ```
 //!
+//! `--surface chat|messages|responses` picks the body's dialect (POST it to the matching
+//! route): a chat-completions, Anthropic Messages or Responses request; a stream is done at
+//! `data: [DONE]`, `message_stop` or `response.completed`.
+//!
 //! `--rounds R` runs R measured rounds of K streams one after another and pools them.
 //! Per stream it records the time to first byte (first body chunk that contains `data:`), the
 //! total time to the end of the body, and the gap between successive SSE events as they are
@@ -27,6 +31,7 @@ struct Args {
     url: String,
     key: Option<String>,
     model: String,
+    surface: String,
     concurrency: usize,
     warmup: usize,
     rounds: usize,
@@ -55,7 +60,7 @@ fn parse_args() -> Args {
     };
     if argv.iter().any(|a| a == "-h" || a == "--help") {
         eprintln!(
-            "stream_probe --url URL [--key K] [--model M] [--concurrency K] [--warmup R] [--rounds R] [--timeout-secs T] [--no-usage] [--raw FILE]\n\
+            "stream_probe --url URL [--key K] [--model M] [--surface chat|messages|responses] [--concurrency K] [--warmup R] [--rounds R] [--timeout-secs T] [--no-usage] [--raw FILE]\n\
              stream_probe --url URL --hold N --hold-secs S [--watch-pid PID] [--model mock-slow]"
         );
         std::process::exit(0);
@@ -75,6 +80,7 @@ fn parse_args() -> Args {
         }),
         key: get("--key"),
         model: get("--model").unwrap_or_else(|| "mock-model".into()),
+        surface: get("--surface").unwrap_or_else(|| "chat".into()),
         concurrency: num("--concurrency", 64.0) as usize,
         warmup: num("--warmup", 1.0) as usize,
         rounds: (num("--rounds", 1.0) as usize).max(1),
@@ -101,7 +107,18 @@ struct StreamResult {
     finish_seen: bool,
 }
 
-fn body_json(model: &str, include_usage: bool) -> String {
+fn body_json(surface: &str, model: &str, include_usage: bool) -> String {
+    match surface {
+        "messages" => {
+            return json!({"model": model, "max_tokens": 1024, "stream": true,
+                "messages": [{"role": "user", "content": "hi"}]})
+            .to_string();
+        }
+        "responses" => {
+            return json!({"model": model, "stream": true, "input": "hi"}).to_string();
+        }
+        _ => {}
+    }
     let mut v = json!({
         "model": model,
         "messages": [{"role": "user", "content": "hi"}],
@@ -195,7 +212,10 @@ async fn one_stream(
                     if let Some(d) = line.strip_prefix("data:") {
                         has_data = true;
                         let d = d.trim();
-                        if d == "[DONE]" {
+                        if d == "[DONE]"
+                            || d.contains("\"type\":\"message_stop\"")
+                            || d.contains("\"type\":\"response.completed\"")
+                        {
                             r.done = true;
                         } else if d.contains("\"finish_reason\":\"stop\"") {
                             r.finish_seen = true;
@@ -283,7 +303,7 @@ fn read_rss(pid: u32) -> Option<u64> {
 async fn measure(a: Args) {
     let k = a.concurrency.max(1);
     let c = client(k);
-    let body = body_json(&a.model, a.include_usage);
+    let body = body_json(&a.surface, &a.model, a.include_usage);
     let run_round = |c: reqwest::Client| {
         let mut handles = Vec::with_capacity(k);
         for _ in 0..k {
@@ -385,7 +405,7 @@ async fn measure(a: Args) {
 async fn hold(a: Args) {
     let n = a.hold;
     let c = client(n);
-    let body = body_json(&a.model, a.include_usage);
+    let body = body_json(&a.surface, &a.model, a.include_usage);
     let (opened_tx, mut opened_rx) = tokio::sync::mpsc::channel::<()>(n.max(1));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let timeout = a.timeout.max(Duration::from_secs_f64(a.hold_secs + 60.0));
