@@ -594,7 +594,11 @@ fn request_row(r: &crate::store::RequestRow) -> Markup {
     html! {
         tr {
             td data-label="When" { (fmt_time(r.at_ms)) }
-            td data-label="Asked for" { (r.requested_model) @if r.stream { " " span.pill { "stream" } } }
+            td data-label="Asked for" {
+                (r.requested_model) @if r.stream { " " span.pill { "stream" } }
+                @if let Some(surface) = r.surface.as_deref().filter(|s| *s != "chat") { " " span.pill { (surface) } }
+                @if let Some(n) = &r.notes { div.muted { (n) } }
+            }
             td data-label="Served by" { (r.served_by.as_deref().unwrap_or("–")) }
             td data-label="Status" {
                 span class={ "pill " (if ok { "on" } else { "off" }) } { (r.status) }
