@@ -88,6 +88,19 @@ pub struct Routing {
     pub cooldown_on_5xx: Duration,
     /// How often the health probe runs (5 minutes, with jitter).
     pub health_interval: Duration,
+    /// Spread daily caps over the day for `auto` requests (SPEC 3.7).
+    pub pacing: Pacing,
+}
+
+/// `routing.pacing`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Pacing {
+    /// Use a model while it has room (the default).
+    #[default]
+    Off,
+    /// An `auto` request may use a model with a daily cap only while today's use stays within
+    /// the cap spread evenly over the day, plus a burst of a tenth of the cap.
+    Even,
 }
 
 impl Default for Routing {
@@ -103,6 +116,7 @@ impl Default for Routing {
             cooldown_on_429: Duration::from_secs(90),
             cooldown_on_5xx: Duration::from_secs(90),
             health_interval: Duration::from_secs(300),
+            pacing: Pacing::Off,
         }
     }
 }
@@ -115,6 +129,8 @@ pub struct ProviderConfig {
     pub alt_base_urls: Option<Vec<String>>,
     pub keys: Vec<Secret>,
     pub enabled: Option<bool>,
+    /// Every key counts against one pool (keys of one Google Cloud project).
+    pub shared_quota: Option<bool>,
     pub models: Vec<ModelConfig>,
 }
 
@@ -142,7 +158,15 @@ pub struct ModelConfig {
     pub rpd: Option<u64>,
     pub tpm: Option<u64>,
     pub tpd: Option<u64>,
+    /// Requests per calendar month.
+    pub rpmo: Option<u64>,
+    /// Tokens per calendar month.
+    pub tpmo: Option<u64>,
+    /// A one-time credit of tokens.
+    pub credit: Option<u64>,
     pub context: Option<u64>,
+    /// The provider shut the model down (why): never routed.
+    pub retired: Option<String>,
 }
 
 /// How client connections are held (SPEC 5: timeouts and a cap that sheds).
@@ -250,6 +274,7 @@ struct RawRouting {
     cooldown_on_429: Option<String>,
     cooldown_on_5xx: Option<String>,
     health_interval: Option<String>,
+    pacing: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -260,6 +285,7 @@ struct RawProvider {
     #[serde(default)]
     keys: Vec<String>,
     enabled: Option<bool>,
+    shared_quota: Option<bool>,
     #[serde(default)]
     models: Vec<ModelConfig>,
 }
@@ -395,6 +421,11 @@ impl Config {
             cooldown_on_429: dur("cooldown_on_429", r.cooldown_on_429, d.cooldown_on_429)?,
             cooldown_on_5xx: dur("cooldown_on_5xx", r.cooldown_on_5xx, d.cooldown_on_5xx)?,
             health_interval: dur("health_interval", r.health_interval, d.health_interval)?,
+            pacing: match r.pacing.as_deref() {
+                None | Some("off") => Pacing::Off,
+                Some("even") => Pacing::Even,
+                Some(other) => bail!("routing.pacing: {other:?} must be \"off\" or \"even\""),
+            },
         };
         for (i, entry) in routing.chain.iter().enumerate() {
             if !entry.contains('/') {
@@ -426,6 +457,7 @@ impl Config {
                     alt_base_urls: p.alt_base_urls,
                     keys,
                     enabled: p.enabled,
+                    shared_quota: p.shared_quota,
                     models: p.models,
                 },
             );

@@ -6,7 +6,7 @@
 //! commits to the database. Readers take a snapshot and keep it for the request, so a reload
 //! in the middle of one never mixes two chains.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use crate::catalog::Catalog;
 use crate::catalog::chain::Link;
@@ -22,6 +22,8 @@ pub struct Live {
     snapshot: RwLock<Arc<Snapshot>>,
     pub keys: KeyRing,
     pub clients: ClientKeys,
+    /// Models a provider retired since the last save: (reference, why), to persist.
+    retired: Mutex<Vec<(String, String)>>,
 }
 
 impl Live {
@@ -34,6 +36,7 @@ impl Live {
             })),
             keys: KeyRing::default(),
             clients: ClientKeys::default(),
+            retired: Mutex::new(Vec::new()),
         }
     }
 
@@ -47,5 +50,36 @@ impl Live {
 
     pub fn set_snapshot(&self, snapshot: Snapshot) {
         *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snapshot);
+    }
+
+    /// A provider says it retired `model`: off at once (a new snapshot with its link off and
+    /// marked), and queued for the store. Whether this is news.
+    pub fn retire(&self, model: &str, why: &str) -> bool {
+        let mut slot = self.snapshot.write().unwrap_or_else(|e| e.into_inner());
+        let Some(pos) = slot
+            .chain
+            .iter()
+            .position(|l| l.model == model && l.retired.is_none())
+        else {
+            return false;
+        };
+        let mut chain = slot.chain.clone();
+        chain[pos].enabled = false;
+        chain[pos].retired = Some(why.to_string());
+        *slot = Arc::new(Snapshot {
+            catalog: Arc::clone(&slot.catalog),
+            chain,
+        });
+        drop(slot);
+        self.retired
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((model.to_string(), why.to_string()));
+        true
+    }
+
+    /// Retirements not yet saved.
+    pub fn take_retired(&self) -> Vec<(String, String)> {
+        std::mem::take(&mut *self.retired.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }

@@ -51,13 +51,19 @@ pub enum Reset {
     Midnight(chrono_tz::Tz),
 }
 
-/// Request and response limits. `None` = no published limit.
+/// Request and token limits of one pool. `None` = no published limit.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Limits {
     pub rpm: Option<u64>,
     pub rpd: Option<u64>,
     pub tpm: Option<u64>,
     pub tpd: Option<u64>,
+    /// Requests per calendar month (in the provider's reset zone; UTC for rolling providers).
+    pub rpmo: Option<u64>,
+    /// Tokens per calendar month.
+    pub tpmo: Option<u64>,
+    /// A one-time credit of tokens: spent, it never comes back.
+    pub credit: Option<u64>,
 }
 
 impl Limits {
@@ -114,6 +120,11 @@ pub struct Provider {
     pub local: bool,
     /// Keys from the config file or environment (never stored).
     pub config_keys: Vec<Secret>,
+    /// The provider's free tier is gone (why): kept so old configs parse, never routed.
+    pub retired: Option<String>,
+    /// Every key counts against one pool (Google counts free limits per Cloud project, not
+    /// per key): `shared_quota = true`.
+    pub shared_quota: bool,
 }
 
 /// One model on one provider.
@@ -136,6 +147,9 @@ pub struct Model {
     pub tools: bool,
     pub vision: bool,
     pub enabled: bool,
+    /// The catalog says the provider shut it down (why); never routed unless the config file
+    /// declares the model again.
+    pub retired: Option<String>,
 }
 
 /// Providers and models, with lookups.
@@ -198,6 +212,13 @@ struct RawProvider {
     account_rpd: Option<u64>,
     account_tpm: Option<u64>,
     account_tpd: Option<u64>,
+    account_rpmo: Option<u64>,
+    account_tpmo: Option<u64>,
+    account_credit: Option<u64>,
+    #[serde(default)]
+    retired: Option<String>,
+    #[serde(default)]
+    shared_quota: bool,
     #[serde(default)]
     models: Vec<ModelConfig>,
 }
@@ -247,7 +268,6 @@ impl Catalog {
                 base_url: p.base_url,
                 dialect: p.dialect,
                 auth: p.auth,
-                enabled: p.enabled,
                 reset,
                 key_check: p.key_check.unwrap_or_else(|| "models".into()),
                 quirks: Quirks {
@@ -267,10 +287,16 @@ impl Catalog {
                     rpd: p.account_rpd,
                     tpm: p.account_tpm,
                     tpd: p.account_tpd,
+                    rpmo: p.account_rpmo,
+                    tpmo: p.account_tpmo,
+                    credit: p.account_credit,
                 },
                 first_byte_timeout,
                 custom: false,
                 config_keys: Vec::new(),
+                enabled: p.enabled && p.retired.is_none(),
+                retired: p.retired,
+                shared_quota: p.shared_quota,
             };
             let idx = catalog.push_provider(provider)?;
             for m in &p.models {
@@ -304,11 +330,20 @@ impl Catalog {
                     .collect();
             }
             if let Some(enabled) = pc.enabled {
-                p.enabled = enabled;
+                // A retired provider stays off: its free tier is gone.
+                p.enabled = enabled && p.retired.is_none();
+            }
+            if let Some(shared) = pc.shared_quota {
+                p.shared_quota = shared;
             }
             p.config_keys = pc.keys.clone();
             for m in &pc.models {
+                // A model the config file declares is the user's: a catalog retirement no
+                // longer applies (the config may retire it itself).
                 catalog.upsert_model(idx, m);
+                if let Some(model) = catalog.model_mut(idx, &m.id) {
+                    model.retired = m.retired.clone();
+                }
             }
         }
         for (id, cc) in &config.custom {
@@ -333,6 +368,8 @@ impl Catalog {
                 custom: true,
                 local: is_loopback(&cc.base_url),
                 config_keys: cc.keys.clone(),
+                retired: None,
+                shared_quota: false,
             };
             let idx = catalog.push_provider(provider)?;
             for m in &cc.models {
@@ -369,6 +406,9 @@ impl Catalog {
             e.limits.rpd = m.rpd.or(e.limits.rpd);
             e.limits.tpm = m.tpm.or(e.limits.tpm);
             e.limits.tpd = m.tpd.or(e.limits.tpd);
+            e.limits.rpmo = m.rpmo.or(e.limits.rpmo);
+            e.limits.tpmo = m.tpmo.or(e.limits.tpmo);
+            e.limits.credit = m.credit.or(e.limits.credit);
             return;
         }
         self.by_reference
@@ -385,12 +425,22 @@ impl Catalog {
                 rpd: m.rpd,
                 tpm: m.tpm,
                 tpd: m.tpd,
+                rpmo: m.rpmo,
+                tpmo: m.tpmo,
+                credit: m.credit,
             },
             context: m.context.unwrap_or(DEFAULT_CONTEXT),
             tools: m.tools.unwrap_or(false),
             vision: m.vision.unwrap_or(false),
             enabled: m.enabled.unwrap_or(true),
+            retired: m.retired.clone(),
         });
+    }
+
+    fn model_mut(&mut self, provider_index: usize, id: &str) -> Option<&mut Model> {
+        let reference = format!("{}/{id}", self.providers[provider_index].id);
+        let i = *self.by_reference.get(&reference)?;
+        Some(&mut self.models[i])
     }
 
     fn provider_index(&self, id: &str) -> Option<usize> {
@@ -466,7 +516,9 @@ mod tests {
         ] {
             assert!(c.provider(id).is_some(), "{id} missing");
         }
-        assert_eq!(c.models.len(), 35);
+        assert_eq!(c.models.len(), 41);
+        assert!(c.provider("github").unwrap().retired.is_some());
+        assert!(!c.provider("github").unwrap().enabled);
         assert!(!c.provider("sambanova").unwrap().enabled);
         assert!(!c.provider("nvidia").unwrap().enabled);
         assert_eq!(c.provider("google").unwrap().dialect, Dialect::Gemini);

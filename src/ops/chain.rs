@@ -29,6 +29,8 @@ pub struct ChainEntry {
     pub available: bool,
     /// When the soonest capped or cooling key frees up, if none is available.
     pub frees_at_ms: Option<i64>,
+    /// Retired by the catalog or its provider (why).
+    pub retired: Option<String>,
 }
 
 impl Ops {
@@ -76,6 +78,7 @@ impl Ops {
                     tokens_today: tokens,
                     available: link.enabled && available,
                     frees_at_ms: (!available).then_some(frees_at_ms).flatten(),
+                    retired: link.retired.clone(),
                 })
             })
             .collect()
@@ -164,11 +167,24 @@ impl Ops {
         if let Some(row) = rows.iter_mut().find(|r| r.model == target) {
             row.enabled = enabled;
         }
+        if enabled {
+            // Enabling is how the user says a model its provider retired is back.
+            self.store.unretire(&target)?;
+        }
         self.save_chain(&rows)?;
         let snap = self.live.snapshot();
         let note = snap.catalog.model(&target).and_then(|m| {
-            let off = !m.enabled || !snap.catalog.provider_of(m).enabled;
-            (enabled && off).then(|| {
+            let p = snap.catalog.provider_of(m);
+            if !enabled {
+                return None;
+            }
+            if let Some(why) = m.retired.as_ref().or(p.retired.as_ref()) {
+                return Some(format!(
+                    "the catalog marks it retired ({why}); declare it under [[providers.{}.models]] in the config file to use it anyway",
+                    p.id
+                ));
+            }
+            (!m.enabled || !p.enabled).then(|| {
                 "the catalog or config disables this model or its provider; set enabled = true there too"
                     .to_string()
             })

@@ -105,7 +105,12 @@ impl Ops {
         self.live
             .clients
             .load(&self.config.auth.api_keys, &self.store)?;
-        let chain = build_chain(&catalog, &self.config.routing.chain, &self.store.chain()?);
+        let chain = build_chain(
+            &catalog,
+            &self.config.routing.chain,
+            &self.store.chain()?,
+            &self.store.retired()?,
+        );
         self.live.set_snapshot(Snapshot { catalog, chain });
         Ok(())
     }
@@ -124,6 +129,12 @@ impl Ops {
     /// Write what changed in memory: key health (three confirmed rejections disable a key) and
     /// when client keys were last used.
     pub fn persist(&self) {
+        for (model, why) in self.live.take_retired() {
+            tracing::warn!(model = %model, reason = %why, "the provider retired this model: switched off until you enable it again");
+            if let Err(e) = self.store.retire(&model, &why, self.ledger.now_ms()) {
+                tracing::error!(error = %e, "could not record a retired model");
+            }
+        }
         let used = self.live.clients.take_used();
         if !used.is_empty() {
             if let Err(e) = self.store.touch_client_keys(&used) {

@@ -22,6 +22,9 @@ pub enum Failure {
     InvalidKey(String),
     /// 404: the model is gone at this provider.
     ModelGone(String),
+    /// 410, or a 404 that says the model was decommissioned: the provider retired the model
+    /// (not the key). It is switched off until the user enables it again.
+    Retired(String),
     /// 400/422 caused by the request: relayed to the client, no failover.
     Request(String),
     /// 402 out of credit, 403 not in this key's tier (or region): a day off for this key.
@@ -44,6 +47,7 @@ impl Failure {
             Failure::Server(m) => m.clone(),
             Failure::InvalidKey(_) => "key rejected as invalid".into(),
             Failure::ModelGone(_) => "model not found at provider".into(),
+            Failure::Retired(m) => format!("model retired by the provider: {m}"),
             Failure::Request(m) => format!("request rejected: {m}"),
             Failure::Denied(m) => format!("access denied: {m}"),
             Failure::BadAnswer(m) => format!("bad answer: {m}"),
@@ -66,6 +70,7 @@ impl Failure {
             Failure::Server(m) => Failure::Server(redact(&m)),
             Failure::InvalidKey(m) => Failure::InvalidKey(redact(&m)),
             Failure::ModelGone(m) => Failure::ModelGone(redact(&m)),
+            Failure::Retired(m) => Failure::Retired(redact(&m)),
             Failure::Request(m) => Failure::Request(redact(&m)),
             Failure::Denied(m) => Failure::Denied(redact(&m)),
             Failure::BadAnswer(m) => Failure::BadAnswer(redact(&m)),
@@ -80,6 +85,7 @@ impl Failure {
             Failure::Server(_) => "server_error",
             Failure::InvalidKey(_) => "invalid_key",
             Failure::ModelGone(_) => "model_gone",
+            Failure::Retired(_) => "retired",
             Failure::Request(_) => "request_error",
             Failure::Denied(_) => "denied",
             Failure::BadAnswer(_) => "bad_answer",
@@ -131,7 +137,17 @@ pub fn classify(status: u16, retry_after: Option<&str>, body: &[u8]) -> Failure 
             message,
         };
     }
+    let retired_words = [
+        "decommissioned",
+        "no longer supported",
+        "no longer available",
+        "has been retired",
+        "has been deprecated",
+    ];
+    let retired = retired_words.iter().any(|w| lower.contains(w));
     match status {
+        410 => Failure::Retired(truncate(&message, 200)),
+        404 | 400 if retired => Failure::Retired(truncate(&message, 200)),
         401 => Failure::InvalidKey(message),
         400 if invalid_key => Failure::InvalidKey(message),
         403 if invalid_key => Failure::InvalidKey(message),
@@ -245,6 +261,18 @@ mod tests {
         ));
         assert!(matches!(classify(402, None, b"{}"), Failure::Denied(_)));
         assert!(matches!(classify(404, None, b"{}"), Failure::ModelGone(_)));
+        assert!(
+            matches!(classify(410, None, b"{\"error\":{\"message\":\"gone\"}}"), Failure::Retired(m) if m == "gone")
+        );
+        let decommissioned = br#"{"error":{"message":"The model `llama-3.1-8b-instant` has been decommissioned and is no longer supported."}}"#;
+        assert!(matches!(
+            classify(404, None, decommissioned),
+            Failure::Retired(_)
+        ));
+        assert!(matches!(
+            classify(400, None, decommissioned),
+            Failure::Retired(_)
+        ));
         assert!(
             matches!(classify(400, None, b"{\"error\":{\"message\":\"messages: bad\"}}"), Failure::Request(m) if m == "messages: bad")
         );

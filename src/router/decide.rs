@@ -114,7 +114,11 @@ pub fn decide(failure: &Failure, provider: &Provider, policy: &Policy, now: i64)
             key: Some(Status::Invalid),
             ..plain(Next::Key)
         },
-        Failure::ModelGone(_) | Failure::BadAnswer(_) | Failure::TooLarge(_) => plain(Next::Model),
+        // The router switches a retired model off; nothing cools, the key is fine.
+        Failure::ModelGone(_)
+        | Failure::Retired(_)
+        | Failure::BadAnswer(_)
+        | Failure::TooLarge(_) => plain(Next::Model),
         Failure::Request(_) => plain(Next::Refuse),
     }
 }
@@ -191,6 +195,7 @@ mod tests {
                 None,
                 false,
             ),
+            (Failure::Retired("x".into()), Next::Model, None, None, false),
             (
                 Failure::ModelGone("x".into()),
                 Next::Model,

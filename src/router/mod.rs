@@ -278,6 +278,11 @@ impl Router {
             .notes
             .push(format!("{}: {}", model.reference, failure.reason()));
         tracing::info!(request_id = %inc.request_id, target = %model.reference, key = %crate::ledger::short(&key.id), reason = %failure.reason(), "attempt failed");
+        if let Failure::Retired(why) = failure {
+            if self.live.retire(&model.reference, why) {
+                tracing::warn!(target = %model.reference, reason = %why, "the provider retired this model; switched off");
+            }
+        }
         let decision = decide(failure, provider, &self.policy(), self.ledger.now_ms());
         self.apply(&decision, provider, model, key);
         tally.learn(&decision);

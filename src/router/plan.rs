@@ -22,6 +22,12 @@ pub fn resolve<'a>(
     requested: Option<&str>,
 ) -> Result<(Target, Vec<&'a Model>), ApiError> {
     let enabled = |m: &Model| chain.iter().any(|l| l.model == m.reference && l.enabled);
+    let retired = |m: &Model| {
+        chain
+            .iter()
+            .find(|l| l.model == m.reference)
+            .and_then(|l| l.retired.clone())
+    };
     let in_chain_order = |filter: &dyn Fn(&Model) -> bool| -> Vec<&'a Model> {
         chain
             .iter()
@@ -37,6 +43,11 @@ pub fn resolve<'a>(
         if catalog.provider(provider).is_some() {
             return match catalog.model(name) {
                 Some(m) if enabled(m) => Ok((Target::Pinned(m.reference.clone()), vec![m])),
+                Some(m) if retired(m).is_some() => Err(ApiError::ModelNotFound(format!(
+                    "the model `{name}` was retired ({}); `freeway chain enable {}` if it is back",
+                    retired(m).unwrap_or_default(),
+                    m.reference
+                ))),
                 Some(m) => Err(ApiError::ModelNotFound(format!(
                     "the model `{name}` is disabled; enable it with `freeway chain enable {}`",
                     m.reference
@@ -59,6 +70,17 @@ pub fn resolve<'a>(
         .ok_or_else(|| not_found(name))?;
     let models = in_chain_order(&|m| m.canonical == canonical);
     if models.is_empty() {
+        let serving: Vec<&Model> = catalog
+            .models
+            .iter()
+            .filter(|m| m.canonical == canonical)
+            .collect();
+        if !serving.is_empty() && serving.iter().all(|m| retired(m).is_some()) {
+            return Err(ApiError::ModelNotFound(format!(
+                "the model `{name}` was retired by every provider that served it ({})",
+                retired(serving[0]).unwrap_or_default()
+            )));
+        }
         return Err(ApiError::ModelNotFound(format!(
             "the model `{name}` is disabled on every provider that serves it"
         )));
@@ -136,19 +158,22 @@ mod tests {
     #[test]
     fn resolution_rules() {
         let c = catalog();
-        let ch = chain(&c, &[], &[]);
+        let ch = chain(&c, &[], &[], &[]);
         let (t, models) = resolve(&c, &ch, Some("llama-3.3-70b")).unwrap();
         assert_eq!(t, Target::Model("llama-3.3-70b".into()));
-        assert_eq!(models.len(), 3);
+        assert_eq!(models.len(), 2, "Groq's is retired");
         let (_, by_upstream) = resolve(&c, &ch, Some("llama-3.3-70b-versatile")).unwrap();
         assert_eq!(
             refs(&models),
             refs(&by_upstream),
             "an upstream id means its canonical model"
         );
-        let (t, models) = resolve(&c, &ch, Some("groq/llama-3.3-70b")).unwrap();
+        let (t, models) = resolve(&c, &ch, Some("groq/openai/gpt-oss-20b")).unwrap();
         assert!(matches!(t, Target::Pinned(_)));
-        assert_eq!(models[0].reference, "groq/llama-3.3-70b-versatile");
+        assert_eq!(models[0].reference, "groq/openai/gpt-oss-20b");
+        let retired = resolve(&c, &ch, Some("groq/llama-3.3-70b")).unwrap_err();
+        assert_eq!(retired.status(), 404);
+        assert!(retired.to_string().contains("retired"), "{retired}");
         let (_, models) = resolve(&c, &ch, Some("openai/gpt-oss-120b")).unwrap();
         assert_eq!(
             models.len(),

@@ -132,6 +132,12 @@ const STEPS: &[&str] = &[
     ALTER TABLE requests ADD COLUMN surface TEXT;",
     // 6: what a surface could not pass on (dropped server tools, ...).
     "ALTER TABLE requests ADD COLUMN notes TEXT;",
+    // 7: models a provider retired (410, "decommissioned"), until the user enables them again.
+    "CREATE TABLE retired (
+        model  TEXT PRIMARY KEY,
+        reason TEXT NOT NULL,
+        at_ms  INTEGER NOT NULL
+    );",
 ];
 
 /// Bring the schema up to date.

@@ -390,6 +390,33 @@ impl Store {
         Ok(())
     }
 
+    /// Models a provider retired: (reference, why).
+    pub fn retired(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT model, reason FROM retired ORDER BY at_ms")?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Record that a provider retired a model (a later report keeps the first).
+    pub fn retire(&self, model: &str, reason: &str, at_ms: i64) -> anyhow::Result<()> {
+        self.conn().execute(
+            "INSERT OR IGNORE INTO retired (model, reason, at_ms) VALUES (?1, ?2, ?3)",
+            params![model, reason, at_ms],
+        )?;
+        Ok(())
+    }
+
+    /// The user enabled a retired model again; whether it was retired.
+    pub fn unretire(&self, model: &str) -> anyhow::Result<bool> {
+        Ok(self
+            .conn()
+            .execute("DELETE FROM retired WHERE model = ?1", [model])?
+            > 0)
+    }
+
     // ---- ledger ----
 
     /// Replace the stored state of these scopes (counters as JSON) and cooldowns; `seq` is the

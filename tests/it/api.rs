@@ -203,7 +203,7 @@ async fn prompts_larger_than_every_context_get_413() {
 #[tokio::test]
 async fn a_known_model_with_no_key_is_503() {
     let t = TestApp::spawn("").await;
-    let resp = t.chat(ask("llama-3.3-70b")).await;
+    let resp = t.chat(ask("gpt-oss-120b")).await;
     let (s, b) = error_of(resp).await;
     assert_eq!(
         (s, b["error"]["code"].as_str()),
@@ -274,7 +274,7 @@ async fn models_lists_auto_then_canonical_ids() {
     assert_eq!(data[0]["id"], "auto");
     let llama = data
         .iter()
-        .find(|m| m["id"] == "llama-3.3-70b")
+        .find(|m| m["id"] == "gpt-oss-120b")
         .expect("groq's llama by canonical id");
     assert_eq!(llama["owned_by"], "groq");
     assert_eq!(llama["context_window"], 131072);
@@ -285,7 +285,7 @@ async fn models_lists_auto_then_canonical_ids() {
     assert_eq!(llama["available"], true);
     assert_eq!(
         llama["providers"],
-        json!(["groq/llama-3.3-70b-versatile"]),
+        json!(["groq/openai/gpt-oss-120b"]),
         "only what a key can serve"
     );
     assert!(data.iter().any(|m| m["id"] == "mock-model"));
@@ -306,8 +306,8 @@ async fn models_lists_auto_then_canonical_ids() {
         .unwrap();
     let all = all["data"].as_array().unwrap();
     assert!(all.iter().any(|m| m["id"] == "gemini-2.5-flash"));
-    let llama = all.iter().find(|m| m["id"] == "llama-3.3-70b").unwrap();
-    assert_eq!(llama["providers"].as_array().unwrap().len(), 3);
+    let llama = all.iter().find(|m| m["id"] == "gpt-oss-120b").unwrap();
+    assert_eq!(llama["providers"].as_array().unwrap().len(), 4);
 }
 
 #[tokio::test]
@@ -335,7 +335,7 @@ async fn livez_and_readyz() {
 async fn metrics_need_their_token_and_count_requests() {
     let mock = Mock::start().await;
     mock.on(|r, _| {
-        if r.model() == "llama-3.1-8b-instant" {
+        if r.model() == "openai/gpt-oss-20b" {
             Reply::status(429, "slow").with_header("retry-after", "100")
         } else {
             Reply::ok("ok")
@@ -348,11 +348,8 @@ async fn metrics_need_their_token_and_count_requests() {
     let t = TestApp::start(Options::new(toml).env("METRICS_TOKEN", "scrape-secret"))
         .await
         .unwrap();
-    assert_eq!(
-        t.chat(ask("groq/llama-3.3-70b-versatile")).await.status(),
-        200
-    );
-    assert_eq!(t.chat(ask("groq/llama-3.1-8b-instant")).await.status(), 429);
+    assert_eq!(t.chat(ask("groq/openai/gpt-oss-120b")).await.status(), 200);
+    assert_eq!(t.chat(ask("groq/openai/gpt-oss-20b")).await.status(), 429);
 
     let resp = t.client.get(t.url("/metrics")).send().await.unwrap();
     assert_eq!(resp.status(), 401);
@@ -373,14 +370,14 @@ async fn metrics_need_their_token_and_count_requests() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     let text = resp.text().await.unwrap();
-    assert!(text.contains(r#"freeway_requests_total{surface="chat",provider="groq",model="llama-3.3-70b-versatile",outcome="ok"} 1"#), "{text}");
+    assert!(text.contains(r#"freeway_requests_total{surface="chat",provider="groq",model="openai/gpt-oss-120b",outcome="ok"} 1"#), "{text}");
     assert!(
         text.contains(
             r#"freeway_requests_total{surface="chat",provider="none",model="none",outcome="rate_limited"} 1"#
         ),
         "{text}"
     );
-    assert!(text.contains(r#"freeway_attempts_total{provider="groq",model="llama-3.1-8b-instant",outcome="rate_limited"} 1"#), "{text}");
+    assert!(text.contains(r#"freeway_attempts_total{provider="groq",model="openai/gpt-oss-20b",outcome="rate_limited"} 1"#), "{text}");
     assert!(
         text.contains(r#"freeway_cooldowns{provider="groq"} 1"#),
         "{text}"

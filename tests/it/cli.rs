@@ -199,7 +199,7 @@ async fn keys_never_leak(planted: &'static str) {
         let resp = client
             .post(server.url("/v1/chat/completions"))
             .bearer_auth("fw-planted-test")
-            .json(&json!({"model": "groq/llama-3.3-70b-versatile", "stream": i == 1, "messages": [{"role": "user", "content": "hi"}]}))
+            .json(&json!({"model": "groq/openai/gpt-oss-120b", "stream": i == 1, "messages": [{"role": "user", "content": "hi"}]}))
             .send()
             .await
             .unwrap();
@@ -261,10 +261,7 @@ async fn cli_changes_reach_a_running_server() {
     let env_dir = t.dir.display().to_string();
     let env = [("FREEWAY_DATA_DIR", env_dir.as_str())];
     let cwd = tempfile::tempdir().unwrap();
-    assert_eq!(
-        t.chat(ask("groq/llama-3.3-70b-versatile")).await.status(),
-        503
-    );
+    assert_eq!(t.chat(ask("groq/openai/gpt-oss-120b")).await.status(), 503);
 
     let out = run(
         cwd.path(),
@@ -275,7 +272,7 @@ async fn cli_changes_reach_a_running_server() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let mut ok = false;
     for _ in 0..100 {
-        if t.chat(ask("groq/llama-3.3-70b-versatile")).await.status() == 200 {
+        if t.chat(ask("groq/openai/gpt-oss-120b")).await.status() == 200 {
             ok = true;
             break;
         }
@@ -292,7 +289,7 @@ async fn cli_changes_reach_a_running_server() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let mut off = false;
     for _ in 0..100 {
-        if t.chat(ask("groq/llama-3.3-70b-versatile")).await.status() == 503 {
+        if t.chat(ask("groq/openai/gpt-oss-120b")).await.status() == 503 {
             off = true;
             break;
         }
@@ -396,7 +393,7 @@ async fn chain_models_status_and_check_commands() {
                 body: json!({"data": []}),
                 headers: vec![],
             }
-        } else if r.model() == "qwen/qwen3-32b" {
+        } else if r.model() == "qwen/qwen3.6-27b" {
             Reply::status(429, "slow").with_header("retry-after", "3600")
         } else {
             Reply::ok("ok")
@@ -421,23 +418,23 @@ async fn chain_models_status_and_check_commands() {
         first_model.contains("github/openai/gpt-4.1"),
         "rank 2 is first: {first_model}"
     );
-    run_ok(&["chain", "move", "groq/llama-3.1-8b-instant", "1"], "");
-    run_ok(&["chain", "disable", "groq/llama-3.3-70b-versatile"], "");
+    run_ok(&["chain", "move", "groq/openai/gpt-oss-20b", "1"], "");
+    run_ok(&["chain", "disable", "groq/openai/gpt-oss-120b"], "");
     let chain = run_ok(&["chain", "show"], "");
     let first_model = chain.lines().nth(1).unwrap();
     assert!(
-        first_model.contains("groq/llama-3.1-8b-instant") && first_model.contains("yes"),
+        first_model.contains("groq/openai/gpt-oss-20b") && first_model.contains("yes"),
         "{first_model}"
     );
     let llama = chain
         .lines()
-        .find(|l| l.contains("groq/llama-3.3-70b-versatile"))
+        .find(|l| l.contains("groq/openai/gpt-oss-120b"))
         .unwrap();
     assert!(llama.contains(" no "), "{llama}");
 
     let models = run_ok(&["models"], "");
     assert!(
-        models.contains("groq/qwen/qwen3-32b") && models.contains("qwen3-32b"),
+        models.contains("groq/qwen/qwen3.6-27b") && models.contains("qwen3.6-27b"),
         "{models}"
     );
     assert!(!models.contains("google/"), "no google key: hidden");
@@ -457,15 +454,15 @@ async fn chain_models_status_and_check_commands() {
     let resp = t.chat(ask("auto")).await;
     assert_eq!(
         resp.headers()["x-routed-via"],
-        "groq/llama-3.1-8b-instant",
+        "groq/openai/gpt-oss-20b",
         "moved to the front"
     );
     assert_eq!(
-        t.chat(ask("groq/llama-3.3-70b-versatile")).await.status(),
+        t.chat(ask("groq/openai/gpt-oss-120b")).await.status(),
         404,
         "disabled"
     );
-    assert_eq!(t.chat(ask("groq/qwen/qwen3-32b")).await.status(), 429);
+    assert_eq!(t.chat(ask("groq/qwen/qwen3.6-27b")).await.status(), 429);
     t.stop().await;
 
     let status = run_ok(&["status"], "");
@@ -475,12 +472,12 @@ async fn chain_models_status_and_check_commands() {
     );
     let qwen = status
         .lines()
-        .find(|l| l.contains("qwen/qwen3-32b"))
+        .find(|l| l.contains("qwen/qwen3.6-27b"))
         .unwrap();
     assert!(qwen.contains("cooling down"), "{qwen}");
     let instant = status
         .lines()
-        .find(|l| l.contains("llama-3.1-8b-instant"))
+        .find(|l| l.contains("openai/gpt-oss-20b"))
         .unwrap();
     assert!(instant.contains("ready"), "{instant}");
     assert!(status.contains("soonest reset"), "{status}");

@@ -91,14 +91,14 @@ rpd = 1000
 async fn a_restart_keeps_counters_and_cooldowns() {
     let mock = Mock::start().await;
     mock.on(|r, _| {
-        if r.model() == "llama-3.1-8b-instant" {
+        if r.model() == "openai/gpt-oss-20b" {
             Reply::status(429, "slow").with_header("retry-after", "3600")
         } else {
             Reply::ok("ok")
         }
     });
     let toml = format!(
-        "[providers.groq]\nbase_url = \"{}\"\nkeys = [\"gsk_r\"]\n[[providers.groq.models]]\nid = \"llama-3.3-70b-versatile\"\nrpd = 3\n",
+        "[providers.groq]\nbase_url = \"{}\"\nkeys = [\"gsk_r\"]\n[[providers.groq.models]]\nid = \"openai/gpt-oss-120b\"\nrpd = 3\n",
         mock.url("/v1")
     );
     let dir = tempfile::tempdir().unwrap();
@@ -106,20 +106,17 @@ async fn a_restart_keeps_counters_and_cooldowns() {
         .await
         .unwrap();
     for _ in 0..3 {
-        assert_eq!(
-            t.chat(ask("groq/llama-3.3-70b-versatile")).await.status(),
-            200
-        );
+        assert_eq!(t.chat(ask("groq/openai/gpt-oss-120b")).await.status(), 200);
     }
-    assert_eq!(t.chat(ask("groq/llama-3.1-8b-instant")).await.status(), 429);
+    assert_eq!(t.chat(ask("groq/openai/gpt-oss-20b")).await.status(), 429);
     t.stop().await;
 
     let t = TestApp::start(Options::new(toml).dir(dir.path()))
         .await
         .unwrap();
-    let resp = t.chat(ask("groq/llama-3.3-70b-versatile")).await;
+    let resp = t.chat(ask("groq/openai/gpt-oss-120b")).await;
     assert_eq!(resp.status(), 429, "the day's quota is still spent");
-    let resp = t.chat(ask("groq/llama-3.1-8b-instant")).await;
+    let resp = t.chat(ask("groq/openai/gpt-oss-20b")).await;
     assert_eq!(resp.status(), 429, "still cooling down");
     let retry: u64 = resp.headers()["retry-after"]
         .to_str()
@@ -146,13 +143,13 @@ async fn cooldowns_expire_and_windows_roll_over_on_the_clock() {
         }
     });
     let toml = format!(
-        "[providers.groq]\nbase_url = \"{}\"\nkeys = [\"gsk_c\"]\n[[providers.groq.models]]\nid = \"llama-3.3-70b-versatile\"\nrpm = 2\n",
+        "[providers.groq]\nbase_url = \"{}\"\nkeys = [\"gsk_c\"]\n[[providers.groq.models]]\nid = \"openai/gpt-oss-120b\"\nrpm = 2\n",
         mock.url("/v1")
     );
     let t = TestApp::start(Options::new(toml).clock(clock.clone()))
         .await
         .unwrap();
-    let model = "groq/llama-3.3-70b-versatile";
+    let model = "groq/openai/gpt-oss-120b";
     assert_eq!(t.chat(ask(model)).await.status(), 429);
     let resp = t.chat(ask(model)).await;
     assert_eq!(resp.status(), 429);
@@ -192,7 +189,7 @@ async fn the_upstreams_own_quota_headers_win() {
         mock.url("/v1")
     );
     let t = TestApp::spawn(&toml).await;
-    let model = "groq/llama-3.3-70b-versatile";
+    let model = "groq/openai/gpt-oss-120b";
     assert_eq!(t.chat(ask(model)).await.status(), 200);
     let resp = t.chat(ask(model)).await;
     assert_eq!(resp.status(), 429, "the upstream said nothing is left");
@@ -422,10 +419,7 @@ async fn health_probes_mark_keys_and_three_rejections_disable() {
 
     // A successful request makes an `error` key healthy again.
     for _ in 0..4 {
-        assert_eq!(
-            t.chat(ask("groq/llama-3.3-70b-versatile")).await.status(),
-            200
-        );
+        assert_eq!(t.chat(ask("groq/openai/gpt-oss-120b")).await.status(), 200);
     }
     assert_eq!(t.app.live.keys.status(&ids[2]), Status::Healthy);
 }

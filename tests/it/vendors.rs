@@ -65,7 +65,7 @@ async fn groq_drops_logprobs_fields() {
     body["logprobs"] = json!(true);
     body["top_logprobs"] = json!(3);
     body["logit_bias"] = json!({"1": 2});
-    let (status, sent) = sent_for("groq", "llama-3.3-70b-versatile", "", body).await;
+    let (status, sent) = sent_for("groq", "openai/gpt-oss-120b", "", body).await;
     assert_eq!(status, 200);
     assert!(
         sent.body.get("logprobs").is_none()
@@ -75,12 +75,19 @@ async fn groq_drops_logprobs_fields() {
 }
 
 #[tokio::test]
-async fn github_clamps_max_tokens() {
-    let mut body = hi();
-    body["max_completion_tokens"] = json!(50_000);
-    let (_, sent) = sent_for("github", "openai/gpt-4.1", "", body).await;
-    assert_eq!(sent.body["max_completion_tokens"], 4000);
-    assert_eq!(sent.body["model"], "openai/gpt-4.1");
+async fn github_is_retired_and_never_routed_even_when_switched_on() {
+    let mock = Mock::start().await;
+    let toml = format!(
+        "[providers.github]\nbase_url = \"{}\"\nkeys = [\"ghp_test\"]\nenabled = true\n",
+        mock.url("/v1")
+    );
+    let t = TestApp::spawn(&toml).await;
+    let resp = t.chat(ask("github/openai/gpt-4.1")).await;
+    assert_eq!(resp.status(), 404);
+    let body: Value = resp.json().await.unwrap();
+    let msg = body["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("retired"), "{msg}");
+    assert_eq!(mock.count(), 0);
 }
 
 #[tokio::test]
