@@ -14,7 +14,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
-use super::Mark;
+use super::{Mark, Scope};
 
 const FILE: &str = "ledger.journal";
 
@@ -25,8 +25,46 @@ pub struct Entry {
     /// When it was made (the ledger's clock).
     pub at: i64,
     pub tokens: u64,
-    /// (encoded scope, minute bucket, day bucket).
-    pub marks: Vec<(String, i64, i64)>,
+    /// Where it was counted, per scope.
+    pub marks: Vec<JournalMark>,
+}
+
+/// One scope of a reservation as written: (encoded scope, minute, day, hour, month bucket).
+/// Lines written before hour and month buckets existed hold the first three; those buckets
+/// follow from the entry's time.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum JournalMark {
+    Full(String, i64, i64, i64, i64),
+    Old(String, i64, i64),
+}
+
+impl Entry {
+    /// The marks, decoded (scopes that do not decode are skipped).
+    pub fn marks(&self) -> Vec<Mark> {
+        self.marks
+            .iter()
+            .filter_map(|m| {
+                let (scope, minute, day, hour, month) = match m {
+                    JournalMark::Full(s, mi, d, h, mo) => (s, *mi, *d, *h, *mo),
+                    JournalMark::Old(s, mi, d) => (
+                        s,
+                        *mi,
+                        *d,
+                        super::Span::HOUR.bucket_start(self.at),
+                        super::Span::Month(chrono_tz::UTC).bucket_start(self.at),
+                    ),
+                };
+                Some(Mark {
+                    scope: Scope::decode(scope)?,
+                    minute,
+                    day,
+                    hour,
+                    month,
+                })
+            })
+            .collect()
+    }
 }
 
 /// The open journal.
@@ -112,7 +150,7 @@ impl Journal {
             tokens,
             marks: marks
                 .iter()
-                .map(|m| (m.scope.encode(), m.minute, m.day))
+                .map(|m| JournalMark::Full(m.scope.encode(), m.minute, m.day, m.hour, m.month))
                 .collect(),
         };
         let Ok(mut line) = serde_json::to_vec(&entry) else {

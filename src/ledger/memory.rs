@@ -7,10 +7,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::journal::Journal;
 use super::quota::{QuotaWindow, UpstreamQuota};
-use super::{Ask, Clock, Cooldown, Denied, Ledger, Mark, Scope, Span, Ticket, Usage, Window};
-use crate::catalog::Reset;
+use super::{
+    Ask, Clock, Cooldown, Denied, Ledger, Mark, Scope, Span, Ticket, Usage, Window, day_span,
+    month_span,
+};
+use crate::catalog::{Limits, Reset};
 
-/// Minute and day windows of one scope.
+/// The windows of one scope.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Counters {
     minute: Window,
@@ -18,6 +21,162 @@ struct Counters {
     /// The day rule used last, so a persisted calendar window is read back the same way.
     #[serde(default)]
     calendar_tz: Option<String>,
+    /// The last hour: the pace of use (pacing, headroom), no cap of its own.
+    #[serde(default)]
+    hour: Window,
+    #[serde(default)]
+    month: Window,
+    /// Everything ever counted: a one-time credit.
+    #[serde(default)]
+    total: Window,
+}
+
+impl Counters {
+    fn prune(&mut self, day: Span, month: Span, now: i64) {
+        self.minute.prune(Span::MINUTE, now);
+        self.day.prune(day, now);
+        self.hour.prune(Span::HOUR, now);
+        self.month.prune(month, now);
+    }
+
+    fn add_at(&mut self, m: &Mark, req: u64, tok: u64) {
+        self.minute.add_at(m.minute, req, tok);
+        self.day.add_at(m.day, req, tok);
+        self.hour.add_at(m.hour, req, tok);
+        self.month.add_at(m.month, req, tok);
+        self.total.add_at(0, req, tok);
+    }
+
+    fn adjust(&mut self, m: &Mark, dreq: i64, dtok: i64) {
+        self.minute.adjust(m.minute, dreq, dtok);
+        self.day.adjust(m.day, dreq, dtok);
+        self.hour.adjust(m.hour, dreq, dtok);
+        self.month.adjust(m.month, dreq, dtok);
+        self.total.adjust(0, dreq, dtok);
+    }
+}
+
+/// One cap to check: its limit, what is used, what this request adds, the window and its span,
+/// whether it counts tokens, and its name.
+struct Check<'a> {
+    cap: Option<u64>,
+    used: u64,
+    want: u64,
+    window: &'a Window,
+    span: Span,
+    tokens: bool,
+    name: &'static str,
+}
+
+/// The caps of `limits` over `c`, in the order they are checked.
+fn checks<'a>(
+    c: &'a Counters,
+    limits: &Limits,
+    tokens: u64,
+    day: Span,
+    month: Span,
+) -> [Check<'a>; 7] {
+    let (mr, mt) = c.minute.totals();
+    let (dr, dt) = c.day.totals();
+    let (or, ot) = c.month.totals();
+    let (_, ct) = c.total.totals();
+    let check = |cap, used, want, window, span, tokens, name| Check {
+        cap,
+        used,
+        want,
+        window,
+        span,
+        tokens,
+        name,
+    };
+    [
+        check(limits.rpm, mr, 1, &c.minute, Span::MINUTE, false, "rpm"),
+        check(limits.rpd, dr, 1, &c.day, day, false, "rpd"),
+        check(limits.tpm, mt, tokens, &c.minute, Span::MINUTE, true, "tpm"),
+        check(limits.tpd, dt, tokens, &c.day, day, true, "tpd"),
+        check(
+            limits.rpmo,
+            or,
+            1,
+            &c.month,
+            month,
+            false,
+            "requests per month",
+        ),
+        check(
+            limits.tpmo,
+            ot,
+            tokens,
+            &c.month,
+            month,
+            true,
+            "tokens per month",
+        ),
+        check(
+            limits.credit,
+            ct,
+            tokens,
+            &c.total,
+            Span::Forever,
+            true,
+            "credit",
+        ),
+    ]
+}
+
+/// Share of a day's cap an even pace allows beyond the elapsed share: a tenth of the cap.
+const PACE_BURST: f64 = 0.1;
+
+/// Pacing: `used` of a daily `cap` (plus `want`) against the cap spread evenly over the day.
+/// For a calendar day, what the day so far allows; for a rolling day, the last hour's use
+/// against an hour's share. Denied with when the pace allows it again.
+fn pace(
+    c: &Counters,
+    cap: u64,
+    want: u64,
+    tokens: bool,
+    day: Span,
+    now: i64,
+    name: &'static str,
+) -> Result<(), Denied> {
+    let burst = (cap as f64 * PACE_BURST).ceil();
+    let pick = |w: &Window| {
+        let (r, t) = w.totals();
+        if tokens { t } else { r }
+    };
+    match day {
+        Span::Calendar(_) => {
+            let start = day.bucket_start(now);
+            let len = (day.expiry(start) - start).max(1) as f64;
+            let used = pick(&c.day) + want;
+            let allowed = cap as f64 * (now - start) as f64 / len + burst;
+            if used as f64 <= allowed {
+                return Ok(());
+            }
+            let at = start + ((used as f64 - burst) / cap as f64 * len).ceil() as i64;
+            Err(Denied::Paced {
+                cap: name,
+                frees_at_ms: at.max(now + 1),
+            })
+        }
+        _ => {
+            let used = pick(&c.hour) + want;
+            let allowed = cap as f64 / 24.0 + burst;
+            if used as f64 <= allowed {
+                return Ok(());
+            }
+            let excess = (used as f64 - allowed).ceil() as u64;
+            let frees = if tokens {
+                c.hour.frees_at(Span::HOUR, 0, excess)
+            } else {
+                c.hour.frees_at(Span::HOUR, excess, 0)
+            };
+            Err(Denied::Paced {
+                cap: name,
+                frees_at_ms: frees.unwrap_or(now + 60_000),
+            })
+        }
+    }
 }
 
 #[derive(Default)]
@@ -64,17 +223,19 @@ impl MemoryLedger {
         let mut inner = self.lock();
         for mark in &ticket.marks {
             if let Some(c) = inner.counters.get_mut(&mark.scope) {
-                c.minute.adjust(mark.minute, dreq, dtok);
-                c.day.adjust(mark.day, dreq, dtok);
+                c.adjust(mark, dreq, dtok);
             }
             inner.dirty.insert(mark.scope.clone());
         }
     }
 
     fn check(inner: &mut Inner, ask: &Ask, now: i64) -> Result<Vec<Scope>, Denied> {
-        let model_scope = Scope::model(&ask.provider, &ask.model, &ask.key);
+        // Counters belong to the pool (the key, or a provider's shared pool); a key's own
+        // trouble (rejected, erroring) cools the key itself.
+        let model_scope = ask.model_scope();
+        let pool_scope = Scope::key(&ask.provider, &ask.pool);
         let key_scope = Scope::key(&ask.provider, &ask.key);
-        for scope in [&model_scope, &key_scope] {
+        for scope in [&model_scope, &pool_scope, &key_scope] {
             if let Some(c) = inner.cooldowns.get(scope) {
                 if c.until_ms > now {
                     return Err(Denied::Cooling {
@@ -87,52 +248,52 @@ impl MemoryLedger {
             }
         }
         let day = ask.day_span();
-        let mut scopes = vec![(model_scope, ask.limits, "")];
+        let month = ask.month_span();
+        let mut scopes = vec![(model_scope, ask.limits, false)];
         if !ask.account.is_empty() {
-            scopes.push((key_scope, ask.account, "account "));
+            scopes.push((pool_scope, ask.account, true));
         }
-        for (scope, limits, label) in &scopes {
+        for (scope, limits, account) in &scopes {
             let c = inner.counters.entry(scope.clone()).or_default();
-            c.minute.prune(Span::MINUTE, now);
-            c.day.prune(day, now);
-            let (mr, mt) = c.minute.totals();
-            let (dr, dt) = c.day.totals();
-            let checks = [
-                (limits.rpm, mr, 1, &c.minute, Span::MINUTE, false, "rpm"),
-                (limits.rpd, dr, 1, &c.day, day, false, "rpd"),
-                (
-                    limits.tpm,
-                    mt,
-                    ask.tokens,
-                    &c.minute,
-                    Span::MINUTE,
-                    true,
-                    "tpm",
-                ),
-                (limits.tpd, dt, ask.tokens, &c.day, day, true, "tpd"),
-            ];
-            for (cap, used, want, window, span, tokens, name) in checks {
-                let Some(cap) = cap else { continue };
-                if used + want <= cap {
+            c.prune(day, month, now);
+            for k in checks(c, limits, ask.tokens, day, month) {
+                let Some(cap) = k.cap else { continue };
+                if k.used + k.want <= cap {
                     continue;
                 }
-                let cap_name = cap_label(label, name);
-                if want > cap {
+                let cap_name = cap_label(*account, k.name);
+                if k.want > cap {
                     return Err(Denied::Capped {
                         cap: cap_name,
                         frees_at_ms: None,
                     });
                 }
-                let excess = used + want - cap;
-                let frees_at_ms = if tokens {
-                    window.frees_at(span, 0, excess)
-                } else {
-                    window.frees_at(span, excess, 0)
+                let excess = k.used + k.want - cap;
+                let frees_at_ms = match k.span {
+                    Span::Forever => None,
+                    span if k.tokens => k.window.frees_at(span, 0, excess),
+                    span => k.window.frees_at(span, excess, 0),
                 };
                 return Err(Denied::Capped {
                     cap: cap_name,
                     frees_at_ms,
                 });
+            }
+            if ask.paced {
+                if let Some(cap) = limits.rpd {
+                    pace(c, cap, 1, false, day, now, cap_label(*account, "rpd"))?;
+                }
+                if let Some(cap) = limits.tpd {
+                    pace(
+                        c,
+                        cap,
+                        ask.tokens,
+                        true,
+                        day,
+                        now,
+                        cap_label(*account, "tpd"),
+                    )?;
+                }
             }
         }
         Ok(scopes.into_iter().map(|(s, _, _)| s).collect())
@@ -198,14 +359,10 @@ impl MemoryLedger {
         let mut inner = self.lock();
         let replayed = entries.len();
         for e in entries {
-            for (scope, minute, day) in &e.marks {
-                let Some(scope) = Scope::decode(scope) else {
-                    continue;
-                };
-                let c = inner.counters.entry(scope.clone()).or_default();
-                c.minute.add_at(*minute, 1, e.tokens);
-                c.day.add_at(*day, 1, e.tokens);
-                inner.dirty.insert(scope);
+            for m in e.marks() {
+                let c = inner.counters.entry(m.scope.clone()).or_default();
+                c.add_at(&m, 1, e.tokens);
+                inner.dirty.insert(m.scope);
             }
         }
         inner.journal = Some(journal);
@@ -245,17 +402,23 @@ impl Ledger for MemoryLedger {
         let mut inner = self.lock();
         let scopes = Self::check(&mut inner, ask, now)?;
         let day = ask.day_span();
+        let month = ask.month_span();
         let mut marks = Vec::with_capacity(scopes.len());
         for scope in scopes {
             let c = inner.counters.entry(scope.clone()).or_default();
             let minute = c.minute.add(Span::MINUTE, now, 1, ask.tokens);
             let day_start = c.day.add(day, now, 1, ask.tokens);
+            let hour = c.hour.add(Span::HOUR, now, 1, ask.tokens);
+            let month_start = c.month.add(month, now, 1, ask.tokens);
+            c.total.add(Span::Forever, now, 1, ask.tokens);
             c.calendar_tz = calendar_name(day);
             inner.dirty.insert(scope.clone());
             marks.push(Mark {
                 scope,
                 minute,
                 day: day_start,
+                hour,
+                month: month_start,
             });
         }
         if let Some(j) = inner.journal.as_mut() {
@@ -325,29 +488,51 @@ impl Ledger for MemoryLedger {
 
     fn usage(&self, scope: &Scope, reset: Reset) -> Usage {
         let now = self.now_ms();
-        let day = match reset {
-            Reset::Rolling => Span::ROLLING_DAY,
-            Reset::Midnight(tz) => Span::Calendar(tz),
-        };
+        let (day, month) = (day_span(reset), month_span(reset));
         let mut inner = self.lock();
         let Some(c) = inner.counters.get_mut(scope) else {
             return Usage::default();
         };
-        c.minute.prune(Span::MINUTE, now);
-        c.day.prune(day, now);
+        c.prune(day, month, now);
         let (mr, mt) = c.minute.totals();
         let (dr, dt) = c.day.totals();
+        let (or, ot) = c.month.totals();
+        let (_, ct) = c.total.totals();
+        let (hr, ht) = c.hour.totals();
         Usage {
             minute_requests: mr,
             minute_tokens: mt,
             day_requests: dr,
             day_tokens: dt,
+            month_requests: or,
+            month_tokens: ot,
+            credit_tokens: ct,
+            hour_requests: hr,
+            hour_tokens: ht,
         }
+    }
+
+    fn resets_at(&self, scope: &Scope, span: Span) -> Option<i64> {
+        let now = self.now_ms();
+        let mut inner = self.lock();
+        let c = inner.counters.get_mut(scope)?;
+        let w = match span {
+            Span::Calendar(_)
+            | Span::Rolling {
+                span_ms: 86_400_000,
+                ..
+            } => &mut c.day,
+            Span::Month(_) => &mut c.month,
+            Span::Forever => return None,
+            _ => &mut c.minute,
+        };
+        w.prune(span, now);
+        w.frees_at(span, 1, 0)
     }
 
     fn observe(&self, ask: &Ask, quotas: &[UpstreamQuota]) {
         let now = self.now_ms();
-        let scope = Scope::model(&ask.provider, &ask.model, &ask.key);
+        let scope = ask.model_scope();
         for q in quotas {
             let window = match q.window {
                 QuotaWindow::Unknown => {
@@ -413,17 +598,22 @@ impl Ledger for MemoryLedger {
 fn calendar_name(span: Span) -> Option<String> {
     match span {
         Span::Calendar(tz) => Some(tz.name().to_string()),
-        Span::Rolling { .. } => None,
+        _ => None,
     }
 }
 
-fn cap_label(prefix: &str, name: &'static str) -> &'static str {
-    match (prefix.is_empty(), name) {
-        (true, n) => n,
-        (false, "rpm") => "account rpm",
-        (false, "rpd") => "account rpd",
-        (false, "tpm") => "account tpm",
-        (false, _) => "account tpd",
+fn cap_label(account: bool, name: &'static str) -> &'static str {
+    if !account {
+        return name;
+    }
+    match name {
+        "rpm" => "account rpm",
+        "rpd" => "account rpd",
+        "tpm" => "account tpm",
+        "tpd" => "account tpd",
+        "requests per month" => "account requests per month",
+        "tokens per month" => "account tokens per month",
+        _ => "account credit",
     }
 }
 
@@ -440,10 +630,12 @@ mod tests {
             provider: "p".into(),
             model: "m".into(),
             key: "k".into(),
+            pool: "k".into(),
             limits,
             account: Limits::default(),
             reset: Reset::Rolling,
             tokens,
+            paced: false,
         }
     }
 

@@ -129,6 +129,8 @@ pub enum Denied {
         cap: &'static str,
         frees_at_ms: Option<i64>,
     },
+    /// Pacing (`routing.pacing = "even"`): today's use is ahead of the cap spread over the day.
+    Paced { cap: &'static str, frees_at_ms: i64 },
 }
 
 impl Denied {
@@ -137,6 +139,7 @@ impl Denied {
         match self {
             Denied::Cooling { until_ms, .. } => Some(*until_ms),
             Denied::Capped { frees_at_ms, .. } => *frees_at_ms,
+            Denied::Paced { frees_at_ms, .. } => Some(*frees_at_ms),
         }
     }
 }
@@ -146,6 +149,7 @@ impl std::fmt::Display for Denied {
         match self {
             Denied::Cooling { reason, .. } => write!(f, "cooling down ({reason})"),
             Denied::Capped { cap, .. } => write!(f, "{cap} cap reached"),
+            Denied::Paced { cap, .. } => write!(f, "paced ({cap} ahead of an even day)"),
         }
     }
 }
@@ -156,11 +160,16 @@ pub struct Ask {
     pub provider: String,
     pub model: String,
     pub key: String,
+    /// Whose quota it counts against: the key, or one pool for every key of a provider with
+    /// `shared_quota` (a Google Cloud project).
+    pub pool: String,
     pub limits: Limits,
     pub account: Limits,
     pub reset: Reset,
     /// Estimated tokens: prompt plus the answer reserve.
     pub tokens: u64,
+    /// Hold daily caps to an even pace over the day (`routing.pacing = "even"`, `auto`).
+    pub paced: bool,
 }
 
 impl Ask {
@@ -170,28 +179,77 @@ impl Ask {
             provider: provider.id.clone(),
             model: model.id.clone(),
             key: key.to_string(),
+            pool: pool_of(provider, key),
             limits: model.limits,
             account: provider.account,
             reset: provider.reset,
             tokens,
+            paced: false,
         }
+    }
+
+    /// The same ask, held to an even pace.
+    pub fn paced(mut self, paced: bool) -> Ask {
+        self.paced = paced;
+        self
     }
 
     fn day_span(&self) -> Span {
-        match self.reset {
-            Reset::Rolling => Span::ROLLING_DAY,
-            Reset::Midnight(tz) => Span::Calendar(tz),
-        }
+        day_span(self.reset)
+    }
+
+    fn month_span(&self) -> Span {
+        month_span(self.reset)
+    }
+
+    /// The scope of this model's counters (and its rate-limit cooldowns).
+    pub fn model_scope(&self) -> Scope {
+        Scope::model(&self.provider, &self.model, &self.pool)
     }
 }
 
-/// Usage of one scope, for status pages.
+/// The pool a key of `provider` counts against: itself, or the provider's shared pool.
+pub fn pool_of(provider: &Provider, key: &str) -> String {
+    if provider.shared_quota {
+        SHARED_POOL.to_string()
+    } else {
+        key.to_string()
+    }
+}
+
+/// The pool name of a provider whose keys share one quota (no key id looks like it).
+pub const SHARED_POOL: &str = "*shared";
+
+/// The day window of a reset rule.
+pub fn day_span(reset: Reset) -> Span {
+    match reset {
+        Reset::Rolling => Span::ROLLING_DAY,
+        Reset::Midnight(tz) => Span::Calendar(tz),
+    }
+}
+
+/// The month window of a reset rule (UTC months for providers with a rolling day).
+pub fn month_span(reset: Reset) -> Span {
+    match reset {
+        Reset::Rolling => Span::Month(chrono_tz::UTC),
+        Reset::Midnight(tz) => Span::Month(tz),
+    }
+}
+
+/// Usage of one scope, for status pages and headroom.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct Usage {
     pub minute_requests: u64,
     pub minute_tokens: u64,
     pub day_requests: u64,
     pub day_tokens: u64,
+    pub month_requests: u64,
+    pub month_tokens: u64,
+    /// Tokens spent of a one-time credit.
+    pub credit_tokens: u64,
+    /// The last hour (the pace of use).
+    pub hour_requests: u64,
+    pub hour_tokens: u64,
 }
 
 /// One request's claim, as the ledger that granted it recorded it: the scopes it counts in,
@@ -202,12 +260,15 @@ pub struct Ticket {
     pub tokens: u64,
 }
 
-/// Where a claim was counted in one scope: the start of its minute and day buckets.
+/// Where a claim was counted in one scope: the start of its minute, day, hour and month
+/// buckets (a credit has one bucket).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mark {
     pub scope: Scope,
     pub minute: i64,
     pub day: i64,
+    pub hour: i64,
+    pub month: i64,
 }
 
 /// Usage counters, reservations and cooldowns.
@@ -236,6 +297,9 @@ pub trait Ledger: Send + Sync + 'static {
     fn cooldowns(&self) -> Vec<(Scope, Cooldown)>;
     /// Current usage of a scope.
     fn usage(&self, scope: &Scope, reset: Reset) -> Usage;
+    /// When the oldest of a scope's counted requests (or tokens) in a capped window leaves it:
+    /// the reset time shown for that window (`None`: nothing counted).
+    fn resets_at(&self, scope: &Scope, span: Span) -> Option<i64>;
 }
 
 /// A granted claim. Settle or release it; dropped unsettled (the client went away, a panic),

@@ -1,7 +1,8 @@
 //! Usage windows: request and token counts over a rolling span or a calendar day.
 //!
 //! A window is a queue of buckets (a second wide for minute windows, a minute wide for rolling
-//! days, one per day for calendar days). A bucket counts until its whole width has left the
+//! hours and days, one per day for calendar days, one per month for calendar months, a single
+//! one for a one-time credit). A bucket counts until its whole width has left the
 //! span, so a window may count a request a little longer than the provider does, never shorter:
 //! Freeway errs on the side of not sending.
 
@@ -16,6 +17,10 @@ pub enum Span {
     Rolling { span_ms: i64, bucket_ms: i64 },
     /// Since the last midnight in this time zone.
     Calendar(chrono_tz::Tz),
+    /// Since the first of this month, midnight, in this time zone.
+    Month(chrono_tz::Tz),
+    /// Forever: a one-time credit.
+    Forever,
 }
 
 impl Span {
@@ -27,12 +32,19 @@ impl Span {
         span_ms: 86_400_000,
         bucket_ms: 60_000,
     };
+    /// The last hour, for the pace of use (not a cap).
+    pub const HOUR: Span = Span::Rolling {
+        span_ms: 3_600_000,
+        bucket_ms: 60_000,
+    };
 
     /// Start of the bucket that `now` falls in.
     pub fn bucket_start(&self, now: i64) -> i64 {
         match *self {
             Span::Rolling { bucket_ms, .. } => now - now.rem_euclid(bucket_ms),
             Span::Calendar(tz) => midnight(tz, now, 0),
+            Span::Month(tz) => month_start(tz, now, 0),
+            Span::Forever => 0,
         }
     }
 
@@ -41,6 +53,8 @@ impl Span {
         match *self {
             Span::Rolling { span_ms, bucket_ms } => start + bucket_ms + span_ms > now,
             Span::Calendar(tz) => start >= midnight(tz, now, 0),
+            Span::Month(tz) => start >= month_start(tz, now, 0),
+            Span::Forever => true,
         }
     }
 
@@ -49,7 +63,33 @@ impl Span {
         match *self {
             Span::Rolling { span_ms, bucket_ms } => start + bucket_ms + span_ms,
             Span::Calendar(tz) => midnight(tz, start, 1),
+            Span::Month(tz) => month_start(tz, start, 1),
+            Span::Forever => i64::MAX,
         }
+    }
+}
+
+/// Midnight of the first day of the month containing `now_ms` in `tz`, plus `months_ahead`
+/// months, in UTC ms.
+pub fn month_start(tz: chrono_tz::Tz, now_ms: i64, months_ahead: u32) -> i64 {
+    use chrono::Datelike;
+    let Some(utc) = Utc.timestamp_millis_opt(now_ms).single() else {
+        return now_ms;
+    };
+    let date = utc.with_timezone(&tz).date_naive();
+    let Some(first) = date.with_day(1) else {
+        return now_ms;
+    };
+    let first = first
+        .checked_add_months(chrono::Months::new(months_ahead))
+        .unwrap_or(first);
+    // Midnight of that day: the same rule as for days.
+    let Some(noon) = first.and_hms_opt(12, 0, 0) else {
+        return now_ms;
+    };
+    match tz.from_local_datetime(&noon).earliest() {
+        Some(t) => midnight(tz, t.timestamp_millis(), 0),
+        None => now_ms,
     }
 }
 
@@ -263,6 +303,20 @@ mod tests {
                 }
                 None => prop_assert!(before < need),
             }
+        }
+
+        /// Month windows: the next month starts later than now and at most 31 days and an hour
+        /// away; this month started at or before now.
+        #[test]
+        fn next_month_is_within_a_month(now in 0i64..4_102_444_800_000) {
+            let tz: chrono_tz::Tz = "America/Los_Angeles".parse().unwrap();
+            let next = month_start(tz, now, 1);
+            prop_assert!(next > now);
+            prop_assert!(next - now <= 31 * 86_400_000 + 3_600_000);
+            prop_assert!(month_start(tz, now, 0) <= now);
+            let span = Span::Month(tz);
+            prop_assert!(span.counts(span.bucket_start(now), now));
+            prop_assert!(!span.counts(span.bucket_start(now), next));
         }
 
         /// Calendar windows: the next midnight is always later than now and at most ~25 h away.

@@ -47,12 +47,14 @@ impl Ops {
                 let (mut requests, mut tokens) = (0, 0);
                 let mut available = false;
                 let mut frees_at_ms: Option<i64> = None;
-                for k in &keys {
+                for pool in self.pools(p) {
                     let u = self
                         .ledger
-                        .usage(&Scope::model(&p.id, &m.id, &k.id), p.reset);
+                        .usage(&Scope::model(&p.id, &m.id, &pool), p.reset);
                     requests += u.day_requests;
                     tokens += u.day_tokens;
+                }
+                for k in &keys {
                     match self.ledger.check(&Ask::new(p, m, &k.id, 1)) {
                         Ok(()) => available = true,
                         Err(d) => {

@@ -92,6 +92,19 @@ impl Ops {
         &self.ledger
     }
 
+    /// The quota pools of a provider's usable keys: one per key, or one for all of them when
+    /// they share a quota (`shared_quota`).
+    pub fn pools(&self, provider: &crate::catalog::Provider) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for k in self.live.keys.usable(&provider.id) {
+            let pool = crate::ledger::pool_of(provider, &k.id);
+            if !out.contains(&pool) {
+                out.push(pool);
+            }
+        }
+        out
+    }
+
     fn catalog(&self) -> Arc<Catalog> {
         Arc::clone(&self.live.snapshot().catalog)
     }

@@ -234,10 +234,10 @@ impl Ops {
                 continue;
             };
             let p = snap.catalog.provider_of(m);
-            for k in self.live.keys.usable(&p.id) {
+            for pool in self.pools(p) {
                 let u = self
                     .ledger
-                    .usage(&Scope::model(&p.id, &m.id, &k.id), p.reset);
+                    .usage(&Scope::model(&p.id, &m.id, &pool), p.reset);
                 let windows = [
                     ("rpm", m.limits.rpm, u.minute_requests),
                     ("rpd", m.limits.rpd, u.day_requests),
@@ -249,7 +249,7 @@ impl Ops {
                         out.push((
                             p.id.clone(),
                             m.id.clone(),
-                            short(&k.id).to_string(),
+                            short(&pool).to_string(),
                             window.to_string(),
                             cap.saturating_sub(used) as i64,
                         ));

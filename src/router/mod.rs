@@ -337,7 +337,12 @@ impl Router {
         let now = self.ledger.now_ms();
         if let Some((rest, until, why)) = &d.cool {
             let scope = match rest {
-                Rest::Model => Scope::model(&provider.id, &model.id, &key.id),
+                // A rate limit belongs to the quota pool, which several keys may share.
+                Rest::Model => Scope::model(
+                    &provider.id,
+                    &model.id,
+                    &crate::ledger::pool_of(provider, &key.id),
+                ),
                 Rest::Key => Scope::key(&provider.id, &key.id),
             };
             self.ledger.cool(scope, *until, why);
