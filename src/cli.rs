@@ -199,6 +199,8 @@ fn serve(config: Config) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {listen} (set `listen` or FREEWAY_LISTEN)"))?;
         let addr = listener.local_addr()?;
+        // Signals are caught from here on, before anyone can know the address.
+        let shutdown = app::shutdown_signal();
         out!("Freeway listening on http://{addr}");
         out!("  OpenAI base URL: http://{addr}/v1");
         out!("  Dashboard:       http://{}/admin", shown(addr));
@@ -216,7 +218,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
         }
         // A blank line ends the banner (scripts read up to it).
         out!();
-        app::serve(app, listener, app::shutdown_signal()).await
+        app::serve(app, listener, shutdown).await
     })
 }
 
@@ -400,7 +402,7 @@ fn chain_cmd(config: Config, cmd: ChainCmd) -> anyhow::Result<()> {
             let lim = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
             for e in ops.chain() {
                 out!(
-                    "{:<4} {:<4} {:<52} {:<5} {:>5} {:>6} {:>8} {:>8}",
+                    "{:<4} {:<4} {:<52} {:<5} {:>5} {:>6} {:>8} {:>8}{}",
                     e.position,
                     if e.enabled { "yes" } else { "no" },
                     e.model,
@@ -408,7 +410,11 @@ fn chain_cmd(config: Config, cmd: ChainCmd) -> anyhow::Result<()> {
                     lim(e.limits.rpm),
                     lim(e.limits.rpd),
                     lim(e.limits.tpm),
-                    lim(e.limits.tpd)
+                    lim(e.limits.tpd),
+                    e.retired
+                        .as_ref()
+                        .map(|why| format!("  retired: {why}"))
+                        .unwrap_or_default()
                 );
             }
         }
@@ -458,7 +464,11 @@ fn models_cmd(config: Config, all: bool) -> anyhow::Result<()> {
             cap(e.requests_today, e.limits.rpd),
             cap(e.tokens_today, e.limits.tpd),
             e.keys,
-            if e.enabled { "" } else { " (disabled)" }
+            match (&e.retired, e.enabled) {
+                (Some(why), _) => format!(" (retired: {why})"),
+                (None, true) => String::new(),
+                (None, false) => " (disabled)".into(),
+            }
         );
     }
     if !all {
@@ -498,6 +508,38 @@ fn status_cmd(config: Config) -> anyhow::Result<()> {
     }
     if let Some(t) = soonest {
         out!("soonest reset: {}", fmt_time(t));
+    }
+    let headroom = app.ops.headroom();
+    if !headroom.is_empty() {
+        out!("");
+        out!("headroom (what is left; at the last hour's pace, when it runs out):");
+        for h in headroom {
+            let pools: Vec<String> = h
+                .pools
+                .iter()
+                .filter(|p| p.window != "minute")
+                .map(|p| {
+                    let scope = if p.scope == "account" { "account " } else { "" };
+                    format!(
+                        "{scope}{} {} left {}/{} (key {})",
+                        p.window, p.unit, p.remaining, p.limit, p.pool
+                    )
+                })
+                .collect();
+            out!(
+                "  {}/{:<44} {}{}",
+                h.provider,
+                h.model,
+                if pools.is_empty() {
+                    "no daily or monthly cap".to_string()
+                } else {
+                    pools.join("; ")
+                },
+                h.exhausts_at
+                    .map(|t| format!("; runs out {}", fmt_time(t)))
+                    .unwrap_or_default()
+            );
+        }
     }
     Ok(())
 }

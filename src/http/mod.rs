@@ -83,6 +83,7 @@ pub fn routes(server: Arc<Server>) -> axum::Router {
         .route("/v1/models", get(models))
         .route("/models", get(models))
         .route("/v1/models/{*id}", get(model))
+        .route("/v1/quota", get(quota))
         .fallback(not_found);
     let cors = cors(&server.cors_origins);
     let inner = axum::Router::new()
@@ -369,7 +370,7 @@ fn routed_headers(resp: &mut Response, routed_via: &str, attempts: u32) {
 }
 
 fn model_json(g: &crate::ops::ModelGroup) -> Value {
-    json!({
+    let mut v = json!({
         "id": g.canonical,
         "object": "model",
         "created": 0,
@@ -379,7 +380,16 @@ fn model_json(g: &crate::ops::ModelGroup) -> Value {
         "available": g.available,
         "enabled": g.enabled,
         "providers": g.providers,
-    })
+    });
+    if !g.retired.is_empty() {
+        v["retired"] = g
+            .retired
+            .iter()
+            .map(|(r, why)| (r.clone(), json!(why)))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+    }
+    v
 }
 
 fn auto_json(available: bool) -> Value {
@@ -439,6 +449,51 @@ async fn model(
         ))
         .into_response(),
     }
+}
+
+/// A moment as RFC 3339 UTC text (`null` when there is none).
+fn when(ms: Option<i64>) -> Value {
+    ms.and_then(chrono::DateTime::from_timestamp_millis)
+        .map_or(Value::Null, |t| {
+            json!(t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        })
+}
+
+/// `GET /v1/quota`: what every servable model has left (SPEC 3.7).
+async fn quota(State(server): State<Arc<Server>>, headers: HeaderMap) -> Response {
+    if let Err(e) = authenticate(&server, &headers) {
+        return e.into_response();
+    }
+    let ops = Arc::clone(&server.ops);
+    let models = match tokio::task::spawn_blocking(move || ops.headroom()).await {
+        Ok(m) => m,
+        Err(_) => {
+            return ApiError::UpstreamFailed("headroom could not be computed".into())
+                .into_response();
+        }
+    };
+    let data: Vec<Value> = models
+        .iter()
+        .map(|h| {
+            json!({
+                "model": h.model,
+                "provider": h.provider,
+                "available": h.available,
+                "pools": h.pools.iter().map(|p| json!({
+                    "scope": p.scope,
+                    "pool": p.pool,
+                    "window": p.window,
+                    "unit": p.unit,
+                    "limit": p.limit,
+                    "used": p.used,
+                    "remaining": p.remaining,
+                    "resets_at": when(p.resets_at),
+                })).collect::<Vec<_>>(),
+                "exhausts_at": when(h.exhausts_at),
+            })
+        })
+        .collect();
+    axum::Json(json!({"object": "list", "data": data})).into_response()
 }
 
 async fn readyz(State(server): State<Arc<Server>>) -> Response {

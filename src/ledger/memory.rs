@@ -711,6 +711,82 @@ mod tests {
     }
 
     #[test]
+    fn pacing_spreads_a_calendar_day_and_month_and_credit_windows_hold() {
+        // 06:00 UTC: a quarter of the day gone.
+        let midnight = 1_790_035_200_000;
+        let (l, clock) = ledger_at(midnight + 6 * 3_600_000);
+        let mut a = ask(
+            Limits {
+                rpd: Some(100),
+                ..Limits::default()
+            },
+            1,
+        );
+        a.reset = Reset::Midnight(chrono_tz::UTC);
+        a.paced = true;
+        let mut held = Vec::new();
+        while let Ok(r) = take(&l, &a) {
+            held.push(r);
+        }
+        assert_eq!(held.len(), 35, "a quarter of the cap plus a tenth");
+        match take(&l, &a).err() {
+            Some(Denied::Paced { frees_at_ms, .. }) => {
+                // The 36th fits once 26 % of the day has passed.
+                assert_eq!(
+                    frees_at_ms,
+                    midnight + (0.26 * 86_400_000.0_f64).ceil() as i64
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        a.paced = false;
+        assert!(
+            take(&l, &a).is_ok(),
+            "an unpaced ask is only held to the cap"
+        );
+        clock.set(midnight + 12 * 3_600_000);
+        a.paced = true;
+        assert!(take(&l, &a).is_ok(), "half a day on, the pace allows more");
+
+        // A month cap counts across days and frees at the next month; a credit never frees.
+        let (l, clock) = ledger_at(midnight);
+        let month = ask(
+            Limits {
+                rpmo: Some(2),
+                ..Limits::default()
+            },
+            1,
+        );
+        let _x = take(&l, &month).unwrap();
+        clock.advance(Duration::from_secs(5 * 86_400));
+        let _y = take(&l, &month).unwrap();
+        match take(&l, &month).err() {
+            Some(Denied::Capped {
+                cap: "requests per month",
+                frees_at_ms: Some(t),
+            }) => assert!(t > clock.now_ms() && t - midnight <= 31 * 86_400_000),
+            other => panic!("{other:?}"),
+        }
+        let mut credit = ask(
+            Limits {
+                credit: Some(100),
+                ..Limits::default()
+            },
+            60,
+        );
+        credit.model = "c".into();
+        take(&l, &credit).unwrap().settle(Some(60));
+        clock.advance(Duration::from_secs(400 * 86_400));
+        assert!(matches!(
+            take(&l, &credit).err(),
+            Some(Denied::Capped {
+                cap: "credit",
+                frees_at_ms: None
+            })
+        ));
+    }
+
+    #[test]
     fn account_caps_span_models() {
         let (l, _) = ledger_at(0);
         let mut a = ask(Limits::default(), 1);

@@ -22,6 +22,8 @@ pub struct ModelGroup {
     pub enabled: bool,
     /// `provider/upstream-id` of each serving model, in chain order.
     pub providers: Vec<String>,
+    /// Serving models their provider or the catalog retired: (`provider/upstream-id`, why).
+    pub retired: Vec<(String, String)>,
 }
 
 /// One model's line in a provider's status.
@@ -98,6 +100,7 @@ impl Ops {
                         available: false,
                         enabled: false,
                         providers: Vec::new(),
+                        retired: Vec::new(),
                     });
                     let last = groups.len() - 1;
                     &mut groups[last]
@@ -109,6 +112,9 @@ impl Ops {
             g.available |= available;
             g.enabled |= link.enabled;
             g.providers.push(m.reference.clone());
+            if let Some(why) = &link.retired {
+                g.retired.push((m.reference.clone(), why.clone()));
+            }
         }
         (groups, any_available)
     }
@@ -189,7 +195,12 @@ impl Ops {
                         },
                     }
                 }
-                let state = if !link.enabled {
+                let state = if let Some(why) = &link.retired {
+                    format!(
+                        "retired: {why} (`freeway chain enable {}` if it is back)",
+                        m.reference
+                    )
+                } else if !link.enabled {
                     "disabled".to_string()
                 } else if ready {
                     "ready".to_string()
@@ -256,6 +267,170 @@ impl Ops {
                     }
                 }
             }
+        }
+        out
+    }
+}
+
+/// One pool's window of a model's headroom.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PoolWindow {
+    /// `model` (the model on one key or shared pool) or `account` (the provider's caps across
+    /// models).
+    pub scope: &'static str,
+    /// The key's short id, or `shared` for a provider whose keys share one quota.
+    pub pool: String,
+    /// `minute`, `day`, `month` or `credit`.
+    pub window: &'static str,
+    /// `requests` or `tokens`.
+    pub unit: &'static str,
+    pub limit: u64,
+    pub used: u64,
+    pub remaining: u64,
+    /// When what is used starts to come back (ms; `None`: nothing used, or a credit).
+    pub resets_at: Option<i64>,
+}
+
+/// What a servable model has left (SPEC 3.7, `GET /v1/quota`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Headroom {
+    pub model: String,
+    pub provider: String,
+    pub available: bool,
+    pub pools: Vec<PoolWindow>,
+    /// At the last hour's pace, when the first of its daily, monthly or credit pools runs out,
+    /// if before it resets (ms).
+    pub exhausts_at: Option<i64>,
+}
+
+impl Ops {
+    /// Headroom of every servable model, in chain order.
+    pub fn headroom(&self) -> Vec<Headroom> {
+        use crate::ledger::{Span, day_span, month_span};
+        let snap = self.live.snapshot();
+        let now = self.ledger.now_ms();
+        let mut out = Vec::new();
+        for link in snap.chain.iter().filter(|l| l.enabled) {
+            let Some(m) = snap.catalog.model(&link.model) else {
+                continue;
+            };
+            let p = snap.catalog.provider_of(m);
+            let pools = self.pools(p);
+            if pools.is_empty() {
+                continue;
+            }
+            let (day, month) = (day_span(p.reset), month_span(p.reset));
+            let mut windows = Vec::new();
+            let mut exhausts_at: Option<i64> = None;
+            for pool in &pools {
+                let shown = if pool == crate::ledger::SHARED_POOL {
+                    "shared".to_string()
+                } else {
+                    short(pool).to_string()
+                };
+                for (scope_name, scope, limits) in [
+                    ("model", Scope::model(&p.id, &m.id, pool), m.limits),
+                    ("account", Scope::key(&p.id, pool), p.account),
+                ] {
+                    if limits.is_empty() {
+                        continue;
+                    }
+                    let u = self.ledger.usage(&scope, p.reset);
+                    let caps = [
+                        (
+                            "minute",
+                            "requests",
+                            limits.rpm,
+                            u.minute_requests,
+                            Span::MINUTE,
+                            u.hour_requests,
+                        ),
+                        (
+                            "minute",
+                            "tokens",
+                            limits.tpm,
+                            u.minute_tokens,
+                            Span::MINUTE,
+                            u.hour_tokens,
+                        ),
+                        (
+                            "day",
+                            "requests",
+                            limits.rpd,
+                            u.day_requests,
+                            day,
+                            u.hour_requests,
+                        ),
+                        (
+                            "day",
+                            "tokens",
+                            limits.tpd,
+                            u.day_tokens,
+                            day,
+                            u.hour_tokens,
+                        ),
+                        (
+                            "month",
+                            "requests",
+                            limits.rpmo,
+                            u.month_requests,
+                            month,
+                            u.hour_requests,
+                        ),
+                        (
+                            "month",
+                            "tokens",
+                            limits.tpmo,
+                            u.month_tokens,
+                            month,
+                            u.hour_tokens,
+                        ),
+                        (
+                            "credit",
+                            "tokens",
+                            limits.credit,
+                            u.credit_tokens,
+                            Span::Forever,
+                            u.hour_tokens,
+                        ),
+                    ];
+                    for (window, unit, cap, used, span, hour) in caps {
+                        let Some(limit) = cap else { continue };
+                        let remaining = limit.saturating_sub(used);
+                        let resets_at = match span {
+                            Span::Forever => None,
+                            Span::Calendar(_) | Span::Month(_) => {
+                                Some(span.expiry(span.bucket_start(now)))
+                            }
+                            _ => self.ledger.resets_at(&scope, span),
+                        };
+                        // The last hour's pace, projected onto what remains.
+                        if window != "minute" && hour > 0 {
+                            let at = now + (remaining as f64 / hour as f64 * 3_600_000.0) as i64;
+                            if resets_at.is_none_or(|r| at < r) {
+                                exhausts_at = Some(exhausts_at.map_or(at, |e| e.min(at)));
+                            }
+                        }
+                        windows.push(PoolWindow {
+                            scope: scope_name,
+                            pool: shown.clone(),
+                            window,
+                            unit,
+                            limit,
+                            used,
+                            remaining,
+                            resets_at,
+                        });
+                    }
+                }
+            }
+            out.push(Headroom {
+                model: m.id.clone(),
+                provider: p.id.clone(),
+                available: self.available(&m.reference),
+                pools: windows,
+                exhausts_at,
+            });
         }
         out
     }

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use crate::catalog::{Model, Provider};
 use crate::chat::{Answer, Piece, Request, Usage};
-use crate::config::Routing;
+use crate::config::{Pacing, Routing};
 use crate::error::ApiError;
 use crate::keys::{ProviderKey, Status};
 use crate::ledger::{Ask, Denied, Ledger, Reservation, Scope, parse_quota_headers};
@@ -176,88 +176,111 @@ impl Router {
         let tokens = inc.req.facts.token_estimate();
         let deadline = started + self.settings.time_budget;
         let mut tally = Tally::default();
-        'models: for model in models {
-            if tally.skipped_providers.contains(&model.provider) {
-                continue;
-            }
-            let provider = snap.catalog.provider_of(model);
-            for key in self.live.keys.rotated(&provider.id) {
-                if tally.attempts >= self.settings.max_attempts {
-                    break 'models;
+        // Pacing holds `auto` requests to an even use of daily caps; what it held back is tried
+        // again without it before the request is refused (a paced model beats a 429).
+        let mut paced = self.settings.pacing == Pacing::Even && inc.req.facts.model.is_none();
+        let mut queue = models;
+        loop {
+            let mut held_back: Vec<&Model> = Vec::new();
+            'models: for model in queue {
+                if tally.skipped_providers.contains(&model.provider) {
+                    continue;
                 }
-                if Instant::now() >= deadline {
-                    tally.out_of_budget = true;
-                    break 'models;
-                }
-                let ask = Ask::new(provider, model, &key.id, tokens);
-                let reservation = match Reservation::take(&self.ledger, &ask) {
-                    Ok(r) => r,
-                    Err(denied) => {
-                        tally.denied(&model.reference, &denied, self.ledger.now_ms());
-                        continue;
+                let provider = snap.catalog.provider_of(model);
+                for key in self.live.keys.rotated(&provider.id) {
+                    if tally.attempts >= self.settings.max_attempts {
+                        break 'models;
                     }
-                };
-                let t0 = Instant::now();
-                // The time budget bounds the whole attempt until its first content.
-                let attempt = self.attempt(provider, model, &key, inc, &ask);
-                let (outcome, host_failures) = tokio::time::timeout_at(deadline.into(), attempt)
-                    .await
-                    .unwrap_or_else(|_| {
-                        let why = "no content before the time budget ran out".to_string();
-                        (Err(AttemptError::Upstream(Failure::Server(why), None)), 0)
-                    });
-                // A key tried on another host (Z.ai) first failed once per host.
-                tally.attempts += host_failures;
-                let (failure, status) = match outcome {
-                    Ok(success) => {
-                        let ok = attempt_row(model, &key, "ok", Some(200), t0, None);
-                        row.attempts.push(ok);
-                        if let Some(id) = sticky_id {
-                            self.sticky.put(id, &model.reference, self.ledger.now_ms());
+                    if Instant::now() >= deadline {
+                        tally.out_of_budget = true;
+                        break 'models;
+                    }
+                    let ask = Ask::new(provider, model, &key.id, tokens).paced(paced);
+                    let reservation = match Reservation::take(&self.ledger, &ask) {
+                        Ok(r) => r,
+                        Err(Denied::Paced { .. }) => {
+                            if !held_back.iter().any(|m| m.reference == model.reference) {
+                                held_back.push(model);
+                            }
+                            continue;
                         }
-                        self.live.keys.mark_success(&key.id, self.ledger.now_ms());
-                        row.served_by = Some(model.reference.clone());
-                        return Ok(Reply {
-                            routed_via: model.reference.clone(),
-                            model: model.id.clone(),
-                            attempts: tally.attempts,
-                            body: self.finish(success, reservation, row, started),
-                        });
-                    }
-                    Err(AttemptError::Client(message)) => {
-                        reservation.unsent();
-                        let error = ApiError::InvalidRequest(message);
-                        return Err(tally.fail(error));
-                    }
-                    Err(AttemptError::Upstream(failure, status)) => {
-                        // Upstream words can carry a key, of any shape: never past here.
-                        (failure.redacted(|t| self.live.keys.redact(t)), status)
-                    }
-                };
-                reservation.release();
-                let why = Some(failure.reason());
-                let failed = attempt_row(model, &key, failure.tag(), status, t0, why);
-                row.attempts.push(failed);
-                match self.failed(&failure, provider, model, &key, inc, &mut tally) {
-                    Next::Key => continue,
-                    Next::Model => continue 'models,
-                    Next::Provider => {
-                        tally.skipped_providers.push(model.provider.clone());
-                        continue 'models;
-                    }
-                    Next::Refuse => {
-                        let why = match failure {
-                            Failure::Request(m) => m,
-                            other => other.reason(),
-                        };
-                        let error = ApiError::InvalidRequest(format!(
-                            "{} rejected the request: {why}",
-                            model.reference
-                        ));
-                        return Err(tally.fail(error));
+                        Err(denied) => {
+                            tally.denied(&model.reference, &denied, self.ledger.now_ms());
+                            continue;
+                        }
+                    };
+                    let t0 = Instant::now();
+                    // The time budget bounds the whole attempt until its first content.
+                    let attempt = self.attempt(provider, model, &key, inc, &ask);
+                    let (outcome, host_failures) =
+                        tokio::time::timeout_at(deadline.into(), attempt)
+                            .await
+                            .unwrap_or_else(|_| {
+                                let why = "no content before the time budget ran out".to_string();
+                                (Err(AttemptError::Upstream(Failure::Server(why), None)), 0)
+                            });
+                    // A key tried on another host (Z.ai) first failed once per host.
+                    tally.attempts += host_failures;
+                    let (failure, status) = match outcome {
+                        Ok(success) => {
+                            let ok = attempt_row(model, &key, "ok", Some(200), t0, None);
+                            row.attempts.push(ok);
+                            if let Some(id) = sticky_id {
+                                self.sticky.put(id, &model.reference, self.ledger.now_ms());
+                            }
+                            self.live.keys.mark_success(&key.id, self.ledger.now_ms());
+                            row.served_by = Some(model.reference.clone());
+                            return Ok(Reply {
+                                routed_via: model.reference.clone(),
+                                model: model.id.clone(),
+                                attempts: tally.attempts,
+                                body: self.finish(success, reservation, row, started),
+                            });
+                        }
+                        Err(AttemptError::Client(message)) => {
+                            reservation.unsent();
+                            let error = ApiError::InvalidRequest(message);
+                            return Err(tally.fail(error));
+                        }
+                        Err(AttemptError::Upstream(failure, status)) => {
+                            // Upstream words can carry a key, of any shape: never past here.
+                            (failure.redacted(|t| self.live.keys.redact(t)), status)
+                        }
+                    };
+                    reservation.release();
+                    let why = Some(failure.reason());
+                    let failed = attempt_row(model, &key, failure.tag(), status, t0, why);
+                    row.attempts.push(failed);
+                    match self.failed(&failure, provider, model, &key, inc, &mut tally) {
+                        Next::Key => continue,
+                        Next::Model => continue 'models,
+                        Next::Provider => {
+                            tally.skipped_providers.push(model.provider.clone());
+                            continue 'models;
+                        }
+                        Next::Refuse => {
+                            let why = match failure {
+                                Failure::Request(m) => m,
+                                other => other.reason(),
+                            };
+                            let error = ApiError::InvalidRequest(format!(
+                                "{} rejected the request: {why}",
+                                model.reference
+                            ));
+                            return Err(tally.fail(error));
+                        }
                     }
                 }
             }
+            if !paced
+                || held_back.is_empty()
+                || tally.out_of_budget
+                || tally.attempts >= self.settings.max_attempts
+            {
+                break;
+            }
+            paced = false;
+            queue = held_back;
         }
         let error = tally.exhausted(&self.settings, self.ledger.now_ms());
         Err(tally.fail(error))

@@ -714,7 +714,12 @@ async fn data_files_are_private_whatever_the_umask() {
     for f in &files {
         assert_eq!(mode(f), 0o600, "{}", f.display());
     }
-    assert!(server.term());
+    let log = server.stderr_path.clone();
+    assert!(
+        server.term(),
+        "{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
 }
 
 /// Logs fit where they go: no colour codes into a pipe, JSON lines when asked for.

@@ -14,6 +14,7 @@ mod gemini;
 mod harness;
 mod process;
 mod proxy;
+mod quota;
 mod routing;
 mod surfaces;
 mod tools;

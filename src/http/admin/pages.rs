@@ -394,7 +394,8 @@ fn chain_row(e: &ChainEntry, first: bool, last: bool) -> Markup {
                 }
             }
             td.now data-label="Now" {
-                @if !e.enabled { span.muted { "off" } }
+                @if let Some(why) = &e.retired { span.pill.off title=(why) { "retired" } div.muted { (why) } }
+                @else if !e.enabled { span.muted { "off" } }
                 @else if e.keys == 0 { span.muted { "no key" } }
                 @else if e.available { span.pill.on { "ready" } }
                 @else {
