@@ -98,13 +98,13 @@ pub fn routes(server: Arc<Server>) -> axum::Router {
         .with_state(server);
     // Paths are tidied, and CORS preflights answered, before routing: the layers of an outer
     // router run first.
-    let outer = axum::Router::new()
-        .fallback_service(inner)
-        .layer(middleware::map_request(tidy_path));
-    match cors {
+    // (The last layer added runs first: paths are tidied before CORS judges them.)
+    let outer = axum::Router::new().fallback_service(inner);
+    let outer = match cors {
         Some(cors) => outer.layer(cors),
         None => outer,
-    }
+    };
+    outer.layer(middleware::map_request(tidy_path))
 }
 
 /// CORS for the API (never the dashboard) when `[http] cors_origins` names origins; `"*"`

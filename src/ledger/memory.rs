@@ -127,9 +127,10 @@ fn checks<'a>(
 /// Share of a day's cap an even pace allows beyond the elapsed share: a tenth of the cap.
 const PACE_BURST: f64 = 0.1;
 
-/// Pacing: `used` of a daily `cap` (plus `want`) against the cap spread evenly over the day.
-/// For a calendar day, what the day so far allows; for a rolling day, the last hour's use
-/// against an hour's share. Denied with when the pace allows it again.
+/// Pacing: `used` of a daily `cap` (plus `want`) against the cap spread evenly over the day,
+/// plus a burst of a tenth. For a calendar day, what the day so far allows; for a rolling day,
+/// the last hour's use against an hour's share, or the day's use within the burst. Denied with
+/// when the pace allows it again.
 fn pace(
     c: &Counters,
     cap: u64,
@@ -160,12 +161,15 @@ fn pace(
             })
         }
         _ => {
-            let used = pick(&c.hour) + want;
-            let allowed = cap as f64 / 24.0 + burst;
-            if used as f64 <= allowed {
+            // A rolling day: the last hour's use within an hour's share, or the whole window's
+            // use within the burst (granted once a day, not once an hour).
+            let hour = pick(&c.hour) + want;
+            let day_used = pick(&c.day) + want;
+            let share = (cap as f64 / 24.0).max(1.0);
+            if hour as f64 <= share || day_used as f64 <= burst {
                 return Ok(());
             }
-            let excess = (used as f64 - allowed).ceil() as u64;
+            let excess = (hour as f64 - share).ceil() as u64;
             let frees = if tokens {
                 c.hour.frees_at(Span::HOUR, 0, excess)
             } else {
@@ -235,7 +239,9 @@ impl MemoryLedger {
         let model_scope = ask.model_scope();
         let pool_scope = Scope::key(&ask.provider, &ask.pool);
         let key_scope = Scope::key(&ask.provider, &ask.key);
-        for scope in [&model_scope, &pool_scope, &key_scope] {
+        // This model on this key alone (a 403 for one key of a shared pool).
+        let key_model_scope = Scope::model(&ask.provider, &ask.model, &ask.key);
+        for scope in [&model_scope, &pool_scope, &key_scope, &key_model_scope] {
             if let Some(c) = inner.cooldowns.get(scope) {
                 if c.until_ms > now {
                     return Err(Denied::Cooling {

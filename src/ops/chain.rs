@@ -170,7 +170,9 @@ impl Ops {
             row.enabled = enabled;
         }
         if enabled {
-            // Enabling is how the user says a model its provider retired is back.
+            // Enabling is how the user says a model its provider retired is back (a retirement
+            // still waiting to be written is written first, then lifted).
+            self.persist_retired();
             self.store.unretire(&target)?;
         }
         self.save_chain(&rows)?;

@@ -109,8 +109,20 @@ impl Ops {
         Arc::clone(&self.live.snapshot().catalog)
     }
 
+    /// Record the models providers retired since the last look (before any reload rebuilds
+    /// the chain from the store, so none is lost).
+    pub fn persist_retired(&self) {
+        for (model, why) in self.live.take_retired() {
+            tracing::warn!(model = %model, reason = %why, "the provider retired this model: switched off until you enable it again");
+            if let Err(e) = self.store.retire(&model, &why, self.ledger.now_ms()) {
+                tracing::error!(error = %e, "could not record a retired model");
+            }
+        }
+    }
+
     /// Load keys, client keys and the chain from the store into the live state.
     pub fn reload(&self) -> anyhow::Result<()> {
+        self.persist_retired();
         *self.data_version.lock().unwrap_or_else(|e| e.into_inner()) = self.store.data_version()?;
         let catalog = self.catalog();
         let rows = self.store.keys()?;
@@ -142,12 +154,7 @@ impl Ops {
     /// Write what changed in memory: key health (three confirmed rejections disable a key) and
     /// when client keys were last used.
     pub fn persist(&self) {
-        for (model, why) in self.live.take_retired() {
-            tracing::warn!(model = %model, reason = %why, "the provider retired this model: switched off until you enable it again");
-            if let Err(e) = self.store.retire(&model, &why, self.ledger.now_ms()) {
-                tracing::error!(error = %e, "could not record a retired model");
-            }
-        }
+        self.persist_retired();
         let used = self.live.clients.take_used();
         if !used.is_empty() {
             if let Err(e) = self.store.touch_client_keys(&used) {

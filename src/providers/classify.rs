@@ -137,17 +137,12 @@ pub fn classify(status: u16, retry_after: Option<&str>, body: &[u8]) -> Failure 
             message,
         };
     }
-    let retired_words = [
-        "decommissioned",
-        "no longer supported",
-        "no longer available",
-        "has been retired",
-        "has been deprecated",
-    ];
-    let retired = retired_words.iter().any(|w| lower.contains(w));
+    // SPEC 3.7: a 410, or a 404 that says the model was decommissioned. Never a 400: its
+    // words may echo what the client sent.
+    let retired = raw_lower.contains("decommissioned") || raw_lower.contains("no longer supported");
     match status {
         410 => Failure::Retired(truncate(&message, 200)),
-        404 | 400 if retired => Failure::Retired(truncate(&message, 200)),
+        404 if retired => Failure::Retired(truncate(&message, 200)),
         401 => Failure::InvalidKey(message),
         400 if invalid_key => Failure::InvalidKey(message),
         403 if invalid_key => Failure::InvalidKey(message),
@@ -269,10 +264,10 @@ mod tests {
             classify(404, None, decommissioned),
             Failure::Retired(_)
         ));
-        assert!(matches!(
-            classify(400, None, decommissioned),
-            Failure::Retired(_)
-        ));
+        assert!(
+            !matches!(classify(400, None, decommissioned), Failure::Retired(_)),
+            "a 400 may echo the client's own words"
+        );
         assert!(
             matches!(classify(400, None, b"{\"error\":{\"message\":\"messages: bad\"}}"), Failure::Request(m) if m == "messages: bad")
         );

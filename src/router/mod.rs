@@ -360,12 +360,14 @@ impl Router {
         let now = self.ledger.now_ms();
         if let Some((rest, until, why)) = &d.cool {
             let scope = match rest {
-                // A rate limit belongs to the quota pool, which several keys may share.
-                Rest::Model => Scope::model(
+                // A rate limit belongs to the quota pool, which several keys may share; any
+                // other trouble (a 403 for this key) to the key alone.
+                Rest::Model if d.rate_limited => Scope::model(
                     &provider.id,
                     &model.id,
                     &crate::ledger::pool_of(provider, &key.id),
                 ),
+                Rest::Model => Scope::model(&provider.id, &model.id, &key.id),
                 Rest::Key => Scope::key(&provider.id, &key.id),
             };
             self.ledger.cool(scope, *until, why);

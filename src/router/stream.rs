@@ -1,7 +1,7 @@
 //! Streamed answers: [`Pump`] reads an upstream stream event by event through its dialect's
 //! decoder; [`Tail`] is the committed rest of a stream, handed to the client's surface as
 //! [`Piece`]s, which settles the reservation and writes the log row when it ends, or when the
-//! client goes away and drops it.
+//! client goes away and drops it (once content was sent, its tokens stay counted).
 
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
@@ -161,11 +161,10 @@ impl Tail {
     pub fn close(&mut self, error: Option<String>) {
         self.done = true;
         let usage = self.pump.usage();
+        // Content was sent: the upstream spent the tokens, finished or not. What it reported
+        // is settled; else the estimate stands.
         if let Some(r) = self.reservation.take() {
-            match error {
-                None => r.settle(usage.map(|u| u.total())),
-                Some(_) => r.release(),
-            }
+            r.settle(usage.map(|u| u.total()));
         }
         if let Some(mut row) = self.row.take() {
             if let Some(u) = usage {
@@ -182,8 +181,12 @@ impl Tail {
 
 impl Drop for Tail {
     fn drop(&mut self) {
-        // Dropped before the end: the client went away. The reservation's drop gives the
-        // tokens back; the upstream request is dropped with the pump.
+        // Dropped before the end: the client went away. The upstream request is dropped with
+        // the pump; the tokens it spent on the content sent so far stay counted (what it
+        // reported, else the estimate).
+        if let Some(r) = self.reservation.take() {
+            r.settle(self.pump.usage().map(|u| u.total()));
+        }
         if let Some(mut row) = self.row.take() {
             row.status = 499;
             row.latency_ms = self.started.elapsed().as_millis() as u64;

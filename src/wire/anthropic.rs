@@ -457,17 +457,18 @@ fn tools(v: Option<&Value>, notes: &mut Vec<String>) -> Result<Vec<Value>, Strin
     };
     let mut out = Vec::with_capacity(list.len());
     for (i, t) in list.iter().enumerate() {
-        let name = t
-            .get("name")
-            .and_then(Value::as_str)
-            .ok_or_else(|| format!("`tools[{i}].name` must be a string"))?;
+        let name = t.get("name").and_then(Value::as_str);
         match t.get("type").and_then(Value::as_str) {
             None | Some("custom") => {}
             Some(kind) => {
-                notes.push(format!("dropped the server tool {name} ({kind})"));
+                notes.push(format!(
+                    "dropped the server tool {} ({kind})",
+                    name.unwrap_or("without a name")
+                ));
                 continue;
             }
         }
+        let name = name.ok_or_else(|| format!("`tools[{i}].name` must be a string"))?;
         let mut function = Map::new();
         function.insert("name".into(), json!(name));
         if let Some(d) = t.get("description").and_then(Value::as_str) {

@@ -236,7 +236,15 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, String> {
     if let Some(r) = body.get("reasoning").filter(|v| !v.is_null()) {
         echo.reasoning = json!({"effort": r.get("effort").cloned().unwrap_or(Value::Null),
                                "summary": r.get("summary").cloned().unwrap_or(Value::Null)});
-        if let Some(effort) = r.get("effort").and_then(Value::as_str) {
+        // The efforts chat upstreams take: OpenAI's finer ones fold into them, `none` asks
+        // for nothing.
+        let effort = match r.get("effort").and_then(Value::as_str) {
+            Some("minimal" | "low") => Some("low"),
+            Some("medium") => Some("medium"),
+            Some("high" | "xhigh") => Some("high"),
+            _ => None,
+        };
+        if let Some(effort) = effort {
             out.insert("reasoning_effort".into(), json!(effort));
         }
     }
@@ -726,7 +734,9 @@ impl Framer {
                     json!({"item_id": id,
                     "output_index": index, "summary_index": 0, "part": part}),
                 );
-                reasoning_item(&id, &text)
+                let mut item = reasoning_item(&id, &text);
+                item["status"] = json!(status);
+                item
             }
             Open::Call {
                 id,
@@ -735,18 +745,21 @@ impl Framer {
                 arguments,
                 ..
             } => {
-                self.push(
-                    buf,
-                    "response.function_call_arguments.done",
-                    json!({"item_id": id,
-                    "output_index": index, "arguments": arguments}),
-                );
+                // A call cut short is not announced as done: its arguments are not whole.
+                if status == "completed" {
+                    self.push(
+                        buf,
+                        "response.function_call_arguments.done",
+                        json!({"item_id": id,
+                        "output_index": index, "arguments": arguments}),
+                    );
+                }
                 call_item(
                     &id,
                     &call_id,
                     &name,
                     &arguments,
-                    "completed",
+                    status,
                     &self.cx.namespaces,
                 )
             }
@@ -1188,5 +1201,25 @@ mod tests {
             cut["item"]["status"], "incomplete",
             "a cut item is not completed"
         );
+
+        let mut f = Framer::new(cx(), "up");
+        let mut all = f
+            .frame(Piece::Events(vec![Event::ToolCall(CallDelta {
+                index: 0,
+                id: Some("call_1".into()),
+                name: Some("spawn".into()),
+                arguments: "{\"a\"".into(),
+                extra: None,
+            })]))
+            .unwrap()
+            .to_vec();
+        all.extend_from_slice(&f.frame(Piece::Interrupted("reset".into())).unwrap());
+        let evs = events(&all);
+        assert!(
+            evs.iter()
+                .all(|e| e["type"] != "response.function_call_arguments.done")
+        );
+        let cut = &evs[evs.len() - 2];
+        assert_eq!(cut["item"]["status"], "incomplete");
     }
 }

@@ -860,6 +860,17 @@ async fn compatibility_surfaces() {
         !resp.headers().contains_key("access-control-allow-origin"),
         "never the dashboard"
     );
+    let resp = t
+        .client
+        .get(t.url("//admin/login"))
+        .header("origin", "https://app.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        !resp.headers().contains_key("access-control-allow-origin"),
+        "not by a doubled slash either"
+    );
 
     let (_mock, plain) = setup("").await;
     let resp = plain
