@@ -95,6 +95,10 @@ pub struct Quirks {
     pub clean_tool_schema: Vec<String>,
     /// Ask for usage in streams.
     pub stream_usage: bool,
+    /// The vendor counts a request's whole `max_tokens` against its token caps up front (Groq,
+    /// Cerebras): Freeway reserves the same, and clamps `max_tokens` so one request fits the
+    /// per-minute token cap.
+    pub reserve_max_tokens: bool,
 }
 
 /// One provider.
@@ -208,6 +212,8 @@ struct RawProvider {
     first_byte_timeout: Option<String>,
     #[serde(default = "yes")]
     stream_usage: bool,
+    #[serde(default)]
+    reserve_max_tokens: bool,
     account_rpm: Option<u64>,
     account_rpd: Option<u64>,
     account_tpm: Option<u64>,
@@ -281,6 +287,7 @@ impl Catalog {
                     tool_params: p.tool_params,
                     clean_tool_schema: p.clean_tool_schema,
                     stream_usage: p.stream_usage,
+                    reserve_max_tokens: p.reserve_max_tokens,
                 },
                 account: Limits {
                     rpm: p.account_rpm,

@@ -13,6 +13,35 @@ use crate::chat::openai::{Chunk, LightAnswer, LightChunk};
 use crate::chat::{Answer, Piece, Request, Usage};
 use crate::error::scrub;
 
+/// The most `max_tokens` a request may carry to this model: a larger one is clamped, never
+/// refused (coding agents ask for 64000). The vendor's ceiling, what the context window leaves
+/// after the prompt, and for vendors that charge `max_tokens` up front, what one minute's token
+/// cap leaves after the prompt.
+pub fn max_tokens_ceiling(facts: &crate::chat::Facts, provider: &Provider, model: &Model) -> u64 {
+    let q = &provider.quirks;
+    let mut cap = model.context.saturating_sub(facts.prompt_tokens).max(1);
+    if let Some(c) = q.max_tokens_cap {
+        cap = cap.min(c);
+    }
+    if q.reserve_max_tokens {
+        if let Some(tpm) = model.limits.tpm {
+            cap = cap.min(tpm.saturating_sub(facts.prompt_tokens).max(1));
+        }
+    }
+    cap
+}
+
+/// The tokens a request claims against `model`'s caps: the prompt and the answer reserve,
+/// or the whole `max_tokens` as sent where the vendor charges it up front.
+pub fn claim(facts: &crate::chat::Facts, provider: &Provider, model: &Model) -> u64 {
+    match facts.max_tokens {
+        Some(m) if provider.quirks.reserve_max_tokens => {
+            facts.prompt_tokens + m.min(max_tokens_ceiling(facts, provider, model))
+        }
+        _ => facts.token_estimate(),
+    }
+}
+
 /// The body to send upstream. Only fields that change are parsed and rebuilt; the rest is
 /// written as the client's own JSON text.
 pub fn body(req: &Request, provider: &Provider, model: &Model) -> Vec<u8> {
@@ -29,10 +58,7 @@ pub fn body(req: &Request, provider: &Provider, model: &Model) -> Vec<u8> {
             }
         }
     }
-    // A max_tokens the model cannot produce is clamped, never refused: to the vendor's ceiling
-    // and to what the context window leaves after the prompt (coding agents ask for 64000).
-    let room = model.context.saturating_sub(req.facts.prompt_tokens).max(1);
-    let cap = q.max_tokens_cap.map_or(room, |c| c.min(room));
+    let cap = max_tokens_ceiling(&req.facts, provider, model);
     for key in ["max_tokens", "max_completion_tokens"] {
         if let Some(n) = req.get(key).and_then(|v| v.as_u64()) {
             if n > cap {
@@ -348,10 +374,16 @@ mod tests {
     #[test]
     fn max_tokens_beyond_the_vendor_or_the_context_is_clamped() {
         let agent = json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 64000});
-        assert_eq!(
-            send("groq", "openai/gpt-oss-120b", agent.clone())["max_tokens"],
-            8192
-        );
+        // Groq's ceiling is 8192, but it charges max_tokens up front against an 8000-token
+        // minute: what fits one minute after the prompt.
+        let n = send("groq", "openai/gpt-oss-120b", agent.clone())["max_tokens"]
+            .as_u64()
+            .unwrap();
+        assert!(n < 8000 && n > 7900, "{n}");
+        let n = send("openrouter", "z-ai/glm-4.5-air:free", agent.clone())["max_tokens"]
+            .as_u64()
+            .unwrap();
+        assert!(n >= 8192, "{n}: no token cap charged up front");
         let mistral = send("mistral", "mistral-small-latest", agent);
         assert_eq!(mistral["max_tokens"], 64000, "fits a 131072 context");
         let long = "word ".repeat(400_000);
@@ -362,6 +394,33 @@ mod tests {
         );
         let n = out["max_completion_tokens"].as_u64().unwrap();
         assert!(n < 64000 && n > 0, "{n}: what the context leaves");
+    }
+
+    #[test]
+    fn vendors_that_charge_max_tokens_up_front_are_claimed_the_same() {
+        let c = Catalog::builtin().unwrap();
+        let claim = |model: &str, body: Value| {
+            let m = c.model(model).unwrap();
+            let req = parse(body.to_string().as_bytes()).unwrap();
+            (super::claim(&req.facts, c.provider_of(m), m), req.facts)
+        };
+        let body = json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 6000});
+        let (groq, facts) = claim("groq/openai/gpt-oss-120b", body.clone());
+        assert_eq!(
+            groq,
+            facts.prompt_tokens + 6000,
+            "Groq counts all of max_tokens"
+        );
+        let (mistral, facts) = claim("mistral/mistral-small-latest", body);
+        assert_eq!(
+            mistral,
+            facts.token_estimate(),
+            "others: the usual estimate"
+        );
+        assert!(mistral < groq);
+        let agent = json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 64000});
+        let (groq, _) = claim("groq/openai/gpt-oss-120b", agent);
+        assert!(groq <= 8000, "{groq}: clamped to what one minute allows");
     }
 
     #[test]

@@ -173,11 +173,11 @@ impl Router {
         let (models, sticky_id) = self
             .candidates(&snap, inc)
             .map_err(|error| Failed { error, attempts: 0 })?;
-        let tokens = inc.req.facts.token_estimate();
         let deadline = started + self.settings.time_budget;
         let mut tally = Tally::default();
         // Pacing holds `auto` requests to an even use of daily caps; what it held back is tried
-        // again without it before the request is refused (a paced model beats a 429).
+        // again without it, weakest first, before the request is refused (a paced model beats a
+        // 429).
         let mut paced = self.settings.pacing == Pacing::Even && inc.req.facts.model.is_none();
         let mut queue = models;
         loop {
@@ -195,6 +195,7 @@ impl Router {
                         tally.out_of_budget = true;
                         break 'models;
                     }
+                    let tokens = crate::providers::openai::claim(&inc.req.facts, provider, model);
                     let ask = Ask::new(provider, model, &key.id, tokens).paced(paced);
                     let reservation = match Reservation::take(&self.ledger, &ask) {
                         Ok(r) => r,
@@ -279,7 +280,10 @@ impl Router {
             {
                 break;
             }
+            // Every candidate is capped or ahead of its pace: spend the weakest held-back model
+            // first, so the strongest still have some of their day left later.
             paced = false;
+            held_back.reverse();
             queue = held_back;
         }
         let error = tally.exhausted(&self.settings, self.ledger.now_ms());

@@ -358,15 +358,17 @@ async fn a_person_sets_up_manages_keys_and_the_chain_in_a_browser() {
         .click()
         .await
         .unwrap();
+    // The page reloads its table after the move: read it in one script, never through an
+    // element found before the reload (it goes stale).
     for _ in 0..100 {
-        let now_first = b
-            .wait_css("tr[data-model]")
-            .await
-            .attr("data-model")
-            .await
-            .unwrap()
-            .unwrap();
-        if now_first != first {
+        let js =
+            "const r = document.querySelector('tr[data-model]'); return r ? r.dataset.model : null";
+        let now_first = b.c.execute(js, vec![]).await.ok();
+        if now_first
+            .as_ref()
+            .and_then(Value::as_str)
+            .is_some_and(|m| m != first)
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
