@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use super::journal::Journal;
 use super::quota::{QuotaWindow, UpstreamQuota};
 use super::{
-    Ask, Clock, Cooldown, Denied, Ledger, Mark, Scope, Span, Ticket, Usage, Window, day_span,
+    Ask, Clock, Cooldown, Denied, Ledger, Mark, Pace, Scope, Span, Ticket, Usage, Window, day_span,
     month_span,
 };
 use crate::catalog::{Limits, Reset};
@@ -126,35 +126,55 @@ fn checks<'a>(
 
 /// Share of a day's cap an even pace allows beyond the elapsed share: a tenth of the cap.
 const PACE_BURST: f64 = 0.1;
+/// Share of what an even pace saves for the rest of the day that [`Pace::Reserve`] keeps.
+const PACE_RESERVE: f64 = 0.5;
 
-/// Pacing: `used` of a daily `cap` (plus `want`) against the cap spread evenly over the day,
-/// plus a burst of a tenth. For a calendar day, what the day so far allows; for a rolling day,
-/// the last hour's use against an hour's share, or the day's use within the burst. Denied with
-/// when the pace allows it again.
-fn pace(
-    c: &Counters,
+/// One daily cap as pacing sees it: the cap, what this ask adds, and whether it counts tokens.
+#[derive(Clone, Copy)]
+struct Use {
     cap: u64,
     want: u64,
     tokens: bool,
+}
+
+/// Pacing: the use of a daily cap (plus what is asked) against the cap spread evenly over the
+/// day, plus a burst of a tenth. For a calendar day, what the day so far allows; for a rolling
+/// day, the last hour's use against an hour's share, or the day's use within the burst.
+/// [`Pace::Reserve`] allows more: everything but half of what the even pace keeps for the rest
+/// of the day (half the cap, on a rolling day). Denied with when the pace allows it again.
+fn pace(
+    c: &Counters,
+    u: Use,
+    mode: Pace,
     day: Span,
     now: i64,
     name: &'static str,
 ) -> Result<(), Denied> {
-    let burst = (cap as f64 * PACE_BURST).ceil();
+    let cap = u.cap as f64;
+    let burst = (cap * PACE_BURST).ceil();
     let pick = |w: &Window| {
         let (r, t) = w.totals();
-        if tokens { t } else { r }
+        if u.tokens { t } else { r }
     };
+    let reserve = mode == Pace::Reserve;
     match day {
         Span::Calendar(_) => {
             let start = day.bucket_start(now);
             let len = (day.expiry(start) - start).max(1) as f64;
-            let used = pick(&c.day) + want;
-            let allowed = cap as f64 * (now - start) as f64 / len + burst;
-            if used as f64 <= allowed {
+            let used = (pick(&c.day) + u.want) as f64;
+            let elapsed = (now - start) as f64 / len;
+            // The share of the day that must have passed for `used` to be within the pace.
+            let (allowed, needed) = if reserve {
+                let kept = PACE_RESERVE * (1.0 - elapsed);
+                let needed = ((used - burst) / cap - (1.0 - PACE_RESERVE)) / PACE_RESERVE;
+                (cap * (1.0 - kept) + burst, needed)
+            } else {
+                (cap * elapsed + burst, (used - burst) / cap)
+            };
+            if used <= allowed {
                 return Ok(());
             }
-            let at = start + ((used as f64 - burst) / cap as f64 * len).ceil() as i64;
+            let at = start + (needed * len).ceil() as i64;
             Err(Denied::Paced {
                 cap: name,
                 frees_at_ms: at.max(now + 1),
@@ -163,14 +183,19 @@ fn pace(
         _ => {
             // A rolling day: the last hour's use within an hour's share, or the whole window's
             // use within the burst (granted once a day, not once an hour).
-            let hour = pick(&c.hour) + want;
-            let day_used = pick(&c.day) + want;
-            let share = (cap as f64 / 24.0).max(1.0);
-            if hour as f64 <= share || day_used as f64 <= burst {
+            let hour = pick(&c.hour) + u.want;
+            let day_used = (pick(&c.day) + u.want) as f64;
+            let share = (cap / 24.0).max(1.0);
+            let free = if reserve {
+                burst.max(cap * (1.0 - PACE_RESERVE))
+            } else {
+                burst
+            };
+            if hour as f64 <= share || day_used <= free {
                 return Ok(());
             }
             let excess = (hour as f64 - share).ceil() as u64;
-            let frees = if tokens {
+            let frees = if u.tokens {
                 c.hour.frees_at(Span::HOUR, 0, excess)
             } else {
                 c.hour.frees_at(Span::HOUR, excess, 0)
@@ -285,20 +310,23 @@ impl MemoryLedger {
                     frees_at_ms,
                 });
             }
-            if ask.paced {
+            if ask.pace != Pace::Off {
+                let mode = ask.pace;
                 if let Some(cap) = limits.rpd {
-                    pace(c, cap, 1, false, day, now, cap_label(*account, "rpd"))?;
+                    let use_ = Use {
+                        cap,
+                        want: 1,
+                        tokens: false,
+                    };
+                    pace(c, use_, mode, day, now, cap_label(*account, "rpd"))?;
                 }
                 if let Some(cap) = limits.tpd {
-                    pace(
-                        c,
+                    let use_ = Use {
                         cap,
-                        ask.tokens,
-                        true,
-                        day,
-                        now,
-                        cap_label(*account, "tpd"),
-                    )?;
+                        want: ask.tokens,
+                        tokens: true,
+                    };
+                    pace(c, use_, mode, day, now, cap_label(*account, "tpd"))?;
                 }
             }
         }
@@ -641,7 +669,7 @@ mod tests {
             account: Limits::default(),
             reset: Reset::Rolling,
             tokens,
-            paced: false,
+            pace: Pace::Off,
         }
     }
 
@@ -674,7 +702,7 @@ mod tests {
         let _r2 = take(&l, &a).unwrap();
         let denied = take(&l, &a).err().unwrap();
         assert!(
-            matches!(denied, Denied::Capped { cap: "rpm", frees_at_ms: Some(t) } if t == 1_061_000)
+            matches!(denied, Denied::Capped { cap: "rpm", frees_at_ms: Some(t) } if t == 1_060_009)
         );
         r1.settle(Some(5));
         assert!(take(&l, &a).is_err(), "a settled request still counts");
@@ -729,7 +757,7 @@ mod tests {
             1,
         );
         a.reset = Reset::Midnight(chrono_tz::UTC);
-        a.paced = true;
+        a.pace = Pace::Even;
         let mut held = Vec::new();
         while let Ok(r) = take(&l, &a) {
             held.push(r);
@@ -745,13 +773,30 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        a.paced = false;
+        // Held back to half of what an even pace keeps for later: at a quarter of the day,
+        // 100 - 50 * 0.75 + 10 = 72.5.
+        a.pace = Pace::Reserve;
+        while let Ok(r) = take(&l, &a) {
+            held.push(r);
+        }
+        assert_eq!(held.len(), 72, "the reserve pace");
+        match take(&l, &a).err() {
+            Some(Denied::Paced { frees_at_ms, .. }) => {
+                // The 73rd fits once (73 - 10) / 100 = 1 - 0.5 * (1 - e): e = 0.26.
+                assert_eq!(
+                    frees_at_ms,
+                    midnight + (0.26 * 86_400_000.0_f64).ceil() as i64
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        a.pace = Pace::Off;
         assert!(
             take(&l, &a).is_ok(),
             "an unpaced ask is only held to the cap"
         );
-        clock.set(midnight + 12 * 3_600_000);
-        a.paced = true;
+        clock.set(midnight + 20 * 3_600_000);
+        a.pace = Pace::Even;
         assert!(take(&l, &a).is_ok(), "half a day on, the pace allows more");
 
         // A month cap counts across days and frees at the next month; a credit never frees.

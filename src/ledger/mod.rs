@@ -168,8 +168,22 @@ pub struct Ask {
     pub reset: Reset,
     /// Estimated tokens: prompt plus the answer reserve.
     pub tokens: u64,
-    /// Hold daily caps to an even pace over the day (`routing.pacing = "even"`, `auto`).
-    pub paced: bool,
+    /// How daily caps are paced (`routing.pacing = "even"`, `auto` requests).
+    pub pace: Pace,
+}
+
+/// How an ask is held to its daily caps beyond the caps themselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Pace {
+    /// Only the caps.
+    #[default]
+    Off,
+    /// Within the cap spread evenly over the day, plus a burst of a tenth (SPEC 3.7).
+    Even,
+    /// When nothing within its pace can serve: beyond the even pace, but keeping half of what an
+    /// even pace saves for the rest of the day (on a rolling day, half the cap), so the model
+    /// still serves later at half its even rate.
+    Reserve,
 }
 
 impl Ask {
@@ -184,13 +198,13 @@ impl Ask {
             account: provider.account,
             reset: provider.reset,
             tokens,
-            paced: false,
+            pace: Pace::Off,
         }
     }
 
-    /// The same ask, held to an even pace.
-    pub fn paced(mut self, paced: bool) -> Ask {
-        self.paced = paced;
+    /// The same ask, held to a pace.
+    pub fn paced(mut self, pace: Pace) -> Ask {
+        self.pace = pace;
         self
     }
 

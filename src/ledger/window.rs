@@ -1,10 +1,12 @@
 //! Usage windows: request and token counts over a rolling span or a calendar day.
 //!
-//! A window is a queue of buckets (a second wide for minute windows, a minute wide for rolling
-//! hours and days, one per day for calendar days, one per month for calendar months, a single
-//! one for a one-time credit). A bucket counts until its whole width has left the
-//! span, so a window may count a request a little longer than the provider does, never shorter:
-//! Freeway errs on the side of not sending.
+//! A window is a queue of buckets (10 ms wide for minute windows, a minute wide for rolling hours
+//! and days, one per day for calendar days, one per month for calendar months, a single one for a
+//! one-time credit). A bucket counts until its last millisecond has left the span, so a window
+//! may count a request a little longer than the provider does (at most a bucket's width), never
+//! shorter than from the moment Freeway sent it. A provider starts its count when the request
+//! reaches it, a few milliseconds later: at the edge of a saturated minute that can cost one
+//! upstream 429, which cools the key for the provider's `retry-after` and fails over unseen.
 
 use chrono::{Days, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
@@ -24,9 +26,12 @@ pub enum Span {
 }
 
 impl Span {
+    /// A minute in buckets of 10 ms: near-exact, so a saturated per-minute cap is used to the
+    /// full. (`bench/yield.sh`, share of the servable requests served: 99.9 % with exact
+    /// windows, 99.3 % with 100 ms buckets, 98.9 % with 100 ms added for the trip.)
     pub const MINUTE: Span = Span::Rolling {
         span_ms: 60_000,
-        bucket_ms: 1_000,
+        bucket_ms: 10,
     };
     pub const ROLLING_DAY: Span = Span::Rolling {
         span_ms: 86_400_000,
@@ -51,7 +56,7 @@ impl Span {
     /// Whether a bucket that started at `start` still counts at `now`.
     pub fn counts(&self, start: i64, now: i64) -> bool {
         match *self {
-            Span::Rolling { span_ms, bucket_ms } => start + bucket_ms + span_ms > now,
+            Span::Rolling { span_ms, bucket_ms } => start + bucket_ms - 1 + span_ms > now,
             Span::Calendar(tz) => start >= midnight(tz, now, 0),
             Span::Month(tz) => start >= month_start(tz, now, 0),
             Span::Forever => true,
@@ -61,7 +66,8 @@ impl Span {
     /// When a bucket that started at `start` stops counting.
     pub fn expiry(&self, start: i64) -> i64 {
         match *self {
-            Span::Rolling { span_ms, bucket_ms } => start + bucket_ms + span_ms,
+            // A request at the bucket's last millisecond leaves the span one span later.
+            Span::Rolling { span_ms, bucket_ms } => start + bucket_ms - 1 + span_ms,
             Span::Calendar(tz) => midnight(tz, start, 1),
             Span::Month(tz) => month_start(tz, start, 1),
             Span::Forever => i64::MAX,
@@ -215,12 +221,12 @@ mod tests {
         w.add(span, 30_000, 1, 5);
         w.prune(span, 59_000);
         assert_eq!(w.totals(), (2, 15));
-        // The first bucket [1000, 2000) counts until 62_000.
-        w.prune(span, 61_999);
+        // The first bucket [1500, 1510) counts until its last millisecond is a minute old.
+        w.prune(span, 61_508);
         assert_eq!(w.totals(), (2, 15));
-        w.prune(span, 62_000);
+        w.prune(span, 61_509);
         assert_eq!(w.totals(), (1, 5));
-        assert_eq!(w.frees_at(span, 1, 0), Some(91_000));
+        assert_eq!(w.frees_at(span, 1, 0), Some(90_009));
     }
 
     #[test]
@@ -271,7 +277,7 @@ mod tests {
             }
             let now = probe.max(*times.last().unwrap());
             w.prune(span, now);
-            let expected = times.iter().filter(|&&t| t - t.rem_euclid(1_000) + 61_000 > now).count() as u64;
+            let expected = times.iter().filter(|&&t| t - t.rem_euclid(10) + 60_009 > now).count() as u64;
             prop_assert_eq!(w.totals(), (expected, expected * 7));
             let exact = times.iter().filter(|&&t| t > now - 60_000).count() as u64;
             prop_assert!(w.totals().0 >= exact, "never counts less than the exact window");

@@ -25,7 +25,10 @@ pub fn max_tokens_ceiling(facts: &crate::chat::Facts, provider: &Provider, model
     }
     if q.reserve_max_tokens {
         if let Some(tpm) = model.limits.tpm {
-            cap = cap.min(tpm.saturating_sub(facts.prompt_tokens).max(1));
+            // The prompt is an estimate (characters / 4): leave room for it to be a quarter
+            // short of the vendor's count, or the vendor refuses the request as too large.
+            let prompt = facts.prompt_tokens + facts.prompt_tokens / 4;
+            cap = cap.min(tpm.saturating_sub(prompt).max(1));
         }
     }
     cap
@@ -379,7 +382,7 @@ mod tests {
         let n = send("groq", "openai/gpt-oss-120b", agent.clone())["max_tokens"]
             .as_u64()
             .unwrap();
-        assert!(n < 8000 && n > 7900, "{n}");
+        assert!(n < 8000 && n > 7800, "{n}");
         let n = send("openrouter", "z-ai/glm-4.5-air:free", agent.clone())["max_tokens"]
             .as_u64()
             .unwrap();

@@ -23,7 +23,7 @@ use crate::chat::{Answer, Piece, Request, Usage};
 use crate::config::{Pacing, Routing};
 use crate::error::ApiError;
 use crate::keys::{ProviderKey, Status};
-use crate::ledger::{Ask, Denied, Ledger, Reservation, Scope, parse_quota_headers};
+use crate::ledger::{Ask, Denied, Ledger, Pace, Reservation, Scope, parse_quota_headers};
 use crate::live::{Live, Snapshot};
 use crate::providers::{Dialects, Failure, classify};
 use crate::record::{AttemptRow, RequestRow};
@@ -175,10 +175,15 @@ impl Router {
             .map_err(|error| Failed { error, attempts: 0 })?;
         let deadline = started + self.settings.time_budget;
         let mut tally = Tally::default();
-        // Pacing holds `auto` requests to an even use of daily caps; what it held back is tried
-        // again without it, weakest first, before the request is refused (a paced model beats a
-        // 429).
-        let mut paced = self.settings.pacing == Pacing::Even && inc.req.facts.model.is_none();
+        // Pacing holds `auto` requests to an even use of daily caps (SPEC 3.7), so the strongest
+        // still serve late in the day. What it held back is tried again before the request is
+        // refused, with a looser pace that still keeps half of what the even pace saves for
+        // later: when nothing else has room a paced model beats a 429, yet is not spent by the
+        // first busy hour either.
+        let mut pace = match self.settings.pacing {
+            Pacing::Even if inc.req.facts.model.is_none() => Pace::Even,
+            _ => Pace::Off,
+        };
         let mut queue = models;
         loop {
             let mut held_back: Vec<&Model> = Vec::new();
@@ -196,10 +201,10 @@ impl Router {
                         break 'models;
                     }
                     let tokens = crate::providers::openai::claim(&inc.req.facts, provider, model);
-                    let ask = Ask::new(provider, model, &key.id, tokens).paced(paced);
+                    let ask = Ask::new(provider, model, &key.id, tokens).paced(pace);
                     let reservation = match Reservation::take(&self.ledger, &ask) {
                         Ok(r) => r,
-                        Err(Denied::Paced { .. }) => {
+                        Err(Denied::Paced { .. }) if pace == Pace::Even => {
                             if !held_back.iter().any(|m| m.reference == model.reference) {
                                 held_back.push(model);
                             }
@@ -273,17 +278,14 @@ impl Router {
                     }
                 }
             }
-            if !paced
+            if pace != Pace::Even
                 || held_back.is_empty()
                 || tally.out_of_budget
                 || tally.attempts >= self.settings.max_attempts
             {
                 break;
             }
-            // Every candidate is capped or ahead of its pace: spend the weakest held-back model
-            // first, so the strongest still have some of their day left later.
-            paced = false;
-            held_back.reverse();
+            pace = Pace::Reserve;
             queue = held_back;
         }
         let error = tally.exhausted(&self.settings, self.ledger.now_ms());

@@ -285,7 +285,7 @@ async fn quota_shows_every_pool_and_when_the_day_runs_out() {
 }
 
 #[tokio::test]
-async fn pacing_even_keeps_the_strong_model_for_later_and_never_costs_a_429() {
+async fn pacing_even_keeps_the_strong_model_for_later() {
     let a = Mock::start().await;
     a.always(Reply::ok("strong"));
     let b = Mock::start().await;
@@ -314,12 +314,34 @@ async fn pacing_even_keeps_the_strong_model_for_later_and_never_costs_a_429() {
     assert_eq!(via[49], "b/w");
     // A named model is never paced.
     assert_eq!(t.chat(ask("a/m")).await.headers()["x-routed-via"], "a/m");
-    // When nothing else can serve, the paced model serves rather than a 429.
+    // When nothing else can serve, a model ahead of its pace serves rather than a 429, but only
+    // until half of the day is left for later (a rolling day of 240: 120).
     b.always(Reply::status(429, "slow down"));
     let resp = t.chat(ask("auto")).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-routed-via"], "a/m");
     assert_eq!(resp.headers()["x-fallback-attempts"], "1");
+    let mut served = 1;
+    let refused = loop {
+        let resp = t.chat(ask("auto")).await;
+        if resp.status() != 200 {
+            break resp;
+        }
+        served += 1;
+        assert!(served < 200, "never held back");
+    };
+    assert_eq!(a.chat_calls().len(), 120, "half the day kept for later");
+    assert_eq!(served, 95);
+    assert_eq!(refused.status(), 429);
+    let retry: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry > 0 && retry <= 3600, "{retry}");
+    let body = refused.text().await.unwrap();
+    assert!(body.contains("a/m: paced"), "{body}");
+    b.always(Reply::ok("weak"));
     // An hour later the pace allows the strong model again.
     clock.advance(Duration::from_secs(3600 + 60));
     assert_eq!(t.chat(ask("auto")).await.headers()["x-routed-via"], "a/m");
