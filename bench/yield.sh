@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Quota yield (SPEC 8): one simulated day of traffic through Freeway against mock providers that
+# enforce their own free-tier caps, with routing.pacing off and even.
+#
+#   bench/yield.sh                # from anywhere: it cd's to the repo
+#
+# Builds examples/yield.rs in release mode and runs it: Freeway in-process on a simulated clock,
+# the mocks and Freeway on 127.0.0.1 (ephemeral ports), nothing else on the network. Writes
+# bench/results/yield.md (also printed). About a minute and a half plus the build on 2 cores.
+# Knobs (env, defaults in brackets):
+#   YIELD_PACING [both]      off | even | both
+#   YIELD_SHARE [0.9]        requests offered, as a share of the keys' theoretical daily capacity
+#   YIELD_CONCURRENCY [8]    requests in flight at once within a simulated second
+#   YIELD_SEED [2026]        the trace's seed
+#   BENCH_SKIP_BUILD [0]     1 = use the example already in target/release
+#   YIELD_OUT [bench/results/yield.md]
+#   YIELD_DEBUG [unset]      1 = explain every request refused while a key had room (stderr)
+set -euo pipefail
+
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+LOG_TAG=yield
+
+OUT=${YIELD_OUT:-$ROOT/bench/results/yield.md}
+mkdir -p "$(dirname "$OUT")"
+
+if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
+    log "cargo build --release --example yield ..."
+    cargo build --release --example yield >&2
+fi
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+YIELD=$TARGET_DIR/release/examples/yield
+[ -x "$YIELD" ] || die "missing binary $YIELD"
+
+CPU=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | sed 's/.*: //' || true)
+COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [ -n "$(git -C "$ROOT" status --porcelain -- src Cargo.toml 2>/dev/null)" ]; then
+    COMMIT="$COMMIT with local changes"
+fi
+MACHINE="$(nproc) cores, ${CPU:-unknown CPU}; Freeway $COMMIT; $(date -u +%Y-%m-%d)"
+
+log "simulating a day (pacing ${YIELD_PACING:-both}) ..."
+"$YIELD" \
+    --pacing "${YIELD_PACING:-both}" \
+    --share "${YIELD_SHARE:-0.9}" \
+    --concurrency "${YIELD_CONCURRENCY:-8}" \
+    --seed "${YIELD_SEED:-2026}" \
+    --machine "$MACHINE" \
+    --out "$OUT"
+log "wrote $OUT"

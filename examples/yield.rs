@@ -1,0 +1,494 @@
+//! Quota yield (SPEC 8): how much of a realistic set of free keys Freeway turns into answers
+//! over one simulated day, without ever overshooting a provider's caps.
+//!
+//! ```text
+//! cargo run --release --example yield -- [--pacing off|even|both] [--out FILE] [--share 0.9]
+//!     [--concurrency 8] [--seed 2026] [--requests N]
+//! ```
+//!
+//! The model:
+//! * **Time is simulated.** Freeway runs in-process (`App::open_with_clock`) on a
+//!   [`ManualClock`] that the mock providers read too. The day is the calendar day of a user in
+//!   Berlin, Tuesday 2026-12-01; Google's quota resets at midnight US Pacific, 09:00 there. The
+//!   clock moves one simulated second at a time (skipping empty seconds); the requests of a second
+//!   are sent together, a bounded number at a time, and all answered before the clock moves on.
+//!   Upstreams answer at once: a request takes no simulated time.
+//! * **The providers are mocks that know their own caps** (`yield/truth.rs`, from
+//!   `../shared/PROVIDERS.md`, never from Freeway's catalog or ledger) and count with their own
+//!   windows (`yield/window.rs`): RPM over a rolling minute; RPD and TPD over a rolling day or,
+//!   for Google, the calendar day in US Pacific; TPM with Groq and Cerebras charging the prompt
+//!   plus `max_tokens` up front; OpenRouter's account-wide 20 RPM and 50 requests a day; Mistral's
+//!   account-wide 1 request a second, 500k TPM and monthly tokens; Google's limits per Cloud
+//!   project, shared by both keys of the project. Over a cap they answer 429 as the provider
+//!   would; every such 429 is Freeway's overshoot. Prompt tokens are characters / 4.
+//! * **The traffic** (`yield/trace.rs`) is seeded: night low, a morning ramp, two peaks around
+//!   lunch, an evening tail, six bursts above the per-minute capacity; prompts from a short chat
+//!   to 90k-token code contexts; sessions that continue a conversation; tools, images, streams,
+//!   `max_tokens` from none to 32000; a tenth of the requests name a model. Its size is a share
+//!   of the keys' theoretical capacity (`yield/capacity.rs`).
+//! * **The report** (`yield/report.rs`): capacity, offered, served, refused, the share served of
+//!   what was servable, the upstream 429s, and per hour the rank of the serving models, for
+//!   `routing.pacing = "off"` and `"even"`.
+//!
+//! `YIELD_DEBUG=1` prints, on stderr, every request refused while a key had room (with Freeway's
+//! ledger view of that model), every other failure, and at the end each pool's day usage by
+//! Freeway and by the mock, and the upstream calls per hour; with it, `YIELD_WATCH=provider/model`
+//! prints Freeway's view of that model at every simulated hour.
+
+#[path = "yield/capacity.rs"]
+mod capacity;
+#[path = "yield/mock.rs"]
+mod mock;
+#[path = "yield/report.rs"]
+mod report;
+#[path = "yield/trace.rs"]
+mod trace;
+#[path = "yield/truth.rs"]
+mod truth;
+#[path = "yield/window.rs"]
+mod window;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use freeway::app::{self, App};
+use freeway::catalog::Catalog;
+use freeway::config::Config;
+use freeway::ledger::ManualClock;
+use futures_util::StreamExt;
+
+use crate::mock::Mock;
+use crate::report::{Outcome, Run, Strongest};
+use crate::trace::{Req, START_MS};
+use crate::truth::{ProviderFact, Status};
+
+const CLIENT_KEY: &str = "fw-yield-simulation";
+
+/// Google's two keys are one Cloud project: `[providers.google] shared_quota = true` tells
+/// Freeway so. Set to false to see what happens when Freeway is not told.
+const GOOGLE_SHARED_QUOTA: bool = true;
+
+#[derive(Parser)]
+#[command(about = "A simulated day of traffic against mock free tiers (SPEC 8, quota yield)")]
+struct Args {
+    /// `off`, `even` or `both` (routing.pacing).
+    #[arg(long, default_value = "both")]
+    pacing: String,
+    /// Also write the report here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Requests offered, as a share of the keys' theoretical daily capacity.
+    #[arg(long, default_value_t = 0.9)]
+    share: f64,
+    /// Requests offered (overrides --share).
+    #[arg(long)]
+    requests: Option<f64>,
+    /// Requests in flight at once within a simulated second.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    #[arg(long, default_value_t = 2026)]
+    seed: u64,
+    /// A line naming the machine and commit, for the report's header.
+    #[arg(long, default_value = "")]
+    machine: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let pacings: Vec<&'static str> = match args.pacing.as_str() {
+        "off" => vec!["off"],
+        "even" => vec!["even"],
+        "both" => vec!["off", "even"],
+        other => anyhow::bail!("--pacing {other}: must be off, even or both"),
+    };
+    let providers = truth::providers();
+    // The capacity depends on the mix of requests, not on their number: size the day from a
+    // pilot of the same mix.
+    let pilot = trace::generate(args.seed, 50_000.0);
+    let pilot_capacity = capacity::capacity(&providers, &pilot).per_day;
+    let total = args.requests.unwrap_or(args.share * pilot_capacity as f64);
+    let trace = Arc::new(trace::generate(args.seed, total));
+    let capacity = capacity::capacity(&providers, &trace);
+    let filler: Arc<str> = trace::filler(args.seed).into();
+    eprintln!(
+        "[yield] {} requests, capacity {} requests/day, {} providers",
+        trace.len(),
+        capacity.per_day,
+        providers.len()
+    );
+
+    let mut runs = Vec::new();
+    let mut skipped = Vec::new();
+    let mut strongest = None;
+    for pacing in pacings {
+        match run(pacing, &providers, &trace, &filler, args.concurrency).await {
+            Ok((run, catalog)) => {
+                strongest = strongest.or_else(|| strongest_capped(&providers, &catalog));
+                runs.push(run);
+            }
+            Err(e) if pacing == "even" && format!("{e:#}").contains("pacing") => {
+                skipped.push(format!(
+                    "pacing `even`: this Freeway does not accept `routing.pacing` yet ({e:#})"
+                ));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let keys = providers
+        .iter()
+        .map(|p| {
+            let n = p.keys.len();
+            let shared = if p.one_project && GOOGLE_SHARED_QUOTA {
+                ", one project, `shared_quota = true`"
+            } else if p.one_project {
+                ", one project (Freeway not told)"
+            } else {
+                ""
+            };
+            format!("{} ×{n}{shared}", p.id)
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let text = report::render(&report::Inputs {
+        trace: &trace,
+        capacity: &capacity,
+        runs: &runs,
+        strongest,
+        keys,
+        seed: args.seed,
+        concurrency: args.concurrency,
+        machine: if args.machine.is_empty() {
+            "this machine".into()
+        } else {
+            args.machine.clone()
+        },
+        skipped,
+    });
+    print!("{text}");
+    if let Some(out) = &args.out {
+        std::fs::write(out, &text)?;
+    }
+    Ok(())
+}
+
+/// Freeway's config for one run: the mock's URLs and the simulated user's keys.
+fn config_toml(
+    data_dir: &std::path::Path,
+    mock: SocketAddr,
+    providers: &[ProviderFact],
+    pacing: &str,
+) -> String {
+    let mut t = format!(
+        "data_dir = {:?}\nlog = \"warn\"\n\n[auth]\napi_keys = [\"{CLIENT_KEY}\"]\n",
+        data_dir.display().to_string()
+    );
+    // `off` is the default: the off run needs nothing a Freeway without pacing would refuse.
+    if pacing != "off" {
+        t.push_str(&format!("\n[routing]\npacing = \"{pacing}\"\n"));
+    }
+    for p in providers {
+        let keys: Vec<String> = p.keys.iter().map(|k| format!("\"{k}\"")).collect();
+        t.push_str(&format!(
+            "\n[providers.{id}]\nbase_url = \"http://{mock}/{id}{path}\"\nkeys = [{keys}]\n",
+            id = p.id,
+            path = p.api_path,
+            keys = keys.join(", ")
+        ));
+        if p.one_project && GOOGLE_SHARED_QUOTA {
+            t.push_str("shared_quota = true\n");
+        }
+    }
+    t
+}
+
+/// The best-ranked model (by Freeway's catalog) that is live at its provider and has a daily
+/// cap, with every model of that rank.
+fn strongest_capped(providers: &[ProviderFact], catalog: &Catalog) -> Option<Strongest> {
+    let mut capped: Vec<(u32, String)> = Vec::new();
+    for p in providers {
+        for m in p.models.iter().filter(|m| m.status == Status::Live) {
+            let reference = format!("{}/{}", p.id, m.id);
+            let Some(cm) = catalog.model(&reference) else {
+                continue;
+            };
+            if cm.enabled && cm.retired.is_none() && (m.caps.daily() || p.account.daily()) {
+                capped.push((cm.rank, reference));
+            }
+        }
+    }
+    let best = capped.iter().map(|(r, _)| *r).min()?;
+    Some(Strongest {
+        rank: best,
+        references: capped
+            .into_iter()
+            .filter(|(r, _)| *r == best)
+            .map(|(_, m)| m)
+            .collect(),
+    })
+}
+
+/// One simulated day with `pacing`.
+async fn run(
+    pacing: &'static str,
+    providers: &[ProviderFact],
+    trace: &Arc<Vec<Req>>,
+    filler: &Arc<str>,
+    concurrency: usize,
+) -> anyhow::Result<(Run, Catalog)> {
+    let started = Instant::now();
+    let clock = Arc::new(ManualClock::new(START_MS));
+    let (mock, mock_addr) = Mock::start(clock.clone(), providers.to_vec(), trace.clone()).await?;
+    let dir = tempfile::tempdir()?;
+    let text = config_toml(dir.path(), mock_addr, providers, pacing);
+    let config = Config::from_toml(&text, &|_| None)?;
+    let catalog = Catalog::from_config(&config)?;
+    let app = App::open_with_clock(config, clock.clone())?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app::serve(app.clone(), listener, async move {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency * 2)
+        .timeout(Duration::from_secs(120))
+        .build()?;
+    let url = format!("http://{addr}/v1/chat/completions");
+    let debug = std::env::var_os("YIELD_DEBUG").map(|_| Debug {
+        app: app.clone(),
+        providers: providers.to_vec(),
+        catalog: catalog.clone(),
+    });
+    let mut outcomes = Vec::with_capacity(trace.len());
+    let mut i = 0;
+    let mut hour_shown = usize::MAX;
+    while i < trace.len() {
+        let at = trace[i].at;
+        let end = i + trace[i..].iter().take_while(|r| r.at == at).count();
+        clock.set(START_MS + at);
+        let hour = trace::local_hour(at);
+        if hour != hour_shown {
+            hour_shown = hour;
+            if let (Some(debug), Ok(watch)) = (&debug, std::env::var("YIELD_WATCH")) {
+                eprintln!("[yield] {hour:02}:00 {watch}: {}", debug.view(&watch));
+            }
+            eprintln!(
+                "[yield] pacing {pacing}: {hour:02}:00, {} requests so far, {:.0} s",
+                i,
+                started.elapsed().as_secs_f64()
+            );
+        }
+        let (client, url, mock, catalog, debug) = (&client, &url, &mock, &catalog, &debug);
+        let mut batch: Vec<(usize, Outcome)> =
+            futures_util::stream::iter(trace[i..end].iter().enumerate().map(|(j, r)| async move {
+                (
+                    j,
+                    send(client, url, r, filler, catalog, debug.as_ref()).await,
+                )
+            }))
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+        batch.sort_by_key(|(j, _)| *j);
+        for (j, mut outcome) in batch {
+            judge(&mut outcome, &trace[i + j], mock, debug.as_ref());
+            outcomes.push(outcome);
+        }
+        i = end;
+    }
+    if let Some(debug) = &debug {
+        debug.compare(&mock);
+    }
+    let _ = stop.send(());
+    server.await??;
+    let calls = mock.calls();
+    Ok((
+        Run {
+            pacing,
+            outcomes,
+            calls,
+            elapsed: started.elapsed(),
+        },
+        catalog,
+    ))
+}
+
+/// `YIELD_DEBUG=1`: Freeway's ledger beside the mocks' counters, on stderr.
+struct Debug {
+    app: Arc<App>,
+    providers: Vec<ProviderFact>,
+    catalog: Catalog,
+}
+
+impl Debug {
+    /// Freeway's pool id for a mock pool owner (a key, or "project").
+    fn pool(&self, provider: &str, owner: &str) -> Option<String> {
+        let cp = self.catalog.provider(provider)?;
+        let id = format!(
+            "cfg-{}",
+            &hex::encode(freeway::crypto::hash_client_key(owner))[..12]
+        );
+        Some(freeway::ledger::pool_of(cp, &id))
+    }
+
+    /// What Freeway's ledger says of `reference` (`provider/model`) on every key.
+    fn view(&self, reference: &str) -> String {
+        use freeway::ledger::{Ledger, Scope};
+        let Some((provider, model)) = reference.split_once('/') else {
+            return String::new();
+        };
+        let Some(p) = self.providers.iter().find(|p| p.id == provider) else {
+            return String::new();
+        };
+        let Some(cp) = self.catalog.provider(provider) else {
+            return String::new();
+        };
+        let mut out = Vec::new();
+        for key in &p.keys {
+            let Some(pool) = self.pool(provider, key) else {
+                continue;
+            };
+            for scope in [
+                Scope::model(provider, model, &pool),
+                Scope::key(provider, &pool),
+            ] {
+                let u = self.app.ledger.usage(&scope, cp.reset);
+                let cool = self.app.ledger.cooldown(&scope);
+                out.push(format!("{scope}: {u:?} cooldown {cool:?}"));
+            }
+        }
+        out.join("; ")
+    }
+
+    /// Each model pool's day usage by Freeway's ledger and by the mock's counters, and the
+    /// upstream calls per hour and model.
+    fn compare(&self, mock: &Mock) {
+        use freeway::ledger::{Ledger, Scope};
+        let mut per_hour: std::collections::BTreeMap<(String, usize), Vec<u16>> =
+            Default::default();
+        for c in mock.calls() {
+            let hour = trace::local_hour(c.at - START_MS);
+            per_hour
+                .entry((format!("{}/{}", c.provider, c.model), hour))
+                .or_default()
+                .push(c.status);
+        }
+        let mut refused: std::collections::BTreeMap<(String, Option<u64>), u64> =
+            Default::default();
+        for c in mock.calls().into_iter().filter(|c| c.status != 200) {
+            let what = format!("{} {}/{} {}", c.status, c.provider, c.model, c.why);
+            *refused.entry((what, c.max_tokens)).or_default() += 1;
+        }
+        for ((what, max), n) in refused {
+            eprintln!("[yield] refusal {what} with max_tokens {max:?}: {n}");
+        }
+        for ((model, hour), statuses) in per_hour {
+            let ok = statuses.iter().filter(|s| **s == 200).count();
+            eprintln!(
+                "[yield] calls {model} {hour:02}h: {} ({ok} ok)",
+                statuses.len()
+            );
+        }
+        for (provider, owner, model, requests, tokens) in mock.day_usage() {
+            let (Some(cp), Some(pool)) =
+                (self.catalog.provider(provider), self.pool(provider, owner))
+            else {
+                continue;
+            };
+            let u = self
+                .app
+                .ledger
+                .usage(&Scope::model(provider, model, &pool), cp.reset);
+            eprintln!(
+                "[yield] {provider}/{model} ({pool}): mock day {requests} req {tokens} tok; \
+                 freeway day {} req {} tok",
+                u.day_requests, u.day_tokens
+            );
+        }
+    }
+}
+
+/// Send one request and judge what came back.
+async fn send(
+    client: &reqwest::Client,
+    url: &str,
+    req: &Req,
+    filler: &str,
+    catalog: &Catalog,
+    debug: Option<&Debug>,
+) -> Outcome {
+    let sent = client
+        .post(url)
+        .bearer_auth(CLIENT_KEY)
+        .header("content-type", "application/json")
+        .body(req.body(filler))
+        .send()
+        .await;
+    let (mut status, via, attempts, text) = match sent {
+        Ok(resp) => {
+            let header = |name: &str| {
+                resp.headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            };
+            let via = header("x-routed-via");
+            let attempts = header("x-fallback-attempts")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let status = resp.status().as_u16();
+            (status, via, attempts, resp.text().await.unwrap_or_default())
+        }
+        Err(_) => (0, None, 0, String::new()),
+    };
+    // A stream that ends without [DONE] or with an error event was not served.
+    if status == 200 && req.stream && (!text.contains("[DONE]") || text.contains("\"error\"")) {
+        status = 502;
+    }
+    let served = status == 200;
+    let rank = if served {
+        via.as_deref()
+            .and_then(|v| catalog.model(v))
+            .map(|m| m.rank)
+    } else {
+        None
+    };
+    if debug.is_some() && status != 200 && status != 429 {
+        eprintln!(
+            "[yield] status {status} for {req:?}: {}",
+            text.chars().take(400).collect::<String>()
+        );
+    }
+    Outcome {
+        hour: trace::local_hour(req.at),
+        status,
+        via,
+        rank,
+        attempts,
+        // Whether a refused request was servable is judged once its whole second is answered
+        // (see `judge`).
+        servable: served,
+    }
+}
+
+/// Judge a refused request once every request of its simulated second has been answered: did
+/// some key have room for it? Asked while other requests of that second are still on their
+/// way, the mocks would not yet count them and would offer their slots a second time.
+fn judge(outcome: &mut Outcome, req: &Req, mock: &Mock, debug: Option<&Debug>) {
+    if outcome.servable {
+        return;
+    }
+    let room = mock.could_serve(req);
+    if let (Some(room), Some(debug)) = (&room, debug) {
+        eprintln!(
+            "[yield] refused while {room} had room: {req:?} → {}; Freeway's view: {}",
+            outcome.status,
+            debug.view(room)
+        );
+    }
+    outcome.servable = room.is_some();
+}
