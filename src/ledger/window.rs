@@ -126,10 +126,39 @@ struct Bucket {
     tok: u64,
 }
 
-/// Counts inside one span.
+/// Counts inside one span, with their running totals (a minute window can hold thousands of
+/// 10 ms buckets: no check walks them).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(from = "Buckets", into = "Buckets")]
 pub struct Window {
     buckets: VecDeque<Bucket>,
+    req: u64,
+    tok: u64,
+}
+
+/// A window as saved: its buckets (the totals are recounted when it is read back).
+#[derive(Serialize, Deserialize)]
+struct Buckets {
+    buckets: VecDeque<Bucket>,
+}
+
+impl From<Buckets> for Window {
+    fn from(b: Buckets) -> Window {
+        let (req, tok) = b.buckets.iter().fold((0u64, 0u64), |(r, t), x| {
+            (r.saturating_add(x.req), t.saturating_add(x.tok))
+        });
+        Window {
+            buckets: b.buckets,
+            req,
+            tok,
+        }
+    }
+}
+
+impl From<Window> for Buckets {
+    fn from(w: Window) -> Buckets {
+        Buckets { buckets: w.buckets }
+    }
 }
 
 impl Window {
@@ -139,20 +168,28 @@ impl Window {
             if span.counts(front.start, now) {
                 break;
             }
+            self.req = self.req.saturating_sub(front.req);
+            self.tok = self.tok.saturating_sub(front.tok);
             self.buckets.pop_front();
         }
     }
 
     /// (requests, tokens) counted now. Call [`Window::prune`] first.
     pub fn totals(&self) -> (u64, u64) {
-        self.buckets
-            .iter()
-            .fold((0, 0), |(r, t), b| (r + b.req, t + b.tok))
+        (self.req, self.tok)
+    }
+
+    /// The bucket that starts at `start`, if it still exists (buckets are kept in order).
+    fn find(&mut self, start: i64) -> Option<&mut Bucket> {
+        let at = self.buckets.partition_point(|b| b.start < start);
+        self.buckets.get_mut(at).filter(|b| b.start == start)
     }
 
     /// Count `req` requests and `tok` tokens now; returns the bucket they went to.
     pub fn add(&mut self, span: Span, now: i64, req: u64, tok: u64) -> i64 {
         let start = span.bucket_start(now);
+        self.req = self.req.saturating_add(req);
+        self.tok = self.tok.saturating_add(tok);
         match self.buckets.back_mut() {
             Some(b) if b.start == start => {
                 b.req += req;
@@ -172,7 +209,9 @@ impl Window {
     /// Count `req` requests and `tok` tokens in the bucket that starts at `start` (replaying
     /// what was counted before a restart), keeping buckets in order.
     pub fn add_at(&mut self, start: i64, req: u64, tok: u64) {
-        if let Some(b) = self.buckets.iter_mut().find(|b| b.start == start) {
+        self.req = self.req.saturating_add(req);
+        self.tok = self.tok.saturating_add(tok);
+        if let Some(b) = self.find(start) {
             b.req += req;
             b.tok += tok;
             return;
@@ -183,10 +222,13 @@ impl Window {
 
     /// Change the counts of the bucket that started at `start`, if it still exists.
     pub fn adjust(&mut self, start: i64, dreq: i64, dtok: i64) {
-        if let Some(b) = self.buckets.iter_mut().find(|b| b.start == start) {
-            b.req = b.req.saturating_add_signed(dreq);
-            b.tok = b.tok.saturating_add_signed(dtok);
-        }
+        let Some(b) = self.find(start) else { return };
+        let (req, tok) = (b.req, b.tok);
+        b.req = req.saturating_add_signed(dreq);
+        b.tok = tok.saturating_add_signed(dtok);
+        let (new_req, new_tok) = (b.req, b.tok);
+        self.req = self.req.saturating_sub(req).saturating_add(new_req);
+        self.tok = self.tok.saturating_sub(tok).saturating_add(new_tok);
     }
 
     /// The earliest moment at which at least `req` requests and `tok` tokens have left the
@@ -281,6 +323,30 @@ mod tests {
             prop_assert_eq!(w.totals(), (expected, expected * 7));
             let exact = times.iter().filter(|&&t| t > now - 60_000).count() as u64;
             prop_assert!(w.totals().0 >= exact, "never counts less than the exact window");
+        }
+
+        /// The running totals equal the sum of the buckets after any mix of additions,
+        /// replays, adjustments and pruning, and after a save and restore.
+        #[test]
+        fn running_totals_match_the_buckets(
+            ops in proptest::collection::vec((0u8..4, 0i64..200_000, 0u64..50, -60i64..60), 1..200),
+        ) {
+            let span = Span::MINUTE;
+            let mut w = Window::default();
+            let mut now = 0;
+            let mut starts = Vec::new();
+            for (op, t, n, d) in ops {
+                match op {
+                    0 => { now = now.max(t); starts.push(w.add(span, now, 1, n)); }
+                    1 => w.add_at(span.bucket_start(t), 1, n),
+                    2 => if let Some(&b) = starts.get(n as usize % starts.len().max(1)) { w.adjust(b, d.signum(), d) },
+                    _ => { now = now.max(t); w.prune(span, now); }
+                }
+                let sum = w.buckets.iter().fold((0, 0), |(r, t), b| (r + b.req, t + b.tok));
+                prop_assert_eq!(w.totals(), sum);
+            }
+            let back: Window = serde_json::from_str(&serde_json::to_string(&w).unwrap()).unwrap();
+            prop_assert_eq!(back, w);
         }
 
         /// The moment `frees_at` names really frees what was asked, and not a bucket earlier.
