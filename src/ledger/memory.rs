@@ -200,6 +200,16 @@ fn pace(
             } else {
                 c.hour.frees_at(Span::HOUR, excess, 0)
             };
+            // An ask larger than an hour's share never fits the hour: it waits for the day's
+            // use to fall within what is free of pacing.
+            let frees = frees.or_else(|| {
+                let over = (day_used - free).max(1.0).ceil() as u64;
+                if u.tokens {
+                    c.day.frees_at(day, 0, over)
+                } else {
+                    c.day.frees_at(day, over, 0)
+                }
+            });
             Err(Denied::Paced {
                 cap: name,
                 frees_at_ms: frees.unwrap_or(now + 60_000),
@@ -686,6 +696,29 @@ mod tests {
     /// What a router does: reserve through the trait, settle or drop the claim.
     fn take(l: &Arc<dyn Ledger>, a: &Ask) -> Result<Reservation, Denied> {
         Reservation::take(l, a)
+    }
+
+    #[test]
+    fn a_paced_ask_larger_than_an_hours_share_waits_for_the_day() {
+        let t0 = 1_000_000;
+        let (l, _clock) = ledger_at(t0);
+        let limits = Limits {
+            tpd: Some(2400),
+            ..Limits::default()
+        };
+        for _ in 0..4 {
+            take(&l, &ask(limits, 300)).unwrap().settle(None);
+        }
+        let mut a = ask(limits, 200);
+        a.pace = Pace::Even;
+        // 1400 of 2400 today is past the burst (240), and 200 is more than an hour's share
+        // (100): the hour alone never makes room. The day's 1200 leave the window a day on.
+        match take(&l, &a).err() {
+            Some(Denied::Paced { frees_at_ms, .. }) => {
+                assert!(frees_at_ms > t0 + 86_400_000 - 60_000, "{frees_at_ms}")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -259,7 +259,11 @@ impl Router {
                     row.attempts.push(failed);
                     match self.failed(&failure, provider, model, &key, inc, &mut tally) {
                         Next::Key => continue,
-                        Next::Model => continue 'models,
+                        Next::Model => {
+                            // Failed on one key: not worth a second, looser pass either.
+                            held_back.retain(|m| m.reference != model.reference);
+                            continue 'models;
+                        }
                         Next::Provider => {
                             tally.skipped_providers.push(model.provider.clone());
                             continue 'models;
