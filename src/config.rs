@@ -131,7 +131,22 @@ pub struct ProviderConfig {
     pub enabled: Option<bool>,
     /// Every key counts against one pool (keys of one Google Cloud project).
     pub shared_quota: Option<bool>,
+    /// Account caps across the provider's models (`account_rpd = 1000`): each given one
+    /// replaces the catalog's.
+    pub account: AccountCaps,
     pub models: Vec<ModelConfig>,
+}
+
+/// Account caps as the config file gives them; `None` keeps the catalog's.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct AccountCaps {
+    pub account_rpm: Option<u64>,
+    pub account_rpd: Option<u64>,
+    pub account_tpm: Option<u64>,
+    pub account_tpd: Option<u64>,
+    pub account_rpmo: Option<u64>,
+    pub account_tpmo: Option<u64>,
+    pub account_credit: Option<u64>,
 }
 
 /// A custom OpenAI-compatible endpoint.
@@ -286,6 +301,13 @@ struct RawProvider {
     keys: Vec<String>,
     enabled: Option<bool>,
     shared_quota: Option<bool>,
+    account_rpm: Option<u64>,
+    account_rpd: Option<u64>,
+    account_tpm: Option<u64>,
+    account_tpd: Option<u64>,
+    account_rpmo: Option<u64>,
+    account_tpmo: Option<u64>,
+    account_credit: Option<u64>,
     #[serde(default)]
     models: Vec<ModelConfig>,
 }
@@ -458,6 +480,15 @@ impl Config {
                     keys,
                     enabled: p.enabled,
                     shared_quota: p.shared_quota,
+                    account: AccountCaps {
+                        account_rpm: p.account_rpm,
+                        account_rpd: p.account_rpd,
+                        account_tpm: p.account_tpm,
+                        account_tpd: p.account_tpd,
+                        account_rpmo: p.account_rpmo,
+                        account_tpmo: p.account_tpmo,
+                        account_credit: p.account_credit,
+                    },
                     models: p.models,
                 },
             );

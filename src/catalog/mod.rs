@@ -343,6 +343,21 @@ impl Catalog {
             if let Some(shared) = pc.shared_quota {
                 p.shared_quota = shared;
             }
+            let a = &pc.account;
+            let account = &mut p.account;
+            for (cap, given) in [
+                (&mut account.rpm, a.account_rpm),
+                (&mut account.rpd, a.account_rpd),
+                (&mut account.tpm, a.account_tpm),
+                (&mut account.tpd, a.account_tpd),
+                (&mut account.rpmo, a.account_rpmo),
+                (&mut account.tpmo, a.account_tpmo),
+                (&mut account.credit, a.account_credit),
+            ] {
+                if given.is_some() {
+                    *cap = given;
+                }
+            }
             p.config_keys = pc.keys.clone();
             for m in &pc.models {
                 // A model the config file declares is the user's: a catalog retirement no
@@ -603,6 +618,31 @@ models = [{ id = "qwen3:8b", tools = true, context = 32768 }]
             c.model("groq/llama-3.3-70b").is_some(),
             "canonical after the slash"
         );
+    }
+
+    #[test]
+    fn account_caps_and_project_pools_follow_the_config() {
+        let c = Catalog::builtin().unwrap();
+        assert!(
+            !c.provider("google").unwrap().shared_quota,
+            "marked by the user"
+        );
+        let or = c.provider("openrouter").unwrap();
+        assert_eq!((or.account.rpm, or.account.rpd), (Some(20), Some(50)));
+        let coder = c.model("openrouter/qwen/qwen3-coder:free").unwrap();
+        assert_eq!(
+            coder.limits.rpd, None,
+            "the account's pool, not one per model"
+        );
+        let text =
+            "[providers.openrouter]\naccount_rpd = 1000\n[providers.google]\nshared_quota = true\n";
+        let config = Config::from_toml(text, &|_| None).unwrap();
+        let c = Catalog::from_config(&config).unwrap();
+        let or = c.provider("openrouter").unwrap();
+        assert_eq!((or.account.rpm, or.account.rpd), (Some(20), Some(1000)));
+        assert!(c.provider("google").unwrap().shared_quota);
+        let typo = Config::from_toml("[providers.openrouter]\naccount_rdp = 1\n", &|_| None);
+        assert!(typo.is_err(), "unknown fields are refused");
     }
 
     #[test]

@@ -160,12 +160,18 @@ impl Server {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
-        for _ in 0..200 {
+        for _ in 0..400 {
             if let Some(status) = self.child.try_wait().unwrap() {
+                if !status.success() {
+                    let err = std::fs::read_to_string(&self.stderr_path).unwrap_or_default();
+                    let tail: Vec<&str> = err.lines().rev().take(20).collect();
+                    eprintln!("server exited with {status}; stderr ends: {tail:?}");
+                }
                 return status.success();
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        eprintln!("server still running 20 s after SIGTERM");
         let _ = self.child.kill();
         false
     }
