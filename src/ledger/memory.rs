@@ -790,39 +790,26 @@ mod tests {
             1,
         );
         a.reset = Reset::Midnight(chrono_tz::UTC);
-        a.pace = Pace::Even;
+        // Takes until pacing says no; how many were held, and when the pace frees the next.
         let mut held = Vec::new();
-        while let Ok(r) = take(&l, &a) {
-            held.push(r);
-        }
-        assert_eq!(held.len(), 35, "a quarter of the cap plus a tenth");
-        match take(&l, &a).err() {
-            Some(Denied::Paced { frees_at_ms, .. }) => {
-                // The 36th fits once 26 % of the day has passed.
-                assert_eq!(
-                    frees_at_ms,
-                    midnight + (0.26 * 86_400_000.0_f64).ceil() as i64
-                );
+        let mut fill = |a: &Ask| {
+            while let Ok(r) = take(&l, a) {
+                held.push(r);
             }
-            other => panic!("{other:?}"),
-        }
+            match take(&l, a).err() {
+                Some(Denied::Paced { frees_at_ms, .. }) => (held.len(), frees_at_ms),
+                other => panic!("{other:?}"),
+            }
+        };
+        let at_26 = midnight + (0.26 * 86_400_000.0_f64).ceil() as i64;
+        a.pace = Pace::Even;
+        // A quarter of the cap plus a tenth; the 36th fits once 26 % of the day has passed.
+        assert_eq!(fill(&a), (35, at_26));
         // Held back to half of what an even pace keeps for later: at a quarter of the day,
-        // 100 - 50 * 0.75 + 10 = 72.5.
+        // 100 - 50 * 0.75 + 10 = 72.5; the 73rd fits once (73 - 10) / 100 = 1 - 0.5 * (1 - e),
+        // e = 0.26.
         a.pace = Pace::Reserve;
-        while let Ok(r) = take(&l, &a) {
-            held.push(r);
-        }
-        assert_eq!(held.len(), 72, "the reserve pace");
-        match take(&l, &a).err() {
-            Some(Denied::Paced { frees_at_ms, .. }) => {
-                // The 73rd fits once (73 - 10) / 100 = 1 - 0.5 * (1 - e): e = 0.26.
-                assert_eq!(
-                    frees_at_ms,
-                    midnight + (0.26 * 86_400_000.0_f64).ceil() as i64
-                );
-            }
-            other => panic!("{other:?}"),
-        }
+        assert_eq!(fill(&a), (72, at_26));
         a.pace = Pace::Off;
         assert!(
             take(&l, &a).is_ok(),
