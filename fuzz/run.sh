@@ -9,7 +9,8 @@
 # Works on stable Rust: `--sanitizer none` is the only cargo-fuzz setting that needs a nightly
 # compiler otherwise (see fuzz/README.md). Starts from fuzz/corpus/<target>/ (kept in the
 # repository, minimized) and fuzz/seeds/<target>/ (hand-written, read only); new inputs go to
-# the corpus, crashes to fuzz/artifacts/<target>/ (git-ignored).
+# the corpus, crashes to fuzz/artifacts/<target>/ (git-ignored). With FUZZ_RUNS (the test
+# suite), new inputs go to a temporary directory instead: a test run leaves the tree as it was.
 set -uo pipefail
 
 cd "$(dirname "$0")"
@@ -41,12 +42,23 @@ else
     cargo fuzz build --sanitizer none || exit 1
 fi
 
+scratch=""
+if [ -n "${FUZZ_RUNS:-}" ]; then
+    scratch=$(mktemp -d)
+    trap 'rm -rf "$scratch"' EXIT
+fi
+
 failed=()
 for t in "${targets[@]}"; do
     echo "=== $t: $said ===" >&2
     mkdir -p "corpus/$t"
-    # corpus/ first: libFuzzer writes new inputs to the first directory only.
-    if ! cargo fuzz run --sanitizer none "$t" "corpus/$t" "seeds/$t" -- \
+    # libFuzzer writes new inputs to the first directory only: the corpus, or the scratch one.
+    dirs=("corpus/$t" "seeds/$t")
+    if [ -n "$scratch" ]; then
+        mkdir -p "$scratch/$t"
+        dirs=("$scratch/$t" "${dirs[@]}")
+    fi
+    if ! cargo fuzz run --sanitizer none "$t" "${dirs[@]}" -- \
         "${budget[@]}" -timeout=10 -print_final_stats=1 "$@"; then
         failed+=("$t")
     fi
