@@ -19,12 +19,20 @@ pub struct ChainEntry {
     pub tools: bool,
     pub vision: bool,
     pub enabled: bool,
-    /// Per key.
+    /// Per quota pool (a key, or all keys of a provider with `shared_quota`): the model's own
+    /// caps, and where it has none, its provider account's (OpenRouter's free models share
+    /// the account's 20 a minute and 50 a day).
     pub limits: Limits,
+    /// Whether the daily request cap in `limits` is the account's, across its models.
+    pub rpd_of_account: bool,
     /// Usable keys of its provider.
     pub keys: usize,
+    /// Quota pools of those keys (fewer than keys when they share one).
+    pub pools: usize,
     pub requests_today: u64,
     pub tokens_today: u64,
+    /// Requests today against the account's caps (all models of the provider).
+    pub account_requests_today: u64,
     /// Some usable key could take a small request now.
     pub available: bool,
     /// When the soonest capped or cooling key frees up, if none is available.
@@ -44,16 +52,29 @@ impl Ops {
                 let m = snap.catalog.model(&link.model)?;
                 let p = snap.catalog.provider_of(m);
                 let keys = self.live.keys.usable(&p.id);
-                let (mut requests, mut tokens) = (0, 0);
+                let (mut requests, mut tokens, mut account_requests) = (0, 0, 0);
                 let mut available = false;
                 let mut frees_at_ms: Option<i64> = None;
-                for pool in self.pools(p) {
+                let pools = self.pools(p);
+                for pool in &pools {
                     let u = self
                         .ledger
-                        .usage(&Scope::model(&p.id, &m.id, &pool), p.reset);
+                        .usage(&Scope::model(&p.id, &m.id, pool), p.reset);
                     requests += u.day_requests;
                     tokens += u.day_tokens;
+                    account_requests += self
+                        .ledger
+                        .usage(&Scope::key(&p.id, pool), p.reset)
+                        .day_requests;
                 }
+                let (own, acc) = (m.limits, p.account);
+                let limits = Limits {
+                    rpm: own.rpm.or(acc.rpm),
+                    rpd: own.rpd.or(acc.rpd),
+                    tpm: own.tpm.or(acc.tpm),
+                    tpd: own.tpd.or(acc.tpd),
+                    ..own
+                };
                 for k in &keys {
                     match self.ledger.check(&Ask::new(p, m, &k.id, 1)) {
                         Ok(()) => available = true,
@@ -74,10 +95,13 @@ impl Ops {
                     tools: m.tools,
                     vision: m.vision,
                     enabled: link.enabled,
-                    limits: m.limits,
+                    limits,
+                    rpd_of_account: own.rpd.is_none() && acc.rpd.is_some(),
                     keys: keys.len(),
+                    pools: pools.len(),
                     requests_today: requests,
                     tokens_today: tokens,
+                    account_requests_today: account_requests,
                     available: link.enabled && available,
                     frees_at_ms: (!available).then_some(frees_at_ms).flatten(),
                     retired: link.retired.clone(),

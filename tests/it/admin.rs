@@ -603,6 +603,16 @@ async fn the_chain_through_the_api() {
         .find(|e| e["model"] == "mock/mock-model")
         .unwrap();
     assert_eq!(mine["limits"]["rpd"], 100);
+    // A model without caps of its own shows its account's: OpenRouter's free models share 50
+    // a day.
+    let coder = chain
+        .iter()
+        .find(|e| e["model"] == "openrouter/qwen/qwen3-coder:free")
+        .unwrap();
+    assert_eq!(
+        (&coder["limits"]["rpm"], &coder["limits"]["rpd"]),
+        (&json!(20), &json!(50))
+    );
     assert_eq!(t.chat(ask("mock-model")).await.status(), 200);
     let (_, c) = a.get("/admin/api/chain").await;
     let mine = c["chain"]

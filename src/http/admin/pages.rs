@@ -368,7 +368,7 @@ fn usage_bar(what: &str, used: u64, cap: Option<u64>) -> Markup {
 
 fn chain_row(e: &ChainEntry, first: bool, last: bool) -> Markup {
     let lim = |v: Option<u64>| v.map_or("–".to_string(), |v| v.to_string());
-    let keys = e.keys.max(1) as u64;
+    let pools = e.pools.max(1) as u64;
     html! {
         tr data-model=(e.model) class=[(e.keys == 0).then_some("nokey")] {
             td data-label="#" { (e.position) }
@@ -386,11 +386,16 @@ fn chain_row(e: &ChainEntry, first: bool, last: bool) -> Markup {
             }
             td data-label="Limits per key" {
                 span.muted { "rpm " (lim(e.limits.rpm)) " · rpd " (lim(e.limits.rpd)) " · tpm " (lim(e.limits.tpm)) " · tpd " (lim(e.limits.tpd)) }
+                @if e.rpd_of_account { div.muted { "rpd shared by the account's models" } }
             }
             td data-label="Used today" {
-                (usage_bar("requests", e.requests_today, e.limits.rpd.map(|c| c * keys)))
+                @if e.rpd_of_account {
+                    (usage_bar("requests (account)", e.account_requests_today, e.limits.rpd.map(|c| c * pools)))
+                } @else {
+                    (usage_bar("requests", e.requests_today, e.limits.rpd.map(|c| c * pools)))
+                }
                 @if e.limits.tpd.is_some() || e.tokens_today > 0 {
-                    (usage_bar("tokens", e.tokens_today, e.limits.tpd.map(|c| c * keys)))
+                    (usage_bar("tokens", e.tokens_today, e.limits.tpd.map(|c| c * pools)))
                 }
             }
             td.now data-label="Now" {
