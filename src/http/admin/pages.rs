@@ -386,7 +386,7 @@ fn chain_row(e: &ChainEntry, first: bool, last: bool) -> Markup {
             }
             td data-label="Limits per key" {
                 span.muted { "rpm " (lim(e.limits.rpm)) " · rpd " (lim(e.limits.rpd)) " · tpm " (lim(e.limits.tpm)) " · tpd " (lim(e.limits.tpd)) }
-                @if e.rpd_of_account { div.muted { "rpd shared by the account's models" } }
+                @if e.rpd_of_account { div.muted { "rpd: account-wide" } }
             }
             td data-label="Used today" {
                 @if e.rpd_of_account {
