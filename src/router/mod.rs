@@ -192,6 +192,7 @@ impl Router {
                     continue;
                 }
                 let provider = snap.catalog.provider_of(model);
+                let tokens = plan::claim(&inc.req.facts, provider, model);
                 for key in self.live.keys.rotated(&provider.id) {
                     if tally.attempts >= self.settings.max_attempts {
                         break 'models;
@@ -200,7 +201,6 @@ impl Router {
                         tally.out_of_budget = true;
                         break 'models;
                     }
-                    let tokens = crate::providers::openai::claim(&inc.req.facts, provider, model);
                     let ask = Ask::new(provider, model, &key.id, tokens).paced(pace);
                     let reservation = match Reservation::take(&self.ledger, &ask) {
                         Ok(r) => r,

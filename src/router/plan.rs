@@ -1,9 +1,10 @@
 //! Planning, with no I/O: which models may serve a request, in chain order.
 
 use crate::catalog::chain::Link;
-use crate::catalog::{Catalog, Model};
+use crate::catalog::{Catalog, Model, Provider};
 use crate::chat::Facts;
 use crate::error::ApiError;
+use crate::providers::openai::max_tokens_ceiling;
 
 /// What the client asked for.
 #[derive(Debug, Clone, PartialEq)]
@@ -141,11 +142,34 @@ pub fn fit<'a>(
     Ok(capable)
 }
 
+/// The least answer a request is sent for where the vendor charges `max_tokens` up front (or
+/// the client's own `max_tokens`, if smaller): a prompt that leaves less under one minute's
+/// token cap goes elsewhere rather than come back cut short.
+const MIN_ANSWER: u64 = 1024;
+
+/// The tokens a request claims against `model`'s caps: the prompt and the answer reserve,
+/// or, where the vendor charges it up front, the prompt (with the same allowance for the
+/// estimate as [`max_tokens_ceiling`](crate::providers::openai::max_tokens_ceiling)) and the whole `max_tokens` as sent. When that would
+/// leave too small an answer, the claim is more than the minute's cap can hold, so the ledger
+/// skips the model without a call.
+pub fn claim(facts: &Facts, provider: &Provider, model: &Model) -> u64 {
+    match facts.max_tokens {
+        Some(m) if provider.quirks.reserve_max_tokens => {
+            let prompt = facts.prompt_tokens + facts.prompt_tokens / 4;
+            let answer = m.min(max_tokens_ceiling(facts, provider, model));
+            prompt + answer.max(m.min(MIN_ANSWER))
+        }
+        _ => facts.token_estimate(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::catalog::chain::chain;
     use crate::config::Config;
+    use crate::wire::openai::parse;
+    use serde_json::{Value, json};
 
     fn catalog() -> Catalog {
         Catalog::builtin().unwrap()
@@ -244,5 +268,38 @@ mod tests {
         let err = fit(vec![small], &many, &only_big).unwrap_err();
         assert_eq!(err.status(), 400);
         assert!(err.to_string().contains("several choices"));
+    }
+
+    #[test]
+    fn vendors_that_charge_max_tokens_up_front_are_claimed_the_same() {
+        let c = Catalog::builtin().unwrap();
+        let claim = |model: &str, body: Value| {
+            let m = c.model(model).unwrap();
+            let req = parse(body.to_string().as_bytes()).unwrap();
+            (super::claim(&req.facts, c.provider_of(m), m), req.facts)
+        };
+        let body = json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 6000});
+        let (groq, facts) = claim("groq/openai/gpt-oss-120b", body.clone());
+        let prompt = facts.prompt_tokens + facts.prompt_tokens / 4;
+        assert_eq!(groq, prompt + 6000, "Groq counts all of max_tokens");
+        let (mistral, facts) = claim("mistral/mistral-small-latest", body);
+        assert_eq!(
+            mistral,
+            facts.token_estimate(),
+            "others: the usual estimate"
+        );
+        assert!(mistral < groq);
+        let agent = json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 64000});
+        let (groq, _) = claim("groq/openai/gpt-oss-120b", agent);
+        assert!(groq <= 8000, "{groq}: clamped to what one minute allows");
+        // A prompt that leaves less than a useful answer under the minute's 8000 is claimed at
+        // more than the cap holds: the ledger skips Groq instead of a call cut short.
+        let long = "word ".repeat(4800);
+        let big = json!({"messages": [{"role": "user", "content": long}], "max_tokens": 64000});
+        let (groq, _) = claim("groq/openai/gpt-oss-120b", big);
+        assert!(groq > 8000, "{groq}");
+        let small = json!({"messages": [{"role": "user", "content": long}], "max_tokens": 200});
+        let (groq, _) = claim("groq/openai/gpt-oss-120b", small);
+        assert!(groq <= 8000, "{groq}: a small answer asked for still fits");
     }
 }

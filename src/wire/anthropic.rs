@@ -722,7 +722,7 @@ impl Frames for Framer {
                     &mut buf,
                     "error",
                     &json!({"type": "error", "error": {"type": "api_error",
-                        "message": format!("the upstream stream broke after content was sent: {reason}")}}),
+                        "message": super::interrupted(&reason)}}),
                 );
             }
             other => {
@@ -751,7 +751,7 @@ impl Frames for Framer {
                 &mut buf,
                 "error",
                 &json!({"type": "error", "error": {"type": "api_error",
-                    "message": "the upstream stream ended without saying why"}}),
+                    "message": super::NO_FINISH}}),
             );
             return Some(Bytes::from(buf));
         };

@@ -186,14 +186,9 @@ impl Frames for Framer {
     fn frame(&mut self, piece: Piece) -> Option<Bytes> {
         let mut buf = Vec::new();
         match piece {
-            Piece::Interrupted(reason) => push(
-                &mut buf,
-                &json!({"error": {
-                    "message": format!("the upstream stream broke after content was sent: {reason}"),
-                    "type": "upstream_error",
-                    "code": "stream_interrupted"
-                }}),
-            ),
+            Piece::Interrupted(reason) => {
+                push(&mut buf, &super::openai::interrupted_error(&reason))
+            }
             other => {
                 for e in other.events() {
                     match e {

@@ -14,6 +14,15 @@ use bytes::Bytes;
 
 use crate::chat::Piece;
 
+/// What every surface tells its client when the upstream stream broke after content was sent
+/// (the answer cannot fail over any more).
+pub fn interrupted(reason: &str) -> String {
+    format!("the upstream stream broke after content was sent: {reason}")
+}
+
+/// What every surface tells its client when the upstream stream ended with no finish reason.
+pub const NO_FINISH: &str = "the upstream stream ended without saying why";
+
 /// Frames one streamed answer in a surface's dialect, piece by piece.
 pub trait Frames: Send + 'static {
     /// The bytes of one piece, if it shows anything.

@@ -198,11 +198,7 @@ impl Framer {
                 return serde_json::from_str(&c.data).into_iter().collect();
             }
             Piece::Interrupted(reason) => {
-                return vec![json!({"error": {
-                    "message": format!("the upstream stream broke after content was sent: {reason}"),
-                    "type": "upstream_error",
-                    "code": "stream_interrupted"
-                }})];
+                return vec![interrupted_error(reason)];
             }
             Piece::Events(events) => events,
         };
@@ -276,6 +272,16 @@ impl super::Frames for Framer {
     fn end(&mut self) -> Option<Bytes> {
         Some(Framer::done())
     }
+}
+
+/// The error event a chat-completions stream (and a legacy completions stream) ends with when
+/// the upstream broke after content was sent.
+pub(crate) fn interrupted_error(reason: &str) -> Value {
+    json!({"error": {
+        "message": super::interrupted(reason),
+        "type": "upstream_error",
+        "code": "stream_interrupted"
+    }})
 }
 
 #[cfg(test)]

@@ -891,7 +891,7 @@ impl Frames for Framer {
                 self.ended = true;
                 self.close_as(&mut buf, "incomplete");
                 let error = json!({"code": "server_error",
-                    "message": format!("the upstream stream broke after content was sent: {reason}")});
+                    "message": super::interrupted(&reason)});
                 let r = self.snapshot("failed", Value::Null, error);
                 self.push(&mut buf, "response.failed", json!({"response": r}));
             }
@@ -927,7 +927,7 @@ impl Frames for Framer {
         }
         match self.finish {
             None => {
-                let error = json!({"code": "server_error", "message": "the upstream stream ended without saying why"});
+                let error = json!({"code": "server_error", "message": super::NO_FINISH});
                 let r = self.snapshot("failed", Value::Null, error);
                 self.push(&mut buf, "response.failed", json!({"response": r}));
             }
