@@ -294,16 +294,7 @@ async fn models_lists_auto_then_canonical_ids() {
         "no google key"
     );
 
-    let all: Value = t
-        .client
-        .get(t.url("/v1/models?all=true"))
-        .bearer_auth(CLIENT_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let all = t.get_json("/v1/models?all=true").await;
     let all = all["data"].as_array().unwrap();
     assert!(all.iter().any(|m| m["id"] == "gemini-2.5-flash"));
     let llama = all.iter().find(|m| m["id"] == "gpt-oss-120b").unwrap();

@@ -439,6 +439,19 @@ impl TestApp {
             .unwrap()
     }
 
+    /// GET `path` with the test client key; the JSON body.
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(CLIENT_KEY)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// Graceful shutdown; waits until the server and its background tasks are done.
     pub async fn stop(mut self) -> Option<tempfile::TempDir> {
         if let Some(tx) = self.shutdown.take() {

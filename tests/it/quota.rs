@@ -136,16 +136,7 @@ async fn a_retired_model_is_switched_off_until_enabled_again() {
     assert_eq!(t.chat(ask("auto")).await.status(), 200);
     assert_eq!(a.count(), 1, "never asked again");
 
-    let all: Value = t
-        .client
-        .get(t.url("/v1/models?all=true"))
-        .bearer_auth(CLIENT_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let all = t.get_json("/v1/models?all=true").await;
     let m = all["data"]
         .as_array()
         .unwrap()
@@ -193,15 +184,7 @@ async fn a_retired_model_is_switched_off_until_enabled_again() {
 }
 
 async fn quota(t: &TestApp) -> Value {
-    t.client
-        .get(t.url("/v1/quota"))
-        .bearer_auth(CLIENT_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    t.get_json("/v1/quota").await
 }
 
 #[tokio::test]
