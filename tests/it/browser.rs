@@ -133,6 +133,24 @@ impl Browser {
             .unwrap_or_else(|e| panic!("no {css} on the page: {e}"))
     }
 
+    /// Click the element `css` finds (it must be there).
+    pub async fn click(&self, css: &str) {
+        let el = self.c.find(Locator::Css(css)).await;
+        el.unwrap_or_else(|e| panic!("no {css}: {e}"))
+            .click()
+            .await
+            .unwrap();
+    }
+
+    /// Type `text` into the element `css` finds (it must be there).
+    pub async fn type_into(&self, css: &str, text: &str) {
+        let el = self.c.find(Locator::Css(css)).await;
+        el.unwrap_or_else(|e| panic!("no {css}: {e}"))
+            .send_keys(text)
+            .await
+            .unwrap();
+    }
+
     pub async fn wait_path(&self, path: &str) {
         for _ in 0..200 {
             if let Ok(url) = self.c.current_url().await {
@@ -219,24 +237,11 @@ async fn a_person_sets_up_manages_keys_and_the_chain_in_a_browser() {
     b.c.goto(&link).await.unwrap();
     b.wait_css("input[name=password]").await;
     b.shot("setup", false).await;
-    b.c.find(Locator::Css("input[name=password]"))
-        .await
-        .unwrap()
-        .send_keys("a long admin password")
-        .await
-        .unwrap();
-    b.c.find(Locator::Css("input[name=confirm]"))
-        .await
-        .unwrap()
-        .send_keys("a long admin password")
-        .await
-        .unwrap();
-    b.c.find(Locator::Css("button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.type_into("input[name=password]", "a long admin password")
+        .await;
+    b.type_into("input[name=confirm]", "a long admin password")
+        .await;
+    b.click("button[type=submit]").await;
     b.wait_path("/admin/keys").await;
     b.wait_text("Start here: add a provider key").await;
     b.shot("keys-empty", false).await;
@@ -248,24 +253,10 @@ async fn a_person_sets_up_manages_keys_and_the_chain_in_a_browser() {
             .await
             .unwrap();
     select.select_by_value("groq").await.unwrap();
-    b.c.find(Locator::Css("#add-key input[name=key]"))
-        .await
-        .unwrap()
-        .send_keys(SECRET)
-        .await
-        .unwrap();
-    b.c.find(Locator::Css("#add-key input[name=label]"))
-        .await
-        .unwrap()
-        .send_keys("from the browser")
-        .await
-        .unwrap();
-    b.c.find(Locator::Css("#add-key button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.type_into("#add-key input[name=key]", SECRET).await;
+    b.type_into("#add-key input[name=label]", "from the browser")
+        .await;
+    b.click("#add-key button[type=submit]").await;
     b.wait_text("gsk_…6789").await;
     assert!(
         !b.c.source().await.unwrap().contains(SECRET),
@@ -296,18 +287,9 @@ async fn a_person_sets_up_manages_keys_and_the_chain_in_a_browser() {
     b.wait_text("Enable").await;
 
     // Create a client key: shown once, usable; then revoke it.
-    b.c.find(Locator::Css("#client-keys input[name=name]"))
-        .await
-        .unwrap()
-        .send_keys("ci laptop")
-        .await
-        .unwrap();
-    b.c.find(Locator::Css("#client-keys button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.type_into("#client-keys input[name=name]", "ci laptop")
+        .await;
+    b.click("#client-keys button[type=submit]").await;
     let shown = b.wait_css("#new-key:not([hidden]) #new-key-value").await;
     let new_key = shown.text().await.unwrap();
     assert!(
@@ -352,12 +334,7 @@ async fn a_person_sets_up_manages_keys_and_the_chain_in_a_browser() {
     let first_row = b.wait_css("tr[data-model]").await;
     let first = first_row.attr("data-model").await.unwrap().unwrap();
     let down = format!("tr[data-model='{first}'] button[data-dir=down]");
-    b.c.find(Locator::Css(&down))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click(&down).await;
     // The page reloads its table after the move: read it in one script, never through an
     // element found before the reload (it goes stale).
     for _ in 0..100 {
@@ -383,12 +360,7 @@ async fn a_person_sets_up_manages_keys_and_the_chain_in_a_browser() {
         .collect();
     assert_eq!(order[1], first, "moved one down: {order:?}");
     let switch = "tr[data-model='local/small-local'] button[data-act=switch]";
-    b.c.find(Locator::Css(switch))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click(switch).await;
     for _ in 0..100 {
         let pressed = b.c.find(Locator::Css(switch)).await.ok();
         if let Some(el) = pressed {
@@ -424,12 +396,7 @@ async fn a_person_sets_up_manages_keys_and_the_chain_in_a_browser() {
 
     // Log out: the pages send you to the login again.
     b.c.goto(&server.url("/admin/keys")).await.unwrap();
-    b.c.find(Locator::Css("button[data-act=logout]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click("button[data-act=logout]").await;
     b.wait_path("/admin/login").await;
     b.c.goto(&server.url("/admin/chain")).await.unwrap();
     b.wait_path("/admin/login").await;
@@ -495,24 +462,11 @@ async fn analytics_shows_what_happened_and_the_playground_streams() {
         .await
         .unwrap();
     br.wait_css("input[name=password]").await;
-    br.c.find(Locator::Css("input[name=password]"))
-        .await
-        .unwrap()
-        .send_keys("a long admin password")
-        .await
-        .unwrap();
-    br.c.find(Locator::Css("input[name=confirm]"))
-        .await
-        .unwrap()
-        .send_keys("a long admin password")
-        .await
-        .unwrap();
-    br.c.find(Locator::Css("button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    br.type_into("input[name=password]", "a long admin password")
+        .await;
+    br.type_into("input[name=confirm]", "a long admin password")
+        .await;
+    br.click("button[type=submit]").await;
     br.wait_path("/admin/keys").await;
 
     br.c.goto(&t.url("/admin/analytics")).await.unwrap();
@@ -548,24 +502,11 @@ async fn analytics_shows_what_happened_and_the_playground_streams() {
         .select_by_value("beta-small")
         .await
         .unwrap();
-    br.c.find(Locator::Css("#playground textarea[name=system]"))
-        .await
-        .unwrap()
-        .send_keys("Be brief.")
-        .await
-        .unwrap();
-    br.c.find(Locator::Css("#playground textarea[name=message]"))
-        .await
-        .unwrap()
-        .send_keys("Say hello")
-        .await
-        .unwrap();
-    br.c.find(Locator::Css("#playground button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    br.type_into("#playground textarea[name=system]", "Be brief.")
+        .await;
+    br.type_into("#playground textarea[name=message]", "Say hello")
+        .await;
+    br.click("#playground button[type=submit]").await;
     br.wait_text("Hello from the playground").await;
     br.wait_text("Served by beta/beta-small").await;
     let meta =
