@@ -67,6 +67,15 @@ impl Admin<'_> {
     async fn post(&self, path: &str, body: Value) -> (u16, Value) {
         self.call(reqwest::Method::POST, path, Some(body)).await
     }
+    async fn put(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call(reqwest::Method::PUT, path, Some(body)).await
+    }
+    async fn patch(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call(reqwest::Method::PATCH, path, Some(body)).await
+    }
+    async fn delete(&self, path: &str) -> (u16, Value) {
+        self.call(reqwest::Method::DELETE, path, None).await
+    }
 }
 
 /// An error answer in the documented shape, with this status and code.
@@ -335,10 +344,9 @@ async fn provider_keys_through_the_api() {
 
     // Disable and relabel; by a unique prefix.
     let (s, k) = a
-        .call(
-            reqwest::Method::PATCH,
+        .patch(
             &format!("/admin/api/keys/{}", &id[..6]),
-            Some(json!({"enabled": false, "label": "off"})),
+            json!({"enabled": false, "label": "off"}),
         )
         .await;
     assert_eq!(s, 200, "{k}");
@@ -357,22 +365,12 @@ async fn provider_keys_through_the_api() {
         "invalid_request"
     ));
     assert!(is_error(
-        &a.call(
-            reqwest::Method::DELETE,
-            "/admin/api/keys/ffffffffffff",
-            None
-        )
-        .await,
+        &a.delete("/admin/api/keys/ffffffffffff").await,
         404,
         "not_found"
     ));
     assert!(is_error(
-        &a.call(
-            reqwest::Method::DELETE,
-            &format!("/admin/api/keys/{config_id}"),
-            None
-        )
-        .await,
+        &a.delete(&format!("/admin/api/keys/{config_id}")).await,
         409,
         "conflict"
     ));
@@ -405,12 +403,7 @@ async fn provider_keys_through_the_api() {
         firsts.push(c);
     };
     assert!(is_error(
-        &a.call(
-            reqwest::Method::DELETE,
-            &format!("/admin/api/keys/{ambiguous}"),
-            None
-        )
-        .await,
+        &a.delete(&format!("/admin/api/keys/{ambiguous}")).await,
         400,
         "invalid_request"
     ));
@@ -424,11 +417,7 @@ async fn provider_keys_through_the_api() {
 
     // Cooldowns: a 429 cools the key's model; the button clears it.
     let (s, _) = a
-        .call(
-            reqwest::Method::PATCH,
-            &format!("/admin/api/keys/{id}"),
-            Some(json!({"enabled": true})),
-        )
+        .patch(&format!("/admin/api/keys/{id}"), json!({"enabled": true}))
         .await;
     assert_eq!(s, 200);
     mock.always(Reply::status(429, "slow down").with_header("retry-after", "600"));
@@ -453,13 +442,7 @@ async fn provider_keys_through_the_api() {
             .unwrap()
             .ends_with('Z')
     );
-    let (s, _) = a
-        .call(
-            reqwest::Method::DELETE,
-            &format!("/admin/api/keys/{id}/cooldowns"),
-            None,
-        )
-        .await;
+    let (s, _) = a.delete(&format!("/admin/api/keys/{id}/cooldowns")).await;
     assert_eq!(s, 204);
     let (_, list) = a.get("/admin/api/keys").await;
     let cleared = list["keys"]
@@ -475,21 +458,10 @@ async fn provider_keys_through_the_api() {
     );
 
     // Remove.
-    let (s, _) = a
-        .call(
-            reqwest::Method::DELETE,
-            &format!("/admin/api/keys/{id}"),
-            None,
-        )
-        .await;
+    let (s, _) = a.delete(&format!("/admin/api/keys/{id}")).await;
     assert_eq!(s, 204);
     assert!(is_error(
-        &a.call(
-            reqwest::Method::DELETE,
-            &format!("/admin/api/keys/{id}"),
-            None
-        )
-        .await,
+        &a.delete(&format!("/admin/api/keys/{id}")).await,
         404,
         "not_found"
     ));
@@ -552,22 +524,11 @@ async fn client_keys_through_the_api() {
     }
     assert_eq!(laptop["prefix"].as_str().unwrap(), &key[..7]);
     assert!(is_error(
-        &a.call(
-            reqwest::Method::DELETE,
-            "/admin/api/client-keys/nobody",
-            None
-        )
-        .await,
+        &a.delete("/admin/api/client-keys/nobody").await,
         404,
         "not_found"
     ));
-    let (s, _) = a
-        .call(
-            reqwest::Method::DELETE,
-            "/admin/api/client-keys/laptop",
-            None,
-        )
-        .await;
+    let (s, _) = a.delete("/admin/api/client-keys/laptop").await;
     assert_eq!(s, 204);
     assert_eq!(models(&key).await, 401, "revoked at once");
 }
@@ -626,41 +587,31 @@ async fn the_chain_through_the_api() {
     assert_eq!(mine["available"], true);
 
     let (s, c) = a
-        .call(
-            reqwest::Method::PUT,
+        .put(
             "/admin/api/chain",
-            Some(json!({"order": ["mock/mock-model", "groq/openai/gpt-oss-120b"]})),
+            json!({"order": ["mock/mock-model", "groq/openai/gpt-oss-120b"]}),
         )
         .await;
     assert_eq!(s, 200, "{c}");
     assert_eq!(c["chain"][0]["model"], "mock/mock-model");
     assert_eq!(c["chain"][1]["model"], "groq/openai/gpt-oss-120b");
     assert!(is_error(
-        &a.call(
-            reqwest::Method::PUT,
-            "/admin/api/chain",
-            Some(json!({"order": ["nope/nothing"]}))
-        )
-        .await,
+        &a.put("/admin/api/chain", json!({"order": ["nope/nothing"]}))
+            .await,
         404,
         "not_found"
     ));
     assert!(is_error(
-        &a.call(
-            reqwest::Method::PUT,
-            "/admin/api/chain",
-            Some(json!({"order": "mock/mock-model"}))
-        )
-        .await,
+        &a.put("/admin/api/chain", json!({"order": "mock/mock-model"}))
+            .await,
         400,
         "invalid_request"
     ));
 
     let (s, c) = a
-        .call(
-            reqwest::Method::PATCH,
+        .patch(
             "/admin/api/chain",
-            Some(json!({"model": "mock/mock-model", "enabled": false})),
+            json!({"model": "mock/mock-model", "enabled": false}),
         )
         .await;
     assert_eq!(s, 200);
@@ -671,10 +622,9 @@ async fn the_chain_through_the_api() {
         "switched off: not routed"
     );
     let (s, _) = a
-        .call(
-            reqwest::Method::PATCH,
+        .patch(
             "/admin/api/chain",
-            Some(json!({"model": "mock/mock-model", "enabled": true})),
+            json!({"model": "mock/mock-model", "enabled": true}),
         )
         .await;
     assert_eq!(s, 200);
