@@ -10,14 +10,11 @@ Usage: sdk_openai.py [--base-url URL] [--api-key KEY] [--model M] [--mock-log FI
 Expects the scripted upstream of tests/clients/mock_upstream.py behind Freeway. Every check
 prints one line, `ok   NAME: ...` or `FAIL NAME: ...`; the exit status is 1 if any failed.
 """
-import argparse
 import json
-import os
-import sys
 import time
-import traceback
 
 import openai
+from checks import ARGS, check, expect, run, upstream_requests
 
 TEXT = "hi there from mock"
 MARKER = "hello-from-tool"
@@ -35,40 +32,10 @@ EXEC_TOOL = {
     "strict": True,
 }
 
-ARGS = None
-CHECKS = []
-
-
-def check(fn):
-    CHECKS.append(fn)
-    return fn
-
-
 def client(**kw):
     opts = dict(base_url=ARGS.base_url.rstrip("/") + "/v1", api_key=ARGS.api_key, max_retries=0, timeout=60)
     opts.update(kw)
     return openai.OpenAI(**opts)
-
-
-def expect(cond, what):
-    if not cond:
-        raise AssertionError(what)
-
-
-def upstream_requests(since):
-    """Chat-completions requests the mock upstream logged after `since`."""
-    if not ARGS.mock_log:
-        return None
-    out = []
-    try:
-        with open(ARGS.mock_log) as f:
-            for line in f:
-                e = json.loads(line)
-                if e["t"] >= since and e["path"].split("?")[0].endswith("/chat/completions"):
-                    out.append(e)
-    except FileNotFoundError:
-        pass
-    return out
 
 
 def expect_usage(u):
@@ -515,38 +482,7 @@ def broken_answer_is_502():
 
 
 def main():
-    global ARGS
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--base-url", default=os.environ.get("FREEWAY_URL"))
-    p.add_argument("--api-key", default=os.environ.get("FREEWAY_KEY"))
-    p.add_argument("--model", default=os.environ.get("FREEWAY_MODEL", "mock-model"))
-    p.add_argument("--mock-log", default=os.environ.get("MOCK_LOG"))
-    p.add_argument("--skip", default="")
-    p.add_argument("--only", default="")
-    ARGS = p.parse_args()
-    if not ARGS.base_url or not ARGS.api_key:
-        p.error("--base-url and --api-key (or FREEWAY_URL and FREEWAY_KEY) are required")
-    skip = set(filter(None, ARGS.skip.split(",")))
-    only = set(filter(None, ARGS.only.split(",")))
-    print(f"openai {openai.__version__} against {ARGS.base_url}, model {ARGS.model}", flush=True)
-    failed = 0
-    ran = 0
-    for fn in CHECKS:
-        name = fn.__name__
-        if name in skip or (only and name not in only):
-            continue
-        ran += 1
-        t0 = time.time()
-        try:
-            detail = fn()
-            print(f"ok   {name} ({time.time() - t0:.2f}s): {detail}", flush=True)
-        except Exception as e:  # noqa: BLE001 - every failure is reported, then the next check runs
-            failed += 1
-            print(f"FAIL {name} ({time.time() - t0:.2f}s): {type(e).__name__}: {e}", flush=True)
-            if not isinstance(e, AssertionError):  # an unexpected exception: where it came from
-                traceback.print_exception(e, limit=-3, file=sys.stdout, chain=False)
-    print(f"sdk_openai: {ran - failed} of {ran} checks ok" + (f", {failed} FAILED" if failed else ""), flush=True)
-    sys.exit(1 if failed or not ran else 0)
+    run("sdk_openai", __doc__, lambda a: f"openai {openai.__version__} against {a.base_url}, model {a.model}")
 
 
 if __name__ == "__main__":
