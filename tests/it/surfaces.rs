@@ -820,15 +820,15 @@ async fn compatibility_surfaces() {
             .unwrap()
             .contains("authorization")
     );
-    let resp = t
-        .client
-        .post(t.url("/v1/chat/completions"))
-        .header("origin", "https://app.example")
-        .bearer_auth(CLIENT_KEY)
-        .json(&ask("mock-model"))
-        .send()
-        .await
-        .unwrap();
+    let chat_from = |origin: &'static str| {
+        t.client
+            .post(t.url("/v1/chat/completions"))
+            .header("origin", origin)
+            .bearer_auth(CLIENT_KEY)
+            .json(&ask("mock-model"))
+            .send()
+    };
+    let resp = chat_from("https://app.example").await.unwrap();
     assert_eq!(
         resp.headers()["access-control-allow-origin"],
         "https://app.example"
@@ -839,15 +839,7 @@ async fn compatibility_surfaces() {
             .unwrap()
             .contains("x-routed-via")
     );
-    let resp = t
-        .client
-        .post(t.url("/v1/chat/completions"))
-        .header("origin", "https://evil.example")
-        .bearer_auth(CLIENT_KEY)
-        .json(&ask("mock-model"))
-        .send()
-        .await
-        .unwrap();
+    let resp = chat_from("https://evil.example").await.unwrap();
     assert!(!resp.headers().contains_key("access-control-allow-origin"));
     let resp = t
         .client
