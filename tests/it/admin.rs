@@ -8,10 +8,10 @@ use serde_json::{Value, json};
 const PASSWORD: &str = "correct horse battery";
 
 /// An admin client: the session cookie and the CSRF token.
-struct Admin<'a> {
+pub(crate) struct Admin<'a> {
     t: &'a TestApp,
     cookie: String,
-    csrf: String,
+    pub(crate) csrf: String,
 }
 
 fn session_cookie(headers: &HeaderMap) -> String {
@@ -24,7 +24,8 @@ fn session_cookie(headers: &HeaderMap) -> String {
         .to_string()
 }
 
-async fn setup(t: &TestApp) -> Admin<'_> {
+/// First start: choose the password through the setup token; the session it opens.
+pub(crate) async fn setup(t: &TestApp) -> Admin<'_> {
     let token = t.app.admin.setup_token().unwrap().unwrap();
     let resp = t
         .client
@@ -44,11 +45,15 @@ async fn setup(t: &TestApp) -> Admin<'_> {
 }
 
 impl Admin<'_> {
+    /// The `Cookie` header value of this session.
+    pub(crate) fn cookie_header(&self) -> String {
+        format!("freeway_session={}", self.cookie)
+    }
     fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.t
             .client
             .request(method, self.t.url(path))
-            .header("cookie", format!("freeway_session={}", self.cookie))
+            .header("cookie", self.cookie_header())
             .header("x-csrf-token", &self.csrf)
     }
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {

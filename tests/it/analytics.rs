@@ -7,29 +7,10 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use tokio::sync::Notify;
 
-const PASSWORD: &str = "correct horse battery";
-
+/// An admin session: its cookie header and CSRF token.
 async fn admin_session(t: &TestApp) -> (String, String) {
-    let token = t.app.admin.setup_token().unwrap().unwrap();
-    let resp = t
-        .client
-        .post(t.url("/admin/api/setup"))
-        .json(&json!({"token": token, "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    let cookie = resp.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
-    let csrf = resp.json::<Value>().await.unwrap()["csrf_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    (cookie, csrf)
+    let a = crate::admin::setup(t).await;
+    (a.cookie_header(), a.csrf.clone())
 }
 
 async fn get(t: &TestApp, cookie: &str, path: &str) -> Value {
