@@ -248,14 +248,12 @@ fn check(fields: &[(String, Box<RawValue>)]) -> Result<Facts, String> {
             })?;
         }
     }
+    // Both are checked; `max_completion_tokens` (the newer name) wins when both are given.
     for key in ["max_tokens", "max_completion_tokens"] {
         if let Some(v) = get(key) {
             let n = parse::<u64>(v).ok_or_else(|| wrong(key, "a non-negative integer", v))?;
             f.max_tokens = Some(n);
         }
-    }
-    if let Some(v) = get("max_completion_tokens") {
-        f.max_tokens = parse(v);
     }
     for key in [
         "temperature",

@@ -551,7 +551,6 @@ impl Router {
                     live: Arc::clone(&self.live),
                     pending: first.into(),
                     pump,
-                    done,
                     reservation: Some(reservation),
                     row: Some(std::mem::take(row)),
                     started,

@@ -122,9 +122,8 @@ pub struct Tail {
     pub live: Arc<Live>,
     pub pending: VecDeque<Piece>,
     pub pump: Pump,
-    /// Nothing more to read from the upstream.
-    pub done: bool,
     pub reservation: Option<Reservation>,
+    /// The log row, until the books are closed (then nothing more is read from the upstream).
     pub row: Option<RequestRow>,
     pub started: Instant,
 }
@@ -136,7 +135,7 @@ impl Tail {
                 if let Some(p) = tail.pending.pop_front() {
                     return Some((p, tail));
                 }
-                if tail.done {
+                if tail.closed() {
                     return None;
                 }
                 let mut out = Vec::new();
@@ -157,9 +156,13 @@ impl Tail {
         .boxed()
     }
 
+    /// The books are closed: nothing more is read from the upstream.
+    fn closed(&self) -> bool {
+        self.row.is_none()
+    }
+
     /// The stream is over: settle, write the log row.
     pub fn close(&mut self, error: Option<String>) {
-        self.done = true;
         let usage = self.pump.usage();
         // Content was sent: the upstream spent the tokens, finished or not. What it reported
         // is settled; else the estimate stands.
