@@ -27,10 +27,12 @@ use crate::wire::sse;
 /// A request ready to send.
 #[derive(Debug)]
 pub struct Outgoing {
+    /// The host it goes to, one of [`Dialects::hosts`].
+    pub host: String,
     pub url: String,
     /// Header name and value; values may hold the key, so this type is never logged.
     pub headers: Vec<(&'static str, String)>,
-    pub body: Vec<u8>,
+    pub body: Bytes,
 }
 
 /// Called when a key turns out to belong to a host other than its provider's default, to make
@@ -94,16 +96,38 @@ impl Dialects {
         (self.remember_host)(key, base);
     }
 
-    /// Build the upstream request for one attempt on `base` (one of [`Dialects::hosts`]).
-    /// An error is the client's request that this dialect cannot express.
+    /// The upstream body of `req` for `model`: the same for every key and host of the model,
+    /// so it is built once per model a request tries. An error is the client's request that
+    /// this dialect cannot express.
+    pub fn body(
+        &self,
+        provider: &Provider,
+        model: &Model,
+        req: &chat::Request,
+    ) -> Result<Bytes, String> {
+        match provider.dialect {
+            Dialect::Openai => Ok(openai::body(req, provider, model).into()),
+            Dialect::Gemini => {
+                let body = Value::Object(req.to_map());
+                let lookup = |id: &str| self.signatures.get(id);
+                let translated = gemini::to_upstream(&body, &lookup).map_err(|e| e.0)?;
+                Ok(serde_json::to_vec(&translated).unwrap_or_default().into())
+            }
+        }
+    }
+
+    /// The request that sends `body` (from [`Dialects::body`]) to `model` through `key` on
+    /// the host `base`.
     pub fn build(
         &self,
         provider: &Provider,
         model: &Model,
         key: &ProviderKey,
         base: &str,
-        req: &chat::Request,
-    ) -> Result<Outgoing, String> {
+        stream: bool,
+        body: Bytes,
+    ) -> Outgoing {
+        let host = base.to_string();
         let (base, mut headers) = credentials(provider, key.secret.expose(), base);
         headers.push(("content-type", "application/json".into()));
         for (name, value) in &provider.quirks.headers {
@@ -112,22 +136,15 @@ impl Dialects {
                 headers.push((n, value.clone()));
             }
         }
-        match provider.dialect {
-            Dialect::Openai => Ok(Outgoing {
-                url: format!("{base}/chat/completions"),
-                headers,
-                body: openai::body(req, provider, model),
-            }),
-            Dialect::Gemini => {
-                let body = Value::Object(req.to_map());
-                let lookup = |id: &str| self.signatures.get(id);
-                let translated = gemini::to_upstream(&body, &lookup).map_err(|e| e.0)?;
-                Ok(Outgoing {
-                    url: format!("{base}/{}", gemini::path(&model.id, req.facts.stream)),
-                    headers,
-                    body: serde_json::to_vec(&translated).unwrap_or_default(),
-                })
-            }
+        let url = match provider.dialect {
+            Dialect::Openai => format!("{base}/chat/completions"),
+            Dialect::Gemini => format!("{base}/{}", gemini::path(&model.id, stream)),
+        };
+        Outgoing {
+            host,
+            url,
+            headers,
+            body,
         }
     }
 

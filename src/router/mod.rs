@@ -14,6 +14,7 @@ pub mod plan;
 pub mod sticky;
 pub mod stream;
 
+use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,7 +26,7 @@ use crate::error::ApiError;
 use crate::keys::{ProviderKey, Status};
 use crate::ledger::{Ask, Denied, Ledger, Pace, Reservation, Scope, parse_quota_headers};
 use crate::live::{Live, Snapshot};
-use crate::providers::{Dialects, Failure, classify};
+use crate::providers::{Dialects, Failure, Outgoing, classify};
 use crate::record::{AttemptRow, RequestRow};
 use crate::reqlog::RequestLog;
 use crate::upstream;
@@ -102,12 +103,8 @@ enum Success {
     },
 }
 
-enum AttemptError {
-    /// The client's request cannot be expressed for this provider: 400, no failover.
-    Client(String),
-    /// The upstream failed, with its HTTP status if it answered.
-    Upstream(Failure, Option<u16>),
-}
+/// An attempt failed upstream, with the HTTP status if the upstream answered.
+struct AttemptError(Failure, Option<u16>);
 
 impl Router {
     pub fn new(
@@ -193,6 +190,8 @@ impl Router {
                 }
                 let provider = snap.catalog.provider_of(model);
                 let tokens = plan::claim(&inc.req.facts, provider, model);
+                // Built at the first key that has room, then the same for every other.
+                let mut body: Option<Bytes> = None;
                 for key in self.live.keys.rotated(&provider.id) {
                     if tally.attempts >= self.settings.max_attempts {
                         break 'models;
@@ -215,15 +214,25 @@ impl Router {
                             continue;
                         }
                     };
+                    let sent = match &body {
+                        Some(b) => b.clone(),
+                        None => match self.dialects.body(provider, model, &inc.req) {
+                            Ok(b) => body.insert(b).clone(),
+                            Err(message) => {
+                                reservation.unsent();
+                                return Err(tally.fail(ApiError::InvalidRequest(message)));
+                            }
+                        },
+                    };
                     let t0 = Instant::now();
                     // The time budget bounds the whole attempt until its first content.
-                    let attempt = self.attempt(provider, model, &key, inc, &ask);
+                    let attempt = self.attempt(provider, model, &key, inc, &ask, sent);
                     let (outcome, host_failures) =
                         tokio::time::timeout_at(deadline.into(), attempt)
                             .await
                             .unwrap_or_else(|_| {
                                 let why = "no content before the time budget ran out".to_string();
-                                (Err(AttemptError::Upstream(Failure::Server(why), None)), 0)
+                                (Err(AttemptError(Failure::Server(why), None)), 0)
                             });
                     // A key tried on another host (Z.ai) first failed once per host.
                     tally.attempts += host_failures;
@@ -243,12 +252,7 @@ impl Router {
                                 body: self.finish(success, reservation, row, started),
                             });
                         }
-                        Err(AttemptError::Client(message)) => {
-                            reservation.unsent();
-                            let error = ApiError::InvalidRequest(message);
-                            return Err(tally.fail(error));
-                        }
-                        Err(AttemptError::Upstream(failure, status)) => {
+                        Err(AttemptError(failure, status)) => {
                             // Upstream words can carry a key, of any shape: never past here.
                             (failure.redacted(|t| self.live.keys.redact(t)), status)
                         }
@@ -405,15 +409,24 @@ impl Router {
         key: &ProviderKey,
         inc: &Incoming,
         ask: &Ask,
+        body: Bytes,
     ) -> (Result<Success, AttemptError>, u32) {
         let hosts = self.dialects.hosts(provider, key);
         let mut host_failures = 0;
-        let mut last = AttemptError::Upstream(Failure::Server("no host".into()), None);
+        let mut last = AttemptError(Failure::Server("no host".into()), None);
         for (i, base) in hosts.iter().enumerate() {
-            match self.attempt_on(provider, model, key, inc, ask, base).await {
-                Err(AttemptError::Upstream(Failure::InvalidKey(m), s)) if i + 1 < hosts.len() => {
+            let out = self.dialects.build(
+                provider,
+                model,
+                key,
+                base,
+                inc.req.facts.stream,
+                body.clone(),
+            );
+            match self.attempt_on(provider, model, key, inc, ask, out).await {
+                Err(AttemptError(Failure::InvalidKey(m), s)) if i + 1 < hosts.len() => {
                     host_failures += 1;
-                    last = AttemptError::Upstream(Failure::InvalidKey(m), s);
+                    last = AttemptError(Failure::InvalidKey(m), s);
                 }
                 other => return (other, host_failures),
             }
@@ -428,13 +441,9 @@ impl Router {
         key: &ProviderKey,
         inc: &Incoming,
         ask: &Ask,
-        base: &str,
+        out: Outgoing,
     ) -> Result<Success, AttemptError> {
-        let upstream_err = |f: Failure, status: Option<u16>| AttemptError::Upstream(f, status);
-        let out = self
-            .dialects
-            .build(provider, model, key, base, &inc.req)
-            .map_err(AttemptError::Client)?;
+        let upstream_err = |f: Failure, status: Option<u16>| AttemptError(f, status);
         let url = self
             .dialects
             .url(&out.url)
@@ -444,7 +453,7 @@ impl Router {
             .unwrap_or(self.settings.first_byte_timeout);
         let send = self
             .http
-            .send(http::Method::POST, url, &out.headers, out.body.into());
+            .send(http::Method::POST, url, &out.headers, out.body);
         let resp = match tokio::time::timeout(first_byte, send).await {
             Err(_) => {
                 let why = format!("no answer within {}s", first_byte.as_secs());
@@ -475,7 +484,7 @@ impl Router {
             let failure = classify(status, retry_after.as_deref(), &body);
             return Err(upstream_err(failure, Some(status)));
         }
-        self.dialects.worked_on(provider, key, base);
+        self.dialects.worked_on(provider, key, &out.host);
         if !inc.req.facts.stream {
             let body = upstream::read_limited(resp, stall, MAX_ANSWER)
                 .await
