@@ -10,9 +10,10 @@
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use lru::LruCache;
 use rand::RngCore;
-use std::collections::HashMap;
 use std::net::IpAddr;
+use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -73,7 +74,6 @@ struct Failures {
     count: u32,
     /// Login is refused until then.
     until_ms: i64,
-    last_ms: i64,
 }
 
 pub struct Admin {
@@ -81,7 +81,8 @@ pub struct Admin {
     /// `auth.admin_password`, if the config sets one.
     fixed: Option<Secret>,
     clock: Arc<dyn Clock>,
-    throttle: Mutex<HashMap<IpAddr, Failures>>,
+    /// Wrong passwords per address, the least recently wrong forgotten first.
+    throttle: Mutex<LruCache<IpAddr, Failures>>,
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -96,7 +97,9 @@ impl Admin {
             store,
             fixed,
             clock,
-            throttle: Mutex::new(HashMap::new()),
+            throttle: Mutex::new(LruCache::new(
+                NonZeroUsize::new(THROTTLE_CAPACITY).unwrap_or(NonZeroUsize::MIN),
+            )),
         }
     }
 
@@ -155,6 +158,7 @@ impl Admin {
                 "the password must have at least {MIN_PASSWORD} characters"
             )));
         }
+        crate::offload::assert_off_loop("a password hash");
         let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
         let hash = Argon2::default()
             .hash_password(password.as_bytes(), &salt)
@@ -168,18 +172,14 @@ impl Admin {
     /// Log in from `from`; a new session. Slowed down after repeated wrong passwords.
     pub fn login(&self, from: IpAddr, password: &str) -> Result<Session, Error> {
         let now = self.now();
-        if let Some(f) = self.failures(from) {
-            if f.until_ms > now {
-                return Err(Error::SlowDown(Duration::from_millis(
-                    (f.until_ms - now) as u64,
-                )));
-            }
+        if let Some(wait) = self.slowed(from) {
+            return Err(Error::SlowDown(wait));
         }
         if self.password_matches(password)? {
             self.throttle
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .remove(&from);
+                .pop(&from);
             return self.new_session();
         }
         self.failed(from, now);
@@ -198,6 +198,7 @@ impl Admin {
             return Ok(false);
         };
         let stored = String::from_utf8(stored)?;
+        crate::offload::assert_off_loop("a password hash");
         let hash = PasswordHash::new(&stored)
             .map_err(|e| anyhow::anyhow!("the stored password hash is damaged: {e}"))?;
         Ok(Argon2::default()
@@ -205,29 +206,24 @@ impl Admin {
             .is_ok())
     }
 
-    fn failures(&self, from: IpAddr) -> Option<Failures> {
-        self.throttle
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&from)
-            .copied()
+    /// How long `from` must wait before its next login, if it must (memory only: answered
+    /// on the event loop, before a password is hashed).
+    pub fn slowed(&self, from: IpAddr) -> Option<Duration> {
+        let now = self.now();
+        let t = self.throttle.lock().unwrap_or_else(|e| e.into_inner());
+        t.peek(&from)
+            .filter(|f| f.until_ms > now)
+            .map(|f| Duration::from_millis((f.until_ms - now) as u64))
     }
 
     /// One more wrong password from `from`: from the fifth in a row, a delay that doubles.
     fn failed(&self, from: IpAddr, now: i64) {
         let mut t = self.throttle.lock().unwrap_or_else(|e| e.into_inner());
-        if t.len() >= THROTTLE_CAPACITY && !t.contains_key(&from) {
-            if let Some(oldest) = t.iter().min_by_key(|(_, f)| f.last_ms).map(|(ip, _)| *ip) {
-                t.remove(&oldest);
-            }
-        }
-        let f = t.entry(from).or_insert(Failures {
+        let f = t.get_or_insert_mut(from, || Failures {
             count: 0,
             until_ms: 0,
-            last_ms: now,
         });
         f.count += 1;
-        f.last_ms = now;
         if f.count >= FREE_TRIES {
             let doublings = (f.count - FREE_TRIES).min(20);
             let delay = Duration::from_secs(1u64 << doublings).min(MAX_DELAY);

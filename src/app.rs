@@ -22,6 +22,7 @@ use crate::crypto::{KEY_FILE, KeySource, Sealer};
 use crate::health::{self, Prober};
 use crate::ledger::{Clock, Ledger, MemoryLedger, SystemClock};
 use crate::live::Live;
+use crate::offload;
 use crate::ops::Ops;
 use crate::providers::Dialects;
 use crate::reqlog::{self, RequestLog};
@@ -34,6 +35,9 @@ const CANARY_AAD: &[u8] = b"freeway:canary";
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// How often background state is persisted and the database checked for CLI changes.
 const TICK: Duration = Duration::from_secs(2);
+/// Request-log rows deleted in one transaction when old ones are pruned: the store's lock is
+/// let go between batches, so the log writer and the admin side are not held up for long.
+const PRUNE_BATCH: usize = 5_000;
 
 /// Everything long-lived.
 pub struct App {
@@ -226,7 +230,7 @@ impl App {
             *self.log_writer.lock().unwrap_or_else(|e| e.into_inner()) = Some(writer);
         }
         let app = Arc::clone(self);
-        self.tasks.spawn(async move {
+        self.tasks.spawn(offload::on_loop(async move {
             let mut tick = tokio::time::interval(TICK);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut last_prune: Option<tokio::time::Instant> = None;
@@ -240,7 +244,7 @@ impl App {
                 if prune {
                     last_prune = Some(tokio::time::Instant::now());
                 }
-                let _ = tokio::task::spawn_blocking(move || {
+                let _ = offload::run(move || {
                     a.persist_ledger();
                     a.ops.persist();
                     match a.ops.reload_if_changed() {
@@ -252,7 +256,7 @@ impl App {
                     }
                     if prune {
                         let before = a.ledger.now_ms() - a.config.log_retention.as_millis() as i64;
-                        match a.store.prune_requests(before) {
+                        match a.store.prune_requests(before, PRUNE_BATCH) {
                             Ok(0) => {}
                             Ok(n) => tracing::info!(rows = n, "pruned old request log rows"),
                             Err(e) => {
@@ -265,19 +269,19 @@ impl App {
             }
             // Last words: counters, cooldowns and key health survive the restart.
             let a = Arc::clone(&app);
-            let _ = tokio::task::spawn_blocking(move || {
+            let _ = offload::run(move || {
                 a.persist_ledger();
                 a.ops.persist();
             })
             .await;
-        });
+        }));
         self.spawn_probes();
     }
 
     /// The periodic health probe (SPEC 3.6).
     fn spawn_probes(self: &Arc<Self>) {
         let app = Arc::clone(self);
-        self.tasks.spawn(async move {
+        self.tasks.spawn(offload::on_loop(async move {
             let interval = app.config.routing.health_interval;
             // The first round waits a little so a restart loop does not hammer providers.
             let mut wait = health::jitter(Duration::from_secs(20).min(interval));
@@ -292,7 +296,7 @@ impl App {
                 }
                 wait = health::jitter(interval);
             }
-        });
+        }));
     }
 }
 
@@ -305,11 +309,11 @@ fn remember_hosts(store: &Arc<Store>, tasks: &TaskTracker) -> crate::providers::
             return;
         }
         let (store, id, base) = (Arc::clone(&store), key.id.clone(), base.to_string());
-        tasks.spawn_blocking(move || {
+        tasks.spawn(offload::run(move || {
             if let Err(e) = store.set_key_base_url(&id, &base) {
                 tracing::error!(error = %e, "could not remember a key's host");
             }
-        });
+        }));
     })
 }
 
@@ -345,7 +349,7 @@ pub async fn serve(
         .unwrap_or_else(|e| e.into_inner())
         .take();
     if let Some(w) = writer {
-        let _ = tokio::task::spawn_blocking(move || w.finish()).await;
+        let _ = offload::run(move || w.finish()).await;
     }
     Ok(())
 }

@@ -117,6 +117,9 @@ pub enum ChainCmd {
     Enable { model: String },
     /// Disable a model.
     Disable { model: String },
+    /// Forget what upstreams taught about a model (fields it refused, tools or images it lost),
+    /// or about every model.
+    ResetQuirks { model: Option<String> },
 }
 
 /// Run a parsed command line.
@@ -416,6 +419,9 @@ fn chain_cmd(config: Config, cmd: ChainCmd) -> anyhow::Result<()> {
                         .map(|why| format!("  retired: {why}"))
                         .unwrap_or_default()
                 );
+                for (lesson, why) in &e.learned {
+                    out!("          learned: {lesson} ({why})");
+                }
             }
         }
         ChainCmd::Move { model, position } => {
@@ -431,6 +437,11 @@ fn chain_cmd(config: Config, cmd: ChainCmd) -> anyhow::Result<()> {
         ChainCmd::Disable { model } => {
             ops.set_model_enabled(&model, false)?;
             out!("disabled {model}");
+        }
+        ChainCmd::ResetQuirks { model } => {
+            let n = ops.reset_quirks(model.as_deref())?;
+            let whom = model.as_deref().unwrap_or("every model");
+            out!("forgot {n} learned quirk(s) of {whom}");
         }
     }
     Ok(())
@@ -470,6 +481,9 @@ fn models_cmd(config: Config, all: bool) -> anyhow::Result<()> {
                 (None, false) => " (disabled)".into(),
             }
         );
+        for (lesson, why) in &e.learned {
+            out!("    learned: {lesson} ({why})");
+        }
     }
     if !all {
         out!("(models whose provider has no key are hidden; --all shows the whole catalog)");

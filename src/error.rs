@@ -111,14 +111,45 @@ pub fn scrub(text: &str) -> String {
     out
 }
 
+/// Prefixes vendors put in front of their keys.
+const KEY_PREFIXES: &[&str] = &[
+    "AIza",
+    "gsk_",
+    "sk-",
+    "csk-",
+    "nvapi-",
+    "hf_",
+    "r8_",
+    "xai-",
+    "pk-",
+    "ghp_",
+    "github_pat_",
+];
+
 fn looks_secret(token: &str, min: usize) -> bool {
-    // Split on separators a URL or a sentence would use, then judge each piece: a key is a long
-    // run mixing letters and digits.
+    if token.contains("key=") {
+        return true;
+    }
+    // Split on separators a URL or a sentence would use, then judge each piece.
     token.split(['/', '=', '.']).any(|piece| {
-        piece.len() >= min
-            && piece.chars().any(|c| c.is_ascii_digit())
-            && piece.chars().any(|c| c.is_ascii_alphabetic())
-    }) || token.contains("key=")
+        if piece.len() < min {
+            return false;
+        }
+        let mixed = |s: &str| {
+            s.chars().any(|c| c.is_ascii_digit()) && s.chars().any(|c| c.is_ascii_alphabetic())
+        };
+        // A vendor's key prefix; or one long run that mixes letters and digits (a model id is
+        // short words joined by `-`: `llama-4-scout-17b-16e-instruct` is no key); or a long
+        // piece mixing upper case, lower case and digits, as encoded keys do.
+        KEY_PREFIXES.iter().any(|p| piece.starts_with(p)) && mixed(piece)
+            || piece
+                .split(['-', '_'])
+                .any(|run| run.len() >= 16 && mixed(run))
+            || piece.len() >= 32
+                && mixed(piece)
+                && piece.chars().any(|c| c.is_ascii_uppercase())
+                && piece.chars().any(|c| c.is_ascii_lowercase())
+    })
 }
 
 #[cfg(test)]
@@ -170,5 +201,23 @@ mod tests {
         assert!(s.starts_with("Incorrect API key provided: [redacted]"));
         let plain = "max_tokens must be at most 4096, got 10000";
         assert_eq!(scrub(plain), plain);
+        for model in [
+            "The model `meta-llama/llama-4-scout-17b-16e-instruct` does not support tools",
+            "Qwen/Qwen2.5-Coder-32B-Instruct is busy",
+            "mistralai/Mistral-Small-3.2-24B-Instruct-2506",
+            "nvidia/llama-3.1-nemotron-ultra-253b-v1 and gemini-2.5-flash-preview-09-2025",
+        ] {
+            assert_eq!(scrub(model), model, "a model id is not a key");
+        }
+        for key in [
+            "sk-or-v1-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "csk-abcd1234efgh5678ijkl9012mnop",
+            "nvapi-Ab3_dE5fG7hI9jK1lM3nO5pQ7rS9tU1vW3xY5zA7bC9",
+            "AIzaSyD-9tSrke72PouQMnMX-a7eZSW0jkFMBWY",
+            "hf_AbCdEfGhIjKlMnOpQrStUvWxYz12345678",
+        ] {
+            let s = scrub(&format!("bad key {key} here"));
+            assert_eq!(s, "bad key [redacted] here", "{key}");
+        }
     }
 }

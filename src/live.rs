@@ -6,11 +6,13 @@
 //! commits to the database. Readers take a snapshot and keep it for the request, so a reload
 //! in the middle of one never mixes two chains.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::catalog::Catalog;
 use crate::catalog::chain::Link;
 use crate::keys::{ClientKeys, KeyRing};
+use crate::lessons::{Lesson, Lessons};
 
 /// A catalog and the chain built from it, consistent with each other.
 pub struct Snapshot {
@@ -24,6 +26,12 @@ pub struct Live {
     pub clients: ClientKeys,
     /// Models a provider retired since the last save: (reference, why), to persist.
     retired: Mutex<Vec<(String, String)>>,
+    /// What upstreams taught about models (SPEC 3.9), by model reference; replaced whole.
+    lessons: RwLock<Arc<HashMap<String, Arc<Lessons>>>>,
+    /// Lessons learned since the last save: (reference, lesson, the upstream's words).
+    learned: Mutex<Vec<(String, Lesson, String)>>,
+    /// Routes whose streams kept breaking, tried last until then (ms): reference → (until, why).
+    benched: RwLock<HashMap<String, (i64, String)>>,
 }
 
 impl Live {
@@ -37,6 +45,9 @@ impl Live {
             keys: KeyRing::default(),
             clients: ClientKeys::default(),
             retired: Mutex::new(Vec::new()),
+            lessons: RwLock::new(Arc::new(HashMap::new())),
+            learned: Mutex::new(Vec::new()),
+            benched: RwLock::new(HashMap::new()),
         }
     }
 
@@ -81,5 +92,73 @@ impl Live {
     /// Retirements not yet saved.
     pub fn take_retired(&self) -> Vec<(String, String)> {
         std::mem::take(&mut *self.retired.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl Live {
+    /// What upstreams taught about `model`, if anything.
+    pub fn lessons(&self, model: &str) -> Option<Arc<Lessons>> {
+        let all = self.lessons.read().unwrap_or_else(|e| e.into_inner());
+        if all.is_empty() {
+            return None;
+        }
+        all.get(model).cloned()
+    }
+
+    /// Every model's lessons.
+    pub fn all_lessons(&self) -> Arc<HashMap<String, Arc<Lessons>>> {
+        Arc::clone(&self.lessons.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// An upstream taught `lesson` about `model`: in force at once, queued for the store.
+    /// Whether it is news.
+    pub fn learn(&self, model: &str, lesson: Lesson, why: &str) -> bool {
+        let mut slot = self.lessons.write().unwrap_or_else(|e| e.into_inner());
+        let mut lessons = slot.get(model).map(|l| (**l).clone()).unwrap_or_default();
+        if !lessons.add(lesson.clone(), why) {
+            return false;
+        }
+        let mut all = (**slot).clone();
+        all.insert(model.to_string(), Arc::new(lessons));
+        *slot = Arc::new(all);
+        drop(slot);
+        self.learned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((model.to_string(), lesson, why.to_string()));
+        true
+    }
+
+    /// Lessons not yet saved.
+    pub fn take_learned(&self) -> Vec<(String, Lesson, String)> {
+        std::mem::take(&mut *self.learned.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Replace every lesson (loaded from the store).
+    pub fn set_lessons(&self, rows: Vec<(String, Lesson, String)>) {
+        let mut all: HashMap<String, Lessons> = HashMap::new();
+        for (model, lesson, why) in rows {
+            all.entry(model).or_default().add(lesson, &why);
+        }
+        let all = all.into_iter().map(|(m, l)| (m, Arc::new(l))).collect();
+        *self.lessons.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(all);
+    }
+}
+
+impl Live {
+    /// Try `model` last until `until_ms` (its streams kept breaking).
+    pub fn bench(&self, model: &str, until_ms: i64, why: &str) {
+        let mut b = self.benched.write().unwrap_or_else(|e| e.into_inner());
+        b.retain(|_, (until, _)| *until > until_ms - 86_400_000);
+        b.insert(model.to_string(), (until_ms, why.to_string()));
+    }
+
+    /// Until when and why `model` is benched, if it is at `now_ms`.
+    pub fn benched(&self, model: &str, now_ms: i64) -> Option<(i64, String)> {
+        let b = self.benched.read().unwrap_or_else(|e| e.into_inner());
+        if b.is_empty() {
+            return None;
+        }
+        b.get(model).filter(|(until, _)| *until > now_ms).cloned()
     }
 }

@@ -465,7 +465,7 @@ async fn quota(State(server): State<Arc<Server>>, headers: HeaderMap) -> Respons
         return e.into_response();
     }
     let ops = Arc::clone(&server.ops);
-    let models = match tokio::task::spawn_blocking(move || ops.headroom()).await {
+    let models = match crate::offload::run(move || ops.headroom()).await {
         Ok(m) => m,
         Err(_) => {
             return ApiError::UpstreamFailed("headroom could not be computed".into())
@@ -511,9 +511,7 @@ async fn readyz(State(server): State<Arc<Server>>) -> Response {
 /// Client keys never open it.
 async fn metrics(State(server): State<Arc<Server>>, headers: HeaderMap) -> Response {
     let m = &server.metrics;
-    let admin = matches!(admin::session_of(&server, &headers), Ok(Some(_)));
-    let allowed = m.public
-        || admin
+    let mut allowed = m.public
         || m.token.as_ref().is_some_and(|token| {
             headers
                 .get(header::AUTHORIZATION)
@@ -526,6 +524,10 @@ async fn metrics(State(server): State<Arc<Server>>, headers: HeaderMap) -> Respo
                     )
                 })
         });
+    // An admin session opens it too (the store is asked off the event loop).
+    if !allowed {
+        allowed = matches!(admin::session_of(&server, &headers).await, Ok(Some(_)));
+    }
     if !allowed {
         return ApiError::Unauthorized(
             "metrics need an admin session, `Authorization: Bearer <metrics.token>`, or metrics.public = true"

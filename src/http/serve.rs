@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -115,6 +115,21 @@ fn out_of_files(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(24 | 23))
 }
 
+/// Spawns what hyper runs beside a connection (HTTP/2 streams) as event-loop work, so the
+/// `offload` guard sees it as it sees the connection itself.
+#[derive(Clone, Copy)]
+pub struct LoopExecutor;
+
+impl<F> hyper::rt::Executor<F> for LoopExecutor
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        tokio::spawn(crate::offload::on_loop(fut));
+    }
+}
+
 /// Serve `app` on `listener` until `shutdown` is cancelled; then let in-flight requests finish
 /// for at most `grace`.
 pub async fn run(
@@ -141,7 +156,7 @@ pub async fn run(
             }
         })
     };
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(LoopExecutor);
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -196,14 +211,14 @@ pub async fn run(
             Arc::clone(&conns),
             shutdown.clone(),
         );
-        tasks.spawn(async move {
+        tasks.spawn(crate::offload::on_loop(async move {
             serve_one(tcp, peer, app, &builder, &conns, &conn, stop).await;
             conns
                 .all
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&id);
-        });
+        }));
     }
     drop(listener);
     tasks.close();
@@ -221,7 +236,7 @@ async fn serve_one(
     tcp: tokio::net::TcpStream,
     peer: std::net::SocketAddr,
     app: axum::Router,
-    builder: &auto::Builder<TokioExecutor>,
+    builder: &auto::Builder<LoopExecutor>,
     conns: &Arc<Conns>,
     conn: &Arc<Conn>,
     shutdown: CancellationToken,

@@ -221,17 +221,22 @@ pub async fn count_tokens(
         Err(e) => return surface.error(e, &request_id, 0),
     };
     let catalog = Arc::clone(&server.ops.live().snapshot().catalog);
-    let counted = anthropic::parse(&bytes, |m| server.families.map(m, |n| known(&catalog, n)))
-        .map_err(ApiError::InvalidRequest)
-        .and_then(|p| {
-            // A model the messages route would refuse is refused here too.
-            match p.req.facts.model.as_deref() {
-                Some(m) if !known(&catalog, m) => Err(ApiError::ModelNotFound(format!(
-                    "the model `{m}` does not exist; GET /v1/models lists what is available (or use \"auto\")"
-                ))),
-                _ => Ok(p.req.facts.prompt_tokens),
-            }
-        });
+    let families = server.families.clone();
+    let counted = parse_sized(bytes, move |bytes| {
+        anthropic::parse(bytes, |m| families.map(m, |n| known(&catalog, n)))
+            .map_err(ApiError::InvalidRequest)
+            .and_then(|p| {
+                // A model the messages route would refuse is refused here too.
+                match p.req.facts.model.as_deref() {
+                    Some(m) if !known(&catalog, m) => Err(ApiError::ModelNotFound(format!(
+                        "the model `{m}` does not exist; GET /v1/models lists what is available (or use \"auto\")"
+                    ))),
+                    _ => Ok(p.req.facts.prompt_tokens),
+                }
+            })
+    })
+    .await
+    .and_then(|r| r);
     match counted {
         Ok(n) => {
             let mut resp = axum::Json(json!({"input_tokens": n})).into_response();
@@ -240,6 +245,22 @@ pub async fn count_tokens(
         }
         Err(e) => surface.error(e, &request_id, 0),
     }
+}
+
+/// Parse a request body with `parse`: on the event loop when it is small, else on the
+/// blocking pool, [`super::LARGE_AT_ONCE`] at a time, so one large body (images, long
+/// documents) cannot stall the other requests.
+async fn parse_sized<T: Send + 'static>(
+    bytes: bytes::Bytes,
+    parse: impl FnOnce(&[u8]) -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    if bytes.len() <= LARGE_BODY {
+        return Ok(parse(&bytes));
+    }
+    let _turn = LARGE_PARSES.acquire().await;
+    crate::offload::run(move || parse(&bytes))
+        .await
+        .map_err(|_| ApiError::InvalidRequest("the request could not be parsed".into()))
 }
 
 async fn handle(
@@ -269,20 +290,15 @@ pub(crate) async fn answer_as(
         Err(e) => return surface.error(e, &request_id, 0),
     };
     let catalog = Arc::clone(&server.ops.live().snapshot().catalog);
-    // A large body (images, long documents) is parsed off the event loop, so one request
-    // cannot stall the others.
-    let prepared = if bytes.len() > LARGE_BODY {
-        let _turn = LARGE_PARSES.acquire().await;
-        let families = server.families.clone();
-        tokio::task::spawn_blocking(move || prepare(surface, &bytes, &families, &catalog))
-            .await
-            .unwrap_or_else(|_| Err("the request could not be parsed".into()))
-    } else {
-        prepare(surface, &bytes, &server.families, &catalog)
-    };
+    let families = server.families.clone();
+    let prepared = parse_sized(bytes, move |bytes| {
+        prepare(surface, bytes, &families, &catalog).map_err(ApiError::InvalidRequest)
+    })
+    .await
+    .and_then(|r| r);
     let Prepared { req, notes, render } = match prepared {
         Ok(p) => p,
-        Err(msg) => return surface.error(ApiError::InvalidRequest(msg), &request_id, 0),
+        Err(e) => return surface.error(e, &request_id, 0),
     };
     let estimate = req.facts.prompt_tokens;
     let session = ["x-session-id", "x-claude-code-session-id", "session-id"]

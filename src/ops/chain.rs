@@ -39,6 +39,10 @@ pub struct ChainEntry {
     pub frees_at_ms: Option<i64>,
     /// Retired by the catalog or its provider (why).
     pub retired: Option<String>,
+    /// What upstreams taught about it (SPEC 3.9): each lesson with the words that taught it.
+    pub learned: Vec<(String, String)>,
+    /// Tried last until then (ms), and why: its streams kept breaking (SPEC 3.9).
+    pub benched: Option<(i64, String)>,
 }
 
 impl Ops {
@@ -105,6 +109,17 @@ impl Ops {
                     available: link.enabled && available,
                     frees_at_ms: (!available).then_some(frees_at_ms).flatten(),
                     retired: link.retired.clone(),
+                    learned: self
+                        .live
+                        .lessons(&m.reference)
+                        .map(|l| {
+                            l.list
+                                .iter()
+                                .map(|(lesson, why)| (lesson.to_string(), why.clone()))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    benched: self.live.benched(&m.reference, self.ledger.now_ms()),
                 })
             })
             .collect()
@@ -134,7 +149,7 @@ impl Ops {
     }
 
     /// The reference of a model named `provider/model` (upstream or canonical id).
-    fn chain_model(&self, name: &str) -> Result<String> {
+    pub(super) fn chain_model(&self, name: &str) -> Result<String> {
         let snap = self.live.snapshot();
         snap.catalog
             .model(name)

@@ -1,5 +1,7 @@
 //! Provider keys and client keys.
 
+use std::sync::Arc;
+
 use super::{Error, Ops, Result};
 use crate::catalog::Provider;
 use crate::crypto;
@@ -232,13 +234,25 @@ impl Ops {
         self.key(&k.id)
     }
 
-    /// Probe keys now (every key, or those `only` accepts) and write what was found.
-    pub async fn check(&self, only: Option<&str>) -> Result<Vec<Verdict>> {
-        let target = only.map(|id| self.key(id)).transpose()?;
+    /// Probe keys now (every key, or those `only` accepts) and write what was found. The key
+    /// lookup and the write run off the event loop (`offload::run`).
+    pub async fn check(self: &Arc<Self>, only: Option<&str>) -> Result<Vec<Verdict>> {
+        let target = match only {
+            Some(id) => {
+                let (ops, id) = (Arc::clone(self), id.to_string());
+                Some(offloaded(move || ops.key(&id)).await?)
+            }
+            None => None,
+        };
         let filter = |k: &keys::ProviderKey| target.as_ref().is_none_or(|t| t.id == k.id);
         let now = || self.ledger.now_ms();
         let verdicts = health::run(&self.live, &self.prober, &filter, &now).await;
-        self.persist_health();
+        let ops = Arc::clone(self);
+        offloaded(move || {
+            ops.persist_health();
+            Ok(())
+        })
+        .await?;
         Ok(verdicts)
     }
 
@@ -413,6 +427,15 @@ fn env_line(line: &str) -> Option<(String, String)> {
     Some((name.trim().to_string(), value))
 }
 
+/// A shell variable's name: a letter or `_`, then letters, digits and `_`.
+fn is_variable_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 /// `GROQ_API_KEY_2` → (`GROQ_API_KEY`, `_2`): the suffix tells several keys apart.
 fn split_suffix(name: &str) -> (&str, &str) {
     match name.rsplit_once('_') {
@@ -439,11 +462,23 @@ impl Ops {
                     catalog.provider(&id).map(|p| p.id.clone())
                 })
         };
-        let lines: Vec<(usize, String, String)> = text
-            .lines()
-            .enumerate()
-            .filter_map(|(i, l)| env_line(l).map(|(n, v)| (i + 1, n, v)))
-            .collect();
+        let mut out = Imported::default();
+        let mut lines: Vec<(usize, String, String)> = Vec::new();
+        for (i, l) in text.lines().enumerate() {
+            let l = l.trim();
+            if l.is_empty() || l.starts_with('#') {
+                continue;
+            }
+            match env_line(l).filter(|(n, _)| is_variable_name(n)) {
+                Some((n, v)) => lines.push((i + 1, n, v)),
+                // The line itself is not repeated: it may be a pasted key.
+                None => out.skipped.push((
+                    i + 1,
+                    "not a NAME=value line (e.g. GROQ_API_KEY=gsk_…); nothing was read from it"
+                        .into(),
+                )),
+            }
+        }
         let account = |suffix: &str| {
             lines.iter().find_map(|(_, n, v)| {
                 let (base, s) = split_suffix(n);
@@ -460,7 +495,6 @@ impl Ops {
                 .map(|k| k.secret.expose().to_string())
                 .collect()
         };
-        let mut out = Imported::default();
         let mut seen: Vec<String> = Vec::new();
         for (line, name, value) in &lines {
             let (base, suffix) = split_suffix(name);
@@ -508,8 +542,16 @@ impl Ops {
                 Err(e) => out.skipped.push((*line, e.to_string())),
             }
         }
+        out.skipped.sort_by_key(|(line, _)| *line);
         Ok(out)
     }
+}
+
+/// An operation run off the event loop.
+async fn offloaded<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    crate::offload::run(f)
+        .await
+        .map_err(|e| Error::Internal(e.into()))?
 }
 
 #[cfg(test)]

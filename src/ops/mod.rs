@@ -120,9 +120,36 @@ impl Ops {
         }
     }
 
+    /// Record what upstreams taught since the last look (before any reload reads the store).
+    pub fn persist_learned(&self) {
+        for (model, lesson, why) in self.live.take_learned() {
+            tracing::warn!(model = %model, lesson = %lesson, reason = %why, "learned from the upstream's answer");
+            if let Err(e) = self
+                .store
+                .learn(&model, &lesson, &why, self.ledger.now_ms())
+            {
+                tracing::error!(error = %e, "could not record what an upstream taught");
+            }
+        }
+    }
+
+    /// Forget what upstreams taught about `model` (a reference or canonical id), or about every
+    /// model; how many lessons.
+    pub fn reset_quirks(&self, model: Option<&str>) -> Result<usize> {
+        self.persist_learned();
+        let target = match model {
+            Some(m) => Some(self.chain_model(m)?),
+            None => None,
+        };
+        let n = self.store.forget_lessons(target.as_deref())?;
+        self.reload()?;
+        Ok(n)
+    }
+
     /// Load keys, client keys and the chain from the store into the live state.
     pub fn reload(&self) -> anyhow::Result<()> {
         self.persist_retired();
+        self.persist_learned();
         *self.data_version.lock().unwrap_or_else(|e| e.into_inner()) = self.store.data_version()?;
         let catalog = self.catalog();
         let rows = self.store.keys()?;
@@ -137,6 +164,7 @@ impl Ops {
             &self.store.retired()?,
         );
         self.live.set_snapshot(Snapshot { catalog, chain });
+        self.live.set_lessons(self.store.lessons()?);
         Ok(())
     }
 
@@ -155,6 +183,7 @@ impl Ops {
     /// when client keys were last used.
     pub fn persist(&self) {
         self.persist_retired();
+        self.persist_learned();
         let used = self.live.clients.take_used();
         if !used.is_empty() {
             if let Err(e) = self.store.touch_client_keys(&used) {

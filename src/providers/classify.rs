@@ -33,6 +33,15 @@ pub enum Failure {
     BadAnswer(String),
     /// The prompt is too large for this model.
     TooLarge(String),
+    /// A 400/422 that names a request field the upstream does not accept (SPEC 3.9); inside
+    /// messages when the field belongs to a message.
+    UnknownField {
+        field: String,
+        in_messages: bool,
+        message: String,
+    },
+    /// The model says it does not take tools (`tools`) or images (else) (SPEC 3.9).
+    Incapable { tools: bool, message: String },
 }
 
 impl Failure {
@@ -52,6 +61,31 @@ impl Failure {
             Failure::Denied(m) => format!("access denied: {m}"),
             Failure::BadAnswer(m) => format!("bad answer: {m}"),
             Failure::TooLarge(_) => "prompt too large for this model".into(),
+            Failure::UnknownField {
+                field, in_messages, ..
+            } => {
+                let place = if *in_messages { " in messages" } else { "" };
+                format!("the field `{field}`{place} is not accepted")
+            }
+            Failure::Incapable { tools: true, .. } => "the model does not take tools".into(),
+            Failure::Incapable { tools: false, .. } => "the model does not take images".into(),
+        }
+    }
+
+    /// The upstream's own words, where the failure carries them.
+    pub fn words(&self) -> Option<&str> {
+        match self {
+            Failure::RateLimited { message, .. }
+            | Failure::UnknownField { message, .. }
+            | Failure::Incapable { message, .. } => Some(message),
+            Failure::Server(m)
+            | Failure::InvalidKey(m)
+            | Failure::ModelGone(m)
+            | Failure::Retired(m)
+            | Failure::Request(m)
+            | Failure::Denied(m)
+            | Failure::BadAnswer(m)
+            | Failure::TooLarge(m) => Some(m),
         }
     }
 
@@ -75,6 +109,19 @@ impl Failure {
             Failure::Denied(m) => Failure::Denied(redact(&m)),
             Failure::BadAnswer(m) => Failure::BadAnswer(redact(&m)),
             Failure::TooLarge(m) => Failure::TooLarge(redact(&m)),
+            Failure::UnknownField {
+                field,
+                in_messages,
+                message,
+            } => Failure::UnknownField {
+                field,
+                in_messages,
+                message: redact(&message),
+            },
+            Failure::Incapable { tools, message } => Failure::Incapable {
+                tools,
+                message: redact(&message),
+            },
         }
     }
 
@@ -90,6 +137,8 @@ impl Failure {
             Failure::Denied(_) => "denied",
             Failure::BadAnswer(_) => "bad_answer",
             Failure::TooLarge(_) => "too_large",
+            Failure::UnknownField { .. } => "unknown_field",
+            Failure::Incapable { .. } => "incapable",
         }
     }
 }
@@ -140,6 +189,32 @@ pub fn classify(status: u16, retry_after: Option<&str>, body: &[u8]) -> Failure 
     // SPEC 3.7: a 410, or a 404 that says the model was decommissioned. Never a 400: its
     // words may echo what the client sent.
     let retired = raw_lower.contains("decommissioned") || raw_lower.contains("no longer supported");
+    // SPEC 3.9: a refusal that says the model lost tools or images, or names a field it does
+    // not accept (OpenRouter says "no endpoints found that support tool use" with a 404).
+    if matches!(status, 400 | 404 | 422) && !invalid_key && !retired {
+        if let Some(tools) = incapable(&raw_lower) {
+            return Failure::Incapable {
+                tools,
+                message: truncate(&message, 300),
+            };
+        }
+        if status != 404 {
+            let raw = String::from_utf8_lossy(body);
+            if let Some((field, in_messages)) = refused_field(&raw, json.as_ref()) {
+                if field == "tools" || field == "tool_choice" || field == "functions" {
+                    return Failure::Incapable {
+                        tools: true,
+                        message: truncate(&message, 300),
+                    };
+                }
+                return Failure::UnknownField {
+                    field,
+                    in_messages,
+                    message: truncate(&message, 300),
+                };
+            }
+        }
+    }
     match status {
         410 => Failure::Retired(truncate(&message, 200)),
         404 if retired => Failure::Retired(truncate(&message, 200)),
@@ -152,6 +227,177 @@ pub fn classify(status: u16, retry_after: Option<&str>, body: &[u8]) -> Failure 
         400 | 422 => Failure::Request(message),
         s if s >= 500 => Failure::Server(format!("upstream {s}")),
         s => Failure::Server(format!("upstream {s}: {}", truncate(&message, 120))),
+    }
+}
+
+/// A 200 whose body is an error, not an answer (SPEC 3.9: "out of credits", a quota message,
+/// an error object instead of choices): the failure it describes, as the status it names or
+/// its words mean.
+pub fn error_in_answer(body: &[u8]) -> Option<Failure> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let v = v.as_array().and_then(|a| a.first()).unwrap_or(&v);
+    if v.get("choices")
+        .and_then(Value::as_array)
+        .is_some_and(|c| !c.is_empty())
+    {
+        return None;
+    }
+    let err = v.get("error").filter(|e| !e.is_null())?;
+    let number = |x: &Value| {
+        x.as_u64()
+            .or_else(|| x.as_str()?.parse().ok())
+            .filter(|n| (400..600).contains(n))
+    };
+    let status = ["code", "status"]
+        .iter()
+        .find_map(|k| err.get(k).and_then(number))
+        .map_or_else(|| status_of_words(&err.to_string()), |n| n as u16);
+    Some(classify(status, None, body))
+}
+
+/// What an upstream's error event inside a stream means, before any content was sent: a
+/// quota or a credit message counts as that (cooled down and failed over), anything else as a
+/// bad answer.
+pub fn error_in_stream(reason: &str) -> Failure {
+    match status_of_words(reason) {
+        429 => classify(429, None, reason.as_bytes()),
+        402 => Failure::Denied(scrub(reason)),
+        _ => Failure::BadAnswer(reason.to_string()),
+    }
+}
+
+/// The status an error's words mean when it names none: a quota (429), credit (402), else a
+/// server failure (502).
+fn status_of_words(text: &str) -> u16 {
+    let lower = text.to_ascii_lowercase();
+    let quota = [
+        "rate limit",
+        "rate_limit",
+        "quota",
+        "too many requests",
+        "resource_exhausted",
+    ];
+    let credit = [
+        "credit",
+        "insufficient balance",
+        "insufficient_balance",
+        "payment required",
+        "billing",
+    ];
+    if quota.iter().any(|w| lower.contains(w)) {
+        429
+    } else if credit.iter().any(|w| lower.contains(w)) {
+        402
+    } else {
+        502
+    }
+}
+
+/// Whether an upstream's words say the model does not take tools (`Some(true)`) or images
+/// (`Some(false)`).
+fn incapable(lower: &str) -> Option<bool> {
+    const TOOLS: &[&str] = &[
+        "does not support tools",
+        "does not support tool",
+        "tool use is not supported",
+        "tools are not supported",
+        "tool calling is not supported",
+        "tool calls are not supported",
+        "function calling is not supported",
+        "does not support function calling",
+        "support tool use",
+    ];
+    const IMAGES: &[&str] = &[
+        "does not support image",
+        "image input is not supported",
+        "images are not supported",
+        "image_url is not supported",
+        "vision is not supported",
+        "does not support vision",
+        "support image input",
+        "does not support multimodal",
+    ];
+    if TOOLS.iter().any(|w| lower.contains(w)) {
+        Some(true)
+    } else if IMAGES.iter().any(|w| lower.contains(w)) {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// The request field an upstream's 400 says it does not accept, and whether it sits inside a
+/// message: Groq's "property 'x' is unsupported" (with a `messages.N.x` path inside
+/// messages), OpenAI's "Unrecognized request argument supplied: x", a validator's "Extra
+/// inputs are not permitted" with its `loc`, serde's "unknown field `x`".
+fn refused_field(raw: &str, json: Option<&Value>) -> Option<(String, bool)> {
+    let name = |s: &str| -> Option<String> {
+        let n: String = s
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+            .collect();
+        (!n.is_empty() && n.len() <= 64).then_some(n)
+    };
+    let nested = |field: &str| {
+        raw.match_indices("messages.").any(|(i, m)| {
+            let rest = &raw[i + m.len()..];
+            let digits = rest.chars().take_while(char::is_ascii_digit).count();
+            digits > 0
+                && rest[digits..]
+                    .strip_prefix('.')
+                    .is_some_and(|r| r.starts_with(field))
+        }) || raw.contains("messages[") && raw.contains(&format!("].{field}"))
+    };
+    if let Some(i) = raw.find("property '") {
+        let rest = &raw[i + "property '".len()..];
+        if let Some(end) = rest.find('\'') {
+            if rest[end..].starts_with("' is unsupported") {
+                let field = name(&rest[..end])?;
+                let inside = nested(&field);
+                return Some((field, inside));
+            }
+        }
+    }
+    if let Some(i) = raw.find("Unrecognized request argument supplied:") {
+        let rest = raw[i + "Unrecognized request argument supplied:".len()..].trim_start();
+        return name(rest).map(|f| (f, false));
+    }
+    if raw.contains("Extra inputs are not permitted") || raw.contains("extra_forbidden") {
+        if let Some(loc) = json.and_then(extra_input_loc) {
+            let in_messages = loc.iter().any(|p| p == "messages");
+            return loc.last().and_then(|f| name(f)).map(|f| (f, in_messages));
+        }
+    }
+    if let Some(i) = raw.find("unknown field `") {
+        let rest = &raw[i + "unknown field `".len()..];
+        let field = name(rest)?;
+        let inside = raw[..i].contains("messages");
+        return Some((field, inside));
+    }
+    None
+}
+
+/// The `loc` path of a validator's "extra inputs" complaint, wherever it sits in the body.
+fn extra_input_loc(v: &Value) -> Option<Vec<String>> {
+    match v {
+        Value::Object(o) => {
+            let extra = o.get("type").and_then(Value::as_str) == Some("extra_forbidden")
+                || o.get("msg")
+                    .and_then(Value::as_str)
+                    .is_some_and(|m| m.contains("Extra inputs"));
+            if extra {
+                if let Some(Value::Array(loc)) = o.get("loc") {
+                    return Some(
+                        loc.iter()
+                            .filter_map(|p| p.as_str().map(str::to_string))
+                            .collect(),
+                    );
+                }
+            }
+            o.values().find_map(extra_input_loc)
+        }
+        Value::Array(a) => a.iter().find_map(extra_input_loc),
+        _ => None,
     }
 }
 

@@ -24,8 +24,8 @@ use crate::error::scrub;
 use crate::keys::ProviderKey;
 use crate::wire::sse;
 
-/// A request ready to send.
-#[derive(Debug)]
+/// A request ready to send. Its `Debug` names the headers but never their values (one holds
+/// the key).
 pub struct Outgoing {
     /// The host it goes to, one of [`Dialects::hosts`].
     pub host: String,
@@ -33,6 +33,18 @@ pub struct Outgoing {
     /// Header name and value; values may hold the key, so this type is never logged.
     pub headers: Vec<(&'static str, String)>,
     pub body: Bytes,
+}
+
+impl std::fmt::Debug for Outgoing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<&str> = self.headers.iter().map(|(name, _)| *name).collect();
+        f.debug_struct("Outgoing")
+            .field("host", &self.host)
+            .field("url", &self.url)
+            .field("headers", &headers)
+            .field("body_bytes", &self.body.len())
+            .finish()
+    }
 }
 
 /// Called when a key turns out to belong to a host other than its provider's default, to make
@@ -104,9 +116,10 @@ impl Dialects {
         provider: &Provider,
         model: &Model,
         req: &chat::Request,
+        lessons: Option<&crate::lessons::Lessons>,
     ) -> Result<Bytes, String> {
         match provider.dialect {
-            Dialect::Openai => Ok(openai::body(req, provider, model).into()),
+            Dialect::Openai => Ok(openai::body(req, provider, model, lessons).into()),
             Dialect::Gemini => {
                 let body = Value::Object(req.to_map());
                 let lookup = |id: &str| self.signatures.get(id);
@@ -182,8 +195,10 @@ impl Dialects {
             Dialect::Gemini => {
                 let v: Value = serde_json::from_slice(&body)
                     .map_err(|e| Failure::BadAnswer(format!("not JSON ({e})")))?;
-                let m = gemini::from_upstream(&v, seed, &model.id)
-                    .map_err(|e| Failure::BadAnswer(scrub(&e.0)))?;
+                let m = gemini::from_upstream(&v, seed, &model.id).map_err(|e| {
+                    classify::error_in_answer(&body)
+                        .unwrap_or_else(|| Failure::BadAnswer(scrub(&e.0)))
+                })?;
                 for c in &m.calls {
                     self.signatures.remember(&c.id, c.extra.as_ref());
                 }
@@ -312,6 +327,19 @@ impl Decoder {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_outgoing_request_never_prints_its_credentials() {
+        let o = super::Outgoing {
+            host: "h".into(),
+            url: "http://h/v1/chat/completions".into(),
+            headers: vec![("authorization", "Bearer gsk_secret0123456789abcdef".into())],
+            body: bytes::Bytes::from_static(b"{}"),
+        };
+        let printed = format!("{o:?} {o:#?}");
+        assert!(!printed.contains("gsk_secret"), "{printed}");
+        assert!(printed.contains("authorization"), "{printed}");
+    }
+
     #[test]
     fn upstream_urls_must_be_absolute_http_with_a_host() {
         for good in [

@@ -12,6 +12,7 @@ use crate::catalog::{Model, Provider};
 use crate::chat::openai::{Chunk, LightAnswer, LightChunk};
 use crate::chat::{Answer, Piece, Request, Usage};
 use crate::error::scrub;
+use crate::lessons::Lessons;
 
 /// The most `max_tokens` a request may carry to this model: a larger one is clamped, never
 /// refused (coding agents ask for 64000). The vendor's ceiling, what the context window leaves
@@ -36,11 +37,21 @@ pub fn max_tokens_ceiling(facts: &crate::chat::Facts, provider: &Provider, model
 
 /// The body to send upstream. Only fields that change are parsed and rebuilt; the rest is
 /// written as the client's own JSON text.
-pub fn body(req: &Request, provider: &Provider, model: &Model) -> Vec<u8> {
+/// `lessons`: what the upstream taught about this model (SPEC 3.9): fields it refuses are left
+/// out, at the top level and inside messages.
+pub fn body(
+    req: &Request,
+    provider: &Provider,
+    model: &Model,
+    lessons: Option<&Lessons>,
+) -> Vec<u8> {
     let q = &provider.quirks;
     let mut overrides: Vec<(String, Value)> =
         vec![("model".into(), Value::String(model.id.clone()))];
     let mut skip: Vec<&str> = q.drop_params.iter().map(String::as_str).collect();
+    if let Some(l) = lessons {
+        skip.extend(l.dropped());
+    }
 
     for (from, to) in &q.rename_params {
         if let Some(v) = req.get(from) {
@@ -81,6 +92,27 @@ pub fn body(req: &Request, provider: &Provider, model: &Model) -> Vec<u8> {
         opts.insert("include_usage".into(), Value::Bool(true));
         overrides.push(("stream_options".into(), Value::Object(opts)));
     }
+    if let Some(l) = lessons {
+        let drop: Vec<&str> = l.dropped_in_messages().collect();
+        if !drop.is_empty() {
+            let messages = match overrides.iter().position(|(k, _)| k == "messages") {
+                Some(i) => Some(overrides.remove(i).1),
+                None => req.get("messages"),
+            };
+            if let Some(Value::Array(mut messages)) = messages {
+                for m in &mut messages {
+                    if let Some(o) = m.as_object_mut() {
+                        o.retain(|k, _| !drop.contains(&k.as_str()));
+                    }
+                }
+                overrides.push(("messages".into(), Value::Array(messages)));
+            }
+        }
+    }
+    // A field the upstream refused stays out even where a quirk would add it.
+    if let Some(l) = lessons {
+        overrides.retain(|(k, _)| !l.dropped().any(|d| d == k));
+    }
     let patched = Patched {
         base: req.fields(),
         overrides: &overrides,
@@ -91,9 +123,15 @@ pub fn body(req: &Request, provider: &Provider, model: &Model) -> Vec<u8> {
 
 /// Read a whole 200 answer: it must be a chat completion that says something.
 pub fn read_answer(body: Bytes) -> Result<(Answer, Option<Usage>), Failure> {
-    let answer: LightAnswer = serde_json::from_slice(&body)
-        .map_err(|e| Failure::BadAnswer(format!("not a chat completion ({e})")))?;
+    let answer: LightAnswer = serde_json::from_slice(&body).map_err(|e| {
+        super::classify::error_in_answer(&body)
+            .unwrap_or_else(|| Failure::BadAnswer(format!("not a chat completion ({e})")))
+    })?;
     if !answer.has_content() {
+        // Some providers answer 200 with an error object instead of choices.
+        if let Some(f) = super::classify::error_in_answer(&body) {
+            return Err(f);
+        }
         return Err(Failure::BadAnswer("empty answer".into()));
     }
     let usage = answer.usage.map(|u| u.typed());
@@ -124,6 +162,8 @@ impl Stream {
         }
         if self.seen_content && !may_matter(&data) {
             return Decoded {
+                // Only content resets the stall clock: a trickle of empty deltas does not.
+                content: may_say_something(&data),
                 piece: Some(Piece::Openai(Chunk {
                     data,
                     usage_only: false,
@@ -190,6 +230,37 @@ fn may_matter(data: &str) -> bool {
             let rest = skip_ws(&bytes[at + key.needle().len()..]);
             match rest.split_first() {
                 Some((b':', value)) => !skip_ws(value).starts_with(b"null"),
+                _ => false,
+            }
+        })
+    })
+}
+
+/// Whether an OpenAI chunk may carry content: text, reasoning, a refusal, or a tool call's
+/// name or arguments, as a non-empty string or array. Read by a byte search (the chunk is not
+/// parsed once content has been seen); an escaped key inside the text does not match.
+fn may_say_something(data: &str) -> bool {
+    use memchr::memmem::Finder;
+    static KEYS: std::sync::LazyLock<[Finder<'static>; 6]> = std::sync::LazyLock::new(|| {
+        [
+            Finder::new(b"\"content\""),
+            Finder::new(b"\"reasoning_content\""),
+            Finder::new(b"\"reasoning\""),
+            Finder::new(b"\"refusal\""),
+            Finder::new(b"\"arguments\""),
+            Finder::new(b"\"name\""),
+        ]
+    });
+    let bytes = data.as_bytes();
+    KEYS.iter().any(|key| {
+        key.find_iter(bytes).any(|at| {
+            let rest = skip_ws(&bytes[at + key.needle().len()..]);
+            let Some((b':', value)) = rest.split_first() else {
+                return false;
+            };
+            match skip_ws(value).split_first() {
+                Some((b'"', more)) => more.first().is_some_and(|c| *c != b'"'),
+                Some((b'[', more)) => skip_ws(more).first().is_some_and(|c| *c != b']'),
                 _ => false,
             }
         })
@@ -305,7 +376,7 @@ mod tests {
         let c = Catalog::builtin().unwrap();
         let m = c.model(&format!("{provider}/{model}")).unwrap();
         let req = parse(body.to_string().as_bytes()).unwrap();
-        serde_json::from_slice(&super::body(&req, c.provider_of(m), m)).unwrap()
+        serde_json::from_slice(&super::body(&req, c.provider_of(m), m, None)).unwrap()
     }
 
     #[test]
@@ -459,5 +530,29 @@ mod tests {
         ));
         assert!(may_matter(r#"{"choices":[],"usage":{"prompt_tokens":1}}"#));
         assert!(may_matter(r#"{"error":{"message":"boom"}}"#));
+    }
+
+    #[test]
+    fn only_chunks_with_content_count_as_progress() {
+        for says in [
+            r#"{"choices":[{"delta":{"content":"hi"}}]}"#,
+            r#"{"choices":[{"delta":{"content" : " "}}]}"#,
+            r#"{"choices":[{"delta":{"reasoning_content":"hm"}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{"}}]}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"name":"f"}}]}}]}"#,
+            r#"{"choices":[{"delta":{"content":[{"type":"text"}]}}]}"#,
+        ] {
+            assert!(may_say_something(says), "{says}");
+        }
+        for empty in [
+            r#"{"choices":[{"delta":{"content":""}}]}"#,
+            r#"{"choices":[{"delta":{}}]}"#,
+            r#"{"choices":[{"delta":{"content":null,"role":"assistant"}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":""}}]}}]}"#,
+            r#"{"choices":[{"delta":{"content":[]}}]}"#,
+            r#"{"choices":[{"delta":{"content":"","x":"the \"content\": yes"}}]}"#,
+        ] {
+            assert!(!may_say_something(empty), "{empty}");
+        }
     }
 }

@@ -5,6 +5,7 @@
 use crate::catalog::{Provider, Reset};
 use crate::keys::Status;
 use crate::ledger::Span;
+use crate::lessons::Lesson;
 use crate::providers::Failure;
 
 const DAY_MS: i64 = 86_400_000;
@@ -22,6 +23,9 @@ pub enum Next {
     Model,
     /// The next model, skipping the rest of this provider's models for this request.
     Provider,
+    /// The same key again, once, with what the failure taught applied (a refused field
+    /// dropped).
+    Again,
     /// Stop: the request itself is at fault; the client gets a 400.
     Refuse,
 }
@@ -46,6 +50,8 @@ pub struct Decision {
     /// A rate limit, rather than a failure: when every candidate ends like this the client
     /// gets a 429, else a 502.
     pub rate_limited: bool,
+    /// What the model taught (SPEC 3.9): remembered for it from now on.
+    pub learn: Option<Lesson>,
 }
 
 /// The settings the policy reads.
@@ -70,6 +76,7 @@ pub fn decide(failure: &Failure, provider: &Provider, policy: &Policy, now: i64)
         cool: None,
         key: None,
         rate_limited: false,
+        learn: None,
     };
     match failure {
         Failure::RateLimited {
@@ -120,6 +127,29 @@ pub fn decide(failure: &Failure, provider: &Provider, policy: &Policy, now: i64)
         | Failure::BadAnswer(_)
         | Failure::TooLarge(_) => plain(Next::Model),
         Failure::Request(_) => plain(Next::Refuse),
+        // A field the answer's meaning does not depend on is dropped and the key tried again;
+        // one it does (the messages, the tools) is the client's to fix.
+        Failure::UnknownField {
+            field, in_messages, ..
+        } => match Lesson::from_refused_field(field, *in_messages) {
+            Some(Lesson::NoTools) => Decision {
+                learn: Some(Lesson::NoTools),
+                ..plain(Next::Model)
+            },
+            Some(lesson) => Decision {
+                learn: Some(lesson),
+                ..plain(Next::Again)
+            },
+            None => plain(Next::Refuse),
+        },
+        Failure::Incapable { tools, .. } => Decision {
+            learn: Some(if *tools {
+                Lesson::NoTools
+            } else {
+                Lesson::NoImages
+            }),
+            ..plain(Next::Model)
+        },
     }
 }
 
@@ -226,6 +256,7 @@ mod tests {
             ),
         ];
         for (failure, next, cool, key, rate_limited) in rows {
+            assert_eq!(decide(&failure, groq, &POLICY, NOW).learn, None);
             let d = decide(&failure, groq, &POLICY, NOW);
             assert_eq!(d.next, next, "{failure:?}");
             assert_eq!(
@@ -236,6 +267,40 @@ mod tests {
             assert_eq!(d.key, key, "{failure:?}");
             assert_eq!(d.rate_limited, rate_limited, "{failure:?}");
         }
+    }
+
+    #[test]
+    fn refusals_teach_and_meaning_is_never_stripped() {
+        let c = Catalog::builtin().unwrap();
+        let groq = c.provider("groq").unwrap();
+        let field = |f: &str, in_messages: bool| Failure::UnknownField {
+            field: f.into(),
+            in_messages,
+            message: String::new(),
+        };
+        let d = decide(&field("top_k", false), groq, &POLICY, NOW);
+        assert_eq!(
+            (d.next, d.learn, d.cool),
+            (Next::Again, Some(Lesson::Drop("top_k".into())), None)
+        );
+        let d = decide(&field("cache_control", true), groq, &POLICY, NOW);
+        assert_eq!(d.next, Next::Again);
+        assert_eq!(
+            d.learn,
+            Some(Lesson::DropInMessages("cache_control".into()))
+        );
+        for meaning in ["messages", "response_format"] {
+            let d = decide(&field(meaning, false), groq, &POLICY, NOW);
+            assert_eq!((d.next, d.learn), (Next::Refuse, None), "{meaning}");
+        }
+        let d = decide(&field("tools", false), groq, &POLICY, NOW);
+        assert_eq!((d.next, d.learn), (Next::Model, Some(Lesson::NoTools)));
+        let images = Failure::Incapable {
+            tools: false,
+            message: String::new(),
+        };
+        let d = decide(&images, groq, &POLICY, NOW);
+        assert_eq!((d.next, d.learn), (Next::Model, Some(Lesson::NoImages)));
     }
 
     #[test]

@@ -10,12 +10,14 @@
 //! the upstream request, releases the tokens and still leaves a log line.
 
 pub mod decide;
+pub mod flaky;
 pub mod plan;
 pub mod sticky;
 pub mod stream;
 
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,12 +27,14 @@ use crate::config::{Pacing, Routing};
 use crate::error::ApiError;
 use crate::keys::{ProviderKey, Status};
 use crate::ledger::{Ask, Denied, Ledger, Pace, Reservation, Scope, parse_quota_headers};
+use crate::lessons::Lesson;
 use crate::live::{Live, Snapshot};
 use crate::providers::{Dialects, Failure, Outgoing, classify};
 use crate::record::{AttemptRow, RequestRow};
 use crate::reqlog::RequestLog;
 use crate::upstream;
 pub use decide::{Decision, Next, Policy, Rest, decide};
+use flaky::{Flaky, Route};
 use plan::Target;
 use sticky::Sticky;
 use stream::{Pump, State, Tail};
@@ -53,6 +57,8 @@ pub struct Router {
     pub log: Arc<RequestLog>,
     pub settings: Routing,
     sticky: Sticky,
+    /// Counts cut streams per route and benches flaky ones (SPEC 3.9).
+    flaky: Arc<Flaky>,
 }
 
 /// One request as a client surface hands it over.
@@ -117,6 +123,11 @@ impl Router {
     ) -> Router {
         Router {
             sticky: Sticky::new(settings.sticky_ttl.as_millis() as i64, STICKY_CAPACITY),
+            flaky: Arc::new(Flaky::new(
+                Arc::clone(&ledger),
+                Arc::clone(&live),
+                settings.cooldown_on_5xx.as_millis() as i64,
+            )),
             live,
             ledger,
             dialects,
@@ -192,7 +203,10 @@ impl Router {
                 let tokens = plan::claim(&inc.req.facts, provider, model);
                 // Built at the first key that has room, then the same for every other.
                 let mut body: Option<Bytes> = None;
-                for key in self.live.keys.rotated(&provider.id) {
+                // What this model taught during this request: each lesson buys one more try.
+                let mut taught: Vec<Lesson> = Vec::new();
+                let mut keys: VecDeque<_> = self.live.keys.rotated(&provider.id).into();
+                while let Some(key) = keys.pop_front() {
                     if tally.attempts >= self.settings.max_attempts {
                         break 'models;
                     }
@@ -216,7 +230,12 @@ impl Router {
                     };
                     let sent = match &body {
                         Some(b) => b.clone(),
-                        None => match self.dialects.body(provider, model, &inc.req) {
+                        None => match self.dialects.body(
+                            provider,
+                            model,
+                            &inc.req,
+                            self.live.lessons(&model.reference).as_deref(),
+                        ) {
                             Ok(b) => body.insert(b).clone(),
                             Err(message) => {
                                 reservation.unsent();
@@ -249,7 +268,7 @@ impl Router {
                                 routed_via: model.reference.clone(),
                                 model: model.id.clone(),
                                 attempts: tally.attempts,
-                                body: self.finish(success, reservation, row, started),
+                                body: self.finish(success, reservation, row, started, model),
                             });
                         }
                         Err(AttemptError(failure, status)) => {
@@ -261,8 +280,20 @@ impl Router {
                     let why = Some(failure.reason());
                     let failed = attempt_row(model, &key, failure.tag(), status, t0, why);
                     row.attempts.push(failed);
-                    match self.failed(&failure, provider, model, &key, inc, &mut tally) {
-                        Next::Key => continue,
+                    let decision = self.failed(&failure, provider, model, &key, inc, &mut tally);
+                    let next = match (decision.next, decision.learn) {
+                        // A lesson already applied in this request did not help: the client's.
+                        (Next::Again, Some(lesson)) if taught.contains(&lesson) => Next::Refuse,
+                        (Next::Again, Some(lesson)) => {
+                            taught.push(lesson);
+                            body = None;
+                            keys.push_front(key);
+                            continue;
+                        }
+                        (next, _) => next,
+                    };
+                    match next {
+                        Next::Key | Next::Again => continue,
                         Next::Model => {
                             // Failed on one key: not worth a second, looser pass either.
                             held_back.retain(|m| m.reference != model.reference);
@@ -275,6 +306,7 @@ impl Router {
                         Next::Refuse => {
                             let why = match failure {
                                 Failure::Request(m) => m,
+                                Failure::UnknownField { message, .. } => message,
                                 other => other.reason(),
                             };
                             let error = ApiError::InvalidRequest(format!(
@@ -300,7 +332,8 @@ impl Router {
         Err(tally.fail(error))
     }
 
-    /// An attempt failed: note it, decide what it means, cool down what must rest.
+    /// An attempt failed: note it, decide what it means, cool down what must rest, remember
+    /// what the upstream taught.
     fn failed(
         &self,
         failure: &Failure,
@@ -309,7 +342,7 @@ impl Router {
         key: &ProviderKey,
         inc: &Incoming,
         tally: &mut Tally,
-    ) -> Next {
+    ) -> Decision {
         tally.attempts += 1;
         tally
             .notes
@@ -323,7 +356,13 @@ impl Router {
         let decision = decide(failure, provider, &self.policy(), self.ledger.now_ms());
         self.apply(&decision, provider, model, key);
         tally.learn(&decision);
-        decision.next
+        if let Some(lesson) = &decision.learn {
+            let words = failure.words().unwrap_or_default();
+            if self.live.learn(&model.reference, lesson.clone(), words) {
+                tracing::warn!(target = %model.reference, lesson = %lesson, reason = %words, "learned from the upstream's answer");
+            }
+        }
+        decision
     }
 
     /// The models that may serve this request, in order (the conversation's model first), and
@@ -348,7 +387,24 @@ impl Router {
         }
         let many =
             |m: &Model| snap.catalog.provider_of(m).dialect != crate::catalog::Dialect::Gemini;
-        let mut models = plan::fit(models, facts, &many)?;
+        let still_takes = |m: &Model| {
+            self.live
+                .lessons(&m.reference)
+                .is_none_or(|l| l.allows(facts.has_tools, facts.has_images))
+        };
+        let mut models = plan::fit(models, facts, &many, &still_takes)?;
+        // Benched routes (streams cut again and again) go last.
+        let now = self.ledger.now_ms();
+        if models
+            .iter()
+            .any(|m| self.live.benched(&m.reference, now).is_some())
+        {
+            let (fine, benched): (Vec<&Model>, Vec<&Model>) = models
+                .into_iter()
+                .partition(|m| self.live.benched(&m.reference, now).is_none());
+            models = fine;
+            models.extend(benched);
+        }
         let sticky_id = (target == Target::Auto)
             .then(|| Sticky::identity(&inc.client, inc.session.as_deref(), facts.conversation));
         if let (Some(id), true) = (&sticky_id, facts.has_assistant) {
@@ -522,7 +578,13 @@ impl Router {
                 }
                 State::Broken(reason) => {
                     let why = format!("{reason} before any content");
+                    self.flaky.cut(&route(model), &why);
                     return Err(upstream_err(Failure::BadAnswer(why), Some(status)));
+                }
+                // An error event instead of content: the failure its words describe.
+                State::Error(words) => {
+                    let failure = crate::providers::classify::error_in_stream(&words);
+                    return Err(upstream_err(failure, Some(status)));
                 }
             }
         }
@@ -535,6 +597,7 @@ impl Router {
         reservation: Reservation,
         row: &mut RequestRow,
         started: Instant,
+        model: &Model,
     ) -> Body {
         match success {
             Success::Answer(answer, usage) => {
@@ -563,14 +626,26 @@ impl Router {
                     reservation: Some(reservation),
                     row: Some(std::mem::take(row)),
                     started,
+                    flaky: Arc::clone(&self.flaky),
+                    route: route(model),
                 };
                 if done {
                     // Everything is already pending; close the books now.
+                    self.flaky.ended(&tail.route);
                     tail.close(None);
                 }
                 Body::Stream(tail.into_stream())
             }
         }
+    }
+}
+
+/// The route a model's requests take, for the flaky-stream count.
+fn route(model: &Model) -> Route {
+    Route {
+        provider: model.provider.clone(),
+        model: model.id.clone(),
+        reference: model.reference.clone(),
     }
 }
 

@@ -101,6 +101,9 @@ pub fn fit<'a>(
     models: Vec<&'a Model>,
     facts: &Facts,
     many_choices: &dyn Fn(&Model) -> bool,
+    // Whether the model still takes this request's tools and images: upstreams can take them
+    // away at run time (SPEC 3.9).
+    still_takes: &dyn Fn(&Model) -> bool,
 ) -> Result<Vec<&'a Model>, ApiError> {
     if models.is_empty() {
         return Ok(models);
@@ -127,7 +130,11 @@ pub fn fit<'a>(
     }
     let capable: Vec<&Model> = fits_context
         .into_iter()
-        .filter(|m| (!facts.has_tools || m.tools) && (!facts.has_images || m.vision))
+        .filter(|m| {
+            (!facts.has_tools || m.tools)
+                && (!facts.has_images || m.vision)
+                && (!(facts.has_tools || facts.has_images) || still_takes(m))
+        })
         .collect();
     if capable.is_empty() {
         let need = match (facts.has_tools, facts.has_images) {
@@ -235,7 +242,7 @@ mod tests {
             ..Facts::default()
         };
         assert_eq!(
-            refs(&fit(vec![small, big], &facts, &|_| true).unwrap()),
+            refs(&fit(vec![small, big], &facts, &|_| true, &|_| true).unwrap()),
             ["a/big"]
         );
         let huge = Facts {
@@ -243,7 +250,7 @@ mod tests {
             ..Facts::default()
         };
         assert_eq!(
-            fit(vec![small, big], &huge, &|_| true)
+            fit(vec![small, big], &huge, &|_| true, &|_| true)
                 .unwrap_err()
                 .status(),
             413
@@ -253,7 +260,9 @@ mod tests {
             ..Facts::default()
         };
         assert_eq!(
-            fit(vec![small], &tools, &|_| true).unwrap_err().status(),
+            fit(vec![small], &tools, &|_| true, &|_| true)
+                .unwrap_err()
+                .status(),
             400
         );
         let many = Facts {
@@ -262,10 +271,10 @@ mod tests {
         };
         let only_big = |m: &Model| m.id == "big";
         assert_eq!(
-            refs(&fit(vec![small, big], &many, &only_big).unwrap()),
+            refs(&fit(vec![small, big], &many, &only_big, &|_| true).unwrap()),
             ["a/big"]
         );
-        let err = fit(vec![small], &many, &only_big).unwrap_err();
+        let err = fit(vec![small], &many, &only_big, &|_| true).unwrap_err();
         assert_eq!(err.status(), 400);
         assert!(err.to_string().contains("several choices"));
     }

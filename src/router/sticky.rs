@@ -1,24 +1,27 @@
 //! Sticky sessions: a conversation keeps the model that answered it (SPEC 3.5).
 //!
 //! A bounded map from conversation identity to the model that last served it. Entries expire
-//! `ttl` after their last turn; when the map is full the stalest entry goes.
+//! `ttl` after their last turn; when the map is full the stalest entry goes, in constant time
+//! (an LRU list: every turn is a `put`, so the least recently put is the stalest), since
+//! clients fill the map with `X-Session-Id`s of their choosing.
 
-use std::collections::HashMap;
+use lru::LruCache;
+use std::num::NonZeroUsize;
 use std::sync::Mutex;
 
 /// Conversation → (model reference, last turn in ms).
 pub struct Sticky {
-    map: Mutex<HashMap<String, (String, i64)>>,
+    map: Mutex<LruCache<String, (String, i64)>>,
     ttl_ms: i64,
-    capacity: usize,
 }
 
 impl Sticky {
     pub fn new(ttl_ms: i64, capacity: usize) -> Sticky {
         Sticky {
-            map: Mutex::new(HashMap::new()),
+            map: Mutex::new(LruCache::new(
+                NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN),
+            )),
             ttl_ms,
-            capacity: capacity.max(1),
         }
     }
 
@@ -34,7 +37,7 @@ impl Sticky {
     /// The model this conversation is on, if its last turn is recent enough.
     pub fn get(&self, id: &str, now_ms: i64) -> Option<String> {
         let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(id)
+        map.peek(id)
             .filter(|(_, at)| now_ms - at < self.ttl_ms)
             .map(|(m, _)| m.clone())
     }
@@ -42,20 +45,7 @@ impl Sticky {
     /// Remember that `model` served this conversation now.
     pub fn put(&self, id: String, model: &str, now_ms: i64) {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= self.capacity && !map.contains_key(&id) {
-            let ttl = self.ttl_ms;
-            map.retain(|_, (_, at)| now_ms - *at < ttl);
-            if map.len() >= self.capacity {
-                if let Some(oldest) = map
-                    .iter()
-                    .min_by_key(|(_, (_, at))| *at)
-                    .map(|(k, _)| k.clone())
-                {
-                    map.remove(&oldest);
-                }
-            }
-        }
-        map.insert(id, (model.to_string(), now_ms));
+        map.put(id, (model.to_string(), now_ms));
     }
 
     pub fn len(&self) -> usize {
@@ -83,6 +73,10 @@ mod tests {
         assert_eq!(s.len(), 3);
         assert_eq!(s.get("a", 30), None, "the stalest went");
         assert_eq!(s.get("d", 30).as_deref(), Some("p/4"));
+        s.put("b".into(), "p/5", 40);
+        s.put("e".into(), "p/6", 50);
+        assert_eq!(s.get("c", 50), None, "a new turn made b fresher than c");
+        assert_eq!(s.get("b", 50).as_deref(), Some("p/5"));
     }
 
     #[test]

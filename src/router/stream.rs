@@ -9,6 +9,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::flaky::{Flaky, Route};
 use crate::chat::Piece;
 use crate::ledger::Reservation;
 use crate::live::Live;
@@ -27,8 +28,8 @@ pub struct Pump {
     sse: sse::Decoder,
     decoder: Decoder,
     stall: Duration,
-    /// When the stream last made progress (content, or a finish): comments, keep-alives and
-    /// bytes that complete nothing do not count.
+    /// When the stream last made progress (content, or a finish): comments, keep-alives, empty
+    /// deltas and bytes that complete nothing do not count.
     progress: Instant,
     /// Some content has been seen.
     pub content: bool,
@@ -41,7 +42,10 @@ pub enum State {
     More,
     /// The upstream ended cleanly (finish reason seen).
     End,
+    /// The stream was cut, stalled or ended without a finish reason.
     Broken(String),
+    /// The upstream sent an error event (its words).
+    Error(String),
 }
 
 impl Pump {
@@ -92,16 +96,16 @@ impl Pump {
     fn apply(&mut self, events: Vec<sse::Event>, out: &mut Vec<Piece>) -> State {
         for ev in events {
             let d = self.decoder.on_event(ev);
-            // Before content only content counts as progress; after it, every event (they are
-            // handed on unread, and a slow answer still moves).
-            if d.content || d.finished || (self.content && d.piece.is_some()) {
+            // Only content (text, reasoning, a tool call's name or arguments) or a finish reason
+            // is progress: an upstream that trickles empty chunks is stalled all the same.
+            if d.content || d.finished {
                 self.progress = Instant::now();
             }
             out.extend(d.piece);
             self.content |= d.content;
             self.finished |= d.finished;
             if let Some(err) = d.error {
-                return State::Broken(format!("the upstream reported an error ({err})"));
+                return State::Error(err);
             }
             if d.done {
                 return if self.finished {
@@ -126,6 +130,9 @@ pub struct Tail {
     /// The log row, until the books are closed (then nothing more is read from the upstream).
     pub row: Option<RequestRow>,
     pub started: Instant,
+    /// Counts the route's cut streams (SPEC 3.9).
+    pub flaky: Arc<Flaky>,
+    pub route: Route,
 }
 
 impl Tail {
@@ -143,9 +150,13 @@ impl Tail {
                 tail.pending.extend(out);
                 match state {
                     State::More => {}
-                    State::End => tail.close(None),
-                    State::Broken(reason) => {
+                    State::End => {
+                        tail.flaky.ended(&tail.route);
+                        tail.close(None)
+                    }
+                    State::Broken(reason) | State::Error(reason) => {
                         let reason = tail.live.keys.redact(&reason);
+                        tail.flaky.cut(&tail.route, &reason);
                         tracing::warn!(reason = %reason, "stream interrupted after content");
                         tail.pending.push_back(Piece::Interrupted(reason.clone()));
                         tail.close(Some(format!("stream_interrupted: {reason}")));

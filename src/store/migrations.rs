@@ -138,6 +138,15 @@ const STEPS: &[&str] = &[
         reason TEXT NOT NULL,
         at_ms  INTEGER NOT NULL
     );",
+    // 8: what upstreams taught about models (SPEC 3.9): fields they refuse, capabilities lost.
+    "CREATE TABLE lessons (
+        model  TEXT NOT NULL,
+        kind   TEXT NOT NULL,
+        field  TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        at_ms  INTEGER NOT NULL,
+        PRIMARY KEY (model, kind, field)
+    );",
 ];
 
 /// Bring the schema up to date.

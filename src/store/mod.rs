@@ -1,7 +1,7 @@
 //! SQLite storage: the only module that writes SQL.
 //!
 //! One connection behind a `std::sync::Mutex` (never held across an `.await`; async callers go
-//! through `spawn_blocking`). WAL mode, so the CLI and a running server share the file. The
+//! through `offload::run`, and a call from the event loop is caught by its guard). WAL mode, so the CLI and a running server share the file. The
 //! request path never waits on it: counters live in memory and reach the database from
 //! background tasks.
 
@@ -66,6 +66,7 @@ pub struct ChainRow {
     pub enabled: bool,
 }
 
+use crate::lessons::Lesson;
 pub use crate::record::{AttemptRow, RequestRow};
 
 impl Store {
@@ -105,6 +106,7 @@ impl Store {
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
+        crate::offload::assert_off_loop("a database call");
         // A panic while holding the lock leaves SQLite consistent (statements are atomic), so a
         // poisoned lock is still usable.
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
@@ -417,6 +419,56 @@ impl Store {
             > 0)
     }
 
+    // ---- lessons (SPEC 3.9) ----
+
+    /// Every stored lesson: (model, lesson, the upstream's words), oldest first.
+    pub fn lessons(&self) -> anyhow::Result<Vec<(String, Lesson, String)>> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT model, kind, field, reason FROM lessons ORDER BY at_ms, rowid")?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        // A kind this build does not know (written by a newer one) is left alone.
+        Ok(rows
+            .into_iter()
+            .filter_map(|(m, kind, field, why)| Some((m, Lesson::decode(&kind, &field)?, why)))
+            .collect())
+    }
+
+    /// Record a lesson (a later report of the same keeps the first).
+    pub fn learn(
+        &self,
+        model: &str,
+        lesson: &Lesson,
+        reason: &str,
+        at_ms: i64,
+    ) -> anyhow::Result<()> {
+        let (kind, field) = lesson.encode();
+        self.conn().execute(
+            "INSERT OR IGNORE INTO lessons (model, kind, field, reason, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![model, kind, field, reason, at_ms],
+        )?;
+        Ok(())
+    }
+
+    /// Forget the lessons of `model`, or of every model; how many.
+    pub fn forget_lessons(&self, model: Option<&str>) -> anyhow::Result<usize> {
+        Ok(match model {
+            Some(m) => self
+                .conn()
+                .execute("DELETE FROM lessons WHERE model = ?1", [m])?,
+            None => self.conn().execute("DELETE FROM lessons", [])?,
+        })
+    }
+
     // ---- ledger ----
 
     /// Replace the stored state of these scopes (counters as JSON) and cooldowns; `seq` is the
@@ -645,19 +697,38 @@ impl Store {
             as u64)
     }
 
-    /// Drop requests, and their hourly rollups, older than `before_ms`; returns how many
-    /// requests.
-    pub fn prune_requests(&self, before_ms: i64) -> anyhow::Result<usize> {
-        let conn = self.conn();
-        conn.execute(
-            "DELETE FROM attempts WHERE request_id IN (SELECT id FROM requests WHERE at_ms < ?1)",
-            [before_ms],
-        )?;
-        conn.execute(
-            "DELETE FROM rollups WHERE hour < ?1 - (?1 % 3600000)",
-            [before_ms],
-        )?;
-        Ok(conn.execute("DELETE FROM requests WHERE at_ms < ?1", [before_ms])?)
+    /// Drop requests, and their hourly rollups, older than `before_ms`, `batch` requests per
+    /// transaction (the lock is let go between batches); returns how many requests.
+    pub fn prune_requests(&self, before_ms: i64, batch: usize) -> anyhow::Result<usize> {
+        let batch = batch.max(1) as i64;
+        let mut total = 0;
+        loop {
+            let mut conn = self.conn();
+            let tx = conn.transaction()?;
+            let upto: Option<i64> = tx.query_row(
+                "SELECT MAX(id) FROM (SELECT rowid AS id FROM requests WHERE at_ms < ?1 ORDER BY rowid LIMIT ?2)",
+                params![before_ms, batch],
+                |r| r.get(0),
+            )?;
+            let Some(upto) = upto else {
+                tx.execute(
+                    "DELETE FROM rollups WHERE hour < ?1 - (?1 % 3600000)",
+                    [before_ms],
+                )?;
+                tx.commit()?;
+                return Ok(total);
+            };
+            tx.execute(
+                "DELETE FROM attempts WHERE request_id IN \
+                 (SELECT id FROM requests WHERE at_ms < ?1 AND rowid <= ?2)",
+                params![before_ms, upto],
+            )?;
+            total += tx.execute(
+                "DELETE FROM requests WHERE at_ms < ?1 AND rowid <= ?2",
+                params![before_ms, upto],
+            )?;
+            tx.commit()?;
+        }
     }
 }
 
@@ -779,7 +850,7 @@ mod tests {
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].attempts.len(), 2);
         assert_eq!(got[0].attempts[1].outcome, "ok");
-        assert_eq!(s.prune_requests(2000).unwrap(), 1);
+        assert_eq!(s.prune_requests(2000, 1).unwrap(), 1);
         assert_eq!(s.count_requests().unwrap(), 0);
     }
 
@@ -810,9 +881,9 @@ mod tests {
         assert_eq!(hours(&s), vec![0, HOUR, 2 * HOUR]);
         // The cut falls inside the second hour: its requests before the cut go, and the hour
         // wholly before the cut loses its rollup; the hour the cut falls in keeps its own.
-        assert_eq!(s.prune_requests(HOUR + 20).unwrap(), 2);
+        assert_eq!(s.prune_requests(HOUR + 20, 1).unwrap(), 2);
         assert_eq!(hours(&s), vec![HOUR, 2 * HOUR]);
-        assert_eq!(s.prune_requests(3 * HOUR).unwrap(), 1);
+        assert_eq!(s.prune_requests(3 * HOUR, 1000).unwrap(), 1);
         assert!(hours(&s).is_empty());
         assert_eq!(s.count_requests().unwrap(), 0);
     }

@@ -116,13 +116,7 @@ async fn a_client_that_stops_reading_releases_the_upstream() {
         eventually(|| mock.in_flight() == 0).await,
         "the upstream request is still open"
     );
-    let rows = loop {
-        let rows = t.app.store.recent_requests(5).unwrap();
-        if !rows.is_empty() {
-            break rows;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let rows = t.logged(1, 5).await;
     assert_eq!(rows[0].status, 499, "{:?}", rows[0]);
     drop(c);
 }

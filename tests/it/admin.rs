@@ -472,7 +472,7 @@ async fn provider_keys_through_the_api() {
     ));
 
     // Import a .env text.
-    let (s, done) = a.post("/admin/api/keys/import", json!({"text": "# my keys\nGEMINI_API_KEY=AIzaSyImported000000000000\nGEMINI_API_KEY_2=AIzaSyImported000000000001\nexport MISTRAL_API_KEY=\"mistral-imported-key-000\"\nSOMETHING_ELSE=1\nCEREBRAS_API_KEY=\nCLOUDFLARE_ACCOUNT_ID=acc123\nCLOUDFLARE_API_TOKEN=cftoken000000000\n"})).await;
+    let (s, done) = a.post("/admin/api/keys/import", json!({"text": "# my keys\nGEMINI_API_KEY=AIzaSyImported000000000000\nGEMINI_API_KEY_2=AIzaSyImported000000000001\nexport MISTRAL_API_KEY=\"mistral-imported-key-000\"\nSOMETHING_ELSE=1\nCEREBRAS_API_KEY=\nCLOUDFLARE_ACCOUNT_ID=acc123\nCLOUDFLARE_API_TOKEN=cftoken000000000\ngsk_pastedWithoutAName0000000000\nbad name=1\n"})).await;
     assert_eq!(s, 200, "{done}");
     let added: Vec<&str> = done["added"]
         .as_array()
@@ -487,8 +487,16 @@ async fn provider_keys_through_the_api() {
         .iter()
         .map(|s| s["line"].as_u64().unwrap())
         .collect();
-    assert_eq!(skipped, [5, 6]);
+    assert_eq!(skipped, [5, 6, 9, 10], "{done}");
+    assert!(
+        done["skipped"][2]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not a NAME=value line"),
+        "{done}"
+    );
     assert!(!done.to_string().contains("AIzaSyImported"), "{done}");
+    assert!(!done.to_string().contains("gsk_pasted"), "{done}");
 }
 
 #[tokio::test]

@@ -32,9 +32,13 @@ fn openai_dialect_bodies_per_vendor() {
         "nvidia/deepseek-ai/deepseek-v3.1",
     ] {
         let m = catalog.model(reference).unwrap();
-        let body: Value =
-            serde_json::from_slice(&providers::openai::body(&req, catalog.provider_of(m), m))
-                .unwrap();
+        let body: Value = serde_json::from_slice(&providers::openai::body(
+            &req,
+            catalog.provider_of(m),
+            m,
+            None,
+        ))
+        .unwrap();
         let name = reference.replace(['/', '@', ':', '.'], "_");
         insta::assert_json_snapshot!(format!("openai_body__{name}"), body);
     }

@@ -221,13 +221,7 @@ models = [{{ id = "m", canonical = "gpt-oss-120b" }}]
     assert_eq!(s, 200, "{body}");
     assert_eq!(h["x-routed-via"], "local/m");
     assert_eq!(h["x-fallback-attempts"], "2");
-    let rows = loop {
-        let rows = t.app.store.recent_requests(5).unwrap();
-        if !rows.is_empty() {
-            break rows;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let rows = t.logged(1, 5).await;
     let outcomes: Vec<&str> = rows[0]
         .attempts
         .iter()

@@ -386,6 +386,19 @@ impl Options {
 }
 
 impl TestApp {
+    /// The newest `limit` rows of the request log once at least `min` are written (the writer
+    /// is a background thread); fails, never hangs, when they are not there within 10 s.
+    pub async fn logged(&self, min: usize, limit: usize) -> Vec<freeway::record::RequestRow> {
+        for _ in 0..200 {
+            let rows = self.app.store.recent_requests(limit).unwrap();
+            if rows.len() >= min {
+                return rows;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the request log holds fewer than {min} rows after 10 s");
+    }
+
     /// Start Freeway with this TOML (a fixed client key is always added).
     pub async fn spawn(toml: &str) -> TestApp {
         Self::start(Options::new(toml)).await.unwrap()

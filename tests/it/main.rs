@@ -12,6 +12,7 @@ mod dialects;
 mod failover;
 mod gemini;
 mod harness;
+mod learning;
 mod process;
 mod proxy;
 mod quota;

@@ -259,13 +259,7 @@ async fn a_tool_use_round_trip_in_the_messages_dialect() {
     );
 
     // The request log says what was dropped and which surface it came in on.
-    let rows = loop {
-        let rows = t.app.store.recent_requests(10).unwrap();
-        if rows.len() >= 3 {
-            break rows;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let rows = t.logged(3, 10).await;
     assert!(
         rows.iter()
             .all(|r| r.surface.as_deref() == Some("messages"))

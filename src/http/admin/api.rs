@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-use super::{Error, json_body, require, rfc3339, session_cookie};
+use super::{Error, blocking, json_body, require, rfc3339, session_cookie};
 use crate::http::Server;
 use crate::ops::{ChainEntry, KeyView};
 
@@ -45,23 +45,16 @@ pub fn chain_json(e: &ChainEntry) -> Value {
         "used_today": {"requests": e.requests_today, "tokens": e.tokens_today},
         "available": e.available,
         "frees_at": rfc3339(e.frees_at_ms),
+        "learned": e.learned.iter().map(|(lesson, why)| json!({"lesson": lesson, "reason": why})).collect::<Vec<_>>(),
+        "benched_until": rfc3339(e.benched.as_ref().map(|(until, _)| *until)),
     })
-}
-
-/// Blocking work (password hashing, store writes, probes) off the event loop.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
-) -> Result<T, Error> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Internal(anyhow::anyhow!("a task failed: {e}")))?
 }
 
 pub async fn session(
     State(server): State<Arc<Server>>,
     headers: HeaderMap,
 ) -> Result<Response, Error> {
-    let s = require(&server, &headers, false)?;
+    let s = require(&server, &headers, false).await?;
     Ok(axum::Json(json!({"csrf_token": s.csrf})).into_response())
 }
 
@@ -77,8 +70,9 @@ pub async fn setup(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Error> {
-    let b: SetupBody = json_body(body).await?;
+    let b: SetupBody = json_body(&server, body).await?;
     let admin = Arc::clone(&server.admin);
+    let _turn = crate::offload::hash_permit().await?;
     let s = blocking(move || Ok(admin.setup(&b.token, &b.password)?)).await?;
     Ok(with_session(s, &headers))
 }
@@ -92,8 +86,13 @@ pub struct LoginBody {
 pub async fn login(State(server): State<Arc<Server>>, req: Request) -> Result<Response, Error> {
     let from = super::peer(req.extensions());
     let headers = req.headers().clone();
-    let b: LoginBody = json_body(req.into_body()).await?;
+    let b: LoginBody = json_body(&server, req.into_body()).await?;
+    // A slowed-down address is answered without taking a turn to hash.
+    if let Some(wait) = server.admin.slowed(from) {
+        return Err(Error::SlowDown(wait));
+    }
     let admin = Arc::clone(&server.admin);
+    let _turn = crate::offload::hash_permit().await?;
     let s = blocking(move || Ok(admin.login(from, &b.password)?)).await?;
     Ok(with_session(s, &headers))
 }
@@ -112,8 +111,9 @@ pub async fn logout(
     State(server): State<Arc<Server>>,
     headers: HeaderMap,
 ) -> Result<Response, Error> {
-    let s = require(&server, &headers, true)?;
-    server.admin.logout(&s)?;
+    let s = require(&server, &headers, true).await?;
+    let admin = Arc::clone(&server.admin);
+    blocking(move || Ok(admin.logout(&s)?)).await?;
     let mut resp = StatusCode::NO_CONTENT.into_response();
     resp.headers_mut()
         .insert(header::SET_COOKIE, session_cookie(None, &headers));
@@ -124,8 +124,10 @@ pub async fn keys(
     State(server): State<Arc<Server>>,
     headers: HeaderMap,
 ) -> Result<Response, Error> {
-    require(&server, &headers, false)?;
-    let keys: Vec<Value> = server.ops.keys()?.iter().map(key_json).collect();
+    require(&server, &headers, false).await?;
+    let ops = Arc::clone(&server.ops);
+    let keys = blocking(move || Ok(ops.keys()?)).await?;
+    let keys: Vec<Value> = keys.iter().map(key_json).collect();
     Ok(axum::Json(json!({"keys": keys})).into_response())
 }
 
@@ -143,8 +145,8 @@ pub async fn add_key(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Error> {
-    require(&server, &headers, true)?;
-    let b: NewKey = json_body(body).await?;
+    require(&server, &headers, true).await?;
+    let b: NewKey = json_body(&server, body).await?;
     let ops = Arc::clone(&server.ops);
     let k = blocking(move || Ok(ops.add_key(&b.provider, &b.key, b.label.as_deref())?)).await?;
     Ok((StatusCode::CREATED, axum::Json(key_json(&k))).into_response())
@@ -161,8 +163,8 @@ pub async fn import_keys(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Error> {
-    require(&server, &headers, true)?;
-    let b: ImportBody = json_body(body).await?;
+    require(&server, &headers, true).await?;
+    let b: ImportBody = json_body(&server, body).await?;
     let ops = Arc::clone(&server.ops);
     let done = blocking(move || Ok(ops.import_env(&b.text)?)).await?;
     Ok(axum::Json(json!({
@@ -187,8 +189,8 @@ pub async fn patch_key(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Error> {
-    require(&server, &headers, true)?;
-    let b: KeyPatch = json_body(body).await?;
+    require(&server, &headers, true).await?;
+    let b: KeyPatch = json_body(&server, body).await?;
     if b.enabled.is_none() && b.label.is_none() {
         return Err(Error::Invalid(
             "send `enabled` (a boolean) or `label` (a string)".into(),
@@ -214,7 +216,7 @@ pub async fn delete_key(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, Error> {
-    require(&server, &headers, true)?;
+    require(&server, &headers, true).await?;
     let ops = Arc::clone(&server.ops);
     blocking(move || Ok(ops.remove_key(&id)?)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -225,10 +227,13 @@ pub async fn check_key(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, Error> {
-    require(&server, &headers, true)?;
-    let k = server.ops.key(&id)?;
-    server.ops.check(Some(&k.id)).await?;
-    Ok(axum::Json(key_json(&server.ops.key(&k.id)?)).into_response())
+    require(&server, &headers, true).await?;
+    let ops = Arc::clone(&server.ops);
+    let k = blocking(move || Ok(ops.key(&id)?)).await?;
+    crate::ops::Ops::check(&server.ops, Some(&k.id)).await?;
+    let ops = Arc::clone(&server.ops);
+    let k = blocking(move || Ok(ops.key(&k.id)?)).await?;
+    Ok(axum::Json(key_json(&k)).into_response())
 }
 
 pub async fn clear_cooldowns(
@@ -236,8 +241,9 @@ pub async fn clear_cooldowns(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, Error> {
-    require(&server, &headers, true)?;
-    server.ops.clear_cooldowns(&id)?;
+    require(&server, &headers, true).await?;
+    let ops = Arc::clone(&server.ops);
+    blocking(move || Ok(ops.clear_cooldowns(&id)?)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -245,10 +251,10 @@ pub async fn client_keys(
     State(server): State<Arc<Server>>,
     headers: HeaderMap,
 ) -> Result<Response, Error> {
-    require(&server, &headers, false)?;
-    let keys: Vec<Value> = server
-        .ops
-        .client_keys()?
+    require(&server, &headers, false).await?;
+    let ops = Arc::clone(&server.ops);
+    let keys = blocking(move || Ok(ops.client_keys()?)).await?;
+    let keys: Vec<Value> = keys
         .iter()
         .filter(|k| !k.revoked)
         .map(|k| {
@@ -275,8 +281,8 @@ pub async fn create_client_key(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Error> {
-    require(&server, &headers, true)?;
-    let b: NewClientKey = json_body(body).await?;
+    require(&server, &headers, true).await?;
+    let b: NewClientKey = json_body(&server, body).await?;
     let ops = Arc::clone(&server.ops);
     let name = b.name.trim().to_string();
     let key = blocking(move || Ok(ops.create_client_key(&b.name)?)).await?;
@@ -292,7 +298,7 @@ pub async fn revoke_client_key(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, Error> {
-    require(&server, &headers, true)?;
+    require(&server, &headers, true).await?;
     let ops = Arc::clone(&server.ops);
     blocking(move || Ok(ops.revoke_client_key(&name)?)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -302,8 +308,10 @@ pub async fn chain(
     State(server): State<Arc<Server>>,
     headers: HeaderMap,
 ) -> Result<Response, Error> {
-    require(&server, &headers, false)?;
-    let chain: Vec<Value> = server.ops.chain().iter().map(chain_json).collect();
+    require(&server, &headers, false).await?;
+    let ops = Arc::clone(&server.ops);
+    let chain = blocking(move || Ok(ops.chain())).await?;
+    let chain: Vec<Value> = chain.iter().map(chain_json).collect();
     Ok(axum::Json(json!({"chain": chain})).into_response())
 }
 
@@ -318,8 +326,8 @@ pub async fn reorder_chain(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Error> {
-    require(&server, &headers, true)?;
-    let b: Order = json_body(body).await?;
+    require(&server, &headers, true).await?;
+    let b: Order = json_body(&server, body).await?;
     let ops = Arc::clone(&server.ops);
     blocking(move || Ok(ops.reorder(&b.order)?)).await?;
     chain(State(server), headers).await
@@ -337,8 +345,8 @@ pub async fn switch_model(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Error> {
-    require(&server, &headers, true)?;
-    let b: Switch = json_body(body).await?;
+    require(&server, &headers, true).await?;
+    let b: Switch = json_body(&server, body).await?;
     let ops = Arc::clone(&server.ops);
     blocking(move || Ok(ops.set_model_enabled(&b.model, b.enabled)?)).await?;
     chain(State(server), headers).await
@@ -403,7 +411,7 @@ pub async fn analytics(
     headers: HeaderMap,
     axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
 ) -> Result<Response, Error> {
-    require(&server, &headers, false)?;
+    require(&server, &headers, false).await?;
     let window = q.get("window").cloned().unwrap_or_else(|| "24h".into());
     let ops = Arc::clone(&server.ops);
     let report = blocking(move || Ok(ops.analytics(&window)?)).await?;
@@ -448,7 +456,7 @@ pub async fn requests(
     headers: HeaderMap,
     axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
 ) -> Result<Response, Error> {
-    require(&server, &headers, false)?;
+    require(&server, &headers, false).await?;
     let limit = match q.get("limit") {
         None => 50,
         Some(n) => n
@@ -474,6 +482,6 @@ pub async fn playground(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Error> {
-    require(&server, &headers, true)?;
+    require(&server, &headers, true).await?;
     Ok(crate::http::chat_as(&server, "dashboard".into(), request_id, &headers, body).await)
 }

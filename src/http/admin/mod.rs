@@ -113,8 +113,12 @@ pub enum Error {
     Conflict(String),
     /// 413.
     TooLarge,
+    /// 408: the body did not arrive within this.
+    Timeout(Duration),
     /// 429, with when to try again.
     SlowDown(Duration),
+    /// 503: too many password checks at once; try again in a second.
+    Busy,
     /// 500: logged, and said without detail.
     Internal(anyhow::Error),
 }
@@ -145,6 +149,23 @@ impl IntoResponse for Error {
                 "request_too_large",
                 format!("the request body is larger than {MAX_BODY} bytes"),
             ),
+            Error::Timeout(d) => (
+                StatusCode::REQUEST_TIMEOUT,
+                "invalid_request_error",
+                "request_timeout",
+                format!("the request body did not arrive within {}s", d.as_secs()),
+            ),
+            Error::Busy => {
+                let body = json!({"error": {
+                    "message": "too many logins at once; try again in a second",
+                    "type": "server_error",
+                    "code": "busy",
+                }});
+                let mut resp = (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return resp;
+            }
             Error::SlowDown(wait) => {
                 let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
                 let body = json!({"error": {
@@ -205,7 +226,7 @@ impl From<admin::Error> for Error {
 }
 
 /// The session token the request's cookie carries, if any.
-fn cookie(headers: &HeaderMap) -> Option<String> {
+pub(super) fn cookie(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -217,17 +238,23 @@ fn cookie(headers: &HeaderMap) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-/// The live session of the request, if it has one.
-pub(super) fn session_of(server: &Server, headers: &HeaderMap) -> Result<Option<Session>, Error> {
+/// The live session of the request, if it has one (the store is asked off the event loop).
+pub(super) async fn session_of(
+    server: &Arc<Server>,
+    headers: &HeaderMap,
+) -> Result<Option<Session>, Error> {
     match cookie(headers) {
-        Some(token) => Ok(server.admin.session(&token)?),
+        Some(token) => {
+            let admin = Arc::clone(&server.admin);
+            blocking(move || Ok(admin.session(&token)?)).await
+        }
         None => Ok(None),
     }
 }
 
 /// The request's session, or 401; for a change (`write`), also its CSRF token, or 403.
-fn require(server: &Server, headers: &HeaderMap, write: bool) -> Result<Session, Error> {
-    let Some(session) = session_of(server, headers)? else {
+async fn require(server: &Arc<Server>, headers: &HeaderMap, write: bool) -> Result<Session, Error> {
+    let Some(session) = session_of(server, headers).await? else {
         return Err(Error::Unauthorized(
             "log in first: the admin API needs a session (POST /admin/api/login); client keys do not open it"
                 .into(),
@@ -251,6 +278,23 @@ fn require(server: &Server, headers: &HeaderMap, write: bool) -> Result<Session,
     Ok(session)
 }
 
+/// Blocking work (the store, password hashes, probes' writes) off the event loop, bounded
+/// (`offload::run`).
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    crate::offload::run(f).await.map_err(Error::from)?
+}
+
+impl From<crate::offload::Error> for Error {
+    fn from(e: crate::offload::Error) -> Error {
+        match e {
+            crate::offload::Error::Busy => Error::Busy,
+            crate::offload::Error::Failed(m) => Error::Internal(anyhow::anyhow!(m)),
+        }
+    }
+}
+
 /// The `Set-Cookie` value of a new session (or, with `None`, of one that ended).
 fn session_cookie(token: Option<&str>, headers: &HeaderMap) -> HeaderValue {
     let secure = headers
@@ -268,11 +312,17 @@ fn session_cookie(token: Option<&str>, headers: &HeaderMap) -> HeaderValue {
     HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-/// A request body as JSON of type `T`, at most [`MAX_BODY`] bytes.
-async fn json_body<T: serde::de::DeserializeOwned>(body: Body) -> Result<T, Error> {
-    let bytes = match http_body_util::BodyExt::collect(http_body_util::Limited::new(body, MAX_BODY))
-        .await
-    {
+/// A request body as JSON of type `T`, at most [`MAX_BODY`] bytes, arrived whole within the
+/// body-read timeout (a body sent a byte at a time does not hold a connection slot).
+async fn json_body<T: serde::de::DeserializeOwned>(
+    server: &Server,
+    body: Body,
+) -> Result<T, Error> {
+    let read = http_body_util::BodyExt::collect(http_body_util::Limited::new(body, MAX_BODY));
+    let Ok(read) = tokio::time::timeout(server.body_read_timeout, read).await else {
+        return Err(Error::Timeout(server.body_read_timeout));
+    };
+    let bytes = match read {
         Ok(c) => c.to_bytes(),
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()

@@ -8,7 +8,8 @@ use maud::{DOCTYPE, Markup, html};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::{Error, session_of};
+use super::{Error, blocking, session_of};
+use crate::admin::Session;
 use crate::http::Server;
 use crate::keys::Status;
 use crate::ops::{ChainEntry, KeySource, KeyView, fmt_time};
@@ -84,6 +85,28 @@ fn layout(title: &str, here: &str, csrf: Option<&str>, body: Markup) -> Response
     resp
 }
 
+/// A page for a logged-in admin: the session is checked and the page built off the event
+/// loop (both read the store; rendering a month of analytics takes tens of milliseconds);
+/// without a session, the login page.
+async fn page(
+    server: Arc<Server>,
+    headers: HeaderMap,
+    build: impl FnOnce(&Server, &Session) -> Result<Response, Error> + Send + 'static,
+) -> Result<Response, Error> {
+    let token = super::cookie(&headers);
+    blocking(move || {
+        let session = match token {
+            Some(t) => server.admin.session(&t)?,
+            None => None,
+        };
+        match session {
+            Some(session) => build(&server, &session),
+            None => needs_login(),
+        }
+    })
+    .await
+}
+
 /// Where someone without a session goes: the login page (which, before any password exists,
 /// points to the setup link).
 fn needs_login() -> Result<Response, Error> {
@@ -94,7 +117,7 @@ pub async fn home(
     State(server): State<Arc<Server>>,
     headers: HeaderMap,
 ) -> Result<Response, Error> {
-    match session_of(&server, &headers)? {
+    match session_of(&server, &headers).await? {
         Some(_) => Ok(Redirect::to("/admin/keys").into_response()),
         None => needs_login(),
     }
@@ -104,10 +127,11 @@ pub async fn login(
     State(server): State<Arc<Server>>,
     headers: HeaderMap,
 ) -> Result<Response, Error> {
-    if session_of(&server, &headers)?.is_some() {
+    if session_of(&server, &headers).await?.is_some() {
         return Ok(Redirect::to("/admin/keys").into_response());
     }
-    let body = if server.admin.needs_setup()? {
+    let admin = Arc::clone(&server.admin);
+    let body = if blocking(move || Ok(admin.needs_setup()?)).await? {
         html! {
             section.card.center {
                 h1 { "Set up Freeway" }
@@ -137,7 +161,8 @@ pub async fn setup(
     State(server): State<Arc<Server>>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, Error> {
-    let body = if !server.admin.needs_setup()? {
+    let admin = Arc::clone(&server.admin);
+    let body = if !blocking(move || Ok(admin.needs_setup()?)).await? {
         html! {
             section.card.center {
                 h1 { "Already set up" }
@@ -228,113 +253,113 @@ pub async fn keys(
     State(server): State<Arc<Server>>,
     headers: HeaderMap,
 ) -> Result<Response, Error> {
-    let Some(session) = session_of(&server, &headers)? else {
-        return needs_login();
-    };
-    let keys = server.ops.keys()?;
-    let clients = server.ops.client_keys()?;
-    let snap = server.ops.live().snapshot();
-    let now = server.ops.ledger().now_ms();
-    let providers = &snap.catalog.providers;
-    let body = html! {
-        h1 { "Provider keys" }
-        @if keys.is_empty() {
-            section.card.empty {
-                h2 { "Start here: add a provider key" }
-                p { "Freeway answers from the free tiers of the providers you hold keys for. Get a free key from "
-                    "Groq, Google AI Studio, Cerebras, Mistral, OpenRouter or another provider below, paste it here, "
-                    "and point your OpenAI client at this server's " code { "/v1" } "." }
+    page(server, headers, move |server, session| {
+        let keys = server.ops.keys()?;
+        let clients = server.ops.client_keys()?;
+        let snap = server.ops.live().snapshot();
+        let now = server.ops.ledger().now_ms();
+        let providers = &snap.catalog.providers;
+        let body = html! {
+            h1 { "Provider keys" }
+            @if keys.is_empty() {
+                section.card.empty {
+                    h2 { "Start here: add a provider key" }
+                    p { "Freeway answers from the free tiers of the providers you hold keys for. Get a free key from "
+                        "Groq, Google AI Studio, Cerebras, Mistral, OpenRouter or another provider below, paste it here, "
+                        "and point your OpenAI client at this server's " code { "/v1" } "." }
+                }
             }
-        }
-        section.card #add-key {
-            h2 { "Add a key" }
-            form.row data-api="/admin/api/keys" {
-                label { "Provider"
-                    select name="provider" required {
-                        option value="" { "Choose…" }
-                        @for p in providers {
-                            option value=(p.id) {
-                                (p.name)
-                                @if !p.enabled { " (disabled in the config)" }
+            section.card #add-key {
+                h2 { "Add a key" }
+                form.row data-api="/admin/api/keys" {
+                    label { "Provider"
+                        select name="provider" required {
+                            option value="" { "Choose…" }
+                            @for p in providers {
+                                option value=(p.id) {
+                                    (p.name)
+                                    @if !p.enabled { " (disabled in the config)" }
+                                }
+                            }
+                        }
+                    }
+                    label { "Key"
+                        input type="password" name="key" required autocomplete="off" spellcheck="false";
+                    }
+                    label { "Label (optional)" input type="text" name="label" autocomplete="off"; }
+                    button.primary type="submit" { "Add key" }
+                }
+                details {
+                    summary { "Import a .env file" }
+                    p.muted { "One variable per key: " code { "GROQ_API_KEY=…" } ", " code { "GEMINI_API_KEY=…" }
+                        "; add " code { "_2" } ", " code { "_3" } " for more keys of one provider." }
+                    form data-api="/admin/api/keys/import" data-then="import" {
+                        label { "Contents of the .env file"
+                            textarea name="text" rows="6" required spellcheck="false" {}
+                        }
+                        button type="submit" { "Import" }
+                    }
+                    div #import-result hidden {}
+                }
+            }
+            @for p in providers {
+                @let mine: Vec<&KeyView> = keys.iter().filter(|k| k.provider == p.id).collect();
+                @if !mine.is_empty() {
+                    section.card {
+                        h2 { (p.name) " " span.muted { (p.id) } }
+                        div.table-wrap {
+                            table.cards {
+                                thead { tr { th { "Status" } th { "Key" } th { "Label" } th { "Last check" } th { "Cooldowns" } th { "Actions" } } }
+                                tbody { @for k in &mine { (key_row(k, now)) } }
                             }
                         }
                     }
                 }
-                label { "Key"
-                    input type="password" name="key" required autocomplete="off" spellcheck="false";
-                }
-                label { "Label (optional)" input type="text" name="label" autocomplete="off"; }
-                button.primary type="submit" { "Add key" }
             }
-            details {
-                summary { "Import a .env file" }
-                p.muted { "One variable per key: " code { "GROQ_API_KEY=…" } ", " code { "GEMINI_API_KEY=…" }
-                    "; add " code { "_2" } ", " code { "_3" } " for more keys of one provider." }
-                form data-api="/admin/api/keys/import" data-then="import" {
-                    label { "Contents of the .env file"
-                        textarea name="text" rows="6" required spellcheck="false" {}
-                    }
-                    button type="submit" { "Import" }
-                }
-                div #import-result hidden {}
-            }
-        }
-        @for p in providers {
-            @let mine: Vec<&KeyView> = keys.iter().filter(|k| k.provider == p.id).collect();
-            @if !mine.is_empty() {
-                section.card {
-                    h2 { (p.name) " " span.muted { (p.id) } }
-                    div.table-wrap {
-                        table.cards {
-                            thead { tr { th { "Status" } th { "Key" } th { "Label" } th { "Last check" } th { "Cooldowns" } th { "Actions" } } }
-                            tbody { @for k in &mine { (key_row(k, now)) } }
-                        }
-                    }
-                }
-            }
-        }
-        section.card #client-keys {
-            h2 { "Client keys" }
-            p.muted { "What your apps send to Freeway as their API key (" code { "Authorization: Bearer …" } ")." }
-            div.table-wrap {
-                table.cards {
-                    thead { tr { th { "Name" } th { "Starts with" } th { "Created" } th { "Last used" } th { "Actions" } } }
-                    tbody {
-                        @for c in clients.iter().filter(|c| !c.revoked) {
-                            tr {
-                                td data-label="Name" { (c.name) }
-                                td data-label="Starts with" {
-                                    @if c.prefix.is_empty() { span.pill { "config" } } @else { code { (c.prefix) "…" } }
-                                }
-                                td data-label="Created" { (c.created_ms.map(fmt_time).unwrap_or_default()) }
-                                td data-label="Last used" {
-                                    @match c.last_used_ms { Some(t) => { (fmt_time(t)) }, None => { span.muted { "never" } } }
-                                }
-                                td.actions data-label="Actions" {
-                                    @if c.id.is_some() {
-                                        button.small.danger type="button" data-act="call" data-method="DELETE"
-                                            data-url={ "/admin/api/client-keys/" (urlencode(&c.name)) }
-                                            data-confirm={ "Revoke the client key \u{201c}" (c.name) "\u{201d}? Apps using it stop working." }
-                                            { "Revoke" }
+            section.card #client-keys {
+                h2 { "Client keys" }
+                p.muted { "What your apps send to Freeway as their API key (" code { "Authorization: Bearer …" } ")." }
+                div.table-wrap {
+                    table.cards {
+                        thead { tr { th { "Name" } th { "Starts with" } th { "Created" } th { "Last used" } th { "Actions" } } }
+                        tbody {
+                            @for c in clients.iter().filter(|c| !c.revoked) {
+                                tr {
+                                    td data-label="Name" { (c.name) }
+                                    td data-label="Starts with" {
+                                        @if c.prefix.is_empty() { span.pill { "config" } } @else { code { (c.prefix) "…" } }
+                                    }
+                                    td data-label="Created" { (c.created_ms.map(fmt_time).unwrap_or_default()) }
+                                    td data-label="Last used" {
+                                        @match c.last_used_ms { Some(t) => { (fmt_time(t)) }, None => { span.muted { "never" } } }
+                                    }
+                                    td.actions data-label="Actions" {
+                                        @if c.id.is_some() {
+                                            button.small.danger type="button" data-act="call" data-method="DELETE"
+                                                data-url={ "/admin/api/client-keys/" (urlencode(&c.name)) }
+                                                data-confirm={ "Revoke the client key \u{201c}" (c.name) "\u{201d}? Apps using it stop working." }
+                                                { "Revoke" }
+                                        }
                                     }
                                 }
                             }
                         }
                     }
                 }
+                form.row data-api="/admin/api/client-keys" data-then="show-key" {
+                    label { "Name" input type="text" name="name" required placeholder="laptop" autocomplete="off"; }
+                    button.primary type="submit" { "Create client key" }
+                }
+                div.secret #new-key hidden {
+                    span { "New key " strong #new-key-name {} ": " }
+                    code #new-key-value tabindex="-1" {}
+                    button type="button" data-act="copy" data-target="new-key-value" { "Copy" }
+                }
             }
-            form.row data-api="/admin/api/client-keys" data-then="show-key" {
-                label { "Name" input type="text" name="name" required placeholder="laptop" autocomplete="off"; }
-                button.primary type="submit" { "Create client key" }
-            }
-            div.secret #new-key hidden {
-                span { "New key " strong #new-key-name {} ": " }
-                code #new-key-value tabindex="-1" {}
-                button type="button" data-act="copy" data-target="new-key-value" { "Copy" }
-            }
-        }
-    };
-    Ok(layout("Keys", "/admin/keys", Some(&session.csrf), body))
+        };
+        Ok(layout("Keys", "/admin/keys", Some(&session.csrf), body))
+    })
+    .await
 }
 
 /// A path segment, percent-encoded.
@@ -383,6 +408,14 @@ fn chain_row(e: &ChainEntry, first: bool, last: bool) -> Markup {
             td data-label="Model" {
                 strong { (e.model) }
                 div.muted { (e.canonical) " · rank " (e.rank) " · " (e.keys) " key(s)" }
+                @if !e.learned.is_empty() || e.benched.is_some() {
+                    ul.learned aria-label="Learned from the provider's answers" {
+                        @for (lesson, why) in &e.learned { li title=(why) { "learned: " (lesson) } }
+                        @if let Some((until, why)) = &e.benched {
+                            li title=(why) { "tried last until " (fmt_time(*until)) ": streams keep breaking" }
+                        }
+                    }
+                }
             }
             td data-label="Limits per key" {
                 span.muted { "rpm " (lim(e.limits.rpm)) " · rpd " (lim(e.limits.rpd)) " · tpm " (lim(e.limits.tpm)) " · tpd " (lim(e.limits.tpd)) }
@@ -424,25 +457,25 @@ pub async fn chain(
     State(server): State<Arc<Server>>,
     headers: HeaderMap,
 ) -> Result<Response, Error> {
-    let Some(session) = session_of(&server, &headers)? else {
-        return needs_login();
-    };
-    let chain = server.ops.chain();
-    let n = chain.len();
-    let body = html! {
-        h1 { "Routing chain" }
-        p.lead { "Requests for " code { "auto" } " try these models from the top: the first one that has a key, "
-            "fits the request and has free capacity answers. Models without a key are skipped." }
-        section.card {
-            div.table-wrap {
-                table.cards {
-                    thead { tr { th { "#" } th { "On" } th { "Model" } th { "Limits per key" } th { "Used today" } th { "Now" } th { "Move" } } }
-                    tbody { @for (i, e) in chain.iter().enumerate() { (chain_row(e, i == 0, i + 1 == n)) } }
+    page(server, headers, move |server, session| {
+        let chain = server.ops.chain();
+        let n = chain.len();
+        let body = html! {
+            h1 { "Routing chain" }
+            p.lead { "Requests for " code { "auto" } " try these models from the top: the first one that has a key, "
+                "fits the request and has free capacity answers. Models without a key are skipped." }
+            section.card {
+                div.table-wrap {
+                    table.cards {
+                        thead { tr { th { "#" } th { "On" } th { "Model" } th { "Limits per key" } th { "Used today" } th { "Now" } th { "Move" } } }
+                        tbody { @for (i, e) in chain.iter().enumerate() { (chain_row(e, i == 0, i + 1 == n)) } }
+                    }
                 }
             }
-        }
-    };
-    Ok(layout("Chain", "/admin/chain", Some(&session.csrf), body))
+        };
+        Ok(layout("Chain", "/admin/chain", Some(&session.csrf), body))
+    })
+    .await
 }
 
 /// Counts for people: 1234567 → "1.2M".
@@ -637,175 +670,175 @@ pub async fn analytics(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, Error> {
-    let Some(session) = session_of(&server, &headers)? else {
-        return needs_login();
-    };
-    let window = q.get("window").map(String::as_str).unwrap_or("24h");
-    let window = if crate::analytics::Window::parse(window).is_some() {
-        window
-    } else {
-        "24h"
-    };
-    let report = server.ops.analytics(window)?;
-    let before = q.get("before").map(String::as_str);
-    let recent = server.ops.requests(before, 50)?;
-    let hourly = report.window == crate::analytics::Window::Day;
-    let label = |start: i64| {
-        chrono::DateTime::from_timestamp_millis(start)
-            .map(|t| {
-                if hourly {
-                    t.format("%H:00").to_string()
-                } else {
-                    t.format("%m-%d").to_string()
-                }
+    page(server, headers, move |server, session| {
+        let window = q.get("window").map(String::as_str).unwrap_or("24h");
+        let window = if crate::analytics::Window::parse(window).is_some() {
+            window
+        } else {
+            "24h"
+        };
+        let report = server.ops.analytics(window)?;
+        let before = q.get("before").map(String::as_str);
+        let recent = server.ops.requests(before, 50)?;
+        let hourly = report.window == crate::analytics::Window::Day;
+        let label = |start: i64| {
+            chrono::DateTime::from_timestamp_millis(start)
+                .map(|t| {
+                    if hourly {
+                        t.format("%H:00").to_string()
+                    } else {
+                        t.format("%m-%d").to_string()
+                    }
+                })
+                .unwrap_or_default()
+        };
+        let req_steps: Vec<(String, Vec<(&'static str, u64)>)> = report
+            .series
+            .iter()
+            .map(|s| {
+                (
+                    label(s.start),
+                    vec![
+                        ("bar-ok", s.requests - s.failed.min(s.requests)),
+                        ("bar-failed", s.failed),
+                    ],
+                )
             })
-            .unwrap_or_default()
-    };
-    let req_steps: Vec<(String, Vec<(&'static str, u64)>)> = report
-        .series
-        .iter()
-        .map(|s| {
-            (
-                label(s.start),
-                vec![
-                    ("bar-ok", s.requests - s.failed.min(s.requests)),
-                    ("bar-failed", s.failed),
-                ],
-            )
-        })
-        .collect();
-    let tok_steps: Vec<(String, Vec<(&'static str, u64)>)> = report
-        .series
-        .iter()
-        .map(|s| {
-            (
-                label(s.start),
-                vec![("bar-in", s.tokens_in), ("bar-out", s.tokens_out)],
-            )
-        })
-        .collect();
-    let providers: Vec<(String, u64, u64)> = report
-        .by_provider
-        .iter()
-        .map(|(p, f)| {
-            let name = if p.is_empty() {
-                "(none served)".to_string()
-            } else {
-                p.clone()
-            };
-            (
-                name,
-                f.rollup.succeeded,
-                f.rollup.failed + f.rollup.cancelled,
-            )
-        })
-        .collect();
-    let t = &report.totals.rollup;
-    let body = html! {
-        h1 { "Analytics" }
-        nav.windows aria-label="Window" {
-            @for (w, name) in [("24h", "Last 24 hours"), ("7d", "7 days"), ("30d", "30 days")] {
-                @if w == window { a href={ "?window=" (w) } aria-current="page" { (name) } }
-                @else { a href={ "?window=" (w) } { (name) } }
-            }
-        }
-        div.tiles #totals {
-            (tile("Requests", short_count(t.requests), Some(format!("{} failed · {} cancelled", t.failed, t.cancelled))))
-            (tile("Success rate", percent(report.totals.success_rate()), None))
-            (tile("Tokens in", short_count(t.tokens_in), None))
-            (tile("Tokens out", short_count(t.tokens_out), None))
-            (tile("Latency p50 / p95", format!("{} / {}", ms(t.latency.quantile(0.5)), ms(t.latency.quantile(0.95))), None))
-            (tile("First token p50 / p95", format!("{} / {}", ms(t.ttft.quantile(0.5)), ms(t.ttft.quantile(0.95))), Some("streams".into())))
-        }
-        section.card {
-            h2 { "Requests over time" }
-            (bars_over_time("Requests per step: succeeded and failed", &req_steps, &[("bar-ok", "succeeded or cancelled"), ("bar-failed", "failed")]))
-        }
-        section.card {
-            h2 { "Tokens over time" }
-            (bars_over_time("Tokens per step: in and out", &tok_steps, &[("bar-in", "in"), ("bar-out", "out")]))
-        }
-        section.card {
-            h2 { "Per provider" }
-            @if providers.is_empty() { p.muted { "No requests in this window yet." } }
-            @else { (bars_per_row("Requests per provider", &providers)) }
-            (figures_table("Provider", &report.by_provider))
-        }
-        section.card {
-            h2 { "Per model" }
-            (figures_table("Model", &report.by_model))
-        }
-        section.card #recent {
-            h2 { "Recent requests" }
-            @if recent.is_empty() { p.muted { "Nothing logged yet: send a request, or try the " a href="/admin/playground" { "Playground" } "." } }
-            @else {
-                div.table-wrap {
-                    table.cards {
-                        thead { tr { th { "When" } th { "Asked for" } th { "Served by" } th { "Status" } th { "Time" } th { "Tokens in / out" } th { "Attempts" } } }
-                        tbody { @for r in &recent { (request_row(r)) } }
-                    }
+            .collect();
+        let tok_steps: Vec<(String, Vec<(&'static str, u64)>)> = report
+            .series
+            .iter()
+            .map(|s| {
+                (
+                    label(s.start),
+                    vec![("bar-in", s.tokens_in), ("bar-out", s.tokens_out)],
+                )
+            })
+            .collect();
+        let providers: Vec<(String, u64, u64)> = report
+            .by_provider
+            .iter()
+            .map(|(p, f)| {
+                let name = if p.is_empty() {
+                    "(none served)".to_string()
+                } else {
+                    p.clone()
+                };
+                (
+                    name,
+                    f.rollup.succeeded,
+                    f.rollup.failed + f.rollup.cancelled,
+                )
+            })
+            .collect();
+        let t = &report.totals.rollup;
+        let body = html! {
+            h1 { "Analytics" }
+            nav.windows aria-label="Window" {
+                @for (w, name) in [("24h", "Last 24 hours"), ("7d", "7 days"), ("30d", "30 days")] {
+                    @if w == window { a href={ "?window=" (w) } aria-current="page" { (name) } }
+                    @else { a href={ "?window=" (w) } { (name) } }
                 }
-                @if recent.len() == 50 {
-                    @if let Some(last) = recent.last() {
-                        p { a href={ "?window=" (window) "&before=" (urlencode(&last.id)) "#recent" } { "Older requests" } }
+            }
+            div.tiles #totals {
+                (tile("Requests", short_count(t.requests), Some(format!("{} failed · {} cancelled", t.failed, t.cancelled))))
+                (tile("Success rate", percent(report.totals.success_rate()), None))
+                (tile("Tokens in", short_count(t.tokens_in), None))
+                (tile("Tokens out", short_count(t.tokens_out), None))
+                (tile("Latency p50 / p95", format!("{} / {}", ms(t.latency.quantile(0.5)), ms(t.latency.quantile(0.95))), None))
+                (tile("First token p50 / p95", format!("{} / {}", ms(t.ttft.quantile(0.5)), ms(t.ttft.quantile(0.95))), Some("streams".into())))
+            }
+            section.card {
+                h2 { "Requests over time" }
+                (bars_over_time("Requests per step: succeeded and failed", &req_steps, &[("bar-ok", "succeeded or cancelled"), ("bar-failed", "failed")]))
+            }
+            section.card {
+                h2 { "Tokens over time" }
+                (bars_over_time("Tokens per step: in and out", &tok_steps, &[("bar-in", "in"), ("bar-out", "out")]))
+            }
+            section.card {
+                h2 { "Per provider" }
+                @if providers.is_empty() { p.muted { "No requests in this window yet." } }
+                @else { (bars_per_row("Requests per provider", &providers)) }
+                (figures_table("Provider", &report.by_provider))
+            }
+            section.card {
+                h2 { "Per model" }
+                (figures_table("Model", &report.by_model))
+            }
+            section.card #recent {
+                h2 { "Recent requests" }
+                @if recent.is_empty() { p.muted { "Nothing logged yet: send a request, or try the " a href="/admin/playground" { "Playground" } "." } }
+                @else {
+                    div.table-wrap {
+                        table.cards {
+                            thead { tr { th { "When" } th { "Asked for" } th { "Served by" } th { "Status" } th { "Time" } th { "Tokens in / out" } th { "Attempts" } } }
+                            tbody { @for r in &recent { (request_row(r)) } }
+                        }
+                    }
+                    @if recent.len() == 50 {
+                        @if let Some(last) = recent.last() {
+                            p { a href={ "?window=" (window) "&before=" (urlencode(&last.id)) "#recent" } { "Older requests" } }
+                        }
                     }
                 }
             }
-        }
-    };
-    Ok(layout(
-        "Analytics",
-        "/admin/analytics",
-        Some(&session.csrf),
-        body,
-    ))
+        };
+        Ok(layout(
+            "Analytics",
+            "/admin/analytics",
+            Some(&session.csrf),
+            body,
+        ))
+    })
+    .await
 }
 
 pub async fn playground(
     State(server): State<Arc<Server>>,
     headers: HeaderMap,
 ) -> Result<Response, Error> {
-    let Some(session) = session_of(&server, &headers)? else {
-        return needs_login();
-    };
-    let (groups, _) = server.ops.model_groups(false);
-    let body = html! {
-        h1 { "Playground" }
-        p.lead { "A chat through the router, as any client's would go: the answer streams from whichever provider serves it." }
-        form.card #playground {
-            div.row3 {
-                label { "Model"
-                    select name="model" {
-                        option value="auto" { "auto (the chain)" }
-                        @for g in &groups { option value=(g.canonical) { (g.canonical) } }
+    page(server, headers, move |server, session| {
+        let (groups, _) = server.ops.model_groups(false);
+        let body = html! {
+            h1 { "Playground" }
+            p.lead { "A chat through the router, as any client's would go: the answer streams from whichever provider serves it." }
+            form.card #playground {
+                div.row3 {
+                    label { "Model"
+                        select name="model" {
+                            option value="auto" { "auto (the chain)" }
+                            @for g in &groups { option value=(g.canonical) { (g.canonical) } }
+                        }
+                    }
+                    label { "Temperature"
+                        input type="number" name="temperature" min="0" max="2" step="0.1" value="0.7";
                     }
                 }
-                label { "Temperature"
-                    input type="number" name="temperature" min="0" max="2" step="0.1" value="0.7";
+                label { "System prompt (optional)"
+                    textarea name="system" rows="2" {}
                 }
+                div #chat aria-live="polite" {}
+                label { "Message"
+                    textarea name="message" rows="3" required {}
+                }
+                div.buttons {
+                    button.primary type="submit" { "Send" }
+                    button type="button" data-act="new-chat" { "New chat" }
+                }
+                div #meta .muted {}
+                ol #trail .attempts hidden {}
             }
-            label { "System prompt (optional)"
-                textarea name="system" rows="2" {}
+            @if groups.is_empty() {
+                p.notice { "No provider key can serve a model yet: " a href="/admin/keys" { "add a key" } " first." }
             }
-            div #chat aria-live="polite" {}
-            label { "Message"
-                textarea name="message" rows="3" required {}
-            }
-            div.buttons {
-                button.primary type="submit" { "Send" }
-                button type="button" data-act="new-chat" { "New chat" }
-            }
-            div #meta .muted {}
-            ol #trail .attempts hidden {}
-        }
-        @if groups.is_empty() {
-            p.notice { "No provider key can serve a model yet: " a href="/admin/keys" { "add a key" } " first." }
-        }
-    };
-    Ok(layout(
-        "Playground",
-        "/admin/playground",
-        Some(&session.csrf),
-        body,
-    ))
+        };
+        Ok(layout(
+            "Playground",
+            "/admin/playground",
+            Some(&session.csrf),
+            body,
+        ))
+    })
+    .await
 }
