@@ -68,6 +68,11 @@ pub async fn hash_permit() -> Result<SemaphorePermit<'static>, Error> {
     permit.map_err(|_| Error::Busy)
 }
 
+/// Password hashes waiting for a turn now.
+pub fn hashes_waiting() -> usize {
+    HASHES_QUEUED.load(Ordering::Acquire)
+}
+
 /// Mark `fut` as event-loop work: blocking calls inside it (outside [`run`]) are caught.
 pub fn on_loop<F: Future>(fut: F) -> impl Future<Output = F::Output> {
     ON_LOOP.scope((), fut)
@@ -140,7 +145,7 @@ mod tests {
         let waiting: Vec<_> = (0..HASHES_WAITING)
             .map(|_| tokio::spawn(async { hash_permit().await.map(drop) }))
             .collect();
-        while HASHES_QUEUED.load(Ordering::Acquire) < HASHES_WAITING {
+        while hashes_waiting() < HASHES_WAITING {
             tokio::task::yield_now().await;
         }
         assert!(matches!(hash_permit().await, Err(Error::Busy)));

@@ -726,3 +726,78 @@ async fn the_cli_and_the_dashboard_see_each_others_changes() {
         "{keys}"
     );
 }
+
+#[tokio::test]
+async fn an_admin_body_sent_slowly_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let t = TestApp::spawn("[http]\nbody_read_timeout = \"1s\"\n").await;
+    let mut c = tokio::net::TcpStream::connect(t.addr).await.unwrap();
+    c.write_all(b"POST /admin/api/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"pass")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(20), c.read(&mut buf))
+        .await
+        .expect("the server waited for the rest of the body without end")
+        .unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+}
+
+#[tokio::test]
+async fn password_hashes_are_bounded_and_the_excess_answered_at_once() {
+    let t = TestApp::spawn("").await;
+    let _admin = setup(&t).await;
+    let login = || async {
+        let resp = t
+            .client
+            .post(t.url("/admin/api/login"))
+            .json(&json!({"password": "not the password"}))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let retry = resp
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_string());
+        let body: Value = resp.json().await.unwrap();
+        (status, retry, body)
+    };
+    // Every turn taken and every waiting place filled (this process shares the server's).
+    let mut held = Vec::new();
+    for _ in 0..freeway::offload::HASHES_AT_ONCE {
+        held.push(freeway::offload::hash_permit().await.unwrap());
+    }
+    let waiting: Vec<_> = (0..freeway::offload::HASHES_WAITING)
+        .map(|_| tokio::spawn(async { freeway::offload::hash_permit().await.map(drop) }))
+        .collect();
+    for _ in 0..500 {
+        if freeway::offload::hashes_waiting() == freeway::offload::HASHES_WAITING {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        freeway::offload::hashes_waiting(),
+        freeway::offload::HASHES_WAITING
+    );
+    let mut busy = None;
+    for _ in 0..100 {
+        let (status, retry, body) = login().await;
+        if status == 503 {
+            busy = Some((retry, body));
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (retry, body) = busy.expect("a login beyond the bound was not refused");
+    assert_eq!(retry.as_deref(), Some("1"));
+    assert_eq!(body["error"]["code"], "busy", "{body}");
+    drop(held);
+    for w in waiting {
+        w.await.unwrap().unwrap();
+    }
+    let (status, _, body) = login().await;
+    assert_eq!(status, 401, "{body}");
+}

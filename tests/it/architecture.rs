@@ -129,3 +129,124 @@ fn crates_stay_in_their_module() {
         }
     }
 }
+
+/// The sync methods of `ops` and `admin` that reach the store, found in their source: those
+/// that name `self.store`, and those that call one that does.
+fn store_methods() -> BTreeSet<String> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&src.join("ops"), &mut files);
+    files.push(src.join("admin.rs"));
+    // (name, body) of every sync `fn`; a body runs to the next `fn`.
+    let mut fns: Vec<(String, String)> = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let code = text.split("#[cfg(test)]").next().unwrap_or("");
+        let mut parts = code.split("fn ").peekable();
+        let mut before = parts.next().unwrap_or("");
+        for part in parts {
+            let name: String = part
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if !before.trim_end().ends_with("async") {
+                // Without white space: rustfmt breaks `self.store` over lines.
+                fns.push((name, part.split_whitespace().collect()));
+            }
+            before = part;
+        }
+    }
+    let mut found: BTreeSet<String> = BTreeSet::new();
+    loop {
+        let more: Vec<String> = fns
+            .iter()
+            .filter(|(name, body)| {
+                !found.contains(name)
+                    && (body.contains("self.store")
+                        || body.contains("(&self.store")
+                        || found.iter().any(|f| body.contains(&format!("self.{f}("))))
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        if more.is_empty() {
+            return found;
+        }
+        found.extend(more);
+    }
+}
+
+/// `code` with the arguments of every call to one of `calls` blanked out.
+fn without_calls(code: &str, calls: &[&str]) -> String {
+    let mut out = code.to_string();
+    for call in calls {
+        let mut from = 0;
+        while let Some(i) = out[from..].find(call) {
+            let start = from + i + call.len();
+            let mut depth = 1;
+            let mut end = start;
+            for (j, c) in out[start..].char_indices() {
+                match c {
+                    '(' => depth += 1,
+                    ')' => depth -= 1,
+                    _ => {}
+                }
+                if depth == 0 {
+                    end = start + j;
+                    break;
+                }
+            }
+            out.replace_range(start..end, &" ".repeat(end - start));
+            from = end;
+        }
+    }
+    out
+}
+
+#[test]
+fn blocking_work_goes_through_offload() {
+    // One way to the blocking pool, bounded: `offload::run`.
+    for (top, path, code) in modules() {
+        assert!(
+            top == "offload" || !code.contains("spawn_blocking"),
+            "{} calls spawn_blocking; use offload::run",
+            path.display()
+        );
+    }
+    let methods = store_methods();
+    for expected in [
+        "keys",
+        "key",
+        "client_keys",
+        "analytics",
+        "session",
+        "login",
+    ] {
+        assert!(
+            methods.contains(expected),
+            "store methods were read: {methods:?}"
+        );
+    }
+    // The HTTP handlers call them only inside an offloaded closure.
+    for (top, path, code) in modules() {
+        if top != "http" {
+            continue;
+        }
+        let code: String = code.split_whitespace().collect();
+        let outside = without_calls(&code, &["blocking(", "offload::run(", "page("]);
+        for m in &methods {
+            for receiver in ["ops.", "admin."] {
+                let call = format!("{receiver}{m}(");
+                assert!(
+                    !outside.contains(&call),
+                    "{} calls {call}…) on the event loop: wrap it in blocking(…) or offload::run(…)",
+                    path.display()
+                );
+            }
+        }
+        assert!(
+            !code.contains(".store.") && !code.contains(".store()") && !code.contains("store::"),
+            "{} reaches the store directly",
+            path.display()
+        );
+    }
+}

@@ -418,7 +418,7 @@ pub async fn analytics(
     Ok(axum::Json(report_json(&report)).into_response())
 }
 
-pub fn request_json(r: &crate::store::RequestRow) -> Value {
+pub fn request_json(r: &crate::record::RequestRow) -> Value {
     json!({
         "id": r.id,
         "at": rfc3339(Some(r.at_ms)),

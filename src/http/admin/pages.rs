@@ -628,7 +628,7 @@ fn figures_table(what: &str, rows: &[(String, crate::analytics::Figures)]) -> Ma
     }
 }
 
-fn request_row(r: &crate::store::RequestRow) -> Markup {
+fn request_row(r: &crate::record::RequestRow) -> Markup {
     let ok = r.status == 200 && r.error.is_none();
     html! {
         tr {
