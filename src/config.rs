@@ -53,7 +53,7 @@ pub struct Config {
     pub metrics: Metrics,
     pub http: Http,
     /// Where Anthropic clients' `claude-*` models go (`[anthropic]`).
-    pub anthropic: crate::wire::anthropic::Families,
+    pub anthropic: Families,
     /// Log filter (`FREEWAY_LOG`), e.g. `info` or `freeway=debug`.
     pub log: Option<String>,
     /// Log lines as JSON objects (for log collectors) instead of text.
@@ -397,190 +397,12 @@ impl Config {
             None => 25 * 1000 * 1000,
         };
 
-        let mut api_keys = Vec::new();
-        for (i, k) in raw.auth.api_keys.iter().enumerate() {
-            api_keys.push(secret(&format!("auth.api_keys[{i}]"), k)?);
-        }
-        if let Some(k) = env("FREEWAY_API_KEY").filter(|k| !k.is_empty()) {
-            api_keys.push(Secret::new(k));
-        }
-        for k in &api_keys {
-            if k.expose().trim().is_empty() {
-                bail!("auth.api_keys: a client key must not be empty");
-            }
-        }
-        let admin_password = raw
-            .auth
-            .admin_password
-            .as_deref()
-            .map(|v| secret("auth.admin_password", v))
-            .transpose()?;
-
-        let d = Routing::default();
-        let r = raw.routing;
-        let dur = |key: &str, v: Option<String>, default: Duration| -> anyhow::Result<Duration> {
-            match v {
-                Some(v) => parse_duration(&v).map_err(|e| anyhow::anyhow!("routing.{key}: {e}")),
-                None => Ok(default),
-            }
-        };
-        let routing = Routing {
-            chain: r.chain.unwrap_or_default(),
-            max_attempts: match r.max_attempts {
-                Some(0) => bail!("routing.max_attempts: must be at least 1"),
-                Some(n) => n.min(100),
-                None => d.max_attempts,
-            },
-            time_budget: dur("time_budget", r.time_budget, d.time_budget)?,
-            sticky_ttl: dur("sticky_ttl", r.sticky_ttl, d.sticky_ttl)?,
-            connect_timeout: dur("connect_timeout", r.connect_timeout, d.connect_timeout)?,
-            first_byte_timeout: dur(
-                "first_byte_timeout",
-                r.first_byte_timeout,
-                d.first_byte_timeout,
-            )?,
-            stall_timeout: dur("stall_timeout", r.stall_timeout, d.stall_timeout)?,
-            cooldown_on_429: dur("cooldown_on_429", r.cooldown_on_429, d.cooldown_on_429)?,
-            cooldown_on_5xx: dur("cooldown_on_5xx", r.cooldown_on_5xx, d.cooldown_on_5xx)?,
-            health_interval: dur("health_interval", r.health_interval, d.health_interval)?,
-            pacing: match r.pacing.as_deref() {
-                None | Some("off") => Pacing::Off,
-                Some("even") => Pacing::Even,
-                Some(other) => bail!("routing.pacing: {other:?} must be \"off\" or \"even\""),
-            },
-        };
-        for (i, entry) in routing.chain.iter().enumerate() {
-            if !entry.contains('/') {
-                bail!(
-                    "routing.chain[{i}]: {entry:?} must be <provider>/<model>, e.g. groq/llama-3.3-70b-versatile"
-                );
-            }
-        }
-
-        let mut providers = BTreeMap::new();
-        for (id, p) in raw.providers {
-            let keys = p
-                .keys
-                .iter()
-                .enumerate()
-                .map(|(i, k)| secret(&format!("providers.{id}.keys[{i}]"), k))
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            if let Some(url) = &p.base_url {
-                check_url(&format!("providers.{id}.base_url"), url)?;
-            }
-            for (i, url) in p.alt_base_urls.iter().flatten().enumerate() {
-                check_url(&format!("providers.{id}.alt_base_urls[{i}]"), url)?;
-            }
-            check_models(&format!("providers.{id}"), &p.models)?;
-            providers.insert(
-                id,
-                ProviderConfig {
-                    base_url: p.base_url,
-                    alt_base_urls: p.alt_base_urls,
-                    keys,
-                    enabled: p.enabled,
-                    shared_quota: p.shared_quota,
-                    account: AccountCaps {
-                        account_rpm: p.account_rpm,
-                        account_rpd: p.account_rpd,
-                        account_tpm: p.account_tpm,
-                        account_tpd: p.account_tpd,
-                        account_rpmo: p.account_rpmo,
-                        account_tpmo: p.account_tpmo,
-                        account_credit: p.account_credit,
-                    },
-                    models: p.models,
-                },
-            );
-        }
-        let mut custom = BTreeMap::new();
-        for (id, c) in raw.custom {
-            if id.is_empty()
-                || !id
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
-                bail!("custom.{id}: the endpoint id may hold only letters, digits, '-' and '_'");
-            }
-            let Some(base_url) = c.base_url else {
-                bail!("custom.{id}.base_url: missing (e.g. \"http://127.0.0.1:11434/v1\")");
-            };
-            check_url(&format!("custom.{id}.base_url"), &base_url)?;
-            let keys = c
-                .keys
-                .iter()
-                .enumerate()
-                .map(|(i, k)| secret(&format!("custom.{id}.keys[{i}]"), k))
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            if c.models.is_empty() {
-                bail!(
-                    "custom.{id}.models: list at least one model, e.g. [{{ id = \"qwen3:8b\" }}]"
-                );
-            }
-            check_models(&format!("custom.{id}"), &c.models)?;
-            custom.insert(
-                id,
-                CustomConfig {
-                    name: c.name,
-                    base_url,
-                    keys,
-                    enabled: c.enabled,
-                    models: c.models,
-                },
-            );
-        }
-        let dh = Http::default();
-        let h = raw.http;
-        let http_dur =
-            |key: &str, v: Option<String>, default: Duration| -> anyhow::Result<Duration> {
-                match v {
-                    Some(v) => parse_duration(&v).map_err(|e| anyhow::anyhow!("http.{key}: {e}")),
-                    None => Ok(default),
-                }
-            };
-        let http = Http {
-            header_read_timeout: http_dur(
-                "header_read_timeout",
-                h.header_read_timeout,
-                dh.header_read_timeout,
-            )?,
-            body_read_timeout: http_dur(
-                "body_read_timeout",
-                h.body_read_timeout,
-                dh.body_read_timeout,
-            )?,
-            idle_timeout: http_dur("idle_timeout", h.idle_timeout, dh.idle_timeout)?,
-            send_timeout: http_dur("send_timeout", h.send_timeout, dh.send_timeout)?,
-            max_connections: match h.max_connections {
-                Some(0) => bail!("http.max_connections: must be at least 1"),
-                n => n,
-            },
-            cors_origins: h.cors_origins,
-        };
-        for (key, d) in [
-            ("header_read_timeout", http.header_read_timeout),
-            ("body_read_timeout", http.body_read_timeout),
-            ("idle_timeout", http.idle_timeout),
-            ("send_timeout", http.send_timeout),
-        ] {
-            if d.is_zero() {
-                bail!("http.{key}: must be longer than 0");
-            }
-        }
-        let fam = |key: &str, v: Option<String>| -> anyhow::Result<String> {
-            match v {
-                None => Ok("auto".into()),
-                Some(v) if v.trim().is_empty() => {
-                    bail!("anthropic.{key}: name a model (e.g. \"gpt-oss-120b\") or \"auto\"")
-                }
-                Some(v) => Ok(v.trim().to_string()),
-            }
-        };
-        let anthropic = crate::wire::anthropic::Families {
-            opus: fam("opus", raw.anthropic.opus)?,
-            sonnet: fam("sonnet", raw.anthropic.sonnet)?,
-            haiku: fam("haiku", raw.anthropic.haiku)?,
-        };
+        let auth = validate_auth(&raw.auth, env)?;
+        let routing = validate_routing(raw.routing)?;
+        let providers = validate_providers(raw.providers, env)?;
+        let custom = validate_custom(raw.custom, env)?;
+        let http = validate_http(raw.http)?;
+        let anthropic = validate_families(raw.anthropic)?;
         let log_json = match raw.log_format.as_deref() {
             None | Some("text") => false,
             Some("json") => true,
@@ -618,10 +440,7 @@ impl Config {
             listen,
             data_dir,
             max_body,
-            auth: Auth {
-                api_keys,
-                admin_password,
-            },
+            auth,
             routing,
             providers,
             custom,
@@ -634,6 +453,231 @@ impl Config {
             log_retention,
         })
     }
+}
+
+/// A duration setting `section.key`, or its default.
+fn duration(
+    section: &str,
+    key: &str,
+    v: Option<String>,
+    default: Duration,
+) -> anyhow::Result<Duration> {
+    match v {
+        Some(v) => parse_duration(&v).map_err(|e| anyhow::anyhow!("{section}.{key}: {e}")),
+        None => Ok(default),
+    }
+}
+
+/// `[auth]` and `FREEWAY_API_KEY`.
+fn validate_auth(raw: &RawAuth, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<Auth> {
+    let secret = |key: &str, value: &str| resolve_secret(key, value, env);
+    let mut api_keys = Vec::new();
+    for (i, k) in raw.api_keys.iter().enumerate() {
+        api_keys.push(secret(&format!("auth.api_keys[{i}]"), k)?);
+    }
+    if let Some(k) = env("FREEWAY_API_KEY").filter(|k| !k.is_empty()) {
+        api_keys.push(Secret::new(k));
+    }
+    for k in &api_keys {
+        if k.expose().trim().is_empty() {
+            bail!("auth.api_keys: a client key must not be empty");
+        }
+    }
+    let admin_password = raw
+        .admin_password
+        .as_deref()
+        .map(|v| secret("auth.admin_password", v))
+        .transpose()?;
+
+    Ok(Auth {
+        api_keys,
+        admin_password,
+    })
+}
+
+/// `[routing]`.
+fn validate_routing(r: RawRouting) -> anyhow::Result<Routing> {
+    let d = Routing::default();
+    let dur =
+        |key: &str, v: Option<String>, default: Duration| duration("routing", key, v, default);
+    let routing = Routing {
+        chain: r.chain.unwrap_or_default(),
+        max_attempts: match r.max_attempts {
+            Some(0) => bail!("routing.max_attempts: must be at least 1"),
+            Some(n) => n.min(100),
+            None => d.max_attempts,
+        },
+        time_budget: dur("time_budget", r.time_budget, d.time_budget)?,
+        sticky_ttl: dur("sticky_ttl", r.sticky_ttl, d.sticky_ttl)?,
+        connect_timeout: dur("connect_timeout", r.connect_timeout, d.connect_timeout)?,
+        first_byte_timeout: dur(
+            "first_byte_timeout",
+            r.first_byte_timeout,
+            d.first_byte_timeout,
+        )?,
+        stall_timeout: dur("stall_timeout", r.stall_timeout, d.stall_timeout)?,
+        cooldown_on_429: dur("cooldown_on_429", r.cooldown_on_429, d.cooldown_on_429)?,
+        cooldown_on_5xx: dur("cooldown_on_5xx", r.cooldown_on_5xx, d.cooldown_on_5xx)?,
+        health_interval: dur("health_interval", r.health_interval, d.health_interval)?,
+        pacing: match r.pacing.as_deref() {
+            None | Some("off") => Pacing::Off,
+            Some("even") => Pacing::Even,
+            Some(other) => bail!("routing.pacing: {other:?} must be \"off\" or \"even\""),
+        },
+    };
+    for (i, entry) in routing.chain.iter().enumerate() {
+        if !entry.contains('/') {
+            bail!(
+                "routing.chain[{i}]: {entry:?} must be <provider>/<model>, e.g. groq/llama-3.3-70b-versatile"
+            );
+        }
+    }
+
+    Ok(routing)
+}
+
+/// `[providers.*]`.
+fn validate_providers(
+    raw: BTreeMap<String, RawProvider>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<BTreeMap<String, ProviderConfig>> {
+    let secret = |key: &str, value: &str| resolve_secret(key, value, env);
+    let mut providers = BTreeMap::new();
+    for (id, p) in raw {
+        let keys = p
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| secret(&format!("providers.{id}.keys[{i}]"), k))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if let Some(url) = &p.base_url {
+            check_url(&format!("providers.{id}.base_url"), url)?;
+        }
+        for (i, url) in p.alt_base_urls.iter().flatten().enumerate() {
+            check_url(&format!("providers.{id}.alt_base_urls[{i}]"), url)?;
+        }
+        check_models(&format!("providers.{id}"), &p.models)?;
+        providers.insert(
+            id,
+            ProviderConfig {
+                base_url: p.base_url,
+                alt_base_urls: p.alt_base_urls,
+                keys,
+                enabled: p.enabled,
+                shared_quota: p.shared_quota,
+                account: AccountCaps {
+                    account_rpm: p.account_rpm,
+                    account_rpd: p.account_rpd,
+                    account_tpm: p.account_tpm,
+                    account_tpd: p.account_tpd,
+                    account_rpmo: p.account_rpmo,
+                    account_tpmo: p.account_tpmo,
+                    account_credit: p.account_credit,
+                },
+                models: p.models,
+            },
+        );
+    }
+    Ok(providers)
+}
+
+/// `[custom.*]`: OpenAI-compatible endpoints of the user's own.
+fn validate_custom(
+    raw: BTreeMap<String, RawCustom>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<BTreeMap<String, CustomConfig>> {
+    let secret = |key: &str, value: &str| resolve_secret(key, value, env);
+    let mut custom = BTreeMap::new();
+    for (id, c) in raw {
+        if id.is_empty()
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            bail!("custom.{id}: the endpoint id may hold only letters, digits, '-' and '_'");
+        }
+        let Some(base_url) = c.base_url else {
+            bail!("custom.{id}.base_url: missing (e.g. \"http://127.0.0.1:11434/v1\")");
+        };
+        check_url(&format!("custom.{id}.base_url"), &base_url)?;
+        let keys = c
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| secret(&format!("custom.{id}.keys[{i}]"), k))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if c.models.is_empty() {
+            bail!("custom.{id}.models: list at least one model, e.g. [{{ id = \"qwen3:8b\" }}]");
+        }
+        check_models(&format!("custom.{id}"), &c.models)?;
+        custom.insert(
+            id,
+            CustomConfig {
+                name: c.name,
+                base_url,
+                keys,
+                enabled: c.enabled,
+                models: c.models,
+            },
+        );
+    }
+    Ok(custom)
+}
+
+/// `[http]`: the client connections' clocks and cap, CORS.
+fn validate_http(h: RawHttp) -> anyhow::Result<Http> {
+    let dh = Http::default();
+    let http_dur =
+        |key: &str, v: Option<String>, default: Duration| duration("http", key, v, default);
+    let http = Http {
+        header_read_timeout: http_dur(
+            "header_read_timeout",
+            h.header_read_timeout,
+            dh.header_read_timeout,
+        )?,
+        body_read_timeout: http_dur(
+            "body_read_timeout",
+            h.body_read_timeout,
+            dh.body_read_timeout,
+        )?,
+        idle_timeout: http_dur("idle_timeout", h.idle_timeout, dh.idle_timeout)?,
+        send_timeout: http_dur("send_timeout", h.send_timeout, dh.send_timeout)?,
+        max_connections: match h.max_connections {
+            Some(0) => bail!("http.max_connections: must be at least 1"),
+            n => n,
+        },
+        cors_origins: h.cors_origins,
+    };
+    for (key, d) in [
+        ("header_read_timeout", http.header_read_timeout),
+        ("body_read_timeout", http.body_read_timeout),
+        ("idle_timeout", http.idle_timeout),
+        ("send_timeout", http.send_timeout),
+    ] {
+        if d.is_zero() {
+            bail!("http.{key}: must be longer than 0");
+        }
+    }
+    Ok(http)
+}
+
+/// `[anthropic]`: where unknown `claude-*` ids go.
+fn validate_families(raw: RawAnthropic) -> anyhow::Result<Families> {
+    let fam = |key: &str, v: Option<String>| -> anyhow::Result<String> {
+        match v {
+            None => Ok("auto".into()),
+            Some(v) if v.trim().is_empty() => {
+                bail!("anthropic.{key}: name a model (e.g. \"gpt-oss-120b\") or \"auto\"")
+            }
+            Some(v) => Ok(v.trim().to_string()),
+        }
+    };
+    let anthropic = Families {
+        opus: fam("opus", raw.opus)?,
+        sonnet: fam("sonnet", raw.sonnet)?,
+        haiku: fam("haiku", raw.haiku)?,
+    };
+    Ok(anthropic)
 }
 
 fn resolve_secret(
@@ -667,6 +711,44 @@ fn check_models(prefix: &str, models: &[ModelConfig]) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Where `claude-*` ids Freeway does not know go, by family (`[anthropic]` in the config).
+#[derive(Debug, Clone)]
+pub struct Families {
+    pub opus: String,
+    pub sonnet: String,
+    pub haiku: String,
+}
+
+impl Default for Families {
+    fn default() -> Self {
+        Families {
+            opus: "auto".into(),
+            sonnet: "auto".into(),
+            haiku: "auto".into(),
+        }
+    }
+}
+
+impl Families {
+    /// The model to route for `requested`: itself when `known`, else a `claude-…` id's family
+    /// target (`auto` when it names no family).
+    pub fn map(&self, requested: &str, known: impl Fn(&str) -> bool) -> String {
+        let lower = requested.to_ascii_lowercase();
+        if known(requested) || !lower.starts_with("claude") {
+            return requested.to_string();
+        }
+        if lower.contains("opus") {
+            self.opus.clone()
+        } else if lower.contains("sonnet") {
+            self.sonnet.clone()
+        } else if lower.contains("haiku") {
+            self.haiku.clone()
+        } else {
+            "auto".into()
+        }
+    }
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ pub mod providers;
 pub mod record;
 pub mod reqlog;
 pub mod router;
+pub mod sse;
 pub mod store;
 pub mod units;
 pub mod upstream;

@@ -7,7 +7,7 @@
 //! it whole (when neither errored); no event carries a line terminator where none can be.
 #![no_main]
 
-use freeway::wire::sse::{Decoder, Event};
+use freeway::sse::{Decoder, Event};
 use libfuzzer_sys::fuzz_target;
 
 const MAX: usize = 1 << 16;

@@ -48,7 +48,7 @@ pub struct Server {
     pub body_read_timeout: std::time::Duration,
     pub metrics: Metrics,
     /// Where unknown `claude-*` models go (`[anthropic]`).
-    pub families: crate::wire::anthropic::Families,
+    pub families: crate::config::Families,
     /// Origins browsers may call the API from.
     pub cors_origins: Vec<String>,
 }

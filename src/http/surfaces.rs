@@ -121,7 +121,7 @@ fn known(catalog: &Catalog, name: &str) -> bool {
 fn prepare(
     surface: Surface,
     bytes: &[u8],
-    families: &anthropic::Families,
+    families: &crate::config::Families,
     catalog: &Catalog,
 ) -> Result<Prepared, String> {
     Ok(match surface {

@@ -22,7 +22,7 @@ use crate::catalog::{AuthStyle, Dialect, Model, Provider};
 use crate::chat::{self, Answer, Event, Piece, Usage};
 use crate::error::scrub;
 use crate::keys::ProviderKey;
-use crate::wire::sse;
+use crate::sse;
 
 /// A request ready to send. Its `Debug` names the headers but never their values (one holds
 /// the key).
@@ -33,6 +33,73 @@ pub struct Outgoing {
     /// Header name and value; values may hold the key, so this type is never logged.
     pub headers: Vec<(&'static str, String)>,
     pub body: Bytes,
+    /// Reads what comes back, in this dialect.
+    pub reader: Reader,
+}
+
+/// One request to an upstream: which model, through which key, how.
+#[derive(Clone, Copy)]
+pub struct Call<'a> {
+    pub provider: &'a Provider,
+    pub model: &'a Model,
+    pub key: &'a ProviderKey,
+    /// Streamed.
+    pub stream: bool,
+    /// Makes the ids a dialect has to invent unique (the request id).
+    pub seed: &'a str,
+}
+
+/// Reads an upstream's answer to one request in its dialect: whole, or as a stream decoder.
+/// Handed back with the request, so the router never asks the dialect again.
+pub enum Reader {
+    Openai,
+    Gemini {
+        /// Makes the ids the dialect has to invent unique (the request id).
+        seed: String,
+        /// The upstream model id, for the answer's `model`.
+        model: String,
+        /// Where thought signatures of tool calls are remembered.
+        signatures: Arc<gemini::Signatures>,
+    },
+}
+
+impl Reader {
+    /// Read a whole 200 answer: the answer and the usage it reports.
+    pub fn answer(&self, body: Bytes) -> Result<(Answer, Option<Usage>), Failure> {
+        match self {
+            Reader::Openai => openai::read_answer(body),
+            Reader::Gemini {
+                seed,
+                model,
+                signatures,
+            } => {
+                let v: Value = serde_json::from_slice(&body)
+                    .map_err(|e| Failure::BadAnswer(format!("not JSON ({e})")))?;
+                let m = gemini::from_upstream(&v, seed, model).map_err(|e| {
+                    classify::error_in_answer(&body)
+                        .unwrap_or_else(|| Failure::BadAnswer(scrub(&e.0)))
+                })?;
+                for c in &m.calls {
+                    signatures.remember(&c.id, c.extra.as_ref());
+                }
+                let usage = m.usage;
+                Ok((Answer::Typed(m), usage))
+            }
+        }
+    }
+
+    /// The decoder of a streamed answer.
+    pub fn stream(self) -> Decoder {
+        match self {
+            Reader::Openai => Decoder::Openai(openai::Stream::default()),
+            Reader::Gemini {
+                seed, signatures, ..
+            } => Decoder::Gemini {
+                stream: gemini::Stream::new(&seed),
+                signatures,
+            },
+        }
+    }
 }
 
 impl std::fmt::Debug for Outgoing {
@@ -129,17 +196,16 @@ impl Dialects {
         }
     }
 
-    /// The request that sends `body` (from [`Dialects::body`]) to `model` through `key` on
-    /// the host `base`.
-    pub fn build(
-        &self,
-        provider: &Provider,
-        model: &Model,
-        key: &ProviderKey,
-        base: &str,
-        stream: bool,
-        body: Bytes,
-    ) -> Outgoing {
+    /// The request that sends `body` (from [`Dialects::body`]) for `call` to the host `base`,
+    /// with the reader of its answer.
+    pub fn build(&self, call: &Call, base: &str, body: Bytes) -> Outgoing {
+        let Call {
+            provider,
+            model,
+            key,
+            stream,
+            seed,
+        } = *call;
         let host = base.to_string();
         let (base, mut headers) = credentials(provider, key.secret.expose(), base);
         headers.push(("content-type", "application/json".into()));
@@ -158,6 +224,19 @@ impl Dialects {
             url,
             headers,
             body,
+            reader: self.reader(provider, model, seed),
+        }
+    }
+
+    /// The reader of `model`'s answers; `seed` makes the ids a dialect invents unique.
+    pub fn reader(&self, provider: &Provider, model: &Model, seed: &str) -> Reader {
+        match provider.dialect {
+            Dialect::Openai => Reader::Openai,
+            Dialect::Gemini => Reader::Gemini {
+                seed: seed.to_string(),
+                model: model.id.clone(),
+                signatures: Arc::clone(&self.signatures),
+            },
         }
     }
 
@@ -179,44 +258,6 @@ impl Dialects {
         }
         urls.insert(text.to_string(), parsed.clone());
         Ok(parsed)
-    }
-
-    /// Read a whole 200 answer: the answer and the usage it reports. `seed` makes the ids the
-    /// dialect has to invent unique.
-    pub fn read_answer(
-        &self,
-        provider: &Provider,
-        model: &Model,
-        body: Bytes,
-        seed: &str,
-    ) -> Result<(Answer, Option<Usage>), Failure> {
-        match provider.dialect {
-            Dialect::Openai => openai::read_answer(body),
-            Dialect::Gemini => {
-                let v: Value = serde_json::from_slice(&body)
-                    .map_err(|e| Failure::BadAnswer(format!("not JSON ({e})")))?;
-                let m = gemini::from_upstream(&v, seed, &model.id).map_err(|e| {
-                    classify::error_in_answer(&body)
-                        .unwrap_or_else(|| Failure::BadAnswer(scrub(&e.0)))
-                })?;
-                for c in &m.calls {
-                    self.signatures.remember(&c.id, c.extra.as_ref());
-                }
-                let usage = m.usage;
-                Ok((Answer::Typed(m), usage))
-            }
-        }
-    }
-
-    /// A reader for one streamed answer.
-    pub fn decoder(&self, provider: &Provider, seed: &str) -> Decoder {
-        match provider.dialect {
-            Dialect::Openai => Decoder::Openai(openai::Stream::default()),
-            Dialect::Gemini => Decoder::Gemini {
-                stream: gemini::Stream::new(seed),
-                signatures: Arc::clone(&self.signatures),
-            },
-        }
     }
 }
 
@@ -334,6 +375,7 @@ mod tests {
             url: "http://h/v1/chat/completions".into(),
             headers: vec![("authorization", "Bearer gsk_secret0123456789abcdef".into())],
             body: bytes::Bytes::from_static(b"{}"),
+            reader: super::Reader::Openai,
         };
         let printed = format!("{o:?} {o:#?}");
         assert!(!printed.contains("gsk_secret"), "{printed}");

@@ -29,7 +29,7 @@ use crate::keys::{ProviderKey, Status};
 use crate::ledger::{Ask, Denied, Ledger, Pace, Reservation, Scope, parse_quota_headers};
 use crate::lessons::Lesson;
 use crate::live::{Live, Snapshot};
-use crate::providers::{Dialects, Failure, Outgoing, classify};
+use crate::providers::{Call, Dialects, Failure, Outgoing, classify};
 use crate::record::{AttemptRow, RequestRow};
 use crate::reqlog::RequestLog;
 use crate::upstream;
@@ -107,6 +107,15 @@ enum Success {
         first: Vec<Piece>,
         done: bool,
     },
+}
+
+/// One try of one model on one key: what every step of an attempt needs.
+struct Try<'a> {
+    /// The model, the key, and how the dialect sends it.
+    call: Call<'a>,
+    inc: &'a Incoming,
+    /// What the try claimed of the ledger (upstream quota headers correct it).
+    ask: &'a Ask,
 }
 
 /// An attempt failed upstream, with the HTTP status if the upstream answered.
@@ -245,7 +254,18 @@ impl Router {
                     };
                     let t0 = Instant::now();
                     // The time budget bounds the whole attempt until its first content.
-                    let attempt = self.attempt(provider, model, &key, inc, &ask, sent);
+                    let t = Try {
+                        call: Call {
+                            provider,
+                            model,
+                            key: &key,
+                            stream: inc.req.facts.stream,
+                            seed: &inc.request_id,
+                        },
+                        inc,
+                        ask: &ask,
+                    };
+                    let attempt = self.attempt(&t, sent);
                     let (outcome, host_failures) =
                         tokio::time::timeout_at(deadline.into(), attempt)
                             .await
@@ -280,7 +300,7 @@ impl Router {
                     let why = Some(failure.reason());
                     let failed = attempt_row(model, &key, failure.tag(), status, t0, why);
                     row.attempts.push(failed);
-                    let decision = self.failed(&failure, provider, model, &key, inc, &mut tally);
+                    let decision = self.failed(&failure, &t, &mut tally);
                     let next = match (decision.next, decision.learn) {
                         // A lesson already applied in this request did not help: the client's.
                         (Next::Again, Some(lesson)) if taught.contains(&lesson) => Next::Refuse,
@@ -334,15 +354,14 @@ impl Router {
 
     /// An attempt failed: note it, decide what it means, cool down what must rest, remember
     /// what the upstream taught.
-    fn failed(
-        &self,
-        failure: &Failure,
-        provider: &Provider,
-        model: &Model,
-        key: &ProviderKey,
-        inc: &Incoming,
-        tally: &mut Tally,
-    ) -> Decision {
+    fn failed(&self, failure: &Failure, t: &Try<'_>, tally: &mut Tally) -> Decision {
+        let Call {
+            provider,
+            model,
+            key,
+            ..
+        } = t.call;
+        let inc = t.inc;
         tally.attempts += 1;
         tally
             .notes
@@ -458,28 +477,13 @@ impl Router {
 
     /// One upstream request, read up to its first content; also returns how many hosts failed
     /// first (a key of a multi-host provider tried where it does not belong).
-    async fn attempt(
-        &self,
-        provider: &Provider,
-        model: &Model,
-        key: &ProviderKey,
-        inc: &Incoming,
-        ask: &Ask,
-        body: Bytes,
-    ) -> (Result<Success, AttemptError>, u32) {
-        let hosts = self.dialects.hosts(provider, key);
+    async fn attempt(&self, t: &Try<'_>, body: Bytes) -> (Result<Success, AttemptError>, u32) {
+        let hosts = self.dialects.hosts(t.call.provider, t.call.key);
         let mut host_failures = 0;
         let mut last = AttemptError(Failure::Server("no host".into()), None);
         for (i, base) in hosts.iter().enumerate() {
-            let out = self.dialects.build(
-                provider,
-                model,
-                key,
-                base,
-                inc.req.facts.stream,
-                body.clone(),
-            );
-            match self.attempt_on(provider, model, key, inc, ask, out).await {
+            let out = self.dialects.build(&t.call, base, body.clone());
+            match self.attempt_on(t, out).await {
                 Err(AttemptError(Failure::InvalidKey(m), s)) if i + 1 < hosts.len() => {
                     host_failures += 1;
                     last = AttemptError(Failure::InvalidKey(m), s);
@@ -490,15 +494,13 @@ impl Router {
         (Err(last), host_failures)
     }
 
-    async fn attempt_on(
-        &self,
-        provider: &Provider,
-        model: &Model,
-        key: &ProviderKey,
-        inc: &Incoming,
-        ask: &Ask,
-        out: Outgoing,
-    ) -> Result<Success, AttemptError> {
+    async fn attempt_on(&self, t: &Try<'_>, out: Outgoing) -> Result<Success, AttemptError> {
+        let Call {
+            provider,
+            model,
+            key,
+            ..
+        } = t.call;
         let upstream_err = |f: Failure, status: Option<u16>| AttemptError(f, status);
         let url = self
             .dialects
@@ -507,9 +509,14 @@ impl Router {
         let first_byte = provider
             .first_byte_timeout
             .unwrap_or(self.settings.first_byte_timeout);
-        let send = self
-            .http
-            .send(http::Method::POST, url, &out.headers, out.body);
+        let Outgoing {
+            host,
+            headers,
+            body,
+            reader,
+            ..
+        } = out;
+        let send = self.http.send(http::Method::POST, url, &headers, body);
         let resp = match tokio::time::timeout(first_byte, send).await {
             Err(_) => {
                 let why = format!("no answer within {}s", first_byte.as_secs());
@@ -525,7 +532,7 @@ impl Router {
                 .filter_map(|(n, v)| Some((n.as_str(), v.to_str().ok()?))),
         );
         if !quotas.is_empty() {
-            self.ledger.observe(ask, &quotas);
+            self.ledger.observe(t.ask, &quotas);
         }
         let stall = self.settings.stall_timeout;
         if !(200..300).contains(&status) {
@@ -540,19 +547,17 @@ impl Router {
             let failure = classify(status, retry_after.as_deref(), &body);
             return Err(upstream_err(failure, Some(status)));
         }
-        self.dialects.worked_on(provider, key, &out.host);
-        if !inc.req.facts.stream {
+        self.dialects.worked_on(provider, key, &host);
+        if !t.call.stream {
             let body = upstream::read_limited(resp, stall, MAX_ANSWER)
                 .await
                 .map_err(|e| upstream_err(Failure::BadAnswer(e), Some(status)))?;
-            let (answer, usage) = self
-                .dialects
-                .read_answer(provider, model, body, &inc.request_id)
+            let (answer, usage) = reader
+                .answer(body)
                 .map_err(|f| upstream_err(f, Some(status)))?;
             return Ok(Success::Answer(answer, usage));
         }
-        let decoder = self.dialects.decoder(provider, &inc.request_id);
-        let mut pump = Pump::new(resp.into_body(), decoder, stall);
+        let mut pump = Pump::new(resp.into_body(), reader.stream(), stall);
         let mut first = Vec::new();
         loop {
             match pump.step(&mut first).await {

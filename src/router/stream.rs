@@ -16,8 +16,8 @@ use crate::live::Live;
 use crate::providers::Decoder;
 use crate::record::RequestRow;
 use crate::reqlog::RequestLog;
+use crate::sse;
 use crate::upstream;
-use crate::wire::sse;
 
 /// The largest SSE event accepted from an upstream.
 const MAX_EVENT: usize = 8 << 20;

@@ -26,44 +26,6 @@ pub struct Parsed {
     pub notes: Vec<String>,
 }
 
-/// Where `claude-*` ids Freeway does not know go, by family (`[anthropic]` in the config).
-#[derive(Debug, Clone)]
-pub struct Families {
-    pub opus: String,
-    pub sonnet: String,
-    pub haiku: String,
-}
-
-impl Default for Families {
-    fn default() -> Self {
-        Families {
-            opus: "auto".into(),
-            sonnet: "auto".into(),
-            haiku: "auto".into(),
-        }
-    }
-}
-
-impl Families {
-    /// The model to route for `requested`: itself when `known`, else a `claude-…` id's family
-    /// target (`auto` when it names no family).
-    pub fn map(&self, requested: &str, known: impl Fn(&str) -> bool) -> String {
-        let lower = requested.to_ascii_lowercase();
-        if known(requested) || !lower.starts_with("claude") {
-            return requested.to_string();
-        }
-        if lower.contains("opus") {
-            self.opus.clone()
-        } else if lower.contains("sonnet") {
-            self.sonnet.clone()
-        } else if lower.contains("haiku") {
-            self.haiku.clone()
-        } else {
-            "auto".into()
-        }
-    }
-}
-
 fn wrong(field: &str, want: &str) -> String {
     format!("`{field}` must be {want}")
 }
@@ -775,6 +737,7 @@ impl Frames for Framer {
 mod tests {
     use super::*;
     use crate::chat::{Call, CallDelta};
+    use crate::config::Families;
 
     fn p(v: Value) -> Result<Parsed, String> {
         parse(v.to_string().as_bytes(), |m| m.to_string())

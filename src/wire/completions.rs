@@ -10,8 +10,8 @@ use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
 use super::Frames;
-use super::sse;
 use crate::chat::{self, Event, Finish, Message, Piece, Usage};
+use crate::sse;
 
 /// The official API's default answer length.
 const DEFAULT_MAX_TOKENS: u64 = 16;

@@ -8,7 +8,6 @@ pub mod anthropic;
 pub mod completions;
 pub mod openai;
 pub mod responses;
-pub mod sse;
 
 use bytes::Bytes;
 

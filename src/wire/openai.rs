@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 
 use crate::chat::{self, Answer, Event, Finish, Message, Piece, Usage};
 use crate::error::ApiError;
-use crate::wire::sse;
+use crate::sse;
 
 /// Parse and validate a request body.
 pub fn parse(bytes: &[u8]) -> Result<chat::Request, String> {

@@ -3,7 +3,8 @@
 
 use freeway::catalog::{Catalog, Dialect};
 use freeway::providers::{self, Dialects};
-use freeway::wire::{Frames, anthropic, completions, openai, responses, sse};
+use freeway::sse;
+use freeway::wire::{Frames, anthropic, completions, openai, responses};
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -60,12 +61,8 @@ fn gemini_answer_translation() {
     let catalog = Catalog::builtin().unwrap();
     let m = catalog.model("google/gemini-2.5-flash").unwrap();
     let (answer, usage) = dialects()
-        .read_answer(
-            catalog.provider_of(m),
-            m,
-            serde_json::to_vec(&v).unwrap().into(),
-            "chatcmpl-fixture",
-        )
+        .reader(catalog.provider_of(m), m, "chatcmpl-fixture")
+        .answer(serde_json::to_vec(&v).unwrap().into())
         .unwrap();
     assert_eq!(usage.map(|u| (u.input, u.output)), Some((31, 17)));
     let bytes = openai::answer_body(answer, "chatcmpl-fixture", 1700000000);
@@ -86,7 +83,14 @@ fn client_events(dialect: Dialect, hide_usage: bool, chunks: &[&[u8]]) -> Vec<St
         Dialect::Openai => catalog.provider("groq").unwrap(),
     };
     let mut sse = sse::Decoder::new(1 << 20);
-    let mut decoder = dialects().decoder(provider, "chatcmpl-fixture");
+    let model = catalog
+        .models
+        .iter()
+        .find(|m| m.provider == provider.id)
+        .unwrap();
+    let mut decoder = dialects()
+        .reader(provider, model, "chatcmpl-fixture")
+        .stream();
     let mut framer = openai::Framer::new("chatcmpl-fixture", "model-x", 1700000000, !hide_usage);
     let mut out = Vec::new();
     let mut push = |events: Vec<sse::Event>, decoder: &mut providers::Decoder| {
@@ -116,7 +120,14 @@ fn framed(dialect: Dialect, mut framer: Box<dyn Frames>, chunks: &[&[u8]]) -> St
         Dialect::Openai => catalog.provider("groq").unwrap(),
     };
     let mut sse = sse::Decoder::new(1 << 20);
-    let mut decoder = dialects().decoder(provider, "chatcmpl-fixture");
+    let model = catalog
+        .models
+        .iter()
+        .find(|m| m.provider == provider.id)
+        .unwrap();
+    let mut decoder = dialects()
+        .reader(provider, model, "chatcmpl-fixture")
+        .stream();
     let mut out = Vec::new();
     let mut events: Vec<sse::Event> = Vec::new();
     for c in chunks {
