@@ -22,7 +22,14 @@ use crate::ops::{self, KeySource, fmt_time};
 #[derive(Parser, Debug)]
 #[command(
     name = "freeway",
-    version,
+    version = concat!(
+        env!("CARGO_PKG_VERSION"),
+        " (commit ",
+        env!("FREEWAY_COMMIT"),
+        ", ",
+        env!("FREEWAY_TARGET"),
+        ")"
+    ),
     about = "One OpenAI-compatible endpoint in front of many free LLM tiers"
 )]
 pub struct Cli {
