@@ -9,7 +9,7 @@
 //! every session and prints a new link.
 
 use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
 use lru::LruCache;
 use rand::RngCore;
 use std::net::IpAddr;
@@ -83,6 +83,43 @@ pub struct Admin {
     clock: Arc<dyn Clock>,
     /// Wrong passwords per address, the least recently wrong forgotten first.
     throttle: Mutex<LruCache<IpAddr, Failures>>,
+}
+
+/// Check `password` against a stored argon2 hash, in this thread's reused memory: argon2 needs
+/// its whole memory cost (19 MiB by default) per check, and allocating it for every check left
+/// a freed copy in the allocator of every thread that ever checked one (hundreds of MB after a
+/// storm of logins). Password checks run on `offload::hash`'s few threads, so this is at most a
+/// few such buffers for the life of the process.
+fn verify(password: &str, stored: &PasswordHash) -> anyhow::Result<bool> {
+    use argon2::{Algorithm, Block, Params, Version};
+    thread_local! {
+        static MEMORY: std::cell::RefCell<Vec<Block>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let damaged = |e: &dyn std::fmt::Display| anyhow::anyhow!("the stored password hash is damaged: {e}");
+    let params = Params::try_from(stored).map_err(|e| damaged(&e))?;
+    let algorithm = Algorithm::try_from(stored.algorithm).map_err(|e| damaged(&e))?;
+    let version = match stored.version {
+        Some(v) => Version::try_from(v).map_err(|e| damaged(&e))?,
+        None => Version::default(),
+    };
+    let (Some(salt), Some(expected)) = (stored.salt, stored.hash) else {
+        return Err(damaged(&"no salt or hash"));
+    };
+    let mut salt_bytes = [0u8; 64];
+    let salt = salt.decode_b64(&mut salt_bytes).map_err(|e| damaged(&e))?;
+    let mut out = vec![0u8; expected.len()];
+    let blocks = params.block_count();
+    let argon = Argon2::new(algorithm, version, params);
+    MEMORY.with(|memory| {
+        let mut memory = memory.borrow_mut();
+        if memory.len() < blocks {
+            memory.resize(blocks, Block::default());
+        }
+        argon
+            .hash_password_into_with_memory(password.as_bytes(), salt, &mut out, &mut memory[..blocks])
+            .map_err(|e| damaged(&e))
+    })?;
+    Ok(subtle::ConstantTimeEq::ct_eq(out.as_slice(), expected.as_bytes()).into())
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -201,9 +238,7 @@ impl Admin {
         crate::offload::assert_off_loop("a password hash");
         let hash = PasswordHash::new(&stored)
             .map_err(|e| anyhow::anyhow!("the stored password hash is damaged: {e}"))?;
-        Ok(Argon2::default()
-            .verify_password(password.as_bytes(), &hash)
-            .is_ok())
+        verify(password, &hash)
     }
 
     /// How long `from` must wait before its next login, if it must (memory only: answered

@@ -6,7 +6,7 @@
 //! never prints the value.
 
 use anyhow::{Context, bail};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -70,8 +70,104 @@ pub struct Config {
 #[derive(Debug, Clone, Default)]
 pub struct Auth {
     /// Fixed client keys from the file and `FREEWAY_API_KEY`, in addition to stored ones.
-    pub api_keys: Vec<Secret>,
+    pub api_keys: Vec<FixedKey>,
     pub admin_password: Option<Secret>,
+    /// `[auth.limits.NAME]`: limits of the client key named NAME (fixed or stored); they win
+    /// over limits set from the CLI or the dashboard.
+    pub limits: BTreeMap<String, ClientLimits>,
+}
+
+/// A client key from the config: `"fw-…"` (named `config #N`) or `{ name, key }`.
+#[derive(Debug, Clone)]
+pub struct FixedKey {
+    pub name: String,
+    pub key: Secret,
+}
+
+/// What one client key may do (SPEC 3.8); every field optional, nothing set = no limit.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientLimits {
+    /// Requests per minute (rolling).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rpm: Option<u64>,
+    /// Requests per day (a UTC calendar day).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rpd: Option<u64>,
+    /// Tokens per day (a UTC calendar day).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tpd: Option<u64>,
+    /// Tokens per calendar month (UTC).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tpmo: Option<u64>,
+    /// Requests in flight at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concurrent: Option<u32>,
+    /// Models it may use: canonical ids, `provider/model` references, `provider/*`; empty =
+    /// every model.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<String>,
+    /// After this moment (ms since the Unix epoch) the key answers 401.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_ms: Option<i64>,
+    /// Its share of capped models against other keys' (fair share); 1 when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+}
+
+impl ClientLimits {
+    /// Whether any counted limit (requests or tokens per window) is set.
+    pub fn counts(&self) -> bool {
+        self.rpm.is_some() || self.rpd.is_some() || self.tpd.is_some() || self.tpmo.is_some()
+    }
+
+    /// The weight for fair share (at least 1).
+    pub fn weight(&self) -> u32 {
+        self.weight.unwrap_or(1).max(1)
+    }
+
+    /// Whether the key has expired at `now_ms`.
+    pub fn expired(&self, now_ms: i64) -> bool {
+        self.expires_ms.is_some_and(|at| now_ms >= at)
+    }
+
+    /// Check what a person set: weights and limits above zero, model patterns not empty.
+    pub fn check(&self) -> Result<(), String> {
+        for (name, v) in [
+            ("rpm", self.rpm),
+            ("rpd", self.rpd),
+            ("tpd", self.tpd),
+            ("tpmo", self.tpmo),
+        ] {
+            if v == Some(0) {
+                return Err(format!("{name} must be at least 1 (leave it out for no limit)"));
+            }
+        }
+        if self.concurrent == Some(0) {
+            return Err("concurrent must be at least 1 (leave it out for no limit)".into());
+        }
+        if self.weight == Some(0) || self.weight.is_some_and(|w| w > 1000) {
+            return Err("weight must be from 1 to 1000".into());
+        }
+        if let Some(bad) = self.models.iter().find(|m| m.trim().is_empty()) {
+            return Err(format!("models: {bad:?} is not a model id"));
+        }
+        Ok(())
+    }
+}
+
+/// When a client key expires: a date (`2027-01-01`, that day's start in UTC) or an RFC 3339
+/// moment; in ms since the Unix epoch.
+pub fn parse_expiry(text: &str) -> Result<i64, String> {
+    let t = text.trim();
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d") {
+        return Ok(d
+            .and_hms_opt(0, 0, 0)
+            .map_or(0, |dt| dt.and_utc().timestamp_millis()));
+    }
+    chrono::DateTime::parse_from_rfc3339(t)
+        .map(|d| d.timestamp_millis())
+        .map_err(|_| format!("{t:?} is not a date (2027-01-01) or an RFC 3339 time"))
 }
 
 #[derive(Debug, Clone)]
@@ -90,6 +186,8 @@ pub struct Routing {
     pub health_interval: Duration,
     /// Spread daily caps over the day for `auto` requests (SPEC 3.7).
     pub pacing: Pacing,
+    /// Sharing capped models between client keys (SPEC 3.8).
+    pub fairness: Fairness,
 }
 
 /// `routing.pacing`.
@@ -101,6 +199,17 @@ pub enum Pacing {
     /// An `auto` request may use a model with a daily cap only while today's use stays within
     /// the cap spread evenly over the day, plus a burst of a tenth of the cap.
     Even,
+}
+
+/// How capped models are shared between client keys (`routing.fairness`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fairness {
+    /// First come, first served.
+    Off,
+    /// Max-min fair by weight: while several keys want a model with a daily cap, none takes more
+    /// than its weighted share while another that has used less still asks.
+    #[default]
+    Weighted,
 }
 
 impl Default for Routing {
@@ -117,6 +226,7 @@ impl Default for Routing {
             cooldown_on_5xx: Duration::from_secs(90),
             health_interval: Duration::from_secs(300),
             pacing: Pacing::Off,
+            fairness: Fairness::Weighted,
         }
     }
 }
@@ -272,8 +382,31 @@ struct RawHttp {
 #[serde(deny_unknown_fields)]
 struct RawAuth {
     #[serde(default)]
-    api_keys: Vec<String>,
+    api_keys: Vec<RawFixedKey>,
     admin_password: Option<String>,
+    #[serde(default)]
+    limits: BTreeMap<String, RawClientLimits>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawFixedKey {
+    Plain(String),
+    Named { name: String, key: String },
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClientLimits {
+    rpm: Option<u64>,
+    rpd: Option<u64>,
+    tpd: Option<u64>,
+    tpmo: Option<u64>,
+    concurrent: Option<u32>,
+    #[serde(default)]
+    models: Vec<String>,
+    expires: Option<String>,
+    weight: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -290,6 +423,7 @@ struct RawRouting {
     cooldown_on_5xx: Option<String>,
     health_interval: Option<String>,
     pacing: Option<String>,
+    fairness: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -473,15 +607,49 @@ fn validate_auth(raw: &RawAuth, env: &dyn Fn(&str) -> Option<String>) -> anyhow:
     let secret = |key: &str, value: &str| resolve_secret(key, value, env);
     let mut api_keys = Vec::new();
     for (i, k) in raw.api_keys.iter().enumerate() {
-        api_keys.push(secret(&format!("auth.api_keys[{i}]"), k)?);
+        let (name, key) = match k {
+            RawFixedKey::Plain(key) => (format!("config #{}", i + 1), key),
+            RawFixedKey::Named { name, key } => (name.trim().to_string(), key),
+        };
+        if name.is_empty() {
+            bail!("auth.api_keys[{i}].name: give the key a name");
+        }
+        let key = secret(&format!("auth.api_keys[{i}]"), key)?;
+        api_keys.push(FixedKey { name, key });
     }
     if let Some(k) = env("FREEWAY_API_KEY").filter(|k| !k.is_empty()) {
-        api_keys.push(Secret::new(k));
+        api_keys.push(FixedKey {
+            name: format!("config #{}", api_keys.len() + 1),
+            key: Secret::new(k),
+        });
     }
     for k in &api_keys {
-        if k.expose().trim().is_empty() {
+        if k.key.expose().trim().is_empty() {
             bail!("auth.api_keys: a client key must not be empty");
         }
+    }
+    let mut limits = BTreeMap::new();
+    for (name, l) in &raw.limits {
+        let expires_ms = l
+            .expires
+            .as_deref()
+            .map(parse_expiry)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("auth.limits.{name}.expires: {e}"))?;
+        let limit = ClientLimits {
+            rpm: l.rpm,
+            rpd: l.rpd,
+            tpd: l.tpd,
+            tpmo: l.tpmo,
+            concurrent: l.concurrent,
+            models: l.models.iter().map(|m| m.trim().to_string()).collect(),
+            expires_ms,
+            weight: l.weight,
+        };
+        limit
+            .check()
+            .map_err(|e| anyhow::anyhow!("auth.limits.{name}: {e}"))?;
+        limits.insert(name.clone(), limit);
     }
     let admin_password = raw
         .admin_password
@@ -492,6 +660,7 @@ fn validate_auth(raw: &RawAuth, env: &dyn Fn(&str) -> Option<String>) -> anyhow:
     Ok(Auth {
         api_keys,
         admin_password,
+        limits,
     })
 }
 
@@ -523,6 +692,13 @@ fn validate_routing(r: RawRouting) -> anyhow::Result<Routing> {
             None | Some("off") => Pacing::Off,
             Some("even") => Pacing::Even,
             Some(other) => bail!("routing.pacing: {other:?} must be \"off\" or \"even\""),
+        },
+        fairness: match r.fairness.as_deref() {
+            None | Some("weighted") => Fairness::Weighted,
+            Some("off") => Fairness::Off,
+            Some(other) => {
+                bail!("routing.fairness: {other:?} must be \"weighted\" or \"off\"")
+            }
         },
     };
     for (i, entry) in routing.chain.iter().enumerate() {
@@ -813,7 +989,7 @@ public = false
         assert_eq!(groq.models[0].tpm, Some(12000));
         assert_eq!(c.custom["local"].models[0].context, Some(32768));
         assert_eq!(c.routing.chain.len(), 2);
-        assert_eq!(c.auth.api_keys[0].expose(), "fw-test-123");
+        assert_eq!(c.auth.api_keys[0].key.expose(), "fw-test-123");
     }
 
     #[test]
@@ -864,7 +1040,7 @@ public = false
         let c = Config::from_toml("listen = \"127.0.0.1:5000\"\ndata_dir = \"x\"", &env).unwrap();
         assert_eq!(c.listen.port(), 4000);
         assert_eq!(c.data_dir, PathBuf::from("/tmp/fw"));
-        assert_eq!(c.auth.api_keys[0].expose(), "fw-env");
+        assert_eq!(c.auth.api_keys[0].key.expose(), "fw-env");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::catalog::{AuthStyle, Catalog};
-use crate::config::Secret;
+use crate::config::{Auth, ClientLimits, Secret};
 use crate::crypto::{self, Sealer};
 use crate::store::{KeyRow, Store};
 
@@ -400,52 +400,89 @@ impl KeyRing {
     }
 }
 
-/// A client key as the server checks it: its hash, name, and row id (`None` for the config's).
-struct ClientKey {
+/// A client key as the server checks it: its hash, name, row id (`None` for the config's) and
+/// what it may do.
+#[derive(Debug)]
+pub struct Client {
     hash: [u8; 32],
-    name: String,
-    id: Option<String>,
+    pub name: String,
+    pub id: Option<String>,
+    /// Limits, allowed models, expiry and weight (SPEC 3.8).
+    pub limits: ClientLimits,
+    /// Whether the limits come from the config file (`[auth.limits.NAME]`), which wins.
+    pub limits_from_config: bool,
+}
+
+impl Client {
+    /// A caller with no key and no limits (the dashboard's playground).
+    pub fn unlimited(name: &str) -> Arc<Client> {
+        Arc::new(Client {
+            hash: [0; 32],
+            name: name.to_string(),
+            id: None,
+            limits: ClientLimits::default(),
+            limits_from_config: false,
+        })
+    }
 }
 
 /// Client keys: hashes only, compared in constant time; when each was last used.
 #[derive(Default)]
 pub struct ClientKeys {
-    keys: RwLock<Arc<Vec<ClientKey>>>,
+    keys: RwLock<Arc<Vec<Arc<Client>>>>,
     /// Stored keys used since the last write: id → when (ms since the Unix epoch).
     used: Mutex<HashMap<String, i64>>,
 }
 
 impl ClientKeys {
-    /// Replace the set: the config's fixed keys and every stored key not revoked.
-    pub fn load(&self, fixed: &[Secret], store: &Store) -> anyhow::Result<()> {
-        let mut keys: Vec<ClientKey> = fixed
+    /// Replace the set: the config's fixed keys and every stored key not revoked, each with its
+    /// limits (the config's `[auth.limits.NAME]` over the stored ones).
+    pub fn load(&self, auth: &Auth, store: &Store) -> anyhow::Result<()> {
+        let limits_of = |name: &str, stored: Option<&str>| -> (ClientLimits, bool) {
+            if let Some(l) = auth.limits.get(name) {
+                return (l.clone(), true);
+            }
+            let stored = stored
+                .and_then(|json| serde_json::from_str(json).ok())
+                .unwrap_or_default();
+            (stored, false)
+        };
+        let mut keys: Vec<Arc<Client>> = auth
+            .api_keys
             .iter()
-            .enumerate()
-            .map(|(i, k)| ClientKey {
-                hash: crypto::hash_client_key(k.expose()),
-                name: format!("config #{}", i + 1),
-                id: None,
+            .map(|k| {
+                let (limits, from_config) = limits_of(&k.name, None);
+                Arc::new(Client {
+                    hash: crypto::hash_client_key(k.key.expose()),
+                    name: k.name.clone(),
+                    id: None,
+                    limits,
+                    limits_from_config: from_config,
+                })
             })
             .collect();
         for row in store.client_keys()? {
             if row.revoked_ms.is_none() {
-                keys.push(ClientKey {
+                let (limits, from_config) = limits_of(&row.name, row.limits.as_deref());
+                keys.push(Arc::new(Client {
                     hash: row.hash,
                     name: row.name,
                     id: Some(row.id),
-                });
+                    limits,
+                    limits_from_config: from_config,
+                }));
             }
         }
         *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keys);
         Ok(())
     }
 
-    /// The name of the client key `presented` is, if any. Every stored hash is compared, in
-    /// constant time, whatever matches.
-    pub fn check(&self, presented: &str) -> Option<String> {
+    /// The client key `presented` is, if any. Every stored hash is compared, in constant time,
+    /// whatever matches.
+    pub fn check(&self, presented: &str) -> Option<Arc<Client>> {
         let digest = crypto::hash_client_key(presented);
         let keys = self.keys.read().unwrap_or_else(|e| e.into_inner()).clone();
-        let mut found: Option<&ClientKey> = None;
+        let mut found: Option<&Arc<Client>> = None;
         for k in keys.iter() {
             if crypto::digest_eq(&k.hash, &digest) && found.is_none() {
                 found = Some(k);
@@ -461,7 +498,17 @@ impl ClientKeys {
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(id.clone(), now);
         }
-        Some(k.name.clone())
+        Some(Arc::clone(k))
+    }
+
+    /// Every live client key.
+    pub fn all(&self) -> Arc<Vec<Arc<Client>>> {
+        Arc::clone(&self.keys.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// The live key named `name`, if any.
+    pub fn named(&self, name: &str) -> Option<Arc<Client>> {
+        self.all().iter().find(|k| k.name == name).cloned()
     }
 
     /// Stored keys used since the last call, and when, to write.

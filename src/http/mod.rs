@@ -276,7 +276,10 @@ fn new_request_id() -> String {
 }
 
 /// The client key's name, or 401.
-fn authenticate(server: &Server, headers: &HeaderMap) -> Result<String, ApiError> {
+fn authenticate(
+    server: &Server,
+    headers: &HeaderMap,
+) -> Result<Arc<crate::keys::Client>, ApiError> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -292,9 +295,22 @@ fn authenticate(server: &Server, headers: &HeaderMap) -> Result<String, ApiError
             "missing client key: send `Authorization: Bearer <key>` (create a key with `freeway client-keys create NAME`)".into(),
         ));
     };
-    server.ops.live().clients.check(presented).ok_or_else(|| {
+    let client = server.ops.live().clients.check(presented).ok_or_else(|| {
         ApiError::Unauthorized("invalid client key: it is unknown or was revoked".into())
-    })
+    })?;
+    if client.limits.expired(server.router.ledger.now_ms()) {
+        let at = client
+            .limits
+            .expires_ms
+            .and_then(chrono::DateTime::from_timestamp_millis)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_default();
+        return Err(ApiError::Unauthorized(format!(
+            "the client key `{}` expired at {at}; ask for a new one, or extend it (`freeway client-keys set {} --expires …`)",
+            client.name, client.name
+        )));
+    }
+    Ok(client)
 }
 
 async fn read_body(
@@ -332,7 +348,7 @@ async fn read_body(
 /// A chat-completions request from `client` (a client key's name, or the dashboard), answered.
 pub(crate) async fn chat_as(
     server: &Server,
-    client: String,
+    client: Arc<crate::keys::Client>,
     request_id: String,
     headers: &HeaderMap,
     body: Body,

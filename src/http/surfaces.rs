@@ -280,7 +280,7 @@ async fn handle(
 pub(crate) async fn answer_as(
     server: &Server,
     surface: Surface,
-    client: String,
+    client: Arc<crate::keys::Client>,
     request_id: String,
     headers: &HeaderMap,
     body: Body,

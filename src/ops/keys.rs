@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use super::{Error, Ops, Result};
 use crate::catalog::Provider;
+use crate::config::ClientLimits;
 use crate::crypto;
 use crate::health::{self, Verdict};
 use crate::keys::{self, Status};
@@ -282,7 +283,7 @@ impl Ops {
                 "give the key a name, e.g. `freeway client-keys create laptop`".into(),
             ));
         }
-        let key = create_client_key(&self.store, name, self.ledger.now_ms())?;
+        let key = create_client_key(&self.store, name, self.ledger.now_ms(), None)?;
         self.reload()?;
         Ok(key)
     }
@@ -302,10 +303,10 @@ impl Ops {
                 revoked: r.revoked_ms.is_some(),
             })
             .collect();
-        for (i, _) in self.config.auth.api_keys.iter().enumerate() {
+        for k in &self.config.auth.api_keys {
             out.push(ClientKeyView {
                 id: None,
-                name: format!("config #{}", i + 1),
+                name: k.name.clone(),
                 prefix: String::new(),
                 created_ms: None,
                 last_used_ms: None,
@@ -356,7 +357,7 @@ pub fn ensure_first_client_key(
     if store.setting("first_client_key")?.is_some() {
         return Ok(None);
     }
-    let key = create_client_key(store, "default", now_ms)?;
+    let key = create_client_key(store, "default", now_ms, None)?;
     store.set_setting("first_client_key", b"created")?;
     Ok(Some(key))
 }
@@ -366,6 +367,7 @@ fn create_client_key(
     store: &crate::store::Store,
     name: &str,
     now_ms: i64,
+    limits: Option<&ClientLimits>,
 ) -> anyhow::Result<String> {
     let key = crypto::new_client_key();
     store.insert_client_key(&ClientKeyRow {
@@ -376,6 +378,7 @@ fn create_client_key(
         created_ms: now_ms,
         revoked_ms: None,
         last_used_ms: None,
+        limits: limits.and_then(|l| serde_json::to_string(l).ok()),
     })?;
     Ok(key)
 }

@@ -156,7 +156,7 @@ impl Ops {
         self.live.keys.load(&catalog, &rows, &self.sealer);
         self.live
             .clients
-            .load(&self.config.auth.api_keys, &self.store)?;
+            .load(&self.config.auth, &self.store)?;
         let chain = build_chain(
             &catalog,
             &self.config.routing.chain,

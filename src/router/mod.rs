@@ -65,7 +65,8 @@ pub struct Router {
 pub struct Incoming {
     pub req: Request,
     /// Name of the client key.
-    pub client: String,
+    /// The client key it came with (its name, limits, allowed models).
+    pub client: Arc<crate::keys::Client>,
     pub request_id: String,
     /// `X-Session-Id`, if sent.
     pub session: Option<String>,
@@ -157,7 +158,7 @@ impl Router {
             row: RequestRow {
                 id: inc.request_id.clone(),
                 at_ms: self.ledger.now_ms(),
-                client: inc.client.clone(),
+                client: inc.client.name.clone(),
                 requested_model: facts.model.clone().unwrap_or_else(|| "auto".into()),
                 stream: facts.stream,
                 tokens_in: facts.prompt_tokens,
@@ -425,7 +426,7 @@ impl Router {
             models.extend(benched);
         }
         let sticky_id = (target == Target::Auto)
-            .then(|| Sticky::identity(&inc.client, inc.session.as_deref(), facts.conversation));
+            .then(|| Sticky::identity(&inc.client.name, inc.session.as_deref(), facts.conversation));
         if let (Some(id), true) = (&sticky_id, facts.has_assistant) {
             if let Some(m) = self.sticky.get(id, self.ledger.now_ms()) {
                 if let Some(pos) = models.iter().position(|x| x.reference == m) {

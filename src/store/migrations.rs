@@ -147,6 +147,8 @@ const STEPS: &[&str] = &[
         at_ms  INTEGER NOT NULL,
         PRIMARY KEY (model, kind, field)
     );",
+    // 9: a client key's limits, allowed models, expiry and weight (SPEC 3.8), as JSON.
+    "ALTER TABLE client_keys ADD COLUMN limits TEXT;",
 ];
 
 /// Bring the schema up to date.

@@ -48,6 +48,8 @@ pub struct ClientKeyRow {
     pub created_ms: i64,
     pub revoked_ms: Option<i64>,
     pub last_used_ms: Option<i64>,
+    /// Its limits (SPEC 3.8) as JSON (`config::ClientLimits`), if any were set.
+    pub limits: Option<String>,
 }
 
 /// An admin session: the token's hash, never the token.
@@ -250,8 +252,8 @@ impl Store {
 
     pub fn insert_client_key(&self, row: &ClientKeyRow) -> anyhow::Result<()> {
         self.conn().execute(
-            "INSERT INTO client_keys (id, name, hash, prefix, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![row.id, row.name, row.hash.as_slice(), row.prefix, row.created_ms],
+            "INSERT INTO client_keys (id, name, hash, prefix, created_ms, limits) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![row.id, row.name, row.hash.as_slice(), row.prefix, row.created_ms, row.limits],
         )?;
         Ok(())
     }
@@ -259,7 +261,7 @@ impl Store {
     pub fn client_keys(&self) -> anyhow::Result<Vec<ClientKeyRow>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
-            "SELECT id, name, hash, prefix, created_ms, revoked_ms, last_used_ms
+            "SELECT id, name, hash, prefix, created_ms, revoked_ms, last_used_ms, limits
              FROM client_keys ORDER BY created_ms, id",
         )?;
         let rows = stmt
@@ -277,10 +279,19 @@ impl Store {
                     created_ms: r.get(4)?,
                     revoked_ms: r.get(5)?,
                     last_used_ms: r.get(6)?,
+                    limits: r.get(7)?,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
+    }
+
+    /// Set the limits of the live client keys named `name`; how many.
+    pub fn set_client_limits(&self, name: &str, limits: Option<&str>) -> anyhow::Result<usize> {
+        Ok(self.conn().execute(
+            "UPDATE client_keys SET limits = ?2 WHERE revoked_ms IS NULL AND name = ?1",
+            params![name, limits],
+        )?)
     }
 
     /// Revoke by name or id prefix; returns how many keys were revoked.

@@ -764,40 +764,42 @@ async fn password_hashes_are_bounded_and_the_excess_answered_at_once() {
         let body: Value = resp.json().await.unwrap();
         (status, retry, body)
     };
-    // Every turn taken and every waiting place filled (this process shares the server's).
-    let mut held = Vec::new();
-    for _ in 0..freeway::offload::HASHES_AT_ONCE {
-        held.push(freeway::offload::hash_permit().await.unwrap());
-    }
-    let waiting: Vec<_> = (0..freeway::offload::HASHES_WAITING)
-        .map(|_| tokio::spawn(async { freeway::offload::hash_permit().await.map(drop) }))
-        .collect();
-    for _ in 0..500 {
-        if freeway::offload::hashes_waiting() == freeway::offload::HASHES_WAITING {
-            break;
+    // Every hashing thread and waiting place taken (this process shares the server's), by
+    // checks that wait for a go.
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let wait = std::sync::Arc::new(std::sync::Mutex::new(wait));
+    let mut taken = 0;
+    while taken <= freeway::offload::HASHES_AT_ONCE + freeway::offload::HASHES_WAITING {
+        let wait = std::sync::Arc::clone(&wait);
+        let job = freeway::offload::hash(move || {
+            let _ = wait.lock().map(|w| w.recv());
+        });
+        match tokio::time::timeout(std::time::Duration::from_millis(1), job).await {
+            Err(_) => taken += 1,
+            Ok(_) => break,
         }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    assert_eq!(
-        freeway::offload::hashes_waiting(),
-        freeway::offload::HASHES_WAITING
-    );
     let mut busy = None;
-    for _ in 0..100 {
-        let (status, retry, body) = login().await;
-        if status == 503 {
-            busy = Some((retry, body));
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let (status, retry, body) = login().await;
+    if status == 503 {
+        busy = Some((retry, body));
     }
     let (retry, body) = busy.expect("a login beyond the bound was not refused");
     assert_eq!(retry.as_deref(), Some("1"));
     assert_eq!(body["error"]["code"], "busy", "{body}");
-    drop(held);
-    for w in waiting {
-        w.await.unwrap().unwrap();
+    for _ in 0..taken {
+        let _ = go.send(());
     }
-    let (status, _, body) = login().await;
+    // The released checks finish in their threads' time; then a login is checked again.
+    let mut last = None;
+    for _ in 0..200 {
+        let (status, _, body) = login().await;
+        if status != 503 {
+            last = Some((status, body));
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let (status, body) = last.expect("still busy after the checks were released");
     assert_eq!(status, 401, "{body}");
 }

@@ -72,8 +72,7 @@ pub async fn setup(
 ) -> Result<Response, Error> {
     let b: SetupBody = json_body(&server, body).await?;
     let admin = Arc::clone(&server.admin);
-    let _turn = crate::offload::hash_permit().await?;
-    let s = blocking(move || Ok(admin.setup(&b.token, &b.password)?)).await?;
+    let s = crate::offload::hash(move || admin.setup(&b.token, &b.password)).await??;
     Ok(with_session(s, &headers))
 }
 
@@ -92,8 +91,7 @@ pub async fn login(State(server): State<Arc<Server>>, req: Request) -> Result<Re
         return Err(Error::SlowDown(wait));
     }
     let admin = Arc::clone(&server.admin);
-    let _turn = crate::offload::hash_permit().await?;
-    let s = blocking(move || Ok(admin.login(from, &b.password)?)).await?;
+    let s = crate::offload::hash(move || admin.login(from, &b.password)).await??;
     Ok(with_session(s, &headers))
 }
 
@@ -483,5 +481,12 @@ pub async fn playground(
     body: Body,
 ) -> Result<Response, Error> {
     require(&server, &headers, true).await?;
-    Ok(crate::http::chat_as(&server, "dashboard".into(), request_id, &headers, body).await)
+    Ok(crate::http::chat_as(
+        &server,
+        crate::keys::Client::unlimited("dashboard"),
+        request_id,
+        &headers,
+        body,
+    )
+    .await)
 }
