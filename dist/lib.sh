@@ -1,4 +1,5 @@
 # Shared by the dist/ scripts (sourced, not run).
+# shellcheck shell=bash
 #
 # Checks print one line each, `PASS: what` or `FAIL: what (why)`; dist/test.sh counts them.
 # Every wait is bounded; every process a script starts is remembered and ended by its id.
@@ -44,9 +45,12 @@ apt_install() {
 }
 
 # The Debian packages each part needs.
+# shellcheck disable=SC2034 # used by the scripts that source this file
 DEPS_AARCH64=(rustc-web cargo-web libstd-rust-web-dev:arm64 gcc-aarch64-linux-gnu
     libc6-dev-arm64-cross qemu-user-static)
+# shellcheck disable=SC2034
 DEPS_CONTAINER=(podman runc)
+# shellcheck disable=SC2034
 DEPS_SERVICE=(systemd)
 
 # wait_line FILE REGEX SECONDS PID: print the first line of FILE matching REGEX, waiting at most
@@ -67,6 +71,7 @@ wait_line() {
 
 # stop_pid PID [SECONDS]: SIGTERM, then SIGKILL after SECONDS (10). Sets STOP_STATUS to the exit
 # status, or "killed". Not in a subshell: only the shell that started PID can wait for it.
+# shellcheck disable=SC2034 # read by the callers
 STOP_STATUS=
 stop_pid() {
     local pid=$1 secs=${2:-10} i
@@ -84,6 +89,7 @@ stop_pid() {
         STOP_STATUS=killed
         return 0
     fi
+    # shellcheck disable=SC2034
     wait "$pid" 2>/dev/null || STOP_STATUS=$?
 }
 

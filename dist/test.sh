@@ -19,7 +19,7 @@ set -uo pipefail
 # shellcheck source=dist/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 LOG_TAG=dist-test
-cd "$ROOT"
+cd "$ROOT" || exit 1
 
 mkdir -p "$DIST_TARGET_DIR"
 FIGURES=$DIST_TARGET_DIR/figures.txt
@@ -53,6 +53,18 @@ step() {
     return "$rc"
 }
 
+# static_elf FILE ARCH: FILE is an ARCH executable with no program interpreter and no shared
+# library (static or static-pie).
+static_elf() {
+    local machine
+    machine=$(LC_ALL=C readelf -h "$1" | sed -n 's/^ *Machine: *//p')
+    case "$2" in
+        x86_64) [ "$machine" = "Advanced Micro Devices X86-64" ] || return 1 ;;
+        aarch64) [ "$machine" = AArch64 ] || return 1 ;;
+    esac
+    ! LC_ALL=C readelf -lW "$1" | grep -q INTERP && ! LC_ALL=C readelf -dW "$1" | grep -q NEEDED
+}
+
 # ------------------------------------------------------------------ packages
 if apt_install "${DEPS_AARCH64[@]}" "${DEPS_CONTAINER[@]}" "${DEPS_SERVICE[@]}" curl file binutils \
     >"$LOGS/apt.log" 2>&1; then
@@ -67,21 +79,18 @@ VERSION=$(crate_version)
 UNPACKED=$DIST_TARGET_DIR/unpacked
 if step build "$ROOT/dist/build.sh"; then
     pass "dist/build.sh builds both archives"
-    check "the archives verify with sha256sum -c SHA256SUMS" \
-        bash -c 'cd "$1" && sha256sum -c --quiet SHA256SUMS' _ "$DIST_OUT"
+    sums() { (cd "$DIST_OUT" && sha256sum -c --quiet --strict "$1"); }
+    check "the archives verify with sha256sum -c SHA256SUMS" sums SHA256SUMS
     rm -rf "$UNPACKED"
     mkdir -p "$UNPACKED"
     for arch in x86_64 aarch64; do
         name=freeway-$VERSION-$arch-unknown-linux-gnu
-        check "$name.tar.gz verifies with its own .sha256" \
-            bash -c 'cd "$1" && sha256sum -c --quiet "$2.tar.gz.sha256"' _ "$DIST_OUT" "$name"
+        check "$name.tar.gz verifies with its own .sha256" sums "$name.tar.gz.sha256"
         tar -C "$UNPACKED" -xzf "$DIST_OUT/$name.tar.gz"
-        contents=$(cd "$UNPACKED/$name" && LC_ALL=C ls | tr '\n' ' ')
+        contents=$(cd "$UNPACKED/$name" && find . -mindepth 1 -printf '%P\n' | LC_ALL=C sort | tr '\n' ' ')
         check "$name.tar.gz holds the binary, README, LICENSE, example config, guide and unit ($contents)" \
             test "$contents" = "DEPLOY.md LICENSE README.md freeway freeway.example.toml freeway.service "
-        check "its binary is a static $arch executable" \
-            bash -c 'file -b "$1" | grep -q "statically linked" && test "$(LC_ALL=C readelf -h "$1" | sed -n "s/.*Machine: *//p")" = "$2"' \
-            _ "$UNPACKED/$name/freeway" "$([ "$arch" = x86_64 ] && echo 'Advanced Micro Devices X86-64' || echo AArch64)"
+        check "its binary is a static $arch executable" static_elf "$UNPACKED/$name/freeway" "$arch"
     done
 else
     fail "dist/build.sh builds both archives"
