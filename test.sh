@@ -25,3 +25,4 @@ cargo nextest run --locked --no-fail-fast
 # Fuzzing keeps running: each target replays its corpus (fuzz/corpus, kept in the repository)
 # and tries FUZZ_RUNS new inputs.
 FUZZ_RUNS="${FUZZ_RUNS:-20000}" fuzz/run.sh
+dist/test.sh

@@ -65,6 +65,16 @@ static_elf() {
     ! LC_ALL=C readelf -lW "$1" | grep -q INTERP && ! LC_ALL=C readelf -dW "$1" | grep -q NEEDED
 }
 
+# page_aligned FILE: every LOAD segment of FILE is aligned to at least 64 KiB.
+page_aligned() {
+    local align n=0
+    for align in $(LC_ALL=C readelf -lW "$1" | awk '$1 == "LOAD" {print $NF}'); do
+        [ $((align)) -ge 65536 ] || return 1
+        n=$((n + 1))
+    done
+    [ "$n" -gt 0 ]
+}
+
 # ------------------------------------------------------------------ packages
 if apt_install "${DEPS_AARCH64[@]}" "${DEPS_CONTAINER[@]}" "${DEPS_SERVICE[@]}" curl file binutils \
     >"$LOGS/apt.log" 2>&1; then
@@ -91,6 +101,10 @@ if step build "$ROOT/dist/build.sh"; then
         check "$name.tar.gz holds the binary, README, LICENSE, example config, guide and unit ($contents)" \
             test "$contents" = "DEPLOY.md LICENSE README.md freeway freeway.example.toml freeway.service "
         check "its binary is a static $arch executable" static_elf "$UNPACKED/$name/freeway" "$arch"
+        if [ "$arch" = aarch64 ]; then
+            check "its segments are 64 KiB aligned: it loads on 4, 16 (Pi 5) and 64 KiB page kernels" \
+                page_aligned "$UNPACKED/$name/freeway"
+        fi
     done
 else
     fail "dist/build.sh builds both archives"

@@ -95,7 +95,8 @@ fn verify(password: &str, stored: &PasswordHash) -> anyhow::Result<bool> {
     thread_local! {
         static MEMORY: std::cell::RefCell<Vec<Block>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    let damaged = |e: &dyn std::fmt::Display| anyhow::anyhow!("the stored password hash is damaged: {e}");
+    let damaged =
+        |e: &dyn std::fmt::Display| anyhow::anyhow!("the stored password hash is damaged: {e}");
     let params = Params::try_from(stored).map_err(|e| damaged(&e))?;
     let algorithm = Algorithm::try_from(stored.algorithm).map_err(|e| damaged(&e))?;
     let version = match stored.version {
@@ -116,7 +117,12 @@ fn verify(password: &str, stored: &PasswordHash) -> anyhow::Result<bool> {
             memory.resize(blocks, Block::default());
         }
         argon
-            .hash_password_into_with_memory(password.as_bytes(), salt, &mut out, &mut memory[..blocks])
+            .hash_password_into_with_memory(
+                password.as_bytes(),
+                salt,
+                &mut out,
+                &mut memory[..blocks],
+            )
             .map_err(|e| damaged(&e))
     })?;
     Ok(subtle::ConstantTimeEq::ct_eq(out.as_slice(), expected.as_bytes()).into())

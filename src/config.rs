@@ -140,7 +140,9 @@ impl ClientLimits {
             ("tpmo", self.tpmo),
         ] {
             if v == Some(0) {
-                return Err(format!("{name} must be at least 1 (leave it out for no limit)"));
+                return Err(format!(
+                    "{name} must be at least 1 (leave it out for no limit)"
+                ));
             }
         }
         if self.concurrent == Some(0) {

@@ -39,6 +39,16 @@ pub enum ApiError {
         /// Soonest moment a candidate frees up.
         retry_after: Option<Duration>,
     },
+    /// The client key is over one of its own limits (SPEC 3.8): not an upstream's.
+    #[error("{message}")]
+    ClientQuota {
+        message: String,
+        /// When the limit frees up.
+        retry_after: Option<Duration>,
+    },
+    /// The client key may not use the model.
+    #[error("{0}")]
+    ModelNotAllowed(String),
     /// Every attempt failed and at least one for a reason other than a rate limit.
     #[error("{0}")]
     UpstreamFailed(String),
@@ -51,15 +61,25 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// When to try again, for the `Retry-After` header.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ApiError::RateLimited { retry_after, .. }
+            | ApiError::ClientQuota { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
     /// HTTP status as SPEC 2.3 gives it.
     pub fn status(&self) -> u16 {
         match self {
             ApiError::InvalidRequest(_) => 400,
             ApiError::Unauthorized(_) => 401,
+            ApiError::ModelNotAllowed(_) => 403,
             ApiError::ModelNotFound(_) | ApiError::NotFound(_) => 404,
             ApiError::RequestTimeout(_) => 408,
             ApiError::TooLarge(_) | ApiError::ContextTooLong(_) => 413,
-            ApiError::RateLimited { .. } => 429,
+            ApiError::RateLimited { .. } | ApiError::ClientQuota { .. } => 429,
             ApiError::UpstreamFailed(_) => 502,
             ApiError::NoProviders(_) => 503,
         }
@@ -75,6 +95,8 @@ impl ApiError {
             ApiError::RequestTimeout(_) => "request_timeout",
             ApiError::ContextTooLong(_) => "context_length_exceeded",
             ApiError::RateLimited { .. } => "rate_limit_exceeded",
+            ApiError::ClientQuota { .. } => "client_quota_exceeded",
+            ApiError::ModelNotAllowed(_) => "model_not_allowed",
             ApiError::UpstreamFailed(_) => "upstream_failed",
             ApiError::NoProviders(_) => "no_providers_configured",
             ApiError::NotFound(_) => "not_found",
@@ -177,6 +199,19 @@ mod tests {
                 "rate_limit_exceeded",
             ),
             (ApiError::UpstreamFailed("x".into()), 502, "upstream_failed"),
+            (
+                ApiError::ClientQuota {
+                    message: "x".into(),
+                    retry_after: None,
+                },
+                429,
+                "client_quota_exceeded",
+            ),
+            (
+                ApiError::ModelNotAllowed("x".into()),
+                403,
+                "model_not_allowed",
+            ),
             (
                 ApiError::NoProviders("x".into()),
                 503,

@@ -416,11 +416,16 @@ pub struct Client {
 impl Client {
     /// A caller with no key and no limits (the dashboard's playground).
     pub fn unlimited(name: &str) -> Arc<Client> {
+        Self::with_limits(name, ClientLimits::default())
+    }
+
+    /// A caller without a key of its own but with limits (the simulation's clients, tests).
+    pub fn with_limits(name: &str, limits: ClientLimits) -> Arc<Client> {
         Arc::new(Client {
             hash: [0; 32],
             name: name.to_string(),
             id: None,
-            limits: ClientLimits::default(),
+            limits,
             limits_from_config: false,
         })
     }

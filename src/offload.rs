@@ -196,7 +196,11 @@ mod tests {
             }
             assert!(held.len() <= HASHES_AT_ONCE + HASHES_WAITING, "not bounded");
         }
-        assert!(held.len() >= HASHES_WAITING, "refused too early: {}", held.len());
+        assert!(
+            held.len() >= HASHES_WAITING,
+            "refused too early: {}",
+            held.len()
+        );
         drop(held);
         for _ in 0..HASHES_AT_ONCE + HASHES_WAITING {
             let _ = go.send(());

@@ -178,20 +178,25 @@ async fn root() -> &'static str {
     "Freeway is running: OpenAI base URL /v1, Anthropic base URL /, dashboard /admin\n"
 }
 
+/// The headers an error carries on every surface: `Retry-After` when there is a time to try
+/// again, and `x-should-retry: false` on a 401/403 (the SDKs and agent CLIs would otherwise
+/// retry a wrong, expired or revoked key, or a model the key may not use, for minutes).
+pub(crate) fn error_headers(e: &ApiError, headers: &mut HeaderMap) {
+    if let Some(d) = e.retry_after() {
+        let secs = d.as_secs_f64().ceil().max(1.0) as u64;
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    if matches!(e.status(), 401 | 403) {
+        headers.insert("x-should-retry", HeaderValue::from_static("false"));
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status =
             StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut resp = (status, axum::Json(openai::error_body(&self))).into_response();
-        if let ApiError::RateLimited {
-            retry_after: Some(d),
-            ..
-        } = &self
-        {
-            let secs = d.as_secs_f64().ceil().max(1.0) as u64;
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
+        error_headers(&self, resp.headers_mut());
         resp
     }
 }

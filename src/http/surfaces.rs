@@ -50,15 +50,7 @@ impl Surface {
                     .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
                 let body = anthropic::error_body(&e, &anthropic_request_id(request_id));
                 let mut r = (status, axum::Json(body)).into_response();
-                if let ApiError::RateLimited {
-                    retry_after: Some(d),
-                    ..
-                } = &e
-                {
-                    let secs = d.as_secs_f64().ceil().max(1.0) as u64;
-                    r.headers_mut()
-                        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-                }
+                super::error_headers(&e, r.headers_mut());
                 r
             }
             _ => e.into_response(),

@@ -154,9 +154,7 @@ impl Ops {
         let catalog = self.catalog();
         let rows = self.store.keys()?;
         self.live.keys.load(&catalog, &rows, &self.sealer);
-        self.live
-            .clients
-            .load(&self.config.auth, &self.store)?;
+        self.live.clients.load(&self.config.auth, &self.store)?;
         let chain = build_chain(
             &catalog,
             &self.config.routing.chain,

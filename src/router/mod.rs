@@ -9,6 +9,7 @@
 //! the rest and owns the reservation and the request-log row, so a client that goes away drops
 //! the upstream request, releases the tokens and still leaves a log line.
 
+pub mod clients;
 pub mod decide;
 pub mod flaky;
 pub mod plan;
@@ -59,6 +60,8 @@ pub struct Router {
     sticky: Sticky,
     /// Counts cut streams per route and benches flaky ones (SPEC 3.9).
     flaky: Arc<Flaky>,
+    /// Client keys' own limits (SPEC 3.8).
+    gate: clients::Gate,
 }
 
 /// One request as a client surface hands it over.
@@ -133,6 +136,7 @@ impl Router {
     ) -> Router {
         Router {
             sticky: Sticky::new(settings.sticky_ttl.as_millis() as i64, STICKY_CAPACITY),
+            gate: clients::Gate::default(),
             flaky: Arc::new(Flaky::new(
                 Arc::clone(&ledger),
                 Arc::clone(&live),
@@ -167,7 +171,22 @@ impl Router {
                 ..RequestRow::default()
             },
         };
-        let result = self.walk(&inc, &mut pending.row, started).await;
+        // The client key's own limits, before any upstream call.
+        let result = match self
+            .gate
+            .admit(&self.ledger, &inc.client, facts.token_estimate())
+        {
+            Ok(mut admission) => {
+                let result = self
+                    .walk(&inc, &mut pending.row, started, &mut admission)
+                    .await;
+                if let Err(failed) = &result {
+                    admission.release(failed.attempts > 0);
+                }
+                result
+            }
+            Err(error) => Err(Failed { error, attempts: 0 }),
+        };
         pending.done = true;
         // An answer's log row left with it (written now, or by the stream's tail).
         if let Err(failed) = &result {
@@ -186,6 +205,7 @@ impl Router {
         inc: &Incoming,
         row: &mut RequestRow,
         started: Instant,
+        admission: &mut clients::Admission,
     ) -> Result<Reply, Failed> {
         let snap = self.live.snapshot();
         let (models, sticky_id) = self
@@ -289,7 +309,14 @@ impl Router {
                                 routed_via: model.reference.clone(),
                                 model: model.id.clone(),
                                 attempts: tally.attempts,
-                                body: self.finish(success, reservation, row, started, model),
+                                body: self.finish(
+                                    success,
+                                    reservation,
+                                    admission,
+                                    row,
+                                    started,
+                                    model,
+                                ),
                             });
                         }
                         Err(AttemptError(failure, status)) => {
@@ -394,6 +421,26 @@ impl Router {
     ) -> Result<(Vec<&'a Model>, Option<String>), ApiError> {
         let facts = &inc.req.facts;
         let (target, models) = plan::resolve(&snap.catalog, &snap.chain, facts.model.as_deref())?;
+        // Only what the client key may use (SPEC 3.8).
+        let allowed = &inc.client.limits.models;
+        let models: Vec<&Model> = if allowed.is_empty() {
+            models
+        } else {
+            let any = !models.is_empty();
+            let models: Vec<&Model> = models
+                .into_iter()
+                .filter(|m| clients::allows(allowed, m))
+                .collect();
+            if any && models.is_empty() {
+                let what = facts.model.as_deref().unwrap_or("auto");
+                return Err(ApiError::ModelNotAllowed(format!(
+                    "the client key `{}` may not use `{what}`; it may use: {} (GET /v1/models lists them)",
+                    inc.client.name,
+                    allowed.join(", ")
+                )));
+            }
+            models
+        };
         // Only models some key can serve are candidates; the others cannot answer either way.
         let models: Vec<&Model> = models
             .into_iter()
@@ -425,8 +472,9 @@ impl Router {
             models = fine;
             models.extend(benched);
         }
-        let sticky_id = (target == Target::Auto)
-            .then(|| Sticky::identity(&inc.client.name, inc.session.as_deref(), facts.conversation));
+        let sticky_id = (target == Target::Auto).then(|| {
+            Sticky::identity(&inc.client.name, inc.session.as_deref(), facts.conversation)
+        });
         if let (Some(id), true) = (&sticky_id, facts.has_assistant) {
             if let Some(m) = self.sticky.get(id, self.ledger.now_ms()) {
                 if let Some(pos) = models.iter().position(|x| x.reference == m) {
@@ -601,6 +649,7 @@ impl Router {
         &self,
         success: Success,
         reservation: Reservation,
+        admission: &mut clients::Admission,
         row: &mut RequestRow,
         started: Instant,
         model: &Model,
@@ -610,11 +659,15 @@ impl Router {
                 match usage.filter(|u| u.total() > 0) {
                     Some(u) => {
                         reservation.settle(Some(u.total()));
+                        admission.settle(Some(u.total()));
                         row.tokens_in = u.input;
                         row.tokens_out = u.output;
                     }
                     // No usage reported: keep the estimate as the charge.
-                    None => reservation.settle(None),
+                    None => {
+                        reservation.settle(None);
+                        admission.settle(None);
+                    }
                 }
                 row.status = 200;
                 row.latency_ms = started.elapsed().as_millis() as u64;
@@ -634,6 +687,7 @@ impl Router {
                     started,
                     flaky: Arc::clone(&self.flaky),
                     route: route(model),
+                    client: std::mem::take(admission),
                 };
                 if done {
                     // Everything is already pending; close the books now.

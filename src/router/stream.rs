@@ -133,6 +133,8 @@ pub struct Tail {
     /// Counts the route's cut streams (SPEC 3.9).
     pub flaky: Arc<Flaky>,
     pub route: Route,
+    /// The client key's claim on its own limits and its place in flight (SPEC 3.8).
+    pub client: super::clients::Admission,
 }
 
 impl Tail {
@@ -180,6 +182,7 @@ impl Tail {
         if let Some(r) = self.reservation.take() {
             r.settle(usage.map(|u| u.total()));
         }
+        self.client.settle(usage.map(|u| u.total()));
         if let Some(mut row) = self.row.take() {
             if let Some(u) = usage {
                 row.tokens_in = u.input;
@@ -201,6 +204,7 @@ impl Drop for Tail {
         if let Some(r) = self.reservation.take() {
             r.settle(self.pump.usage().map(|u| u.total()));
         }
+        self.client.settle(self.pump.usage().map(|u| u.total()));
         if let Some(mut row) = self.row.take() {
             row.status = 499;
             row.latency_ms = self.started.elapsed().as_millis() as u64;

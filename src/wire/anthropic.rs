@@ -515,7 +515,8 @@ pub fn error_type(e: &ApiError) -> &'static str {
         ApiError::ModelNotFound(_) | ApiError::NotFound(_) => "not_found_error",
         ApiError::TooLarge(_) => "request_too_large",
         ApiError::RequestTimeout(_) => "timeout_error",
-        ApiError::RateLimited { .. } => "rate_limit_error",
+        ApiError::RateLimited { .. } | ApiError::ClientQuota { .. } => "rate_limit_error",
+        ApiError::ModelNotAllowed(_) => "permission_error",
         ApiError::UpstreamFailed(_) => "api_error",
         ApiError::NoProviders(_) => "overloaded_error",
     }

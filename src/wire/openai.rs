@@ -28,7 +28,8 @@ fn error_type(e: &ApiError) -> &'static str {
         | ApiError::ContextTooLong(_)
         | ApiError::NotFound(_) => "invalid_request_error",
         ApiError::Unauthorized(_) => "authentication_error",
-        ApiError::RateLimited { .. } => "rate_limit_error",
+        ApiError::RateLimited { .. } | ApiError::ClientQuota { .. } => "rate_limit_error",
+        ApiError::ModelNotAllowed(_) => "permission_error",
         ApiError::UpstreamFailed(_) | ApiError::NoProviders(_) => "upstream_error",
     }
 }

@@ -236,7 +236,10 @@ fn blocking_work_goes_through_offload() {
             continue;
         }
         let code: String = code.split_whitespace().collect();
-        let outside = without_calls(&code, &["blocking(", "offload::run(", "offload::hash(", "page("]);
+        let outside = without_calls(
+            &code,
+            &["blocking(", "offload::run(", "offload::hash(", "page("],
+        );
         for m in &methods {
             for receiver in ["ops.", "admin."] {
                 let call = format!("{receiver}{m}(");
