@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use crate::app::{self, App};
 use crate::config::Config;
 use crate::ledger::{SystemClock, short};
-use crate::ops::{self, KeySource, fmt_time};
+use crate::ops::{self, KeySource, LimitsPatch, fmt_time};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -100,12 +100,121 @@ pub enum KeysCmd {
 
 #[derive(Subcommand, Debug)]
 pub enum ClientKeysCmd {
-    /// Create a client key; it is shown once.
-    Create { name: String },
-    /// List client keys (never the keys themselves).
+    /// Create a client key, with limits if given; it is shown once.
+    Create {
+        name: String,
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
+    /// Change a client key's limits (`none` clears one).
+    Set {
+        name: String,
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
+    /// List client keys (never the keys themselves), with their limits and use.
     List,
     /// Revoke a client key by name or id.
     Revoke { name: String },
+}
+
+/// A client key's limits on the command line (SPEC 3.8); `none` clears one.
+#[derive(Args, Debug, Default)]
+pub struct LimitArgs {
+    /// Requests per minute.
+    #[arg(long, value_name = "N")]
+    pub rpm: Option<String>,
+    /// Requests per day (UTC).
+    #[arg(long, value_name = "N")]
+    pub rpd: Option<String>,
+    /// Tokens per day (UTC).
+    #[arg(long, value_name = "N")]
+    pub tpd: Option<String>,
+    /// Tokens per calendar month (UTC).
+    #[arg(long, value_name = "N")]
+    pub tpmo: Option<String>,
+    /// Requests in flight at once.
+    #[arg(long, value_name = "N")]
+    pub concurrent: Option<String>,
+    /// Models it may use, comma-separated: canonical ids, provider/model, provider/* (`all`: every model).
+    #[arg(long, value_name = "LIST")]
+    pub models: Option<String>,
+    /// When it stops working: 2027-01-01 or an RFC 3339 time.
+    #[arg(long, value_name = "DATE")]
+    pub expires: Option<String>,
+    /// Its fair share against other keys' (1 to 1000; default 1).
+    #[arg(long, value_name = "N")]
+    pub weight: Option<String>,
+}
+
+impl LimitArgs {
+    fn patch(&self) -> anyhow::Result<LimitsPatch> {
+        fn num<T: std::str::FromStr>(
+            flag: &str,
+            v: &Option<String>,
+        ) -> anyhow::Result<Option<Option<T>>> {
+            match v.as_deref().map(str::trim) {
+                None => Ok(None),
+                Some("none") => Ok(Some(None)),
+                Some(t) => t
+                    .parse::<T>()
+                    .map(|n| Some(Some(n)))
+                    .map_err(|_| anyhow::anyhow!("--{flag}: {t:?} is not a number (or `none`)")),
+            }
+        }
+        let expires_ms = match self.expires.as_deref().map(str::trim) {
+            None => None,
+            Some("none") => Some(None),
+            Some(t) => Some(Some(
+                crate::config::parse_expiry(t).map_err(|e| anyhow::anyhow!("--expires: {e}"))?,
+            )),
+        };
+        Ok(LimitsPatch {
+            rpm: num("rpm", &self.rpm)?,
+            rpd: num("rpd", &self.rpd)?,
+            tpd: num("tpd", &self.tpd)?,
+            tpmo: num("tpmo", &self.tpmo)?,
+            concurrent: num("concurrent", &self.concurrent)?,
+            models: self.models.as_deref().map(|m| match m.trim() {
+                "all" | "none" | "" => Vec::new(),
+                list => list.split(',').map(|s| s.trim().to_string()).collect(),
+            }),
+            expires_ms,
+            weight: num("weight", &self.weight)?,
+        })
+    }
+}
+
+/// A client key's limits in a few words: "rpd 500 · concurrent 4 · models groq/*".
+fn limits_text(l: &crate::config::ClientLimits) -> String {
+    let mut parts = Vec::new();
+    for (name, v) in [
+        ("rpm", l.rpm),
+        ("rpd", l.rpd),
+        ("tpd", l.tpd),
+        ("tpmo", l.tpmo),
+    ] {
+        if let Some(v) = v {
+            parts.push(format!("{name} {v}"));
+        }
+    }
+    if let Some(c) = l.concurrent {
+        parts.push(format!("concurrent {c}"));
+    }
+    if let Some(w) = l.weight {
+        parts.push(format!("weight {w}"));
+    }
+    if !l.models.is_empty() {
+        parts.push(format!("models {}", l.models.join(",")));
+    }
+    if let Some(at) = l.expires_ms {
+        parts.push(format!("expires {}", crate::ops::fmt_time(at)));
+    }
+    if parts.is_empty() {
+        "no limits".into()
+    } else {
+        parts.join(" · ")
+    }
 }
 
 #[derive(Args, Debug)]
@@ -358,8 +467,8 @@ fn client_keys_cmd(config: Config, cmd: ClientKeysCmd) -> anyhow::Result<()> {
     let app = App::open(config)?;
     let ops = &app.ops;
     match cmd {
-        ClientKeysCmd::Create { name } => {
-            let key = ops.create_client_key(&name)?;
+        ClientKeysCmd::Create { name, limits } => {
+            let key = ops.create_client_key_with(&name, &limits.patch()?)?;
             out!("{key}");
             let _ = writeln!(
                 std::io::stderr(),
@@ -367,8 +476,24 @@ fn client_keys_cmd(config: Config, cmd: ClientKeysCmd) -> anyhow::Result<()> {
                 name.trim()
             );
         }
+        ClientKeysCmd::Set { name, limits } => {
+            let patch = limits.patch()?;
+            if patch.is_empty() {
+                anyhow::bail!(
+                    "say what to change, e.g. `freeway client-keys set {name} --rpd 500 --models groq/*`"
+                );
+            }
+            let k = ops.set_client_limits(&name, &patch)?;
+            out!("{}: {}", k.name, limits_text(&k.limits));
+        }
         ClientKeysCmd::List => {
-            out!("{:<18} {:<20} {:<10} STATE", "ID", "NAME", "STARTS");
+            out!(
+                "{:<18} {:<20} {:<10} {:<8} LIMITS (USED TODAY)",
+                "ID",
+                "NAME",
+                "STARTS",
+                "STATE"
+            );
             for k in ops.client_keys()? {
                 let id = k.id.as_deref().map_or("(config)", short);
                 let starts = if k.prefix.is_empty() {
@@ -376,12 +501,22 @@ fn client_keys_cmd(config: Config, cmd: ClientKeysCmd) -> anyhow::Result<()> {
                 } else {
                     format!("{}…", k.prefix)
                 };
+                let used = format!(
+                    "{} requests, {} tokens today",
+                    k.usage.day_requests, k.usage.day_tokens
+                );
+                let from = if k.limits_from_config {
+                    " [config]"
+                } else {
+                    ""
+                };
                 out!(
-                    "{:<18} {:<20} {:<10} {}",
+                    "{:<18} {:<20} {:<10} {:<8} {}{from} ({used})",
                     id,
                     k.name,
                     starts,
-                    if k.revoked { "revoked" } else { "active" }
+                    if k.revoked { "revoked" } else { "active" },
+                    limits_text(&k.limits)
                 );
             }
         }

@@ -429,13 +429,15 @@ async fn models(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(e) = authenticate(&server, &headers) {
-        return e.into_response();
-    }
+    let client = match authenticate(&server, &headers) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
     let all = q
         .get("all")
         .is_some_and(|v| v == "true" || v == "1" || v.is_empty());
     let (groups, any_available) = server.ops.model_groups(all);
+    let groups = allowed_groups(&server, &client, groups);
     let mut data = Vec::with_capacity(groups.len() + 1);
     data.push(auto_json(any_available));
     data.extend(groups.iter().map(model_json));
@@ -449,10 +451,12 @@ async fn model(
     headers: HeaderMap,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Response {
-    if let Err(e) = authenticate(&server, &headers) {
-        return e.into_response();
-    }
+    let client = match authenticate(&server, &headers) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
     let (groups, any_available) = server.ops.model_groups(true);
+    let groups = allowed_groups(&server, &client, groups);
     if id == "auto" {
         return axum::Json(auto_json(any_available)).into_response();
     }
@@ -472,6 +476,31 @@ async fn model(
     }
 }
 
+/// The model groups a client key may use (SPEC 3.8), each with only the serving models it may.
+fn allowed_groups(
+    server: &Server,
+    client: &crate::keys::Client,
+    groups: Vec<crate::ops::ModelGroup>,
+) -> Vec<crate::ops::ModelGroup> {
+    let patterns = &client.limits.models;
+    if patterns.is_empty() {
+        return groups;
+    }
+    let snap = server.ops.live().snapshot();
+    let may = |reference: &str| {
+        snap.catalog
+            .model(reference)
+            .is_some_and(|m| crate::router::clients::allows(patterns, m))
+    };
+    groups
+        .into_iter()
+        .filter_map(|mut g| {
+            g.providers.retain(|r| may(r));
+            (!g.providers.is_empty()).then_some(g)
+        })
+        .collect()
+}
+
 /// A moment as RFC 3339 UTC text (`null` when there is none).
 fn when(ms: Option<i64>) -> Value {
     ms.and_then(chrono::DateTime::from_timestamp_millis)
@@ -482,9 +511,10 @@ fn when(ms: Option<i64>) -> Value {
 
 /// `GET /v1/quota`: what every servable model has left (SPEC 3.7).
 async fn quota(State(server): State<Arc<Server>>, headers: HeaderMap) -> Response {
-    if let Err(e) = authenticate(&server, &headers) {
-        return e.into_response();
-    }
+    let client = match authenticate(&server, &headers) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
     let ops = Arc::clone(&server.ops);
     let models = match crate::offload::run(move || ops.headroom()).await {
         Ok(m) => m,
@@ -493,8 +523,17 @@ async fn quota(State(server): State<Arc<Server>>, headers: HeaderMap) -> Respons
                 .into_response();
         }
     };
+    let snap = server.ops.live().snapshot();
+    let patterns = &client.limits.models;
     let data: Vec<Value> = models
         .iter()
+        .filter(|h| {
+            patterns.is_empty()
+                || snap
+                    .catalog
+                    .model(&format!("{}/{}", h.provider, h.model))
+                    .is_some_and(|m| crate::router::clients::allows(patterns, m))
+        })
         .map(|h| {
             json!({
                 "model": h.model,
@@ -514,7 +553,50 @@ async fn quota(State(server): State<Arc<Server>>, headers: HeaderMap) -> Respons
             })
         })
         .collect();
-    axum::Json(json!({"object": "list", "data": data})).into_response()
+    axum::Json(json!({"object": "list", "data": data, "client": client_quota(&server, &client)}))
+        .into_response()
+}
+
+/// A client key's own limits and use (SPEC 3.8), for `/v1/quota`.
+fn client_quota(server: &Server, client: &crate::keys::Client) -> Value {
+    let l = &client.limits;
+    let u = server.ops.client_usage(&client.name);
+    let limit = |window: &str, unit: &str, cap: Option<u64>, used: u64, resets: Option<i64>| {
+        cap.map(|cap| {
+            json!({"window": window, "unit": unit, "limit": cap, "used": used,
+                "remaining": cap.saturating_sub(used), "resets_at": when(resets)})
+        })
+    };
+    let limits: Vec<Value> = [
+        limit("minute", "requests", l.rpm, u.minute_requests, None),
+        limit(
+            "day",
+            "requests",
+            l.rpd,
+            u.day_requests,
+            Some(u.day_resets_ms),
+        ),
+        limit("day", "tokens", l.tpd, u.day_tokens, Some(u.day_resets_ms)),
+        limit(
+            "month",
+            "tokens",
+            l.tpmo,
+            u.month_tokens,
+            Some(u.month_resets_ms),
+        ),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    json!({
+        "name": client.name,
+        "limits": limits,
+        "concurrent": l.concurrent,
+        "models": l.models,
+        "expires_at": when(l.expires_ms),
+        "weight": l.weight(),
+        "used_today": {"requests": u.day_requests, "tokens": u.day_tokens},
+    })
 }
 
 async fn readyz(State(server): State<Arc<Server>>) -> Response {

@@ -73,7 +73,17 @@ pub struct Scope {
     pub key: String,
 }
 
+/// The provider name of client keys' scopes (no provider id looks like it).
+pub const CLIENT_SCOPE: &str = "*client";
+/// Client keys' days and months: UTC.
+pub const CLIENT_RESET: Reset = Reset::Midnight(chrono_tz::UTC);
+
 impl Scope {
+    /// Where a client key's own use is counted (SPEC 3.8).
+    pub fn client(name: &str) -> Scope {
+        Scope::model(CLIENT_SCOPE, "*", name)
+    }
+
     pub fn model(provider: &str, model: &str, key: &str) -> Scope {
         Scope {
             provider: provider.into(),
@@ -131,6 +141,9 @@ pub enum Denied {
     },
     /// Pacing (`routing.pacing = "even"`): today's use is ahead of the cap spread over the day.
     Paced { cap: &'static str, frees_at_ms: i64 },
+    /// Fair share (`routing.fairness = "weighted"`): this client key used its share of the
+    /// model's day while another that used less still asks.
+    Shared { frees_at_ms: i64 },
 }
 
 impl Denied {
@@ -139,7 +152,9 @@ impl Denied {
         match self {
             Denied::Cooling { until_ms, .. } => Some(*until_ms),
             Denied::Capped { frees_at_ms, .. } => *frees_at_ms,
-            Denied::Paced { frees_at_ms, .. } => Some(*frees_at_ms),
+            Denied::Paced { frees_at_ms, .. } | Denied::Shared { frees_at_ms } => {
+                Some(*frees_at_ms)
+            }
         }
     }
 }
@@ -150,6 +165,9 @@ impl std::fmt::Display for Denied {
             Denied::Cooling { reason, .. } => write!(f, "cooling down ({reason})"),
             Denied::Capped { cap, .. } => write!(f, "{cap} cap reached"),
             Denied::Paced { cap, .. } => write!(f, "paced ({cap} ahead of an even day)"),
+            Denied::Shared { .. } => {
+                write!(f, "held for other client keys' fair share of its daily cap")
+            }
         }
     }
 }
@@ -214,6 +232,28 @@ impl Ask {
 
     fn month_span(&self) -> Span {
         month_span(self.reset)
+    }
+
+    /// What one request of the client key `client` asks of its own limits (SPEC 3.8): counted
+    /// under [`Scope::client`], in UTC days and months.
+    pub fn client(client: &str, limits: &crate::config::ClientLimits, tokens: u64) -> Ask {
+        Ask {
+            provider: CLIENT_SCOPE.into(),
+            model: "*".into(),
+            key: client.to_string(),
+            pool: client.to_string(),
+            limits: Limits {
+                rpm: limits.rpm,
+                rpd: limits.rpd,
+                tpd: limits.tpd,
+                tpmo: limits.tpmo,
+                ..Limits::default()
+            },
+            account: Limits::default(),
+            reset: CLIENT_RESET,
+            tokens,
+            pace: Pace::Off,
+        }
     }
 
     /// The scope of this model's counters (and its rate-limit cooldowns).

@@ -56,6 +56,76 @@ pub struct ClientKeyView {
     pub created_ms: Option<i64>,
     pub last_used_ms: Option<i64>,
     pub revoked: bool,
+    /// Limits, allowed models, expiry and weight (SPEC 3.8).
+    pub limits: ClientLimits,
+    /// The limits come from `[auth.limits.NAME]` in the config (they cannot be changed here).
+    pub limits_from_config: bool,
+    /// What it used against its limits.
+    pub usage: ClientUsage,
+}
+
+/// A client key's use of its own limits (SPEC 3.8), in UTC days and months.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClientUsage {
+    pub minute_requests: u64,
+    pub day_requests: u64,
+    pub day_tokens: u64,
+    pub month_tokens: u64,
+    /// When the day and the month start over (ms).
+    pub day_resets_ms: i64,
+    pub month_resets_ms: i64,
+}
+
+/// A change to a client key's limits: each field set (`Some(Some(v))`), cleared
+/// (`Some(None)`) or left as it is (`None`).
+#[derive(Debug, Clone, Default)]
+pub struct LimitsPatch {
+    pub rpm: Option<Option<u64>>,
+    pub rpd: Option<Option<u64>>,
+    pub tpd: Option<Option<u64>>,
+    pub tpmo: Option<Option<u64>>,
+    pub concurrent: Option<Option<u32>>,
+    /// An empty list: every model.
+    pub models: Option<Vec<String>>,
+    pub expires_ms: Option<Option<i64>>,
+    pub weight: Option<Option<u32>>,
+}
+
+impl LimitsPatch {
+    /// `limits` with this change.
+    pub fn apply(&self, mut limits: ClientLimits) -> ClientLimits {
+        fn set<T: Copy>(field: &mut Option<T>, change: Option<Option<T>>) {
+            if let Some(v) = change {
+                *field = v;
+            }
+        }
+        set(&mut limits.rpm, self.rpm);
+        set(&mut limits.rpd, self.rpd);
+        set(&mut limits.tpd, self.tpd);
+        set(&mut limits.tpmo, self.tpmo);
+        set(&mut limits.concurrent, self.concurrent);
+        set(&mut limits.expires_ms, self.expires_ms);
+        set(&mut limits.weight, self.weight);
+        if let Some(m) = &self.models {
+            limits.models = m
+                .iter()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect();
+        }
+        limits
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rpm.is_none()
+            && self.rpd.is_none()
+            && self.tpd.is_none()
+            && self.tpmo.is_none()
+            && self.concurrent.is_none()
+            && self.models.is_none()
+            && self.expires_ms.is_none()
+            && self.weight.is_none()
+    }
 }
 
 impl Ops {
@@ -277,15 +347,91 @@ impl Ops {
 
     /// Create a client key; returns it whole, the only time it is shown.
     pub fn create_client_key(&self, name: &str) -> Result<String> {
+        self.create_client_key_with(name, &LimitsPatch::default())
+    }
+
+    /// Create a client key with limits (SPEC 3.8); returns it whole, the only time it is shown.
+    pub fn create_client_key_with(&self, name: &str, limits: &LimitsPatch) -> Result<String> {
         let name = name.trim();
         if name.is_empty() {
             return Err(Error::Invalid(
                 "give the key a name, e.g. `freeway client-keys create laptop`".into(),
             ));
         }
-        let key = create_client_key(&self.store, name, self.ledger.now_ms(), None)?;
+        let limits = self.checked(limits.apply(ClientLimits::default()))?;
+        let stored = (limits != ClientLimits::default()).then_some(&limits);
+        let key = create_client_key(&self.store, name, self.ledger.now_ms(), stored)?;
         self.reload()?;
         Ok(key)
+    }
+
+    /// Change the limits of the live client keys named `name`; the key as it is now.
+    pub fn set_client_limits(&self, name: &str, patch: &LimitsPatch) -> Result<ClientKeyView> {
+        let name = name.trim();
+        let Some(current) = self.live.clients.named(name) else {
+            return Err(Error::NotFound(format!(
+                "no live client key is named {name:?} (see `freeway client-keys list`)"
+            )));
+        };
+        if current.limits_from_config {
+            return Err(Error::Conflict(format!(
+                "the limits of `{name}` come from [auth.limits.{name}] in the config file; change them there"
+            )));
+        }
+        if current.id.is_none() {
+            return Err(Error::Conflict(format!(
+                "`{name}` is a key from the config file; give it limits under [auth.limits.{name}] there"
+            )));
+        }
+        let limits = self.checked(patch.apply(current.limits.clone()))?;
+        let json = (limits != ClientLimits::default())
+            .then(|| serde_json::to_string(&limits))
+            .transpose()
+            .map_err(|e| Error::Internal(e.into()))?;
+        self.store.set_client_limits(name, json.as_deref())?;
+        self.reload()?;
+        self.client_keys()?
+            .into_iter()
+            .find(|k| k.name == name && !k.revoked)
+            .ok_or_else(|| Error::NotFound(format!("{name:?} went away")))
+    }
+
+    /// Limits a person set, checked, with model patterns that name something.
+    fn checked(&self, limits: ClientLimits) -> Result<ClientLimits> {
+        limits.check().map_err(Error::Invalid)?;
+        let snap = self.live.snapshot();
+        for p in &limits.models {
+            let known = match p.strip_suffix("/*") {
+                Some(provider) => snap.catalog.provider(provider).is_some(),
+                None => snap
+                    .catalog
+                    .models
+                    .iter()
+                    .any(|m| m.canonical == *p || m.reference == *p || m.id == *p),
+            };
+            if !known {
+                return Err(Error::Invalid(format!(
+                    "models: {p:?} is no model or provider of the catalog (a canonical id, provider/model or provider/*; see `freeway models --all`)"
+                )));
+            }
+        }
+        Ok(limits)
+    }
+
+    /// A client key's use of its own limits.
+    pub fn client_usage(&self, name: &str) -> ClientUsage {
+        use crate::ledger::{CLIENT_RESET, Scope, day_span, month_span};
+        let now = self.ledger.now_ms();
+        let u = self.ledger.usage(&Scope::client(name), CLIENT_RESET);
+        let (day, month) = (day_span(CLIENT_RESET), month_span(CLIENT_RESET));
+        ClientUsage {
+            minute_requests: u.minute_requests,
+            day_requests: u.day_requests,
+            day_tokens: u.day_tokens,
+            month_tokens: u.month_tokens,
+            day_resets_ms: day.expiry(day.bucket_start(now)),
+            month_resets_ms: month.expiry(month.bucket_start(now)),
+        }
     }
 
     /// Client keys: stored ones (revoked too), then the config's fixed keys.
@@ -294,17 +440,31 @@ impl Ops {
             .store
             .client_keys()?
             .into_iter()
-            .map(|r| ClientKeyView {
-                id: Some(r.id),
-                name: r.name,
-                prefix: r.prefix,
-                created_ms: Some(r.created_ms),
-                last_used_ms: r.last_used_ms,
-                revoked: r.revoked_ms.is_some(),
+            .map(|r| {
+                let live = self
+                    .live
+                    .clients
+                    .named(&r.name)
+                    .filter(|_| r.revoked_ms.is_none());
+                ClientKeyView {
+                    limits: live.as_ref().map(|c| c.limits.clone()).unwrap_or_default(),
+                    limits_from_config: live.as_ref().is_some_and(|c| c.limits_from_config),
+                    usage: self.client_usage(&r.name),
+                    id: Some(r.id),
+                    name: r.name,
+                    prefix: r.prefix,
+                    created_ms: Some(r.created_ms),
+                    last_used_ms: r.last_used_ms,
+                    revoked: r.revoked_ms.is_some(),
+                }
             })
             .collect();
         for k in &self.config.auth.api_keys {
+            let limits = self.config.auth.limits.get(&k.name);
             out.push(ClientKeyView {
+                limits: limits.cloned().unwrap_or_default(),
+                limits_from_config: limits.is_some(),
+                usage: self.client_usage(&k.name),
                 id: None,
                 name: k.name.clone(),
                 prefix: String::new(),

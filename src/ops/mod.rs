@@ -12,7 +12,9 @@ mod keys;
 mod status;
 
 pub use chain::ChainEntry;
-pub use keys::{ClientKeyView, KeySource, KeyView, ensure_first_client_key};
+pub use keys::{
+    ClientKeyView, ClientUsage, KeySource, KeyView, LimitsPatch, ensure_first_client_key,
+};
 pub use status::{KeyLine, ModelGroup, ModelRow, ProviderStatus, fmt_time};
 
 use std::sync::{Arc, Mutex};

@@ -10,40 +10,11 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::catalog::{Limits, Model, Reset};
+use crate::catalog::Model;
 use crate::config::ClientLimits;
 use crate::error::ApiError;
 use crate::keys::Client;
-use crate::ledger::{Ask, Denied, Ledger, Pace, Reservation, Scope};
-
-/// The provider name of client scopes in the ledger (no provider id looks like it).
-pub const CLIENT_SCOPE: &str = "*client";
-
-/// The ledger ask of one request from `client` for `tokens`.
-pub fn ask(client: &str, limits: &ClientLimits, tokens: u64) -> Ask {
-    Ask {
-        provider: CLIENT_SCOPE.into(),
-        model: "*".into(),
-        key: client.to_string(),
-        pool: client.to_string(),
-        limits: Limits {
-            rpm: limits.rpm,
-            rpd: limits.rpd,
-            tpd: limits.tpd,
-            tpmo: limits.tpmo,
-            ..Limits::default()
-        },
-        account: Limits::default(),
-        reset: Reset::Midnight(chrono_tz::UTC),
-        tokens,
-        pace: Pace::Off,
-    }
-}
-
-/// The ledger scope a client key's use is counted in.
-pub fn scope(client: &str) -> Scope {
-    Scope::model(CLIENT_SCOPE, "*", client)
-}
+use crate::ledger::{Ask, Denied, Ledger, Reservation};
 
 /// What a client key holds while its request runs: its claim on its own limits and its place
 /// among its requests in flight. Dropped, it gives the place back (the claim as a sent
@@ -123,7 +94,7 @@ impl Gate {
             });
         }
         if limits.counts() {
-            let ask = ask(&client.name, limits, tokens);
+            let ask = Ask::client(&client.name, limits, tokens);
             match Reservation::take(ledger, &ask) {
                 Ok(r) => admission.reservation = Some(r),
                 Err(denied) => return Err(over(&client.name, limits, &denied, ledger.now_ms())),

@@ -11,6 +11,7 @@
 
 pub mod clients;
 pub mod decide;
+pub mod fair;
 pub mod flaky;
 pub mod plan;
 pub mod sticky;
@@ -62,6 +63,8 @@ pub struct Router {
     flaky: Arc<Flaky>,
     /// Client keys' own limits (SPEC 3.8).
     gate: clients::Gate,
+    /// Client keys' fair share of capped models (SPEC 3.8).
+    fair: fair::Fair,
 }
 
 /// One request as a client surface hands it over.
@@ -137,6 +140,7 @@ impl Router {
         Router {
             sticky: Sticky::new(settings.sticky_ttl.as_millis() as i64, STICKY_CAPACITY),
             gate: clients::Gate::default(),
+            fair: fair::Fair::default(),
             flaky: Arc::new(Flaky::new(
                 Arc::clone(&ledger),
                 Arc::clone(&live),
@@ -231,6 +235,20 @@ impl Router {
                 }
                 let provider = snap.catalog.provider_of(model);
                 let tokens = plan::claim(&inc.req.facts, provider, model);
+                // Fair share between client keys of a model with a daily cap.
+                let shared = self.shared_cap(provider, model);
+                if let Some((resource, cap)) = &shared {
+                    let now = self.ledger.now_ms();
+                    let day = crate::ledger::day_span(provider.reset);
+                    let weight = inc.client.limits.weight();
+                    let name = &inc.client.name;
+                    if let Err(frees_at_ms) =
+                        self.fair.check(resource, name, weight, *cap, day, now)
+                    {
+                        tally.denied(&model.reference, &Denied::Shared { frees_at_ms }, now);
+                        continue 'models;
+                    }
+                }
                 // Built at the first key that has room, then the same for every other.
                 let mut body: Option<Bytes> = None;
                 // What this model taught during this request: each lesson buys one more try.
@@ -258,6 +276,11 @@ impl Router {
                             continue;
                         }
                     };
+                    if let Some((resource, _)) = &shared {
+                        let day = crate::ledger::day_span(provider.reset);
+                        let now = self.ledger.now_ms();
+                        self.fair.count(resource, &inc.client.name, day, now);
+                    }
                     let sent = match &body {
                         Some(b) => b.clone(),
                         None => match self.dialects.body(
@@ -484,6 +507,28 @@ impl Router {
             }
         }
         Ok((models, sticky_id))
+    }
+
+    /// What a model's fair share is taken of: its own daily request cap, else its provider
+    /// account's (`provider/*`), times the quota pools that can serve it; `None` when fairness
+    /// is off or nothing caps its day.
+    fn shared_cap(&self, provider: &Provider, model: &Model) -> Option<(String, u64)> {
+        if self.settings.fairness == crate::config::Fairness::Off {
+            return None;
+        }
+        let (resource, per_pool) = match (model.limits.rpd, provider.account.rpd) {
+            (Some(cap), _) => (model.reference.clone(), cap),
+            (None, Some(cap)) => (format!("{}/*", provider.id), cap),
+            (None, None) => return None,
+        };
+        let mut pools: Vec<String> = Vec::new();
+        for k in self.live.keys.usable(&provider.id) {
+            let pool = crate::ledger::pool_of(provider, &k.id);
+            if !pools.contains(&pool) {
+                pools.push(pool);
+            }
+        }
+        Some((resource, per_pool * pools.len().max(1) as u64))
     }
 
     fn policy(&self) -> Policy {

@@ -18,5 +18,6 @@ mod proxy;
 mod quota;
 mod routing;
 mod surfaces;
+mod tenants;
 mod tools;
 mod vendors;

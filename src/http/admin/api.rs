@@ -255,23 +255,89 @@ pub async fn client_keys(
     let keys: Vec<Value> = keys
         .iter()
         .filter(|k| !k.revoked)
-        .map(|k| {
-            json!({
-                "name": k.name,
-                "prefix": k.prefix,
-                "source": if k.id.is_some() { "stored" } else { "config" },
-                "created_at": rfc3339(k.created_ms),
-                "last_used_at": rfc3339(k.last_used_ms),
-            })
-        })
+        .map(client_key_json)
         .collect();
     Ok(axum::Json(json!({"client_keys": keys})).into_response())
 }
 
-#[derive(Deserialize)]
+/// A client key as the API shows it: never the key; its limits and its use of them.
+fn client_key_json(k: &crate::ops::ClientKeyView) -> Value {
+    let l = &k.limits;
+    let u = &k.usage;
+    json!({
+        "name": k.name,
+        "prefix": k.prefix,
+        "source": if k.id.is_some() { "stored" } else { "config" },
+        "created_at": rfc3339(k.created_ms),
+        "last_used_at": rfc3339(k.last_used_ms),
+        "limits": {
+            "rpm": l.rpm, "rpd": l.rpd, "tpd": l.tpd, "tpmo": l.tpmo,
+            "concurrent": l.concurrent, "models": l.models,
+            "expires": rfc3339(l.expires_ms), "weight": l.weight(),
+            "source": if k.limits_from_config { "config" } else { "stored" },
+        },
+        "used": {
+            "minute_requests": u.minute_requests,
+            "day_requests": u.day_requests,
+            "day_tokens": u.day_tokens,
+            "month_tokens": u.month_tokens,
+            "day_resets_at": rfc3339(Some(u.day_resets_ms)),
+            "month_resets_at": rfc3339(Some(u.month_resets_ms)),
+        },
+    })
+}
+
+/// A present field that may be `null`: `Some(None)` clears, a missing field stays `None`.
+fn present<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+/// Limits in a request body: each field a value, `null` (no limit), or left out (unchanged).
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct NewClientKey {
-    name: String,
+pub struct LimitsBody {
+    #[serde(default, deserialize_with = "present")]
+    rpm: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "present")]
+    rpd: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "present")]
+    tpd: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "present")]
+    tpmo: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "present")]
+    concurrent: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "present")]
+    models: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "present")]
+    expires: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    weight: Option<Option<u32>>,
+}
+
+impl LimitsBody {
+    fn patch(self) -> Result<crate::ops::LimitsPatch, Error> {
+        let expires_ms = match self.expires {
+            None => None,
+            Some(None) => Some(None),
+            Some(Some(t)) if t.trim().is_empty() => Some(None),
+            Some(Some(t)) => Some(Some(
+                crate::config::parse_expiry(&t)
+                    .map_err(|e| Error::Invalid(format!("expires: {e}")))?,
+            )),
+        };
+        Ok(crate::ops::LimitsPatch {
+            rpm: self.rpm,
+            rpd: self.rpd,
+            tpd: self.tpd,
+            tpmo: self.tpmo,
+            concurrent: self.concurrent,
+            models: self.models.map(Option::unwrap_or_default),
+            expires_ms,
+            weight: self.weight,
+        })
+    }
 }
 
 pub async fn create_client_key(
@@ -280,15 +346,42 @@ pub async fn create_client_key(
     body: Body,
 ) -> Result<Response, Error> {
     require(&server, &headers, true).await?;
-    let b: NewClientKey = json_body(&server, body).await?;
+    // `{"name", …limits}`: the name, and optionally the limits of a PATCH.
+    let mut b: serde_json::Map<String, Value> = json_body(&server, body).await?;
+    let Some(Value::String(name)) = b.remove("name") else {
+        return Err(Error::Invalid("send the key's `name` (a string)".into()));
+    };
+    let limits: LimitsBody = serde_json::from_value(Value::Object(b))
+        .map_err(|e| Error::Invalid(format!("the request body is not the JSON expected: {e}")))?;
+    let patch = limits.patch()?;
     let ops = Arc::clone(&server.ops);
-    let name = b.name.trim().to_string();
-    let key = blocking(move || Ok(ops.create_client_key(&b.name)?)).await?;
+    let trimmed = name.trim().to_string();
+    let key = blocking(move || Ok(ops.create_client_key_with(&name, &patch)?)).await?;
     Ok((
         StatusCode::CREATED,
-        axum::Json(json!({"name": name, "key": key})),
+        axum::Json(json!({"name": trimmed, "key": key})),
     )
         .into_response())
+}
+
+/// `PATCH /admin/api/client-keys/{name}`: change its limits (SPEC 3.8).
+pub async fn patch_client_key(
+    State(server): State<Arc<Server>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Error> {
+    require(&server, &headers, true).await?;
+    let b: LimitsBody = json_body(&server, body).await?;
+    let patch = b.patch()?;
+    if patch.is_empty() {
+        return Err(Error::Invalid(
+            "send the limits to change: rpm, rpd, tpd, tpmo, concurrent, models, expires, weight (null clears one)".into(),
+        ));
+    }
+    let ops = Arc::clone(&server.ops);
+    let k = blocking(move || Ok(ops.set_client_limits(&name, &patch)?)).await?;
+    Ok(axum::Json(client_key_json(&k)).into_response())
 }
 
 pub async fn revoke_client_key(

@@ -57,7 +57,7 @@ pub fn routes() -> axum::Router<Arc<Server>> {
         )
         .route(
             "/admin/api/client-keys/{name}",
-            delete(api::revoke_client_key),
+            delete(api::revoke_client_key).patch(api::patch_client_key),
         )
         .route(
             "/admin/api/chain",
