@@ -120,8 +120,9 @@ pub fn ending(row: &RequestRow) -> Ending {
     }
 }
 
-/// Where a rollup row belongs: (hour start, provider, model); `""` for none.
-pub type Key = (i64, String, String);
+/// Where a rollup row belongs: (hour start, provider, model, client key); `""` for none (a
+/// request no provider served, or a row older than the client dimension).
+pub type Key = (i64, String, String, String);
 
 fn split(reference: &str) -> (String, String) {
     match reference.split_once('/') {
@@ -136,7 +137,10 @@ pub fn rollups(rows: &[RequestRow]) -> BTreeMap<Key, Rollup> {
     for row in rows {
         let hour = row.at_ms - row.at_ms.rem_euclid(HOUR_MS);
         let (provider, model) = row.served_by.as_deref().map(split).unwrap_or_default();
-        let r = out.entry((hour, provider, model)).or_default();
+        let client = row.client.clone();
+        let r = out
+            .entry((hour, provider, model, client.clone()))
+            .or_default();
         r.requests += 1;
         match ending(row) {
             Ending::Succeeded => r.succeeded += 1,
@@ -157,7 +161,9 @@ pub fn rollups(rows: &[RequestRow]) -> BTreeMap<Key, Rollup> {
         }
         for a in row.attempts.iter().filter(|a| a.outcome != "ok") {
             let (p, m) = split(&a.target);
-            out.entry((hour, p, m)).or_default().failed_attempts += 1;
+            out.entry((hour, p, m, client.clone()))
+                .or_default()
+                .failed_attempts += 1;
         }
     }
     out
@@ -233,16 +239,22 @@ pub struct Report {
     pub by_provider: Vec<(String, Figures)>,
     /// By `provider/model`, most requests first.
     pub by_model: Vec<(String, Figures)>,
+    /// Per client key (`""`: requests logged before clients were counted), whatever the filter.
+    pub by_client: Vec<(String, Figures)>,
+    /// The client key the other figures are limited to, if any.
+    pub client: Option<String>,
     pub series: Vec<Step>,
 }
 
 /// The report of `window` at `now` from the rollups since its start.
-pub fn report(window: Window, now: i64, rows: &[(Key, Rollup)]) -> Report {
+/// `client`: only that client key's requests (the per-client table still lists every key).
+pub fn report(window: Window, now: i64, rows: &[(Key, Rollup)], client: Option<&str>) -> Report {
     let (step, starts) = window.steps(now);
     let from = starts.first().copied().unwrap_or(now);
     let mut totals = Figures::default();
     let mut by_provider: BTreeMap<String, Figures> = BTreeMap::new();
     let mut by_model: BTreeMap<String, Figures> = BTreeMap::new();
+    let mut by_client: BTreeMap<String, Figures> = BTreeMap::new();
     let mut series: Vec<Step> = starts
         .iter()
         .map(|&start| Step {
@@ -250,8 +262,12 @@ pub fn report(window: Window, now: i64, rows: &[(Key, Rollup)]) -> Report {
             ..Step::default()
         })
         .collect();
-    for ((hour, provider, model), r) in rows {
+    for ((hour, provider, model, who), r) in rows {
         if *hour < from {
+            continue;
+        }
+        by_client.entry(who.clone()).or_default().rollup.merge(r);
+        if client.is_some_and(|c| c != who) {
             continue;
         }
         totals.rollup.merge(r);
@@ -292,6 +308,8 @@ pub fn report(window: Window, now: i64, rows: &[(Key, Rollup)]) -> Report {
         totals,
         by_provider: ranked(by_provider),
         by_model: ranked(by_model),
+        by_client: ranked(by_client),
+        client: client.map(str::to_string),
         series,
     }
 }
@@ -346,22 +364,56 @@ mod tests {
             row(HOUR_MS * 2, None, 429, false),
         ];
         let r = rollups(&rows);
-        let g = &r[&(HOUR_MS, "google".into(), "g".into())];
+        let g = &r[&(HOUR_MS, "google".into(), "g".into(), String::new())];
         assert_eq!(
             (g.requests, g.succeeded, g.cancelled, g.failed),
             (2, 1, 1, 0)
         );
         assert_eq!((g.tokens_in, g.tokens_out), (20, 10));
         assert_eq!(g.ttft.count(), 1, "streams only");
-        assert_eq!(r[&(HOUR_MS, "groq".into(), "x".into())].failed_attempts, 2);
-        let none = &r[&(HOUR_MS * 2, String::new(), String::new())];
+        assert_eq!(
+            r[&(HOUR_MS, "groq".into(), "x".into(), String::new())].failed_attempts,
+            2
+        );
+        let none = &r[&(HOUR_MS * 2, String::new(), String::new(), String::new())];
         assert_eq!((none.requests, none.failed), (1, 1));
         let rows: Vec<(Key, Rollup)> = r.into_iter().collect();
-        let rep = report(Window::Day, HOUR_MS * 2 + 10, &rows);
+        let rep = report(Window::Day, HOUR_MS * 2 + 10, &rows, None);
         assert_eq!(rep.totals.rollup.requests, 3);
         assert_eq!(rep.series.len(), 24);
         assert_eq!(rep.series[22].requests, 2);
         assert_eq!(rep.series[23].failed, 1);
         assert_eq!(rep.by_provider[0].0, "google");
+    }
+
+    #[test]
+    fn a_client_filter_limits_the_figures_but_not_the_per_client_table() {
+        let row = |client: &str, served: &str| RequestRow {
+            at_ms: HOUR_MS + 5,
+            client: client.into(),
+            served_by: Some(served.into()),
+            status: 200,
+            tokens_in: 10,
+            tokens_out: 5,
+            ..RequestRow::default()
+        };
+        let rows = [
+            row("laptop", "groq/x"),
+            row("batch", "groq/x"),
+            row("batch", "google/g"),
+        ];
+        let rolled: Vec<(Key, Rollup)> = rollups(&rows).into_iter().collect();
+        let all = report(Window::Day, HOUR_MS * 2, &rolled, None);
+        assert_eq!(all.totals.rollup.requests, 3);
+        let batch = report(Window::Day, HOUR_MS * 2, &rolled, Some("batch"));
+        assert_eq!(batch.totals.rollup.requests, 2);
+        assert_eq!(batch.by_provider.len(), 2);
+        assert_eq!(batch.client.as_deref(), Some("batch"));
+        let per: Vec<(&str, u64)> = batch
+            .by_client
+            .iter()
+            .map(|(c, f)| (c.as_str(), f.rollup.requests))
+            .collect();
+        assert_eq!(per, [("batch", 2), ("laptop", 1)]);
     }
 }

@@ -185,38 +185,6 @@ impl LimitArgs {
     }
 }
 
-/// A client key's limits in a few words: "rpd 500 · concurrent 4 · models groq/*".
-fn limits_text(l: &crate::config::ClientLimits) -> String {
-    let mut parts = Vec::new();
-    for (name, v) in [
-        ("rpm", l.rpm),
-        ("rpd", l.rpd),
-        ("tpd", l.tpd),
-        ("tpmo", l.tpmo),
-    ] {
-        if let Some(v) = v {
-            parts.push(format!("{name} {v}"));
-        }
-    }
-    if let Some(c) = l.concurrent {
-        parts.push(format!("concurrent {c}"));
-    }
-    if let Some(w) = l.weight {
-        parts.push(format!("weight {w}"));
-    }
-    if !l.models.is_empty() {
-        parts.push(format!("models {}", l.models.join(",")));
-    }
-    if let Some(at) = l.expires_ms {
-        parts.push(format!("expires {}", crate::ops::fmt_time(at)));
-    }
-    if parts.is_empty() {
-        "no limits".into()
-    } else {
-        parts.join(" · ")
-    }
-}
-
 #[derive(Args, Debug)]
 pub struct ChainArgs {
     #[command(subcommand)]
@@ -484,7 +452,7 @@ fn client_keys_cmd(config: Config, cmd: ClientKeysCmd) -> anyhow::Result<()> {
                 );
             }
             let k = ops.set_client_limits(&name, &patch)?;
-            out!("{}: {}", k.name, limits_text(&k.limits));
+            out!("{}: {}", k.name, k.limits.summary());
         }
         ClientKeysCmd::List => {
             out!(
@@ -516,7 +484,7 @@ fn client_keys_cmd(config: Config, cmd: ClientKeysCmd) -> anyhow::Result<()> {
                     k.name,
                     starts,
                     if k.revoked { "revoked" } else { "active" },
-                    limits_text(&k.limits)
+                    k.limits.summary()
                 );
             }
         }

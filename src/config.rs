@@ -131,6 +131,41 @@ impl ClientLimits {
         self.expires_ms.is_some_and(|at| now_ms >= at)
     }
 
+    /// In a few words: "rpd 500 · concurrent 4 · models groq/*" ("no limits").
+    pub fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        for (name, v) in [
+            ("rpm", self.rpm),
+            ("rpd", self.rpd),
+            ("tpd", self.tpd),
+            ("tpmo", self.tpmo),
+        ] {
+            if let Some(v) = v {
+                parts.push(format!("{name} {v}"));
+            }
+        }
+        if let Some(c) = self.concurrent {
+            parts.push(format!("concurrent {c}"));
+        }
+        if let Some(w) = self.weight {
+            parts.push(format!("weight {w}"));
+        }
+        if !self.models.is_empty() {
+            parts.push(format!("models {}", self.models.join(",")));
+        }
+        if let Some(at) = self
+            .expires_ms
+            .and_then(chrono::DateTime::from_timestamp_millis)
+        {
+            parts.push(format!("expires {}", at.format("%Y-%m-%d %H:%M UTC")));
+        }
+        if parts.is_empty() {
+            "no limits".into()
+        } else {
+            parts.join(" · ")
+        }
+    }
+
     /// Check what a person set: weights and limits above zero, model patterns not empty.
     pub fn check(&self) -> Result<(), String> {
         for (name, v) in [

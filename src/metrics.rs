@@ -25,6 +25,8 @@ struct Outcome {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Finished {
     surface: String,
+    /// The client key's name; past [`CLIENT_LABELS`] names, `other` (bounded cardinality).
+    client: String,
     provider: String,
     model: String,
     outcome: String,
@@ -59,7 +61,12 @@ pub struct Metrics {
     cooldowns: Family<ProviderLabel, Gauge>,
     remaining: Family<Quota, Gauge>,
     log_dropped: Counter,
+    /// Client key names given a label of their own so far.
+    clients: Mutex<std::collections::HashSet<String>>,
 }
+
+/// Client keys with a `client` label of their own, at most; the rest are `other`.
+pub const CLIENT_LABELS: usize = 32;
 
 fn latency_histogram() -> Histogram {
     Histogram::new([
@@ -125,6 +132,7 @@ impl Default for Metrics {
             cooldowns,
             remaining,
             log_dropped,
+            clients: Mutex::default(),
         }
     }
 }
@@ -142,6 +150,7 @@ impl Metrics {
         let (provider, model) = split(row.served_by.as_deref().unwrap_or("none/none"));
         let outcome = match (row.status, &row.error) {
             (200, None) => "ok",
+            (429, Some(e)) if e.starts_with("the client key ") => "client_limited",
             (200, Some(_)) => "interrupted",
             (499, _) => "cancelled",
             (429, _) => "rate_limited",
@@ -151,6 +160,7 @@ impl Metrics {
         self.requests
             .get_or_create(&Finished {
                 surface: row.surface.clone().unwrap_or_else(|| "chat".into()),
+                client: self.client_label(&row.client),
                 provider: provider.clone(),
                 model: model.clone(),
                 outcome: outcome.into(),
@@ -173,6 +183,20 @@ impl Metrics {
         if let Some(t) = row.ttft_ms {
             self.ttft.get_or_create(&target).observe(t as f64 / 1000.0);
         }
+    }
+
+    /// The `client` label of a client key: its name while fewer than [`CLIENT_LABELS`] have
+    /// one, else `other`.
+    fn client_label(&self, name: &str) -> String {
+        let mut seen = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.contains(name) {
+            return name.to_string();
+        }
+        if seen.len() < CLIENT_LABELS {
+            seen.insert(name.to_string());
+            return name.to_string();
+        }
+        "other".into()
     }
 
     pub fn log_dropped(&self) {

@@ -446,6 +446,15 @@ pub fn fmt_time(ms: i64) -> String {
 impl Ops {
     /// The analytics report of a window (`24h`, `7d`, `30d`), from the hourly rollups.
     pub fn analytics(&self, window: &str) -> super::Result<crate::analytics::Report> {
+        self.analytics_of(window, None)
+    }
+
+    /// The analytics of a window, limited to one client key's requests when `client` is given.
+    pub fn analytics_of(
+        &self,
+        window: &str,
+        client: Option<&str>,
+    ) -> super::Result<crate::analytics::Report> {
         let w = crate::analytics::Window::parse(window).ok_or_else(|| {
             super::Error::Invalid(format!("window must be 24h, 7d or 30d, not {window:?}"))
         })?;
@@ -453,7 +462,7 @@ impl Ops {
         let (_, starts) = w.steps(now);
         let from = starts.first().copied().unwrap_or(now);
         let rows = self.store.rollups(from)?;
-        Ok(crate::analytics::report(w, now, &rows))
+        Ok(crate::analytics::report(w, now, &rows, client))
     }
 
     /// Logged requests, newest first, before the one with id `before` (or the newest).

@@ -149,6 +149,28 @@ const STEPS: &[&str] = &[
     );",
     // 9: a client key's limits, allowed models, expiry and weight (SPEC 3.8), as JSON.
     "ALTER TABLE client_keys ADD COLUMN limits TEXT;",
+    // 10: hourly rollups per client key too (SPEC 3.8: a client filter and a per-client table);
+    // rows from before count as client "".
+    "CREATE TABLE rollups_v10 (
+        hour            INTEGER NOT NULL,
+        provider        TEXT NOT NULL,
+        model           TEXT NOT NULL,
+        client          TEXT NOT NULL,
+        requests        INTEGER NOT NULL,
+        succeeded       INTEGER NOT NULL,
+        failed          INTEGER NOT NULL,
+        cancelled       INTEGER NOT NULL,
+        tokens_in       INTEGER NOT NULL,
+        tokens_out      INTEGER NOT NULL,
+        failed_attempts INTEGER NOT NULL,
+        latency         TEXT NOT NULL,
+        ttft            TEXT NOT NULL,
+        PRIMARY KEY (hour, provider, model, client)
+    );
+    INSERT INTO rollups_v10 SELECT hour, provider, model, '', requests, succeeded, failed,
+        cancelled, tokens_in, tokens_out, failed_attempts, latency, ttft FROM rollups;
+    DROP TABLE rollups;
+    ALTER TABLE rollups_v10 RENAME TO rollups;",
 ];
 
 /// Bring the schema up to date.

@@ -577,16 +577,16 @@ impl Store {
             let mut get = tx.prepare_cached(
                 "SELECT requests, succeeded, failed, cancelled, tokens_in, tokens_out,
                         failed_attempts, latency, ttft
-                 FROM rollups WHERE hour = ?1 AND provider = ?2 AND model = ?3",
+                 FROM rollups WHERE hour = ?1 AND provider = ?2 AND model = ?3 AND client = ?4",
             )?;
             let mut put = tx.prepare_cached(
-                "INSERT OR REPLACE INTO rollups (hour, provider, model, requests, succeeded, failed,
-                     cancelled, tokens_in, tokens_out, failed_attempts, latency, ttft)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                "INSERT OR REPLACE INTO rollups (hour, provider, model, client, requests, succeeded,
+                     failed, cancelled, tokens_in, tokens_out, failed_attempts, latency, ttft)
+                 VALUES (?1, ?2, ?3, ?13, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )?;
-            for ((hour, provider, model), add) in crate::analytics::rollups(rows) {
+            for ((hour, provider, model, client), add) in crate::analytics::rollups(rows) {
                 let mut r = get
-                    .query_row(params![hour, provider, model], read_rollup)
+                    .query_row(params![hour, provider, model, client], read_rollup)
                     .optional()?
                     .unwrap_or_default();
                 r.merge(&add);
@@ -603,6 +603,7 @@ impl Store {
                     r.failed_attempts as i64,
                     serde_json::to_string(&r.latency).unwrap_or_default(),
                     serde_json::to_string(&r.ttft).unwrap_or_default(),
+                    client,
                 ])?;
             }
         }
@@ -618,13 +619,13 @@ impl Store {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
             "SELECT requests, succeeded, failed, cancelled, tokens_in, tokens_out,
-                    failed_attempts, latency, ttft, hour, provider, model
+                    failed_attempts, latency, ttft, hour, provider, model, client
              FROM rollups WHERE hour >= ?1 ORDER BY hour",
         )?;
         let rows = stmt
             .query_map([from_ms], |r| {
                 let rollup = read_rollup(r)?;
-                Ok(((r.get(9)?, r.get(10)?, r.get(11)?), rollup))
+                Ok(((r.get(9)?, r.get(10)?, r.get(11)?, r.get(12)?), rollup))
             })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
@@ -886,7 +887,7 @@ mod tests {
             s.rollups(0)
                 .unwrap()
                 .into_iter()
-                .map(|((h, _, _), _)| h)
+                .map(|((h, _, _, _), _)| h)
                 .collect()
         };
         assert_eq!(hours(&s), vec![0, HOUR, 2 * HOUR]);

@@ -361,10 +361,10 @@ async fn metrics_need_their_token_and_count_requests() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     let text = resp.text().await.unwrap();
-    assert!(text.contains(r#"freeway_requests_total{surface="chat",provider="groq",model="openai/gpt-oss-120b",outcome="ok"} 1"#), "{text}");
+    assert!(text.contains(r#"freeway_requests_total{surface="chat",client="config #1",provider="groq",model="openai/gpt-oss-120b",outcome="ok"} 1"#), "{text}");
     assert!(
         text.contains(
-            r#"freeway_requests_total{surface="chat",provider="none",model="none",outcome="rate_limited"} 1"#
+            r#"freeway_requests_total{surface="chat",client="config #1",provider="none",model="none",outcome="rate_limited"} 1"#
         ),
         "{text}"
     );

@@ -289,7 +289,7 @@ async fn a_person_sets_up_manages_keys_and_the_chain_in_a_browser() {
     // Create a client key: shown once, usable; then revoke it.
     b.type_into("#client-keys input[name=name]", "ci laptop")
         .await;
-    b.click("#client-keys button[type=submit]").await;
+    b.click("#new-client-key button[type=submit]").await;
     let shown = b.wait_css("#new-key:not([hidden]) #new-key-value").await;
     let new_key = shown.text().await.unwrap();
     assert!(
@@ -313,6 +313,44 @@ async fn a_person_sets_up_manages_keys_and_the_chain_in_a_browser() {
     b.c.goto(&server.url("/admin/keys")).await.unwrap();
     b.wait_text("ci laptop").await;
     b.shot("keys", true).await;
+
+    // Give it limits in the browser (SPEC 3.8): a day's requests and a weight.
+    let row = "//tr[td[normalize-space()='ci laptop']]";
+    let edit = format!("{row}//summary[normalize-space()='Edit limits']");
+    b.c.find(Locator::XPath(&edit))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    for (field, value) in [("rpd", "25"), ("weight", "3")] {
+        let input = format!("{row}//form[@data-kind='limits']//input[@name='{field}']");
+        let el = b.c.find(Locator::XPath(&input)).await.unwrap();
+        el.clear().await.unwrap();
+        el.send_keys(value).await.unwrap();
+    }
+    b.shot("client-key-limits-form", false).await;
+    let save = format!("{row}//form[@data-kind='limits']//button[@type='submit']");
+    b.c.find(Locator::XPath(&save))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait_text("rpd 25 · weight 3").await;
+    b.shot("client-key-limits", false).await;
+    let quota: Value = reqwest::Client::new()
+        .get(server.url("/v1/quota"))
+        .bearer_auth(&new_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(quota["client"]["name"], "ci laptop", "{quota}");
+    assert_eq!(quota["client"]["limits"][0]["limit"], 25, "{quota}");
+    assert_eq!(quota["client"]["weight"], 3, "{quota}");
     let revoke = Locator::XPath(
         "//tr[td[normalize-space()='ci laptop']]//button[normalize-space()='Revoke']",
     );

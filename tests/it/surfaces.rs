@@ -686,7 +686,7 @@ async fn metrics_count_requests_by_surface() {
     let wanted = |text: &str| {
         ["messages", "responses", "completions", "chat"].iter().all(|s| {
             text.contains(&format!(
-                r#"freeway_requests_total{{surface="{s}",provider="mock",model="mock-model",outcome="ok"}} 1"#
+                r#"freeway_requests_total{{surface="{s}",client="config #1",provider="mock",model="mock-model",outcome="ok"}} 1"#
             ))
         })
     };

@@ -487,6 +487,8 @@ pub fn report_json(r: &crate::analytics::Report) -> Value {
         "totals": figures_json(&r.totals),
         "by_provider": r.by_provider.iter().map(|(p, f)| row_json("provider", p, f)).collect::<Vec<_>>(),
         "by_model": r.by_model.iter().map(|(m, f)| row_json("model", m, f)).collect::<Vec<_>>(),
+        "by_client": r.by_client.iter().map(|(c, f)| row_json("client", c, f)).collect::<Vec<_>>(),
+        "client": r.client,
         "series": r.series.iter().map(|s| json!({
             "start": rfc3339(Some(s.start)),
             "requests": s.requests,
@@ -504,8 +506,9 @@ pub async fn analytics(
 ) -> Result<Response, Error> {
     require(&server, &headers, false).await?;
     let window = q.get("window").cloned().unwrap_or_else(|| "24h".into());
+    let client = q.get("client").cloned().filter(|c| !c.is_empty());
     let ops = Arc::clone(&server.ops);
-    let report = blocking(move || Ok(ops.analytics(&window)?)).await?;
+    let report = blocking(move || Ok(ops.analytics_of(&window, client.as_deref())?)).await?;
     Ok(axum::Json(report_json(&report)).into_response())
 }
 

@@ -321,7 +321,7 @@ pub async fn keys(
                 p.muted { "What your apps send to Freeway as their API key (" code { "Authorization: Bearer …" } ")." }
                 div.table-wrap {
                     table.cards {
-                        thead { tr { th { "Name" } th { "Starts with" } th { "Created" } th { "Last used" } th { "Actions" } } }
+                        thead { tr { th { "Name" } th { "Starts with" } th { "Limits" } th { "Created" } th { "Last used" } th { "Actions" } } }
                         tbody {
                             @for c in clients.iter().filter(|c| !c.revoked) {
                                 tr {
@@ -329,11 +329,19 @@ pub async fn keys(
                                     td data-label="Starts with" {
                                         @if c.prefix.is_empty() { span.pill { "config" } } @else { code { (c.prefix) "…" } }
                                     }
+                                    td data-label="Limits" {
+                                        span.limits { (c.limits.summary()) }
+                                        div.muted { (c.usage.day_requests) " requests, " (c.usage.day_tokens) " tokens today" }
+                                        @if c.limits_from_config { div.muted { "set in the config file" } }
+                                    }
                                     td data-label="Created" { (c.created_ms.map(fmt_time).unwrap_or_default()) }
                                     td data-label="Last used" {
                                         @match c.last_used_ms { Some(t) => { (fmt_time(t)) }, None => { span.muted { "never" } } }
                                     }
                                     td.actions data-label="Actions" {
+                                        @if c.id.is_some() && !c.limits_from_config {
+                                            (limits_form(c))
+                                        }
                                         @if c.id.is_some() {
                                             button.small.danger type="button" data-act="call" data-method="DELETE"
                                                 data-url={ "/admin/api/client-keys/" (urlencode(&c.name)) }
@@ -346,7 +354,7 @@ pub async fn keys(
                         }
                     }
                 }
-                form.row data-api="/admin/api/client-keys" data-then="show-key" {
+                form.row #new-client-key data-api="/admin/api/client-keys" data-then="show-key" {
                     label { "Name" input type="text" name="name" required placeholder="laptop" autocomplete="off"; }
                     button.primary type="submit" { "Create client key" }
                 }
@@ -360,6 +368,42 @@ pub async fn keys(
         Ok(layout("Keys", "/admin/keys", Some(&session.csrf), body))
     })
     .await
+}
+
+/// The form that edits a client key's limits (SPEC 3.8): every field shown as it is; an empty
+/// one means no limit.
+fn limits_form(c: &crate::ops::ClientKeyView) -> Markup {
+    let l = &c.limits;
+    let num = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
+    let expires = l
+        .expires_ms
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .map(|t| t.format("%Y-%m-%d").to_string())
+        .unwrap_or_default();
+    html! {
+        details.limits-edit {
+            summary { "Edit limits" }
+            form.stack data-api={ "/admin/api/client-keys/" (urlencode(&c.name)) } data-method="PATCH" data-kind="limits"
+                aria-label={ "Limits of " (c.name) } {
+                div.triple {
+                    label { "Requests / minute" input type="number" name="rpm" min="1" value=(num(l.rpm)); }
+                    label { "Requests / day" input type="number" name="rpd" min="1" value=(num(l.rpd)); }
+                    label { "In flight" input type="number" name="concurrent" min="1" value=(num(l.concurrent.map(u64::from))); }
+                }
+                div.triple {
+                    label { "Tokens / day" input type="number" name="tpd" min="1" value=(num(l.tpd)); }
+                    label { "Tokens / month" input type="number" name="tpmo" min="1" value=(num(l.tpmo)); }
+                    label { "Weight" input type="number" name="weight" min="1" max="1000" value=(num(l.weight.map(u64::from))); }
+                }
+                label { "Models (comma-separated; empty: all)"
+                    input type="text" name="models" value=(l.models.join(", ")) placeholder="gpt-oss-120b, groq/*" autocomplete="off";
+                }
+                label { "Expires (UTC date; empty: never)" input type="date" name="expires" value=(expires); }
+                p.muted { "Empty means no limit. Days and months are UTC." }
+                button.primary type="submit" { "Save limits" }
+            }
+        }
+    }
 }
 
 /// A path segment, percent-encoded.
@@ -677,7 +721,8 @@ pub async fn analytics(
         } else {
             "24h"
         };
-        let report = server.ops.analytics(window)?;
+        let client = q.get("client").map(String::as_str).filter(|c| !c.is_empty());
+        let report = server.ops.analytics_of(window, client)?;
         let before = q.get("before").map(String::as_str);
         let recent = server.ops.requests(before, 50)?;
         let hourly = report.window == crate::analytics::Window::Day;
@@ -736,10 +781,24 @@ pub async fn analytics(
             h1 { "Analytics" }
             nav.windows aria-label="Window" {
                 @for (w, name) in [("24h", "Last 24 hours"), ("7d", "7 days"), ("30d", "30 days")] {
-                    @if w == window { a href={ "?window=" (w) } aria-current="page" { (name) } }
-                    @else { a href={ "?window=" (w) } { (name) } }
+                    @let href = match client { Some(c) => format!("?window={w}&client={}", urlencode(c)), None => format!("?window={w}") };
+                    @if w == window { a href=(href) aria-current="page" { (name) } }
+                    @else { a href=(href) { (name) } }
                 }
             }
+            form.row #client-filter method="get" action="/admin/analytics" {
+                input type="hidden" name="window" value=(window);
+                label { "Client key"
+                    select name="client" {
+                        option value="" { "All client keys" }
+                        @for (name, _) in report.by_client.iter().filter(|(n, _)| !n.is_empty()) {
+                            option value=(name) selected[client == Some(name.as_str())] { (name) }
+                        }
+                    }
+                }
+                button type="submit" { "Show" }
+            }
+            @if let Some(c) = client { p.notice { "Only the requests of the client key " strong { (c) } ". " a href={ "?window=" (window) } { "Show all" } } }
             div.tiles #totals {
                 (tile("Requests", short_count(t.requests), Some(format!("{} failed · {} cancelled", t.failed, t.cancelled))))
                 (tile("Success rate", percent(report.totals.success_rate()), None))
@@ -765,6 +824,10 @@ pub async fn analytics(
             section.card {
                 h2 { "Per model" }
                 (figures_table("Model", &report.by_model))
+            }
+            section.card #per-client {
+                h2 { "Per client key" }
+                (figures_table("Client key", &report.by_client))
             }
             section.card #recent {
                 h2 { "Recent requests" }

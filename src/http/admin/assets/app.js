@@ -79,8 +79,21 @@ function showImport(result) {
   box.hidden = false;
 }
 
+// A client key's limits form: every field sent, an empty one as null (no limit).
+function limitsObject(form) {
+  const out = {};
+  for (const el of form.elements) {
+    if (!el.name) continue;
+    const v = el.value.trim();
+    if (el.name === "models") out.models = v ? v.split(",").map((s) => s.trim()).filter(Boolean) : null;
+    else if (el.name === "expires") out.expires = v || null;
+    else out[el.name] = v === "" ? null : Number(v);
+  }
+  return out;
+}
+
 async function submitForm(form) {
-  const data = formObject(form);
+  const data = form.dataset.kind === "limits" ? limitsObject(form) : formObject(form);
   if ("confirm" in data) {
     if (data.confirm !== data.password) {
       notice("The two passwords differ.", "error");
