@@ -665,6 +665,30 @@ fn status_cmd(config: Config) -> anyhow::Result<()> {
             );
         }
     }
+    // Each client key's own limits and use (SPEC 3.8).
+    let clients: Vec<_> = app
+        .ops
+        .client_keys()?
+        .into_iter()
+        .filter(|k| !k.revoked)
+        .collect();
+    if !clients.is_empty() {
+        out!("");
+        out!("client keys (their own limits; days and months in UTC):");
+        for k in clients {
+            let u = &k.usage;
+            out!(
+                "  {:<20} {}; today {} requests, {} tokens (day resets {}); this month {} tokens (resets {})",
+                k.name,
+                k.limits.summary(),
+                u.day_requests,
+                u.day_tokens,
+                fmt_time(u.day_resets_ms),
+                u.month_tokens,
+                fmt_time(u.month_resets_ms)
+            );
+        }
+    }
     Ok(())
 }
 

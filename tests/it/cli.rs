@@ -297,8 +297,21 @@ async fn cli_changes_reach_a_running_server() {
     }
     assert!(off, "a disabled key is no longer used");
 
-    let out = run(cwd.path(), &env, &["client-keys", "create", "laptop"], "");
-    assert!(out.status.success());
+    let out = run(
+        cwd.path(),
+        &env,
+        &[
+            "client-keys",
+            "create",
+            "laptop",
+            "--rpm",
+            "1",
+            "--models",
+            "groq/*",
+        ],
+        "",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
     let laptop = text(&out.stdout).trim().to_string();
     assert!(laptop.starts_with("fw-") && laptop.len() == 46);
     let models = |key: String| {
@@ -325,6 +338,73 @@ async fn cli_changes_reach_a_running_server() {
     assert!(accepted);
     let out = run(cwd.path(), &env, &["client-keys", "list"], "");
     assert!(text(&out.stdout).contains("laptop") && !text(&out.stdout).contains(&laptop));
+    assert!(
+        text(&out.stdout).contains("rpm 1 · models groq/*"),
+        "{}",
+        text(&out.stdout)
+    );
+    // Limits change from the CLI and reach the running server.
+    let out = run(
+        cwd.path(),
+        &env,
+        &[
+            "client-keys",
+            "set",
+            "laptop",
+            "--rpm",
+            "none",
+            "--rpd",
+            "7",
+        ],
+        "",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("laptop: rpd 7 · models groq/*"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = run(
+        cwd.path(),
+        &env,
+        &["client-keys", "set", "laptop", "--models", "no-such-model"],
+        "",
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("no-such-model"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(cwd.path(), &env, &["status"], "");
+    let status = text(&out.stdout);
+    let line = status
+        .lines()
+        .find(|l| l.contains("laptop"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("rpd 7") && line.contains("today 0 requests"),
+        "{status}"
+    );
+    let mut seen = false;
+    for _ in 0..100 {
+        let q: serde_json::Value = t
+            .client
+            .get(t.url("/v1/quota"))
+            .bearer_auth(&laptop)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if q["client"]["limits"][0]["limit"] == 7 {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(seen, "the server took the CLI's change");
     let out = run(cwd.path(), &env, &["client-keys", "revoke", "laptop"], "");
     assert!(out.status.success());
     let mut revoked = false;
