@@ -374,3 +374,61 @@ async fn a_crash_does_not_hand_out_a_keys_limit() {
     assert_eq!(mock.chat_calls().len(), 4);
     assert!(server.term());
 }
+
+/// Two keys, a capped model first in the chain: a busy key takes its share and no more while
+/// the other still asks; with fairness off, first come first served.
+#[tokio::test]
+async fn a_busy_key_takes_its_fair_share_of_a_capped_model_and_no_more() {
+    for (fairness, batch_on_capped) in [("weighted", 5), ("off", 9)] {
+        let (a, b) = (Mock::start().await, Mock::start().await);
+        a.always(Reply::ok("capped"));
+        b.always(Reply::ok("plenty"));
+        let toml = format!(
+            r#"
+[auth]
+api_keys = [{{ name = "person", key = "fw-person-key" }}, {{ name = "batch", key = "fw-batch-key" }}]
+[routing]
+fairness = "{fairness}"
+chain = ["a/m", "b/m"]
+[custom.a]
+base_url = "{}"
+keys = ["sk-a-1"]
+models = [{{ id = "m", rpd = 10 }}]
+[custom.b]
+base_url = "{}"
+keys = ["sk-b-1"]
+models = [{{ id = "m" }}]
+"#,
+            a.url("/v1"),
+            b.url("/v1")
+        );
+        let t = TestApp::spawn(&toml).await;
+        let via = |r: &reqwest::Response| r.headers()["x-routed-via"].to_str().unwrap().to_string();
+        // The person asks once; then the batch job asks twenty times.
+        let r = post(&t, "fw-person-key", "/v1/chat/completions", ask("auto")).await;
+        assert_eq!(via(&r), "a/m");
+        let mut on_capped = 0;
+        for _ in 0..20 {
+            let r = post(&t, "fw-batch-key", "/v1/chat/completions", ask("auto")).await;
+            assert_eq!(r.status(), 200);
+            if via(&r) == "a/m" {
+                on_capped += 1;
+            }
+        }
+        assert_eq!(on_capped, batch_on_capped, "fairness {fairness}");
+        // What the batch job left of the day is the person's.
+        let mut person = 1;
+        for _ in 0..10 {
+            let r = post(&t, "fw-person-key", "/v1/chat/completions", ask("auto")).await;
+            if via(&r) == "a/m" {
+                person += 1;
+            }
+        }
+        assert_eq!(
+            person + on_capped,
+            10,
+            "fairness {fairness}: the whole cap was used"
+        );
+        assert_eq!(a.chat_calls().len(), 10);
+    }
+}
