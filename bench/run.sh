@@ -16,6 +16,7 @@
 #   BENCH_SKIP_BUILD [0]     1 = use the binaries already in target/release
 #   BENCH_PERF [0]           1 = perf-profile Freeway during its throughput run (needs `perf`)
 #   BENCH_OUT [bench/results/latest.md]
+#   BENCH_CLIENT_KEYS [0]    N > 0: N client keys configured, each with limits (SPEC 3.8)
 set -euo pipefail
 
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -89,11 +90,26 @@ PIDS+=("$MOCK_PID")
 MOCK_ADDR=$(wait_line "$WORK/mock.log" '^listening on ' 30 "$MOCK_PID" | sed 's/^listening on //')
 log "mock upstream on $MOCK_ADDR (pid $MOCK_PID)"
 
+# BENCH_CLIENT_KEYS=N: N client keys configured, each with limits (the bench key among them,
+# with limits high enough never to refuse), so the client-key path (SPEC 3.8) is measured.
+CLIENT_KEYS=${BENCH_CLIENT_KEYS:-0}
+API_KEYS="\"$KEY\""
+LIMITS=""
+if [ "$CLIENT_KEYS" -gt 0 ]; then
+    API_KEYS="{ name = \"bench\", key = \"$KEY\" }"
+    LIMITS=$'[auth.limits.bench]\nrpm = 100000000\nrpd = 1000000000\ntpd = 100000000000\nconcurrent = 100000\nmodels = ["mock/*"]\n'
+    for i in $(seq 2 "$CLIENT_KEYS"); do
+        API_KEYS="$API_KEYS, { name = \"app-$i\", key = \"fw-bench-app-$i-0123456789abcdef0123456789abcdef\" }"
+        LIMITS="$LIMITS"$'[auth.limits.app-'"$i"$']\nrpd = 500\nconcurrent = 4\n'
+    done
+    log "$CLIENT_KEYS client keys configured, each with limits"
+fi
 cat >"$WORK/freeway.toml" <<EOF
 listen = "127.0.0.1:0"
 data_dir = "$WORK/data"
 [auth]
-api_keys = ["$KEY"]
+api_keys = [$API_KEYS]
+$LIMITS
 [custom.mock]
 base_url = "http://$MOCK_ADDR/v1"
 models = [{ id = "mock-model", context = 131072 }, { id = "mock-slow", context = 131072 }]
