@@ -438,10 +438,33 @@ async fn models(
         .is_some_and(|v| v == "true" || v == "1" || v.is_empty());
     let (groups, any_available) = server.ops.model_groups(all);
     let groups = allowed_groups(&server, &client, groups);
+    if anthropic_client(&headers) {
+        // Anthropic's list shape for Anthropic clients (Claude Code asks with its SDK).
+        let mut ids = vec!["auto".to_string()];
+        ids.extend(groups.iter().map(|g| g.canonical.clone()));
+        let data: Vec<Value> = ids.iter().map(|id| anthropic_model_json(id, id)).collect();
+        return axum::Json(json!({
+            "data": data,
+            "has_more": false,
+            "first_id": ids.first(),
+            "last_id": ids.last(),
+        }))
+        .into_response();
+    }
     let mut data = Vec::with_capacity(groups.len() + 1);
     data.push(auto_json(any_available));
     data.extend(groups.iter().map(model_json));
     axum::Json(json!({"object": "list", "data": Value::Array(data)})).into_response()
+}
+
+/// A request from an Anthropic client (its SDKs send `anthropic-version`).
+fn anthropic_client(headers: &HeaderMap) -> bool {
+    headers.contains_key("anthropic-version")
+}
+
+/// A model in Anthropic's shape.
+fn anthropic_model_json(id: &str, display: &str) -> Value {
+    json!({"type": "model", "id": id, "display_name": display, "created_at": "2025-01-01T00:00:00Z"})
 }
 
 /// `GET /v1/models/{id}` (the SDKs' `models.retrieve`): a canonical id, `auto`, or any
@@ -457,6 +480,28 @@ async fn model(
     };
     let (groups, any_available) = server.ops.model_groups(true);
     let groups = allowed_groups(&server, &client, groups);
+    if anthropic_client(&headers) {
+        // A `claude-*` id `/v1/messages` accepts is one here too: it names what serves it.
+        let snap = server.ops.live().snapshot();
+        let known = |m: &str| {
+            m == "auto"
+                || groups.iter().any(|g| g.canonical == m)
+                || snap.catalog.model(m).is_some()
+        };
+        let target = server.families.map(&id, known);
+        if known(&id) || (target != id && known(&target)) {
+            let display = if target == id {
+                id.clone()
+            } else {
+                format!("{id} (served by {target})")
+            };
+            return axum::Json(anthropic_model_json(&id, &display)).into_response();
+        }
+        let e = ApiError::ModelNotFound(format!(
+            "the model `{id}` does not exist; GET /v1/models lists what is available"
+        ));
+        return Surface::Messages.error(e, "", 0);
+    }
     if id == "auto" {
         return axum::Json(auto_json(any_available)).into_response();
     }

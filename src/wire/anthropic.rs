@@ -175,6 +175,34 @@ pub fn parse(bytes: &[u8], route_model: impl Fn(&str) -> String) -> Result<Parse
             }
         },
     };
+    // Structured output (`output_config.format`, or the earlier beta `output_format`): the
+    // same JSON-schema output chat and Responses carry.
+    let format = body
+        .get("output_config")
+        .filter(|v| !v.is_null())
+        .map(|c| c.get("format").unwrap_or(&Value::Null))
+        .or_else(|| body.get("output_format"))
+        .filter(|v| !v.is_null());
+    if let Some(f) = format {
+        match f.get("type").and_then(Value::as_str) {
+            Some("json_schema") => {
+                let schema = f
+                    .get("schema")
+                    .filter(|s| s.is_object())
+                    .ok_or_else(|| wrong("output_config.format.schema", "a JSON schema object"))?;
+                out.insert(
+                    "response_format".into(),
+                    json!({"type": "json_schema", "json_schema": {"name": "output", "schema": schema, "strict": true}}),
+                );
+            }
+            _ => {
+                return Err(wrong(
+                    "output_config.format",
+                    "an object with `type: \"json_schema\"` and a `schema`",
+                ));
+            }
+        }
+    }
     let req = chat::Request::from_map(out)?;
     Ok(Parsed {
         req,
@@ -742,6 +770,27 @@ mod tests {
 
     fn p(v: Value) -> Result<Parsed, String> {
         parse(v.to_string().as_bytes(), |m| m.to_string())
+    }
+
+    #[test]
+    fn structured_output_becomes_a_json_schema_response_format() {
+        let schema = json!({"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]});
+        for body in [
+            json!({"model": "m", "max_tokens": 9, "messages": [{"role": "user", "content": "x"}],
+                "output_config": {"format": {"type": "json_schema", "schema": schema}}}),
+            json!({"model": "m", "max_tokens": 9, "messages": [{"role": "user", "content": "x"}],
+                "output_format": {"type": "json_schema", "schema": schema}}),
+        ] {
+            let parsed = p(body).unwrap();
+            let rf = parsed.req.get("response_format").unwrap();
+            assert_eq!(rf["type"], "json_schema");
+            assert_eq!(rf["json_schema"]["schema"], schema);
+        }
+        let bad = p(
+            json!({"model": "m", "messages": [{"role": "user", "content": "x"}],
+            "output_config": {"format": {"type": "xml"}}}),
+        );
+        assert!(bad.unwrap_err().contains("output_config.format"));
     }
 
     #[test]

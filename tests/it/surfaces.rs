@@ -899,3 +899,81 @@ async fn several_choices_are_refused_where_gemini_would_give_one() {
     assert_eq!(mock.count(), 0);
     assert_eq!(t.chat(ask("gemini-2.5-flash")).await.status(), 200);
 }
+
+/// Anthropic clients list and look up models in Anthropic's shape, `claude-*` ids included, and
+/// a wrong key is not worth retrying.
+#[tokio::test]
+async fn anthropic_clients_see_models_their_way() {
+    let mock = Mock::start().await;
+    let t = TestApp::spawn(&custom(&mock, "")).await;
+    let get = |path: &str, key: &str| {
+        t.client
+            .get(t.url(path))
+            .header("x-api-key", key)
+            .header("anthropic-version", "2023-06-01")
+            .send()
+    };
+    let list: Value = get("/v1/models", CLIENT_KEY)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["has_more"], false, "{list}");
+    assert!(
+        list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["type"] == "model")
+    );
+    assert!(
+        list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["id"] == "mock-model")
+    );
+    let r = get("/v1/models/claude-sonnet-4-5", CLIENT_KEY)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let m: Value = r.json().await.unwrap();
+    assert_eq!(
+        (m["type"].as_str(), m["id"].as_str()),
+        (Some("model"), Some("claude-sonnet-4-5"))
+    );
+    let r = get("/v1/models/no-such-model", CLIENT_KEY).await.unwrap();
+    assert_eq!(r.status(), 404);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["type"], "error");
+    assert_eq!(e["error"]["type"], "not_found_error", "{e}");
+    let r = get("/v1/models", "fw-wrong").await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["x-should-retry"], "false");
+}
+
+/// Anthropic structured output reaches the upstream as a JSON-schema response format.
+#[tokio::test]
+async fn anthropic_structured_output_reaches_the_upstream() {
+    let mock = Mock::start().await;
+    mock.always(Reply::ok("{\"name\": \"Ada\"}"));
+    let t = TestApp::spawn(&custom(&mock, "")).await;
+    let schema =
+        json!({"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]});
+    let r = t
+        .client
+        .post(t.url("/v1/messages"))
+        .header("x-api-key", CLIENT_KEY)
+        .header("anthropic-version", "2023-06-01")
+        .json(&json!({"model": "mock-model", "max_tokens": 50,
+            "messages": [{"role": "user", "content": "who?"}],
+            "output_config": {"format": {"type": "json_schema", "schema": schema}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let sent = &mock.chat_calls()[0].body;
+    assert_eq!(sent["response_format"]["type"], "json_schema");
+    assert_eq!(sent["response_format"]["json_schema"]["schema"], schema);
+}
