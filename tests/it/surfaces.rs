@@ -977,3 +977,23 @@ async fn anthropic_structured_output_reaches_the_upstream() {
     assert_eq!(sent["response_format"]["type"], "json_schema");
     assert_eq!(sent["response_format"]["json_schema"]["schema"], schema);
 }
+
+/// A large body to count_tokens is parsed off the event loop (the large-body path) and counted.
+#[tokio::test]
+async fn count_tokens_counts_a_large_body() {
+    let mock = Mock::start().await;
+    let t = TestApp::spawn(&custom(&mock, "")).await;
+    let text = "word ".repeat(80_000);
+    let r = t
+        .client
+        .post(t.url("/v1/messages/count_tokens"))
+        .header("x-api-key", CLIENT_KEY)
+        .header("anthropic-version", "2023-06-01")
+        .json(&json!({"model": "mock-model", "messages": [{"role": "user", "content": text}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["input_tokens"].as_u64().unwrap() > 90_000, "{v}");
+}
