@@ -3,6 +3,8 @@
 # enforce their own free-tier caps, with routing.pacing off and even.
 #
 #   bench/yield.sh                # from anywhere: it cd's to the repo
+#   bench/yield.sh --clients two  # two client keys (interactive + batch), fairness off and
+#                                 # weighted: writes bench/results/yield-clients.md
 #
 # Builds examples/yield.rs in release mode and runs it: Freeway in-process on a simulated clock,
 # the mocks and Freeway on 127.0.0.1 (ephemeral ports), nothing else on the network. Writes
@@ -15,12 +17,36 @@
 #   BENCH_SKIP_BUILD [0]     1 = use the example already in target/release
 #   YIELD_OUT [bench/results/yield.md]
 #   YIELD_DEBUG [unset]      1 = explain every request refused while a key had room (stderr)
+# With --clients two (the working day as the client key `interactive`, a `batch` key asking
+# for as much as it can from 06:00; four days, about 5 minutes plus the build on 2 cores):
+#   YIELD_PACING [both]      as above; each pacing runs with fairness off and weighted
+#   YIELD_FAIRNESS [both]    off | weighted | both (routing.fairness)
+#   YIELD_BATCH_RATE [3]     the batch key's requests per second, 06:00 to midnight
+#   YIELD_WEIGHTS [1:1]      weights interactive:batch ([auth.limits.NAME] weight)
+#   YIELD_OUT [bench/results/yield-clients.md]
 set -euo pipefail
+
+CLIENTS=one
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --clients) CLIENTS=${2:-}; shift 2 ;;
+        --clients=*) CLIENTS=${1#--clients=}; shift ;;
+        *) echo "usage: bench/yield.sh [--clients one|two]" >&2; exit 2 ;;
+    esac
+done
+case "$CLIENTS" in
+    one|two) ;;
+    *) echo "--clients $CLIENTS: must be one or two" >&2; exit 2 ;;
+esac
 
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 LOG_TAG=yield
 
-OUT=${YIELD_OUT:-$ROOT/bench/results/yield.md}
+if [ "$CLIENTS" = two ]; then
+    OUT=${YIELD_OUT:-$ROOT/bench/results/yield-clients.md}
+else
+    OUT=${YIELD_OUT:-$ROOT/bench/results/yield.md}
+fi
 mkdir -p "$(dirname "$OUT")"
 
 if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
@@ -38,12 +64,22 @@ if [ -n "$(git -C "$ROOT" status --porcelain -- src Cargo.toml 2>/dev/null)" ]; 
 fi
 MACHINE="$(nproc) cores, ${CPU:-unknown CPU}; Freeway $COMMIT; $(date -u +%Y-%m-%d)"
 
-log "simulating a day (pacing ${YIELD_PACING:-both}) ..."
-"$YIELD" \
-    --pacing "${YIELD_PACING:-both}" \
-    --share "${YIELD_SHARE:-0.9}" \
-    --concurrency "${YIELD_CONCURRENCY:-8}" \
-    --seed "${YIELD_SEED:-2026}" \
-    --machine "$MACHINE" \
+ARGS=(
+    --pacing "${YIELD_PACING:-both}"
+    --share "${YIELD_SHARE:-0.9}"
+    --concurrency "${YIELD_CONCURRENCY:-8}"
+    --seed "${YIELD_SEED:-2026}"
+    --machine "$MACHINE"
     --out "$OUT"
+)
+if [ "$CLIENTS" = two ]; then
+    ARGS+=(
+        --clients two
+        --fairness "${YIELD_FAIRNESS:-both}"
+        --batch-rate "${YIELD_BATCH_RATE:-3}"
+        --weights "${YIELD_WEIGHTS:-1:1}"
+    )
+fi
+log "simulating a day (clients $CLIENTS, pacing ${YIELD_PACING:-both}) ..."
+"$YIELD" "${ARGS[@]}"
 log "wrote $OUT"

@@ -4,6 +4,7 @@
 //! ```text
 //! cargo run --release --example yield -- [--pacing off|even|both] [--out FILE] [--share 0.9]
 //!     [--concurrency 8] [--seed 2026] [--requests N]
+//!     [--clients one|two] [--fairness off|weighted|both] [--batch-rate 3] [--weights 1:1]
 //! ```
 //!
 //! The model:
@@ -29,14 +30,24 @@
 //! * **The report** (`yield/report.rs`): capacity, offered, served, refused, the share served of
 //!   what was servable, the upstream 429s, and per hour the rank of the serving models, for
 //!   `routing.pacing = "off"` and `"even"`.
+//! * **Two client keys** (`--clients two`, `yield/clients.rs`): the same working day sent with
+//!   the client key `interactive`, and a `batch` key that asks for as much as it can from 06:00
+//!   (`trace::batch`: `--batch-rate` short `auto` requests a second until midnight), both through
+//!   one Freeway, with `routing.fairness = "off"` and `"weighted"` (`--weights` sets
+//!   `[auth.limits.NAME] weight`); the report gives each key's served / servable, what each got
+//!   of the daily-capped models, and the interactive key's share of the strongest of them
+//!   against its weighted share.
 //!
 //! `YIELD_DEBUG=1` prints, on stderr, every request refused while a key had room (with Freeway's
 //! ledger view of that model), every other failure, and at the end each pool's day usage by
 //! Freeway and by the mock, and the upstream calls per hour; with it, `YIELD_WATCH=provider/model`
-//! prints Freeway's view of that model at every simulated hour.
+//! prints Freeway's view of that model at every simulated hour and each request it served (the
+//! client key and the simulated time).
 
 #[path = "yield/capacity.rs"]
 mod capacity;
+#[path = "yield/clients.rs"]
+mod clients;
 #[path = "yield/mock.rs"]
 mod mock;
 #[path = "yield/report.rs"]
@@ -62,10 +73,13 @@ use futures_util::StreamExt;
 
 use crate::mock::Mock;
 use crate::report::{Outcome, Run, Strongest};
-use crate::trace::{Req, START_MS};
+use crate::trace::{Client, Req, START_MS};
 use crate::truth::{ProviderFact, Status};
 
 const CLIENT_KEY: &str = "fw-yield-simulation";
+/// `--clients two`: the client keys, named `interactive` and `batch` in the config.
+const INTERACTIVE_KEY: &str = "fw-yield-interactive";
+const BATCH_KEY: &str = "fw-yield-batch";
 
 /// Google's two keys are one Cloud project: `[providers.google] shared_quota = true` tells
 /// Freeway so. Set to false to see what happens when Freeway is not told.
@@ -94,6 +108,40 @@ struct Args {
     /// A line naming the machine and commit, for the report's header.
     #[arg(long, default_value = "")]
     machine: String,
+    /// `one`: the working day with one client key (the report above); `two`: that day with the
+    /// client key `interactive` plus a `batch` key from 06:00 (`yield/clients.rs`).
+    #[arg(long, default_value = "one")]
+    clients: String,
+    /// With `--clients two`: `off`, `weighted` or `both` (routing.fairness) [both].
+    #[arg(long)]
+    fairness: Option<String>,
+    /// With `--clients two`: the batch key's requests per second, 06:00 to midnight.
+    #[arg(long, default_value_t = 3.0)]
+    batch_rate: f64,
+    /// With `--clients two`: weights `interactive:batch` (`[auth.limits.NAME] weight`; 1 is
+    /// Freeway's default and is not written).
+    #[arg(long, default_value = "1:1")]
+    weights: String,
+}
+
+/// What one simulated day runs with.
+#[derive(Clone, Copy)]
+struct Setup {
+    pacing: &'static str,
+    /// `routing.fairness`; `None`: not set (one client key).
+    fairness: Option<&'static str>,
+    /// Two client keys with these weights (interactive, batch); `None`: one client key.
+    two: Option<(u32, u32)>,
+}
+
+impl Setup {
+    fn client_key(&self, client: Client) -> &'static str {
+        match (self.two, client) {
+            (None, _) => CLIENT_KEY,
+            (Some(_), Client::Interactive) => INTERACTIVE_KEY,
+            (Some(_), Client::Batch) => BATCH_KEY,
+        }
+    }
 }
 
 #[tokio::main]
@@ -105,13 +153,44 @@ async fn main() -> anyhow::Result<()> {
         "both" => vec!["off", "even"],
         other => anyhow::bail!("--pacing {other}: must be off, even or both"),
     };
+    let two = match args.clients.as_str() {
+        "one" => None,
+        "two" => {
+            let (i, b) = args
+                .weights
+                .split_once(':')
+                .and_then(|(i, b)| Some((i.trim().parse().ok()?, b.trim().parse().ok()?)))
+                .filter(|&(i, b): &(u32, u32)| i >= 1 && b >= 1)
+                .ok_or_else(|| {
+                    anyhow::anyhow!("--weights {}: must be two weights, e.g. 3:1", args.weights)
+                })?;
+            Some((i, b))
+        }
+        other => anyhow::bail!("--clients {other}: must be one or two"),
+    };
+    let fairnesses: Vec<Option<&'static str>> = match (two, args.fairness.as_deref()) {
+        (None, None) => vec![None],
+        (None, Some(_)) => anyhow::bail!("--fairness: only with --clients two"),
+        (Some(_), Some("off")) => vec![Some("off")],
+        (Some(_), Some("weighted")) => vec![Some("weighted")],
+        (Some(_), Some("both") | None) => vec![Some("off"), Some("weighted")],
+        (Some(_), Some(other)) => {
+            anyhow::bail!("--fairness {other}: must be off, weighted or both")
+        }
+    };
     let providers = truth::providers();
     // The capacity depends on the mix of requests, not on their number: size the day from a
     // pilot of the same mix.
     let pilot = trace::generate(args.seed, 50_000.0);
     let pilot_capacity = capacity::capacity(&providers, &pilot).per_day;
     let total = args.requests.unwrap_or(args.share * pilot_capacity as f64);
-    let trace = Arc::new(trace::generate(args.seed, total));
+    let mut day = trace::generate(args.seed, total);
+    if two.is_some() {
+        // The working day keeps its ids (and so its bodies); the batch job's follow.
+        let first = day.len() as u32;
+        day.extend(trace::batch(args.seed, first, args.batch_rate));
+    }
+    let trace = Arc::new(day);
     let capacity = capacity::capacity(&providers, &trace);
     let filler: Arc<str> = trace::filler(args.seed).into();
     eprintln!(
@@ -124,18 +203,30 @@ async fn main() -> anyhow::Result<()> {
     let mut runs = Vec::new();
     let mut skipped = Vec::new();
     let mut strongest = None;
+    let mut capped = Vec::new();
     for pacing in pacings {
-        match run(pacing, &providers, &trace, &filler, args.concurrency).await {
-            Ok((run, catalog)) => {
-                strongest = strongest.or_else(|| strongest_capped(&providers, &catalog));
-                runs.push(run);
+        for &fairness in &fairnesses {
+            let setup = Setup {
+                pacing,
+                fairness,
+                two,
+            };
+            match run(setup, &providers, &trace, &filler, args.concurrency).await {
+                Ok((run, catalog)) => {
+                    strongest = strongest.or_else(|| strongest_capped(&providers, &catalog));
+                    if capped.is_empty() {
+                        capped = capped_models(&providers, &catalog);
+                    }
+                    runs.push(run);
+                }
+                Err(e) if pacing == "even" && format!("{e:#}").contains("pacing") => {
+                    skipped.push(format!(
+                        "pacing `even`: this Freeway does not accept `routing.pacing` yet ({e:#})"
+                    ));
+                    break;
+                }
+                Err(e) => return Err(e),
             }
-            Err(e) if pacing == "even" && format!("{e:#}").contains("pacing") => {
-                skipped.push(format!(
-                    "pacing `even`: this Freeway does not accept `routing.pacing` yet ({e:#})"
-                ));
-            }
-            Err(e) => return Err(e),
         }
     }
     let keys = providers
@@ -153,6 +244,32 @@ async fn main() -> anyhow::Result<()> {
         })
         .collect::<Vec<_>>()
         .join(", ");
+    let machine = if args.machine.is_empty() {
+        "this machine".to_string()
+    } else {
+        args.machine.clone()
+    };
+    if let Some(weights) = two {
+        let text = clients::render(&clients::Inputs {
+            trace: &trace,
+            capacity: &capacity,
+            runs: &runs,
+            strongest,
+            capped,
+            keys,
+            seed: args.seed,
+            concurrency: args.concurrency,
+            machine,
+            skipped,
+            weights,
+            batch_rate: args.batch_rate,
+        });
+        print!("{text}");
+        if let Some(out) = &args.out {
+            std::fs::write(out, &text)?;
+        }
+        return Ok(());
+    }
     let text = report::render(&report::Inputs {
         trace: &trace,
         capacity: &capacity,
@@ -161,11 +278,7 @@ async fn main() -> anyhow::Result<()> {
         keys,
         seed: args.seed,
         concurrency: args.concurrency,
-        machine: if args.machine.is_empty() {
-            "this machine".into()
-        } else {
-            args.machine.clone()
-        },
+        machine,
         skipped,
     });
     print!("{text}");
@@ -180,15 +293,42 @@ fn config_toml(
     data_dir: &std::path::Path,
     mock: SocketAddr,
     providers: &[ProviderFact],
-    pacing: &str,
+    setup: Setup,
 ) -> String {
     let mut t = format!(
-        "data_dir = {:?}\nlog = \"warn\"\n\n[auth]\napi_keys = [\"{CLIENT_KEY}\"]\n",
+        "data_dir = {:?}\nlog = \"warn\"\n\n[auth]\n",
         data_dir.display().to_string()
     );
+    match setup.two {
+        None => t.push_str(&format!("api_keys = [\"{CLIENT_KEY}\"]\n")),
+        Some((wi, wb)) => {
+            t.push_str(&format!(
+                "api_keys = [{{ name = \"{}\", key = \"{INTERACTIVE_KEY}\" }}, \
+                 {{ name = \"{}\", key = \"{BATCH_KEY}\" }}]\n",
+                Client::Interactive.name(),
+                Client::Batch.name()
+            ));
+            // Weight 1 is the default: written only when it is not.
+            for (client, w) in [(Client::Interactive, wi), (Client::Batch, wb)] {
+                if w != 1 {
+                    t.push_str(&format!(
+                        "\n[auth.limits.{}]\nweight = {w}\n",
+                        client.name()
+                    ));
+                }
+            }
+        }
+    }
     // `off` is the default: the off run needs nothing a Freeway without pacing would refuse.
-    if pacing != "off" {
-        t.push_str(&format!("\n[routing]\npacing = \"{pacing}\"\n"));
+    let mut routing = String::new();
+    if setup.pacing != "off" {
+        routing.push_str(&format!("pacing = \"{}\"\n", setup.pacing));
+    }
+    if let Some(fairness) = setup.fairness {
+        routing.push_str(&format!("fairness = \"{fairness}\"\n"));
+    }
+    if !routing.is_empty() {
+        t.push_str(&format!("\n[routing]\n{routing}"));
     }
     for p in providers {
         let keys: Vec<String> = p.keys.iter().map(|k| format!("\"{k}\"")).collect();
@@ -208,7 +348,23 @@ fn config_toml(
 /// The best-ranked model (by Freeway's catalog) that is live at its provider and has a daily
 /// cap, with every model of that rank.
 fn strongest_capped(providers: &[ProviderFact], catalog: &Catalog) -> Option<Strongest> {
-    let mut capped: Vec<(u32, String)> = Vec::new();
+    let capped = capped_models(providers, catalog);
+    let best = capped.first()?.0;
+    Some(Strongest {
+        rank: best,
+        references: capped
+            .into_iter()
+            .filter(|(r, _, _)| *r == best)
+            .map(|(_, m, _)| m)
+            .collect(),
+    })
+}
+
+/// Every live model with a daily cap (its own or its account's): Freeway's catalog rank, its
+/// reference and the local hour its provider's day last started at by the end of the simulated
+/// day (0 for a rolling day); strongest first.
+fn capped_models(providers: &[ProviderFact], catalog: &Catalog) -> Vec<(u32, String, usize)> {
+    let mut capped: Vec<(u32, String, usize)> = Vec::new();
     for p in providers {
         for m in p.models.iter().filter(|m| m.status == Status::Live) {
             let reference = format!("{}/{}", p.id, m.id);
@@ -216,24 +372,29 @@ fn strongest_capped(providers: &[ProviderFact], catalog: &Catalog) -> Option<Str
                 continue;
             };
             if cm.enabled && cm.retired.is_none() && (m.caps.daily() || p.account.daily()) {
-                capped.push((cm.rank, reference));
+                let day_from = match p.day {
+                    truth::Day::Rolling => 0,
+                    truth::Day::Midnight(tz) => {
+                        let reset = window::next_midnight(tz, START_MS, false) - START_MS;
+                        if reset < window::DAY_MS {
+                            trace::local_hour(reset)
+                        } else {
+                            0
+                        }
+                    }
+                };
+                capped.push((cm.rank, reference, day_from));
             }
         }
     }
-    let best = capped.iter().map(|(r, _)| *r).min()?;
-    Some(Strongest {
-        rank: best,
-        references: capped
-            .into_iter()
-            .filter(|(r, _)| *r == best)
-            .map(|(_, m)| m)
-            .collect(),
-    })
+    // Stable: models of one rank stay in the providers' order.
+    capped.sort_by_key(|(rank, _, _)| *rank);
+    capped
 }
 
-/// One simulated day with `pacing`.
+/// One simulated day with `setup`.
 async fn run(
-    pacing: &'static str,
+    setup: Setup,
     providers: &[ProviderFact],
     trace: &Arc<Vec<Req>>,
     filler: &Arc<str>,
@@ -243,7 +404,7 @@ async fn run(
     let clock = Arc::new(ManualClock::new(START_MS));
     let (mock, mock_addr) = Mock::start(clock.clone(), providers.to_vec(), trace.clone()).await?;
     let dir = tempfile::tempdir()?;
-    let text = config_toml(dir.path(), mock_addr, providers, pacing);
+    let text = config_toml(dir.path(), mock_addr, providers, setup);
     let config = Config::from_toml(&text, &|_| None)?;
     let catalog = Catalog::from_config(&config)?;
     let app = App::open_with_clock(config, clock.clone())?;
@@ -263,12 +424,22 @@ async fn run(
         providers: providers.to_vec(),
         catalog: catalog.clone(),
     });
+    let label = match setup.fairness {
+        Some(f) => format!("pacing {}, fairness {f}", setup.pacing),
+        None => format!("pacing {}", setup.pacing),
+    };
+    // In time order (the batch job's requests follow the working day's in the trace).
+    let mut order: Vec<usize> = (0..trace.len()).collect();
+    order.sort_by_key(|&i| (trace[i].at, i));
     let mut outcomes = Vec::with_capacity(trace.len());
     let mut i = 0;
     let mut hour_shown = usize::MAX;
-    while i < trace.len() {
-        let at = trace[i].at;
-        let end = i + trace[i..].iter().take_while(|r| r.at == at).count();
+    while i < order.len() {
+        let at = trace[order[i]].at;
+        let end = i + order[i..]
+            .iter()
+            .take_while(|&&k| trace[k].at == at)
+            .count();
         clock.set(START_MS + at);
         let hour = trace::local_hour(at);
         if hour != hour_shown {
@@ -277,25 +448,29 @@ async fn run(
                 eprintln!("[yield] {hour:02}:00 {watch}: {}", debug.view(&watch));
             }
             eprintln!(
-                "[yield] pacing {pacing}: {hour:02}:00, {} requests so far, {:.0} s",
+                "[yield] {label}: {hour:02}:00, {} requests so far, {:.0} s",
                 i,
                 started.elapsed().as_secs_f64()
             );
         }
         let (client, url, mock, catalog, debug) = (&client, &url, &mock, &catalog, &debug);
         let mut batch: Vec<(usize, Outcome)> =
-            futures_util::stream::iter(trace[i..end].iter().enumerate().map(|(j, r)| async move {
-                (
-                    j,
-                    send(client, url, r, filler, catalog, debug.as_ref()).await,
-                )
+            futures_util::stream::iter(order[i..end].iter().enumerate().map(|(j, &k)| {
+                let r = &trace[k];
+                let key = setup.client_key(r.client);
+                async move {
+                    (
+                        j,
+                        send(client, url, key, r, filler, catalog, debug.as_ref()).await,
+                    )
+                }
             }))
             .buffer_unordered(concurrency)
             .collect()
             .await;
         batch.sort_by_key(|(j, _)| *j);
         for (j, mut outcome) in batch {
-            judge(&mut outcome, &trace[i + j], mock, debug.as_ref());
+            judge(&mut outcome, &trace[order[i + j]], mock, debug.as_ref());
             outcomes.push(outcome);
         }
         i = end;
@@ -308,7 +483,8 @@ async fn run(
     let calls = mock.calls();
     Ok((
         Run {
-            pacing,
+            pacing: setup.pacing,
+            fairness: setup.fairness,
             outcomes,
             calls,
             elapsed: started.elapsed(),
@@ -416,6 +592,7 @@ impl Debug {
 async fn send(
     client: &reqwest::Client,
     url: &str,
+    key: &str,
     req: &Req,
     filler: &str,
     catalog: &Catalog,
@@ -423,7 +600,7 @@ async fn send(
 ) -> Outcome {
     let sent = client
         .post(url)
-        .bearer_auth(CLIENT_KEY)
+        .bearer_auth(key)
         .header("content-type", "application/json")
         .body(req.body(filler))
         .send()
@@ -457,6 +634,19 @@ async fn send(
     } else {
         None
     };
+    if let (Some(_), Some(v), Ok(watch)) = (debug, &via, std::env::var("YIELD_WATCH"))
+        && status == 200
+        && *v == watch
+    {
+        use chrono::TimeZone;
+        let at = chrono::Utc
+            .timestamp_millis_opt(START_MS + req.at)
+            .single()
+            .map(|t| t.with_timezone(&trace::USER_TZ).format("%H:%M:%S%.3f"));
+        if let Some(at) = at {
+            eprintln!("[yield] {watch} served {} at {at}", req.client.name());
+        }
+    }
     if debug.is_some() && status != 200 && status != 429 {
         eprintln!(
             "[yield] status {status} for {req:?}: {}",
@@ -465,6 +655,7 @@ async fn send(
     }
     Outcome {
         hour: trace::local_hour(req.at),
+        client: req.client,
         status,
         via,
         rank,
@@ -472,6 +663,8 @@ async fn send(
         // Whether a refused request was servable is judged once its whole second is answered
         // (see `judge`).
         servable: served,
+        fair_held: status == 429 && text.contains("fair share"),
+        room: None,
     }
 }
 
@@ -491,4 +684,5 @@ fn judge(outcome: &mut Outcome, req: &Req, mock: &Mock, debug: Option<&Debug>) {
         );
     }
     outcome.servable = room.is_some();
+    outcome.room = room;
 }

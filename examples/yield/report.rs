@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use crate::capacity::Capacity;
 use crate::mock::Call;
-use crate::trace::{self, Req};
+use crate::trace::{self, Client, Req};
 
 /// What happened to one request of the trace.
 #[derive(Debug, Clone)]
 pub struct Outcome {
     pub hour: usize,
+    pub client: Client,
     /// The status the client saw (0: no answer at all; 200 with a broken stream counts as 502).
     pub status: u16,
     /// `X-Routed-Via` of a served request.
@@ -23,11 +24,17 @@ pub struct Outcome {
     pub attempts: u32,
     /// Served, or refused while some key had room for it.
     pub servable: bool,
+    /// A 429 whose message says fair share held this client key back from some model.
+    pub fair_held: bool,
+    /// Refused while servable: the model (`provider/model`) the mocks found room in.
+    pub room: Option<String>,
 }
 
-/// One simulated day with one pacing setting.
+/// One simulated day with one pacing setting (and, with two clients, one fairness setting).
 pub struct Run {
     pub pacing: &'static str,
+    /// `routing.fairness` (`None`: not set, one client).
+    pub fairness: Option<&'static str>,
     pub outcomes: Vec<Outcome>,
     pub calls: Vec<Call>,
     pub elapsed: Duration,
@@ -52,7 +59,7 @@ pub struct Inputs<'a> {
     pub skipped: Vec<String>,
 }
 
-fn thousands(n: u64) -> String {
+pub fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
@@ -64,7 +71,7 @@ fn thousands(n: u64) -> String {
     out
 }
 
-fn pct(part: u64, whole: u64) -> String {
+pub fn pct(part: u64, whole: u64) -> String {
     if whole == 0 {
         "–".into()
     } else {
@@ -73,7 +80,7 @@ fn pct(part: u64, whole: u64) -> String {
 }
 
 /// Median (lower) and best of ranks, as "median / best".
-fn ranks(mut r: Vec<u32>) -> String {
+pub fn ranks(mut r: Vec<u32>) -> String {
     if r.is_empty() {
         return "–".into();
     }
@@ -383,12 +390,12 @@ pub fn render(i: &Inputs) -> String {
     s
 }
 
-fn served_by(o: &Outcome, refs: &[String]) -> bool {
+pub fn served_by(o: &Outcome, refs: &[String]) -> bool {
     o.status == 200 && o.via.as_ref().is_some_and(|v| refs.contains(v))
 }
 
 /// The most requests offered in one minute.
-fn peak_minute(trace: &[Req]) -> u64 {
+pub fn peak_minute(trace: &[Req]) -> u64 {
     let mut per: BTreeMap<i64, u64> = BTreeMap::new();
     for r in trace {
         *per.entry(r.at / 60_000).or_default() += 1;

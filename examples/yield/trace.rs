@@ -33,6 +33,26 @@ const BURSTS: usize = 6;
 const BURST_MINUTES: i64 = 12;
 const BURST_FACTOR: f64 = 1.5;
 
+/// Which client key sends a request (`--clients two`; with one client every request is
+/// `Interactive`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Client {
+    /// The working day above, as one person's apps send it.
+    Interactive,
+    /// A job that asks for as much as it can from [`BATCH_FROM_HOUR`] on (see [`batch`]).
+    Batch,
+}
+
+impl Client {
+    /// The client key's name in Freeway's config.
+    pub fn name(self) -> &'static str {
+        match self {
+            Client::Interactive => "interactive",
+            Client::Batch => "batch",
+        }
+    }
+}
+
 /// Which model a request asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ask {
@@ -43,7 +63,9 @@ pub enum Ask {
 /// One client request of the day.
 #[derive(Debug, Clone)]
 pub struct Req {
+    /// Its index in the day's trace (the mocks find a request's answer length by it).
     pub id: u32,
+    pub client: Client,
     /// Milliseconds after [`START_MS`].
     pub at: i64,
     pub ask: Ask,
@@ -345,6 +367,7 @@ fn request(rng: &mut StdRng, id: u32, at: i64, session: Option<u32>) -> Req {
     let completion = rng.random_range(ceiling.min(30)..=ceiling);
     Req {
         id,
+        client: Client::Interactive,
         at,
         ask,
         session,
@@ -356,6 +379,48 @@ fn request(rng: &mut StdRng, id: u32, at: i64, session: Option<u32>) -> Req {
         completion,
         stream: rng.random_bool(0.3),
     }
+}
+
+/// Local hour the batch job starts at.
+pub const BATCH_FROM_HOUR: i64 = 6;
+/// The batch job's prompts (tokens, log-uniform), `max_tokens` and answers (tokens, uniform).
+const BATCH_PROMPT: (f64, f64) = (100.0, 1000.0);
+const BATCH_MAX_TOKENS: u64 = 512;
+const BATCH_ANSWER: (u64, u64) = (50, 400);
+
+/// The batch job (`--clients two`): from [`BATCH_FROM_HOUR`] to midnight, `rate` requests a
+/// second (a fractional rate adds one more request in that share of seconds), each second's
+/// sent together at a seeded moment of it, as a worker pool that wakes once a second would. A
+/// document-processing job: `auto`, a fixed system prompt, 100–1000 prompt tokens, `max_tokens`
+/// 512, answers of 50–400 tokens, no tools, images, streams or conversations. Ids follow
+/// `first_id`.
+pub fn batch(seed: u64, first_id: u32, rate: f64) -> Vec<Req> {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0xba7c);
+    let whole = rate.floor() as u32;
+    let frac = rate - rate.floor();
+    let mut reqs = Vec::new();
+    for t in BATCH_FROM_HOUR * 3_600_000 / TICK_MS..TICKS {
+        let at = t * TICK_MS + rng.random_range(0..TICK_MS);
+        let n = whole + u32::from(frac > 0.0 && rng.random_bool(frac));
+        for _ in 0..n {
+            let prompt = log_uniform(&mut rng, BATCH_PROMPT.0, BATCH_PROMPT.1);
+            reqs.push(Req {
+                id: first_id + reqs.len() as u32,
+                client: Client::Batch,
+                at,
+                ask: Ask::Auto,
+                session: None,
+                system: true,
+                body_chars: prompt as usize * 4,
+                tools: false,
+                image: false,
+                max_tokens: Some(BATCH_MAX_TOKENS),
+                completion: rng.random_range(BATCH_ANSWER.0..=BATCH_ANSWER.1),
+                stream: false,
+            });
+        }
+    }
+    reqs
 }
 
 /// Plain ASCII words to cut prompts from, seeded (enough for the largest prompt).
