@@ -37,7 +37,9 @@ pub struct Fair {
 
 impl Fair {
     /// `client` (of `weight`) asks for `model`, whose daily cap across its quota pools is `cap`
-    /// (the day is `day`): whether it may take one more request now; else when it may.
+    /// (the day is `day`): whether it may take one more request now (then that request is
+    /// counted at once, under the same lock, so two requests cannot both pass just below a
+    /// share; [`Fair::uncount`] takes it back if it is not sent); else when it may.
     pub fn check(
         &self,
         model: &str,
@@ -66,6 +68,10 @@ impl Fair {
             .filter(|(_, s)| now - s.last_ask_ms < ASKING_MS)
             .collect();
         if asking.len() <= 1 {
+            drop(asking);
+            if let Some(me) = shares.get_mut(client) {
+                me.used.add(day, now, 1, 0);
+            }
             return Ok(());
         }
         let total: u64 = asking.iter().map(|(_, s)| u64::from(s.weight)).sum();
@@ -75,6 +81,10 @@ impl Fair {
             return Ok(());
         };
         if used(me) < share_of(me) {
+            drop(asking);
+            if let Some(me) = shares.get_mut(client) {
+                me.used.add(day, now, 1, 0);
+            }
             return Ok(());
         }
         // Over its share: held only while another asking key is below its own.
@@ -84,7 +94,12 @@ impl Fair {
             .map(|(_, s)| s.last_ask_ms + ASKING_MS)
             .max();
         match waiting {
-            None => Ok(()),
+            None => {
+                if let Some(me) = shares.get_mut(client) {
+                    me.used.add(day, now, 1, 0);
+                }
+                Ok(())
+            }
             Some(stops_asking) => {
                 let day_ends = day.expiry(day.bucket_start(now));
                 Err(stops_asking.min(day_ends).max(now + 1))
@@ -92,11 +107,12 @@ impl Fair {
         }
     }
 
-    /// A request of `client` to `model` was sent.
-    pub fn count(&self, model: &str, client: &str, day: Span, now: i64) {
+    /// A request [`Fair::check`] let through at `at` was not sent after all (the ledger said
+    /// no): it no longer counts.
+    pub fn uncount(&self, model: &str, client: &str, day: Span, at: i64) {
         let mut models = self.models.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(s) = models.get_mut(model).and_then(|m| m.get_mut(client)) {
-            s.used.add(day, now, 1, 0);
+            s.used.adjust(day.bucket_start(at), -1, 0);
         }
     }
 }
@@ -115,7 +131,6 @@ mod tests {
             for (c, w) in asks {
                 let now = 1_000 + (r as i64) * 10;
                 if sent < cap && fair.check("m", c, *w, cap, DAY, now).is_ok() {
-                    fair.count("m", c, DAY, now);
                     *got.entry(c.to_string()).or_default() += 1;
                     sent += 1;
                 }
@@ -144,15 +159,11 @@ mod tests {
         let fair = Fair::default();
         // The person asked once at the start of the day, then went quiet.
         assert!(fair.check("m", "person", 1, 10, DAY, 0).is_ok());
-        fair.count("m", "person", DAY, 0);
         let mut batch = 0;
         let mut held_until = None;
         for i in 0..20 {
             match fair.check("m", "batch", 1, 10, DAY, 1_000 + i) {
-                Ok(()) => {
-                    fair.count("m", "batch", DAY, 1_000 + i);
-                    batch += 1;
-                }
+                Ok(()) => batch += 1,
                 Err(at) => held_until = Some(at),
             }
         }
@@ -163,5 +174,18 @@ mod tests {
         assert_eq!(held_until, Some(ASKING_MS));
         // The person stopped asking: the batch job may use the rest.
         assert!(fair.check("m", "batch", 1, 10, DAY, ASKING_MS + 1).is_ok());
+    }
+
+    #[test]
+    fn a_request_not_sent_no_longer_counts() {
+        let fair = Fair::default();
+        assert!(fair.check("m", "person", 1, 2, DAY, 0).is_ok());
+        assert!(fair.check("m", "batch", 1, 2, DAY, 10).is_ok());
+        // At its share (1 of 2) while the person, at 1, is not below its own: let through.
+        assert!(fair.check("m", "batch", 1, 2, DAY, 20).is_ok());
+        fair.uncount("m", "batch", DAY, 20);
+        fair.uncount("m", "person", DAY, 0);
+        // The person's request was not sent: it is below its share, so the batch job waits.
+        assert!(fair.check("m", "batch", 1, 2, DAY, 30).is_err());
     }
 }

@@ -235,20 +235,9 @@ impl Router {
                 }
                 let provider = snap.catalog.provider_of(model);
                 let tokens = plan::claim(&inc.req.facts, provider, model);
-                // Fair share between client keys of a model with a daily cap.
+                // Fair share between client keys of a model with a daily cap (checked and
+                // counted per attempt, below).
                 let shared = self.shared_cap(provider, model);
-                if let Some((resource, cap)) = &shared {
-                    let now = self.ledger.now_ms();
-                    let day = crate::ledger::day_span(provider.reset);
-                    let weight = inc.client.limits.weight();
-                    let name = &inc.client.name;
-                    if let Err(frees_at_ms) =
-                        self.fair.check(resource, name, weight, *cap, day, now)
-                    {
-                        tally.denied(&model.reference, &Denied::Shared { frees_at_ms }, now);
-                        continue 'models;
-                    }
-                }
                 // Built at the first key that has room, then the same for every other.
                 let mut body: Option<Bytes> = None;
                 // What this model taught during this request: each lesson buys one more try.
@@ -263,24 +252,48 @@ impl Router {
                         break 'models;
                     }
                     let ask = Ask::new(provider, model, &key.id, tokens).paced(pace);
+                    // Fair share counts this request before it is reserved (under its own lock,
+                    // so two cannot pass just below a share); a refusal takes it back.
+                    let fair_mark = match &shared {
+                        Some((resource, cap)) => {
+                            let now = self.ledger.now_ms();
+                            let day = crate::ledger::day_span(provider.reset);
+                            let weight = inc.client.limits.weight();
+                            let name = &inc.client.name;
+                            match self.fair.check(resource, name, weight, *cap, day, now) {
+                                Ok(()) => Some((resource, day, now)),
+                                Err(frees_at_ms) => {
+                                    tally.denied(
+                                        &model.reference,
+                                        &Denied::Shared { frees_at_ms },
+                                        now,
+                                    );
+                                    continue 'models;
+                                }
+                            }
+                        }
+                        None => None,
+                    };
+                    let unmark = |fair: &fair::Fair| {
+                        if let Some((resource, day, at)) = fair_mark {
+                            fair.uncount(resource, &inc.client.name, day, at);
+                        }
+                    };
                     let reservation = match Reservation::take(&self.ledger, &ask) {
                         Ok(r) => r,
                         Err(Denied::Paced { .. }) if pace == Pace::Even => {
+                            unmark(&self.fair);
                             if !held_back.iter().any(|m| m.reference == model.reference) {
                                 held_back.push(model);
                             }
                             continue;
                         }
                         Err(denied) => {
+                            unmark(&self.fair);
                             tally.denied(&model.reference, &denied, self.ledger.now_ms());
                             continue;
                         }
                     };
-                    if let Some((resource, _)) = &shared {
-                        let day = crate::ledger::day_span(provider.reset);
-                        let now = self.ledger.now_ms();
-                        self.fair.count(resource, &inc.client.name, day, now);
-                    }
                     let sent = match &body {
                         Some(b) => b.clone(),
                         None => match self.dialects.body(
