@@ -54,7 +54,7 @@ fuzz_target!(|data: &[u8]| {
             continue;
         };
         let p = s.catalog.provider_of(m);
-        let out = freeway::providers::openai::body(&req, p, m);
+        let out = freeway::providers::openai::body(&req, p, m, None);
         let v: Value = serde_json::from_slice(&out).unwrap_or_else(|e| {
             panic!(
                 "body for {} is not JSON ({e}): {:?}",
