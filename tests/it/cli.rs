@@ -388,16 +388,7 @@ async fn cli_changes_reach_a_running_server() {
     );
     let mut seen = false;
     for _ in 0..100 {
-        let q: serde_json::Value = t
-            .client
-            .get(t.url("/v1/quota"))
-            .bearer_auth(&laptop)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let q: serde_json::Value = t.get_json_as("/v1/quota", &laptop).await;
         if q["client"]["limits"][0]["limit"] == 7 {
             seen = true;
             break;

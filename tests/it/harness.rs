@@ -454,9 +454,14 @@ impl TestApp {
 
     /// GET `path` with the test client key; the JSON body.
     pub async fn get_json(&self, path: &str) -> Value {
+        self.get_json_as(path, CLIENT_KEY).await
+    }
+
+    /// A GET with another client key, as JSON.
+    pub async fn get_json_as(&self, path: &str, key: &str) -> Value {
         self.client
             .get(self.url(path))
-            .bearer_auth(CLIENT_KEY)
+            .bearer_auth(key)
             .send()
             .await
             .unwrap()

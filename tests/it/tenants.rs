@@ -112,16 +112,7 @@ async fn a_key_over_its_own_limit_is_told_so_in_its_surfaces_shape() {
     .await;
     assert_eq!(r.status(), 200);
     // Its own use shows in /v1/quota, called with it.
-    let q: Value = t
-        .client
-        .get(t.url("/v1/quota"))
-        .bearer_auth("fw-laptop-key")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let q: Value = t.get_json_as("/v1/quota", "fw-laptop-key").await;
     assert_eq!(q["client"]["name"], "laptop");
     let day = &q["client"]["limits"][0];
     assert_eq!(
@@ -210,16 +201,7 @@ models = [{{ id = "m2" }}]
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "model_not_allowed", "{body}");
     assert_eq!(a.chat_calls().len(), 0);
-    let models: Value = t
-        .client
-        .get(t.url("/v1/models"))
-        .bearer_auth("fw-kid-key")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models: Value = t.get_json_as("/v1/models", "fw-kid-key").await;
     let ids: Vec<&str> = models["data"]
         .as_array()
         .unwrap()
@@ -227,16 +209,7 @@ models = [{{ id = "m2" }}]
         .map(|m| m["id"].as_str().unwrap())
         .collect();
     assert!(ids.contains(&"m2") && !ids.contains(&"m"), "{ids:?}");
-    let q: Value = t
-        .client
-        .get(t.url("/v1/quota"))
-        .bearer_auth("fw-kid-key")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let q: Value = t.get_json_as("/v1/quota", "fw-kid-key").await;
     assert!(
         q["data"]
             .as_array()
