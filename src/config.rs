@@ -84,9 +84,10 @@ pub struct FixedKey {
     pub key: Secret,
 }
 
-/// What one client key may do (SPEC 3.8); every field optional, nothing set = no limit.
+/// What one client key may do (SPEC 3.8); every field optional, nothing set = no limit. Stored
+/// as JSON; a field a newer build added is ignored, not a reason to drop every limit.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct ClientLimits {
     /// Requests per minute (rolling).
     #[serde(skip_serializing_if = "Option::is_none")]

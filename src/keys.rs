@@ -448,7 +448,13 @@ impl ClientKeys {
                 return (l.clone(), true);
             }
             let stored = stored
-                .and_then(|json| serde_json::from_str(json).ok())
+                .and_then(|json| match serde_json::from_str(json) {
+                    Ok(l) => Some(l),
+                    Err(e) => {
+                        tracing::error!(client = name, error = %e, "the stored limits of a client key cannot be read; it has none until they are set again");
+                        None
+                    }
+                })
                 .unwrap_or_default();
             (stored, false)
         };

@@ -47,9 +47,9 @@ impl Lesson {
                 .then(|| Lesson::DropInMessages(field.to_string()));
         }
         match field {
-            "tools" | "tool_choice" | "functions" | "function_call" | "parallel_tool_calls" => {
-                Some(Lesson::NoTools)
-            }
+            // A hint, added by catalog quirks too: dropping it keeps the meaning.
+            "parallel_tool_calls" => Some(Lesson::Drop(field.to_string())),
+            "tools" | "tool_choice" | "functions" | "function_call" => Some(Lesson::NoTools),
             f if NEVER_DROP.contains(&f) => None,
             f => Some(Lesson::Drop(f.to_string())),
         }

@@ -29,7 +29,10 @@ pub const HASHES_AT_ONCE: usize = 2;
 /// Password hashes waiting for a turn, at most; past that a login is refused at once.
 pub const HASHES_WAITING: usize = 8;
 
-static BLOCKING: Semaphore = Semaphore::const_new(AT_ONCE);
+/// Turns on the blocking pool; a turn moves into the closure, so a caller that goes away does
+/// not free it while its closure still runs.
+static BLOCKING: std::sync::LazyLock<Arc<Semaphore>> =
+    std::sync::LazyLock::new(|| Arc::new(Semaphore::new(AT_ONCE)));
 
 /// A password check, boxed for the hashing threads.
 type Job = Box<dyn FnOnce() + Send>;
@@ -51,7 +54,11 @@ fn hashers() -> &'static SyncSender<Job> {
                             Err(e) => e.into_inner().recv(),
                         };
                         match job {
-                            Ok(job) => job(),
+                            // A check that panics loses its answer (the caller hears it
+                            // failed), not the thread.
+                            Ok(job) => {
+                                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                            }
                             Err(_) => return,
                         }
                     }
@@ -83,10 +90,14 @@ pub enum Error {
 /// Run `f` on the blocking pool, at most [`AT_ONCE`] such closures at a time.
 pub async fn run<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> Result<R, Error> {
     // The semaphore is never closed, so acquiring cannot fail.
-    let _permit = BLOCKING.acquire().await.ok();
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Failed(e.to_string()))
+    let permit = Arc::clone(&BLOCKING).acquire_owned().await.ok();
+    tokio::task::spawn_blocking(move || {
+        let out = f();
+        drop(permit);
+        out
+    })
+    .await
+    .map_err(|e| Error::Failed(e.to_string()))
 }
 
 /// Run `f`, which hashes a password, on a hashing thread: queued when called (not when first

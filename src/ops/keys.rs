@@ -358,6 +358,15 @@ impl Ops {
                 "give the key a name, e.g. `freeway client-keys create laptop`".into(),
             ));
         }
+        // A name is a key's identity for its limits, use and fair share: one live key each.
+        let taken = self.live.clients.named(name).is_some()
+            || self.config.auth.api_keys.iter().any(|k| k.name == name)
+            || name == "dashboard";
+        if taken {
+            return Err(Error::Conflict(format!(
+                "a client key named {name:?} exists already; pick another name (or revoke it first)"
+            )));
+        }
         let limits = self.checked(limits.apply(ClientLimits::default()))?;
         let stored = (limits != ClientLimits::default()).then_some(&limits);
         let key = create_client_key(&self.store, name, self.ledger.now_ms(), stored)?;

@@ -192,7 +192,9 @@ pub fn classify(status: u16, retry_after: Option<&str>, body: &[u8]) -> Failure 
     // SPEC 3.9: a refusal that says the model lost tools or images, or names a field it does
     // not accept (OpenRouter says "no endpoints found that support tool use" with a 404).
     if matches!(status, 400 | 404 | 422) && !invalid_key && !retired {
-        if let Some(tools) = incapable(&raw_lower) {
+        // The upstream's own message, not the whole body: a validator may echo the client's
+        // input back.
+        if let Some(tools) = incapable(&lower) {
             return Failure::Incapable {
                 tools,
                 message: truncate(&message, 300),

@@ -305,6 +305,7 @@ impl Router {
                             Ok(b) => body.insert(b).clone(),
                             Err(message) => {
                                 reservation.unsent();
+                                unmark(&self.fair);
                                 return Err(tally.fail(ApiError::InvalidRequest(message)));
                             }
                         },
@@ -369,10 +370,30 @@ impl Router {
                         // A lesson already applied in this request did not help: the client's.
                         (Next::Again, Some(lesson)) if taught.contains(&lesson) => Next::Refuse,
                         (Next::Again, Some(lesson)) => {
-                            taught.push(lesson);
-                            body = None;
-                            keys.push_front(key);
-                            continue;
+                            // Only a lesson that changes what is sent is worth a second call
+                            // (and remembering): the field may sit where it is not dropped, or
+                            // the dialect may not send it at all.
+                            let mut with = self
+                                .live
+                                .lessons(&model.reference)
+                                .map(|l| (*l).clone())
+                                .unwrap_or_default();
+                            with.add(lesson.clone(), "");
+                            let rebuilt =
+                                self.dialects.body(provider, model, &inc.req, Some(&with));
+                            match (rebuilt, &body) {
+                                (Ok(new), Some(old)) if new != *old => {
+                                    let words = failure.words().unwrap_or_default();
+                                    if self.live.learn(&model.reference, lesson.clone(), words) {
+                                        tracing::warn!(target = %model.reference, lesson = %lesson, reason = %words, "learned from the upstream's answer");
+                                    }
+                                    taught.push(lesson);
+                                    body = Some(new);
+                                    keys.push_front(key);
+                                    continue;
+                                }
+                                _ => Next::Refuse,
+                            }
                         }
                         (next, _) => next,
                     };
@@ -439,7 +460,16 @@ impl Router {
         let decision = decide(failure, provider, &self.policy(), self.ledger.now_ms());
         self.apply(&decision, provider, model, key);
         tally.learn(&decision);
-        if let Some(lesson) = &decision.learn {
+        // A capability is learned lost only from a request that needed it; a dropped field only
+        // once the walk saw that dropping it changes what is sent (`Next::Again`).
+        let facts = &inc.req.facts;
+        let relevant = match &decision.learn {
+            Some(Lesson::NoTools) => facts.has_tools,
+            Some(Lesson::NoImages) => facts.has_images,
+            Some(_) => decision.next != Next::Again,
+            None => false,
+        };
+        if let (true, Some(lesson)) = (relevant, &decision.learn) {
             let words = failure.words().unwrap_or_default();
             if self.live.learn(&model.reference, lesson.clone(), words) {
                 tracing::warn!(target = %model.reference, lesson = %lesson, reason = %words, "learned from the upstream's answer");

@@ -362,3 +362,39 @@ async fn a_trickle_of_empty_chunks_does_not_hold_a_stream() {
         rows[0]
     );
 }
+
+#[tokio::test]
+async fn a_lesson_that_changes_nothing_is_neither_retried_nor_kept() {
+    let mock = Mock::start().await;
+    // The upstream names a field the request does not carry: dropping it changes nothing.
+    mock.always(groq_refusal("logprobs"));
+    let t = TestApp::spawn(&custom(&mock, "")).await;
+    assert_eq!(t.chat(ask("mock-model")).await.status(), 400);
+    assert_eq!(mock.chat_calls().len(), 1, "not sent twice the same");
+    assert!(
+        t.app.live.lessons("mock/mock-model").is_none(),
+        "nothing learned"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_tool_hint_is_dropped_not_the_tools() {
+    let mock = Mock::start().await;
+    mock.on(|r, _| match r.body.get("parallel_tool_calls") {
+        Some(_) => groq_refusal("parallel_tool_calls"),
+        None => Reply::ok("fine"),
+    });
+    let t = TestApp::spawn(&custom(&mock, "")).await;
+    let body = json!({"model": "mock-model", "messages": [{"role": "user", "content": "hi"}],
+        "parallel_tool_calls": false,
+        "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]});
+    assert_eq!(t.chat(body).await.status(), 200);
+    assert_eq!(mock.chat_calls().len(), 2);
+    assert!(
+        mock.chat_calls()[1].body.get("tools").is_some(),
+        "the tools stay"
+    );
+    let lessons = t.app.live.lessons("mock/mock-model").unwrap();
+    assert!(lessons.has(&Lesson::Drop("parallel_tool_calls".into())));
+    assert!(!lessons.has(&Lesson::NoTools));
+}

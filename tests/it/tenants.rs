@@ -308,6 +308,8 @@ async fn limits_are_managed_from_the_operations_the_cli_and_the_api_share() {
         ..Default::default()
     };
     assert!(t.app.ops.set_client_limits("phone", &bad).is_err());
+    // A name is a key's identity for its limits: one live key each.
+    assert!(t.app.ops.create_client_key("phone").is_err());
     assert!(t.app.ops.set_client_limits("nobody", &lifted).is_err());
 }
 
