@@ -355,6 +355,38 @@ models = [{{ id = "mock-model", context = 131072 }}]
     rows.append((f"A2: Analytics page 30d, mean / max ms ({len(pages)} loads, "
                  f"{pages[-1][2] if pages else 0:,} bytes; {counts(st for _, st, _ in pages)})",
                  f"{statistics.mean(times):.1f} / {max(times):.1f}" if times else "–"))
+    # A3, the floor: the same load while another process (not Freeway) burns the CPU the page
+    # took, on the same schedule. What A2 adds beyond this is Freeway's; what this adds to A1
+    # is two cores shared with the page's work, which no event-loop design removes.
+    if times:
+        burn_ms = statistics.mean(times)
+        burner_code = (
+            "import sys, time\n"
+            "ms, every, secs = float(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])\n"
+            "t0 = time.perf_counter(); k = 0\n"
+            "while True:\n"
+            "    due = t0 + k * every\n"
+            "    if due - t0 >= secs: break\n"
+            "    d = due - time.perf_counter()\n"
+            "    if d > 0: time.sleep(d)\n"
+            "    end = time.perf_counter() + ms / 1000\n"
+            "    while time.perf_counter() < end: pass\n"
+            "    k += 1\n"
+        )
+
+        def burner(t0, stop):
+            proc = subprocess.Popen(
+                [sys.executable, "-c", burner_code, f"{burn_ms}", f"{PAGE_EVERY_S}",
+                 f"{max(stop - time.perf_counter(), 0.0)}"])
+            try:
+                proc.wait(timeout=LOAD_SECONDS + 30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+        log(f"A3: {RATE} req/s for {LOAD_SECONDS} s, beside another process burning "
+            f"{burn_ms:.0f} ms of CPU every {PAGE_EVERY_S * 1000:.0f} ms (the floor) ...")
+        res, n = open_loop(fw, RATE, LOAD_SECONDS, LOAD_THREADS, side=burner)
+        rows += load_rows(f"A3 floor: beside {burn_ms:.0f} ms of CPU burnt elsewhere", res, n)
     if not fw.p.alive():
         rows.append(("A: freeway", f"exited with {fw.p.proc.returncode} during the run"))
     fw.p.stop()
