@@ -124,8 +124,8 @@ impl Ops {
 
     /// Record what upstreams taught since the last look (before any reload reads the store).
     pub fn persist_learned(&self) {
+        // The router logged each lesson when it learned it.
         for (model, lesson, why) in self.live.take_learned() {
-            tracing::warn!(model = %model, lesson = %lesson, reason = %why, "learned from the upstream's answer");
             if let Err(e) = self
                 .store
                 .learn(&model, &lesson, &why, self.ledger.now_ms())

@@ -383,10 +383,7 @@ impl Router {
                                 self.dialects.body(provider, model, &inc.req, Some(&with));
                             match (rebuilt, &body) {
                                 (Ok(new), Some(old)) if new != *old => {
-                                    let words = failure.words().unwrap_or_default();
-                                    if self.live.learn(&model.reference, lesson.clone(), words) {
-                                        tracing::warn!(target = %model.reference, lesson = %lesson, reason = %words, "learned from the upstream's answer");
-                                    }
+                                    self.remember(model, &lesson, &failure);
                                     taught.push(lesson);
                                     body = Some(new);
                                     keys.push_front(key);
@@ -470,12 +467,17 @@ impl Router {
             None => false,
         };
         if let (true, Some(lesson)) = (relevant, &decision.learn) {
-            let words = failure.words().unwrap_or_default();
-            if self.live.learn(&model.reference, lesson.clone(), words) {
-                tracing::warn!(target = %model.reference, lesson = %lesson, reason = %words, "learned from the upstream's answer");
-            }
+            self.remember(model, lesson, failure);
         }
         decision
+    }
+
+    /// Remember what `failure` taught about `model` (in force at once, stored soon after).
+    fn remember(&self, model: &Model, lesson: &Lesson, failure: &Failure) {
+        let words = failure.words().unwrap_or_default();
+        if self.live.learn(&model.reference, lesson.clone(), words) {
+            tracing::warn!(target = %model.reference, lesson = %lesson, reason = %words, "learned from the upstream's answer");
+        }
     }
 
     /// The models that may serve this request, in order (the conversation's model first), and

@@ -731,20 +731,7 @@ async fn a_crash_does_not_hand_out_quota() {
     )
     .unwrap();
     let env = [("FREEWAY_LISTEN", "127.0.0.1:0")];
-    let client = reqwest::Client::new();
-    let send = |url: String| {
-        let c = client.clone();
-        async move {
-            c.post(url)
-                .bearer_auth("fw-crash-test")
-                .json(&ask("mock-model"))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
-    };
+    let send = |url: String| chat_status(url, "fw-crash-test");
     let server = start_server(cwd.path(), &env).unwrap();
     for _ in 0..10 {
         assert_eq!(send(server.url("/v1/chat/completions")).await, 200);

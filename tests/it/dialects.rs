@@ -70,6 +70,18 @@ fn gemini_answer_translation() {
     insta::assert_json_snapshot!("gemini_answer", out);
 }
 
+/// The stream decoder of a provider's dialect (its first model's).
+fn stream_decoder(catalog: &Catalog, provider: &freeway::catalog::Provider) -> providers::Decoder {
+    let model = catalog
+        .models
+        .iter()
+        .find(|m| m.provider == provider.id)
+        .unwrap();
+    dialects()
+        .reader(provider, model, "chatcmpl-fixture")
+        .stream()
+}
+
 fn dialects() -> Dialects {
     Dialects::new(Box::new(|_, _| {}))
 }
@@ -83,14 +95,7 @@ fn client_events(dialect: Dialect, hide_usage: bool, chunks: &[&[u8]]) -> Vec<St
         Dialect::Openai => catalog.provider("groq").unwrap(),
     };
     let mut sse = sse::Decoder::new(1 << 20);
-    let model = catalog
-        .models
-        .iter()
-        .find(|m| m.provider == provider.id)
-        .unwrap();
-    let mut decoder = dialects()
-        .reader(provider, model, "chatcmpl-fixture")
-        .stream();
+    let mut decoder = stream_decoder(&catalog, provider);
     let mut framer = openai::Framer::new("chatcmpl-fixture", "model-x", 1700000000, !hide_usage);
     let mut out = Vec::new();
     let mut push = |events: Vec<sse::Event>, decoder: &mut providers::Decoder| {
@@ -120,14 +125,7 @@ fn framed(dialect: Dialect, mut framer: Box<dyn Frames>, chunks: &[&[u8]]) -> St
         Dialect::Openai => catalog.provider("groq").unwrap(),
     };
     let mut sse = sse::Decoder::new(1 << 20);
-    let model = catalog
-        .models
-        .iter()
-        .find(|m| m.provider == provider.id)
-        .unwrap();
-    let mut decoder = dialects()
-        .reader(provider, model, "chatcmpl-fixture")
-        .stream();
+    let mut decoder = stream_decoder(&catalog, provider);
     let mut out = Vec::new();
     let mut events: Vec<sse::Event> = Vec::new();
     for c in chunks {

@@ -204,3 +204,17 @@ pub fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// POST a chat for `mock-model` to `url` with client key `key`; the status (for servers run as
+/// processes).
+pub async fn chat_status(url: String, key: &str) -> u16 {
+    reqwest::Client::new()
+        .post(url)
+        .bearer_auth(key)
+        .json(&crate::harness::ask("mock-model"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}

@@ -3,7 +3,7 @@
 //! limits managed from the CLI and the admin API, and fair share between keys.
 
 use crate::harness::*;
-use crate::process::start_server;
+use crate::process::{chat_status, start_server};
 use serde_json::{Value, json};
 
 /// A config with one mock endpoint and fixed client keys with limits.
@@ -325,20 +325,7 @@ async fn a_crash_does_not_hand_out_a_keys_limit() {
     )
     .unwrap();
     let env = [("FREEWAY_LISTEN", "127.0.0.1:0")];
-    let client = reqwest::Client::new();
-    let send = |url: String| {
-        let c = client.clone();
-        async move {
-            c.post(url)
-                .bearer_auth("fw-laptop-key")
-                .json(&ask("mock-model"))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
-    };
+    let send = |url: String| chat_status(url, "fw-laptop-key");
     let server = start_server(cwd.path(), &env).unwrap();
     for _ in 0..4 {
         assert_eq!(send(server.url("/v1/chat/completions")).await, 200);
