@@ -326,6 +326,14 @@ impl KeyRing {
         keys
     }
 
+    /// How many usable keys `provider` has, without copying its key list.
+    pub fn usable_count(&self, provider: &str) -> usize {
+        self.ring()
+            .by_provider
+            .get(provider)
+            .map_or(0, |keys| keys.iter().filter(|k| k.usable()).count())
+    }
+
     /// Whether `provider` has a usable key, without copying its key list (a request asks this
     /// for every candidate model).
     pub fn has_usable(&self, provider: &str) -> bool {

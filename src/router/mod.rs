@@ -566,14 +566,13 @@ impl Router {
             (None, Some(cap)) => (format!("{}/*", provider.id), cap),
             (None, None) => return None,
         };
-        let mut pools: Vec<String> = Vec::new();
-        for k in self.live.keys.usable(&provider.id) {
-            let pool = crate::ledger::pool_of(provider, &k.id);
-            if !pools.contains(&pool) {
-                pools.push(pool);
-            }
-        }
-        Some((resource, per_pool * pools.len().max(1) as u64))
+        // Keys of a provider with a shared quota are one pool; else each key is its own.
+        let pools = if provider.shared_quota {
+            1
+        } else {
+            self.live.keys.usable_count(&provider.id).max(1)
+        };
+        Some((resource, per_pool * pools as u64))
     }
 
     fn policy(&self) -> Policy {

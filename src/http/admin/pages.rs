@@ -656,7 +656,9 @@ fn figures_row(name: Markup, f: &crate::analytics::Figures) -> Markup {
     }
 }
 
-fn figures_table(what: &str, rows: &[(String, crate::analytics::Figures)]) -> Markup {
+/// `empty`: what a row without a name is (requests no provider served; for clients, rows
+/// logged before clients were counted).
+fn figures_table(what: &str, empty: &str, rows: &[(String, crate::analytics::Figures)]) -> Markup {
     html! {
         div.table-wrap {
             table.cards {
@@ -664,7 +666,7 @@ fn figures_table(what: &str, rows: &[(String, crate::analytics::Figures)]) -> Ma
                     th { "Latency p50 / p95" } th { "First token p50 / p95" } th { "Failed attempts" } } }
                 tbody {
                     @for (name, f) in rows {
-                        (figures_row(html! { @if name.is_empty() { span.muted { "(none served)" } } @else { (name) } }, f))
+                        (figures_row(html! { @if name.is_empty() { span.muted { (empty) } } @else { (name) } }, f))
                     }
                 }
             }
@@ -819,15 +821,15 @@ pub async fn analytics(
                 h2 { "Per provider" }
                 @if providers.is_empty() { p.muted { "No requests in this window yet." } }
                 @else { (bars_per_row("Requests per provider", &providers)) }
-                (figures_table("Provider", &report.by_provider))
+                (figures_table("Provider", "(none served)", &report.by_provider))
             }
             section.card {
                 h2 { "Per model" }
-                (figures_table("Model", &report.by_model))
+                (figures_table("Model", "(none served)", &report.by_model))
             }
             section.card #per-client {
                 h2 { "Per client key" }
-                (figures_table("Client key", &report.by_client))
+                (figures_table("Client key", "(logged before clients were counted)", &report.by_client))
             }
             section.card #recent {
                 h2 { "Recent requests" }
