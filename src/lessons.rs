@@ -128,15 +128,6 @@ impl Lessons {
     pub fn allows(&self, tools: bool, images: bool) -> bool {
         !(tools && self.has(&Lesson::NoTools) || images && self.has(&Lesson::NoImages))
     }
-
-    /// One line for people: "drops `top_k`; no tools".
-    pub fn summary(&self) -> String {
-        self.list
-            .iter()
-            .map(|(l, _)| l.to_string())
-            .collect::<Vec<_>>()
-            .join("; ")
-    }
 }
 
 #[cfg(test)]
@@ -182,6 +173,5 @@ mod tests {
         assert!(ls.add(Lesson::NoImages, "does not support images"));
         assert_eq!(ls.dropped().collect::<Vec<_>>(), ["top_k"]);
         assert!(ls.allows(true, false) && !ls.allows(false, true));
-        assert_eq!(ls.summary(), "drops `top_k`; no images");
     }
 }

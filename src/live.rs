@@ -105,11 +105,6 @@ impl Live {
         all.get(model).cloned()
     }
 
-    /// Every model's lessons.
-    pub fn all_lessons(&self) -> Arc<HashMap<String, Arc<Lessons>>> {
-        Arc::clone(&self.lessons.read().unwrap_or_else(|e| e.into_inner()))
-    }
-
     /// An upstream taught `lesson` about `model`: in force at once, queued for the store.
     /// Whether it is news.
     pub fn learn(&self, model: &str, lesson: Lesson, why: &str) -> bool {
@@ -148,8 +143,8 @@ impl Live {
 impl Live {
     /// Try `model` last until `until_ms` (its streams kept breaking).
     pub fn bench(&self, model: &str, until_ms: i64, why: &str) {
+        // One entry per model of the catalog at most: nothing to prune.
         let mut b = self.benched.write().unwrap_or_else(|e| e.into_inner());
-        b.retain(|_, (until, _)| *until > until_ms - 86_400_000);
         b.insert(model.to_string(), (until_ms, why.to_string()));
     }
 
