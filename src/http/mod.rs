@@ -532,11 +532,7 @@ fn allowed_groups(
         return groups;
     }
     let snap = server.ops.live().snapshot();
-    let may = |reference: &str| {
-        snap.catalog
-            .model(reference)
-            .is_some_and(|m| crate::router::clients::allows(patterns, m))
-    };
+    let may = |reference: &str| may_use(&snap.catalog, patterns, reference);
     groups
         .into_iter()
         .filter_map(|mut g| {
@@ -544,6 +540,13 @@ fn allowed_groups(
             (!g.providers.is_empty()).then_some(g)
         })
         .collect()
+}
+
+/// Whether a key allowed `patterns` may use the model `reference` (`provider/upstream-id`).
+fn may_use(catalog: &crate::catalog::Catalog, patterns: &[String], reference: &str) -> bool {
+    catalog
+        .model(reference)
+        .is_some_and(|m| crate::router::clients::allows(patterns, m))
 }
 
 /// A moment as RFC 3339 UTC text (`null` when there is none).
@@ -574,10 +577,11 @@ async fn quota(State(server): State<Arc<Server>>, headers: HeaderMap) -> Respons
         .iter()
         .filter(|h| {
             patterns.is_empty()
-                || snap
-                    .catalog
-                    .model(&format!("{}/{}", h.provider, h.model))
-                    .is_some_and(|m| crate::router::clients::allows(patterns, m))
+                || may_use(
+                    &snap.catalog,
+                    patterns,
+                    &format!("{}/{}", h.provider, h.model),
+                )
         })
         .map(|h| {
             json!({
