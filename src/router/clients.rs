@@ -121,7 +121,10 @@ fn over(name: &str, limits: &ClientLimits, denied: &Denied, now: i64) -> ApiErro
         .until_ms()
         .map(|t| ((t - now).max(0) as u64).div_ceil(1000).max(1));
     let when = match wait {
-        Some(s) => format!("; it frees up in {s}s"),
+        Some(s) => format!(
+            "; it frees up in {}",
+            humantime::format_duration(std::time::Duration::from_secs(s))
+        ),
         None => "; this request alone is larger than the limit".into(),
     };
     ApiError::ClientQuota {
