@@ -242,7 +242,7 @@ pub async fn count_tokens(
 /// Parse a request body with `parse`: on the event loop when it is small, else on the
 /// blocking pool, [`super::LARGE_AT_ONCE`] at a time, so one large body (images, long
 /// documents) cannot stall the other requests.
-async fn parse_sized<T: Send + 'static>(
+pub(super) async fn parse_sized<T: Send + 'static>(
     bytes: bytes::Bytes,
     parse: impl FnOnce(&[u8]) -> T + Send + 'static,
 ) -> Result<T, ApiError> {

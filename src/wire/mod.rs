@@ -6,6 +6,7 @@
 
 pub mod anthropic;
 pub mod completions;
+pub mod embeddings;
 pub mod openai;
 pub mod responses;
 
