@@ -63,6 +63,10 @@ pub struct App {
     pub stop: CancellationToken,
     /// The request-log writer thread, started by `start_background`, finished by `serve`.
     log_writer: Mutex<Option<reqlog::Writer>>,
+    /// The exact answer cache, when `[cache] enabled` (SPEC 2.8).
+    pub cache: Option<Arc<crate::cache::AnswerCache>>,
+    /// Answers kept for `Idempotency-Key` retries (SPEC 2.8).
+    pub idempotency: Arc<crate::http::idempotent::Idempotency>,
 }
 
 /// Open the data directory and check the encryption key: the part the CLI needs too.
@@ -127,6 +131,10 @@ impl App {
     /// Open everything; `clock` drives quotas and cooldowns (tests pass a manual one).
     pub fn open_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<App>> {
         let config = Arc::new(config);
+        let cache = config
+            .cache
+            .enabled
+            .then(|| Arc::new(crate::cache::AnswerCache::new(config.cache.clone())));
         let (store, sealer, _) = open_data(&config)?;
         let catalog = Arc::new(Catalog::from_config(&config)?);
         let ledger = Arc::new(MemoryLedger::new(Arc::clone(&clock)));
@@ -162,6 +170,7 @@ impl App {
             ledger.clone(),
             prober,
         )?);
+        let idempotency = Arc::new(crate::http::idempotent::Idempotency::new(Arc::clone(&ops)));
         Ok(Arc::new(App {
             config,
             store,
@@ -176,19 +185,25 @@ impl App {
             tasks,
             stop: CancellationToken::new(),
             log_writer: Mutex::new(None),
+            cache,
+            idempotency,
         }))
     }
 
     /// The router's dependencies.
     pub fn router(&self) -> Router {
-        Router::new(
+        let router = Router::new(
             Arc::clone(&self.live),
             self.ledger.clone(),
             Arc::clone(&self.dialects),
             self.http.clone(),
             Arc::clone(&self.log),
             self.config.routing.clone(),
-        )
+        );
+        match &self.cache {
+            Some(c) => router.with_cache(Arc::clone(c)),
+            None => router,
+        }
     }
 
     /// What the HTTP handlers need.
@@ -202,6 +217,7 @@ impl App {
             metrics: self.config.metrics.clone(),
             families: self.config.anthropic.clone(),
             embeddings: self.config.embeddings.clone(),
+            idempotency: Arc::clone(&self.idempotency),
             cors_origins: self.config.http.cors_origins.clone(),
         })
     }
@@ -263,6 +279,10 @@ impl App {
                             Err(e) => {
                                 tracing::error!(error = %e, "could not prune the request log")
                             }
+                        }
+                        let kept = a.ledger.now_ms() - crate::http::idempotent::KEEP_MS;
+                        if let Err(e) = a.store.prune_idempotent(kept) {
+                            tracing::error!(error = %e, "could not prune idempotency answers");
                         }
                     }
                 })

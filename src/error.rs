@@ -58,6 +58,9 @@ pub enum ApiError {
     /// The route does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// An `Idempotency-Key` sent again with another request (SPEC 2.8).
+    #[error("{0}")]
+    IdempotencyKeyReused(String),
 }
 
 impl ApiError {
@@ -78,6 +81,7 @@ impl ApiError {
             ApiError::ModelNotAllowed(_) => 403,
             ApiError::ModelNotFound(_) | ApiError::NotFound(_) => 404,
             ApiError::RequestTimeout(_) => 408,
+            ApiError::IdempotencyKeyReused(_) => 422,
             ApiError::TooLarge(_) | ApiError::ContextTooLong(_) => 413,
             ApiError::RateLimited { .. } | ApiError::ClientQuota { .. } => 429,
             ApiError::UpstreamFailed(_) => 502,
@@ -100,6 +104,7 @@ impl ApiError {
             ApiError::UpstreamFailed(_) => "upstream_failed",
             ApiError::NoProviders(_) => "no_providers_configured",
             ApiError::NotFound(_) => "not_found",
+            ApiError::IdempotencyKeyReused(_) => "idempotency_key_reused",
         }
     }
 }

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod analytics;
 pub mod app;
+pub mod cache;
 pub mod catalog;
 pub mod chat;
 pub mod cli;

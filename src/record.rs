@@ -1,4 +1,5 @@
-//! What one finished request leaves behind: its row in the request log and its attempts. Plain
+//! What one finished request leaves behind: its row in the request log and its attempts (and,
+//! for a request with an `Idempotency-Key`, its kept answer). Plain
 //! data, shared by the router that fills it, the store that keeps it, the metrics and the
 //! analytics that count it.
 
@@ -35,4 +36,16 @@ pub struct AttemptRow {
     /// What went wrong, in a few words (already cleaned of keys).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// An answer kept for an Idempotency-Key (SPEC 2.8).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Kept {
+    /// SHA-256 of the route and body it answered.
+    pub fingerprint: Vec<u8>,
+    pub status: u16,
+    /// The headers replayed with it (name, value).
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub at_ms: i64,
 }

@@ -32,6 +32,33 @@ pub async fn embeddings(
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
+    let key = match super::idempotent::key_of(&headers) {
+        Ok(Some(k)) => k,
+        Ok(None) => return embed_bytes(&server, client, request_id, bytes).await,
+        Err(e) => return e.into_response(),
+    };
+    let run = {
+        let (server, client) = (Arc::clone(&server), Arc::clone(&client));
+        move |bytes| {
+            Box::pin(async move { embed_bytes(&server, client, request_id, bytes).await })
+                as futures_util::future::BoxFuture<'static, Response>
+        }
+    };
+    let now = server.router.ledger.now_ms();
+    let keeper = &server.idempotency;
+    keeper
+        .answer(&client.name, key, "embeddings", bytes, now, run)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// An embeddings request whose body has arrived, answered.
+async fn embed_bytes(
+    server: &Server,
+    client: Arc<crate::keys::Client>,
+    request_id: String,
+    bytes: bytes::Bytes,
+) -> Response {
     let parsed = parse_sized(bytes, |b| {
         embeddings::parse(b).map_err(ApiError::InvalidRequest)
     })

@@ -22,6 +22,7 @@ use crate::wire::openai;
 
 mod admin;
 mod embeddings;
+pub mod idempotent;
 pub mod serve;
 mod surfaces;
 
@@ -54,6 +55,8 @@ pub struct Server {
     pub cors_origins: Vec<String>,
     /// `[embeddings]`: what `auto` means on `/v1/embeddings`.
     pub embeddings: crate::config::Embeddings,
+    /// Answers kept for `Idempotency-Key` retries (SPEC 2.8).
+    pub idempotency: Arc<idempotent::Idempotency>,
 }
 
 /// Serve `server` on `listener` until `shutdown` resolves; then let in-flight requests finish
@@ -357,7 +360,7 @@ async fn read_body(
 
 /// A chat-completions request from `client` (a client key's name, or the dashboard), answered.
 pub(crate) async fn chat_as(
-    server: &Server,
+    server: &Arc<Server>,
     client: Arc<crate::keys::Client>,
     request_id: String,
     headers: &HeaderMap,

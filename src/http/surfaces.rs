@@ -256,7 +256,7 @@ pub(super) async fn parse_sized<T: Send + 'static>(
 }
 
 async fn handle(
-    server: &Server,
+    server: &Arc<Server>,
     surface: Surface,
     request_id: String,
     headers: &HeaderMap,
@@ -268,9 +268,10 @@ async fn handle(
     }
 }
 
-/// A request on `surface` from `client` (a client key's name, or the dashboard), answered.
+/// A request on `surface` from `client` (a client key's name, or the dashboard), answered;
+/// through the idempotency keeper when it carries an `Idempotency-Key` (SPEC 2.8).
 pub(crate) async fn answer_as(
-    server: &Server,
+    server: &Arc<Server>,
     surface: Surface,
     client: Arc<crate::keys::Client>,
     request_id: String,
@@ -281,6 +282,40 @@ pub(crate) async fn answer_as(
         Ok(b) => b,
         Err(e) => return surface.error(e, &request_id, 0),
     };
+    let key = match super::idempotent::key_of(headers) {
+        Ok(Some(k)) => k,
+        Ok(None) => return answer_bytes(server, surface, client, request_id, headers, bytes).await,
+        Err(e) => return surface.error(e, &request_id, 0),
+    };
+    let run = {
+        let (server, client, headers) = (Arc::clone(server), Arc::clone(&client), headers.clone());
+        let request_id = request_id.clone();
+        move |bytes| {
+            Box::pin(async move {
+                answer_bytes(&server, surface, client, request_id, &headers, bytes).await
+            }) as futures_util::future::BoxFuture<'static, Response>
+        }
+    };
+    let now = server.router.ledger.now_ms();
+    let keeper = &server.idempotency;
+    match keeper
+        .answer(&client.name, key, surface.name(), bytes, now, run)
+        .await
+    {
+        Ok(resp) => resp,
+        Err(e) => surface.error(e, &request_id, 0),
+    }
+}
+
+/// A request whose body has arrived, answered.
+async fn answer_bytes(
+    server: &Server,
+    surface: Surface,
+    client: Arc<crate::keys::Client>,
+    request_id: String,
+    headers: &HeaderMap,
+    bytes: bytes::Bytes,
+) -> Response {
     let catalog = Arc::clone(&server.ops.live().snapshot().catalog);
     let families = server.families.clone();
     let prepared = parse_sized(bytes, move |bytes| {
@@ -304,6 +339,7 @@ pub(crate) async fn answer_as(
         session,
         surface: surface.name(),
         notes,
+        use_cache: !no_cache(headers),
     };
     let reply = match server.router.route(incoming).await {
         Ok(r) => r,
@@ -333,6 +369,16 @@ pub(crate) async fn answer_as(
             }
         }
         router::Body::Stream(pieces) => {
+            // A stream that breaks is an answer not to keep for a retry (SPEC 2.8).
+            let broke = super::idempotent::Broke::default();
+            let flag = broke.clone();
+            let pieces = pieces
+                .inspect(move |p| {
+                    if matches!(p, Piece::Interrupted(_)) {
+                        flag.0.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                })
+                .boxed();
             let body = match render {
                 Render::Chat { include_usage } => framed(
                     pieces,
@@ -374,12 +420,33 @@ pub(crate) async fn answer_as(
                     ),
                 ),
             };
-            super::sse_response(body)
+            let mut resp = super::sse_response(body);
+            resp.extensions_mut().insert(broke);
+            resp
         }
     };
     super::routed_headers(&mut resp, &reply.routed_via, reply.attempts);
+    if !reply.cache.is_empty() {
+        resp.headers_mut()
+            .insert("x-freeway-cache", HeaderValue::from_static(reply.cache));
+    }
     surface.decorate(&mut resp, &request_id);
     resp
+}
+
+/// `Cache-Control: no-cache` or `no-store`: the answer cache must not answer.
+fn no_cache(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|d| {
+            matches!(
+                d.trim().to_ascii_lowercase().as_str(),
+                "no-cache" | "no-store"
+            )
+        })
 }
 
 /// A whole answer's body in the surface's dialect.

@@ -94,6 +94,26 @@ impl Ops {
         &self.ledger
     }
 
+    /// The answer kept for `client`'s Idempotency-Key `key` since `since_ms` (SPEC 2.8).
+    pub fn idempotent(
+        &self,
+        client: &str,
+        key: &str,
+        since_ms: i64,
+    ) -> anyhow::Result<Option<crate::record::Kept>> {
+        self.store.idempotent(client, key, since_ms)
+    }
+
+    /// Keep an answer for an Idempotency-Key.
+    pub fn keep_idempotent(
+        &self,
+        client: &str,
+        key: &str,
+        kept: &crate::record::Kept,
+    ) -> anyhow::Result<()> {
+        self.store.keep_idempotent(client, key, kept)
+    }
+
     /// The quota pools of a provider's usable keys: one per key, or one for all of them when
     /// they share a quota (`shared_quota`).
     pub fn pools(&self, provider: &crate::catalog::Provider) -> Vec<String> {

@@ -66,6 +66,8 @@ pub struct Router {
     gate: clients::Gate,
     /// Client keys' fair share of capped models (SPEC 3.8).
     fair: fair::Fair,
+    /// The exact answer cache, when `[cache] enabled` (SPEC 2.8).
+    cache: Option<Arc<crate::cache::AnswerCache>>,
 }
 
 /// One request as a client surface hands it over.
@@ -82,6 +84,8 @@ pub struct Incoming {
     pub surface: &'static str,
     /// What the surface could not pass on (dropped server tools, ...), for the request log.
     pub notes: Vec<String>,
+    /// The answer cache may answer it (`false`: the client sent `Cache-Control: no-cache`).
+    pub use_cache: bool,
 }
 
 /// A successful answer.
@@ -93,6 +97,8 @@ pub struct Reply {
     /// Upstream requests that failed before this answer.
     pub attempts: u32,
     pub body: Body,
+    /// What the answer cache did: `hit`, `miss`, `bypass`; empty when it is off.
+    pub cache: &'static str,
 }
 
 pub enum Body {
@@ -142,6 +148,7 @@ impl Router {
             sticky: Sticky::new(settings.sticky_ttl.as_millis() as i64, STICKY_CAPACITY),
             gate: clients::Gate::default(),
             fair: fair::Fair::default(),
+            cache: None,
             flaky: Arc::new(Flaky::new(
                 Arc::clone(&ledger),
                 Arc::clone(&live),
@@ -156,8 +163,87 @@ impl Router {
         }
     }
 
-    /// Route one request.
+    /// With the exact answer cache (SPEC 2.8).
+    pub fn with_cache(mut self, cache: Arc<crate::cache::AnswerCache>) -> Router {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// Route one request: from the answer cache when it holds the answer, else upstream.
     pub async fn route(&self, inc: Incoming) -> Result<Reply, Failed> {
+        let Some(cache) = self.cache.clone() else {
+            return self.route_upstream(inc).await;
+        };
+        if !inc.use_cache {
+            let mut reply = self.route_upstream(inc).await?;
+            reply.cache = "bypass";
+            return Ok(reply);
+        }
+        let Some(key) = cache.key(&inc.req, &inc.client.name) else {
+            return self.route_upstream(inc).await;
+        };
+        if let Some(hit) = cache.get(&key, self.ledger.now_ms()) {
+            return Ok(self.answer_cached(&inc, hit));
+        }
+        let mut reply = self.route_upstream(inc).await?;
+        reply.cache = "miss";
+        let now = self.ledger.now_ms();
+        reply.body = match reply.body {
+            Body::Answer(answer) => {
+                if let Ok(m) = answer.message() {
+                    cache.put(key, m, &reply.routed_via, now);
+                }
+                Body::Answer(answer)
+            }
+            Body::Stream(pieces) => {
+                let keep = Arc::clone(&cache);
+                let via = reply.routed_via.clone();
+                let model = reply.model.clone();
+                Body::Stream(caching(pieces, model, move |m| keep.put(key, m, &via, now)))
+            }
+        };
+        Ok(reply)
+    }
+
+    /// A request answered from the cache: no upstream call, no quota; logged as served by
+    /// `cache/<what first served it>`, so analytics count the requests and tokens it saved.
+    fn answer_cached(&self, inc: &Incoming, hit: crate::cache::Hit) -> Reply {
+        let usage = hit.message.usage.unwrap_or_default();
+        self.log.record(RequestRow {
+            id: inc.request_id.clone(),
+            at_ms: self.ledger.now_ms(),
+            client: inc.client.name.clone(),
+            requested_model: inc.req.facts.model.clone().unwrap_or_else(|| "auto".into()),
+            served_by: Some(format!("cache/{}", hit.routed_via)),
+            status: 200,
+            ttft_ms: Some(0),
+            tokens_in: usage.input,
+            tokens_out: usage.output,
+            stream: inc.req.facts.stream,
+            surface: Some(inc.surface.to_string()),
+            notes: Some("answered from the cache".into()),
+            ..RequestRow::default()
+        });
+        let model = hit.message.model.clone();
+        let body = if inc.req.facts.stream {
+            let events = hit.message.events();
+            Body::Stream(Box::pin(futures_util::stream::iter([Piece::Events(
+                events,
+            )])))
+        } else {
+            Body::Answer(Answer::Typed(hit.message))
+        };
+        Reply {
+            routed_via: hit.routed_via,
+            model,
+            attempts: 0,
+            body,
+            cache: "hit",
+        }
+    }
+
+    /// Route one request upstream.
+    async fn route_upstream(&self, inc: Incoming) -> Result<Reply, Failed> {
         let started = Instant::now();
         let facts = &inc.req.facts;
         let mut pending = PendingLog {
@@ -344,6 +430,7 @@ impl Router {
                             self.live.keys.mark_success(&key.id, self.ledger.now_ms());
                             row.served_by = Some(model.reference.clone());
                             return Ok(Reply {
+                                cache: "",
                                 routed_via: model.reference.clone(),
                                 model: model.id.clone(),
                                 attempts: tally.attempts,
@@ -788,6 +875,43 @@ impl Router {
             }
         }
     }
+}
+
+/// `pieces` passed on as they come, and the whole message handed to `keep` once the stream
+/// finished (never when it broke).
+fn caching(
+    pieces: BoxStream<'static, Piece>,
+    model: String,
+    keep: impl FnOnce(crate::chat::Message) + Send + 'static,
+) -> BoxStream<'static, Piece> {
+    use futures_util::StreamExt;
+    let state = Arc::new(std::sync::Mutex::new((
+        crate::cache::Collector::default(),
+        false,
+    )));
+    let seen = Arc::clone(&state);
+    let watched = pieces.inspect(move |p| {
+        let mut g = seen.lock().unwrap_or_else(|e| e.into_inner());
+        match p {
+            Piece::Interrupted(_) => g.1 = true,
+            p => {
+                for e in p.events() {
+                    g.0.add(&e);
+                }
+            }
+        }
+    });
+    let end = futures_util::stream::once(async move {
+        let (collector, broke) =
+            std::mem::take(&mut *state.lock().unwrap_or_else(|e| e.into_inner()));
+        if !broke {
+            if let Some(m) = collector.message(&model) {
+                keep(m);
+            }
+        }
+    })
+    .filter_map(|()| async { None::<Piece> });
+    Box::pin(watched.chain(end))
 }
 
 /// The route a model's requests take, for the flaky-stream count.

@@ -171,6 +171,18 @@ const STEPS: &[&str] = &[
         cancelled, tokens_in, tokens_out, failed_attempts, latency, ttft FROM rollups;
     DROP TABLE rollups;
     ALTER TABLE rollups_v10 RENAME TO rollups;",
+    // 11: answers kept for Idempotency-Key retries (SPEC 2.8), 24 hours.
+    "CREATE TABLE idempotency (
+        client      TEXT NOT NULL,
+        key         TEXT NOT NULL,
+        fingerprint BLOB NOT NULL,
+        status      INTEGER NOT NULL,
+        headers     TEXT NOT NULL,
+        body        BLOB NOT NULL,
+        at_ms       INTEGER NOT NULL,
+        PRIMARY KEY (client, key)
+    );
+    CREATE INDEX idempotency_at ON idempotency (at_ms);",
 ];
 
 /// Bring the schema up to date.

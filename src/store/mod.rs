@@ -69,7 +69,7 @@ pub struct ChainRow {
 }
 
 use crate::lessons::Lesson;
-pub use crate::record::{AttemptRow, RequestRow};
+pub use crate::record::{AttemptRow, Kept, RequestRow};
 
 impl Store {
     /// Open (creating) the database in `data_dir`, in WAL mode, with migrations applied.
@@ -428,6 +428,60 @@ impl Store {
             .conn()
             .execute("DELETE FROM retired WHERE model = ?1", [model])?
             > 0)
+    }
+
+    // ---- idempotency (SPEC 2.8) ----
+
+    /// The answer kept for `client`'s Idempotency-Key `key`, written at or after `since_ms`.
+    pub fn idempotent(
+        &self,
+        client: &str,
+        key: &str,
+        since_ms: i64,
+    ) -> anyhow::Result<Option<Kept>> {
+        let conn = self.conn();
+        let row = conn
+            .query_row(
+                "SELECT fingerprint, status, headers, body, at_ms FROM idempotency
+                 WHERE client = ?1 AND key = ?2 AND at_ms >= ?3",
+                params![client, key, since_ms],
+                |r| {
+                    Ok((
+                        r.get::<_, Vec<u8>>(0)?,
+                        r.get::<_, u16>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, Vec<u8>>(3)?,
+                        r.get::<_, i64>(4)?,
+                    ))
+                },
+            )
+            .optional()?;
+        Ok(row.map(|(fingerprint, status, headers, body, at_ms)| Kept {
+            fingerprint,
+            status,
+            headers: serde_json::from_str(&headers).unwrap_or_default(),
+            body,
+            at_ms,
+        }))
+    }
+
+    /// Keep an answer for an Idempotency-Key (a later one for the same key replaces it).
+    pub fn keep_idempotent(&self, client: &str, key: &str, kept: &Kept) -> anyhow::Result<()> {
+        let headers = serde_json::to_string(&kept.headers)?;
+        self.conn().execute(
+            "INSERT OR REPLACE INTO idempotency (client, key, fingerprint, status, headers, body, at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![client, key, kept.fingerprint, kept.status, headers, kept.body, kept.at_ms],
+        )?;
+        Ok(())
+    }
+
+    /// Forget answers kept before `before_ms`.
+    pub fn prune_idempotent(&self, before_ms: i64) -> anyhow::Result<usize> {
+        Ok(self.conn().execute(
+            "DELETE FROM idempotency WHERE at_ms < ?1",
+            params![before_ms],
+        )?)
     }
 
     // ---- lessons (SPEC 3.9) ----

@@ -538,7 +538,9 @@ pub fn message_body(m: &Message, id: &str, model: &str, thinking: bool, estimate
 /// The Anthropic `error.type` of an error.
 pub fn error_type(e: &ApiError) -> &'static str {
     match e {
-        ApiError::InvalidRequest(_) | ApiError::ContextTooLong(_) => "invalid_request_error",
+        ApiError::InvalidRequest(_)
+        | ApiError::ContextTooLong(_)
+        | ApiError::IdempotencyKeyReused(_) => "invalid_request_error",
         ApiError::Unauthorized(_) => "authentication_error",
         ApiError::ModelNotFound(_) | ApiError::NotFound(_) => "not_found_error",
         ApiError::TooLarge(_) => "request_too_large",

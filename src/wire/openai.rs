@@ -26,7 +26,8 @@ fn error_type(e: &ApiError) -> &'static str {
         | ApiError::TooLarge(_)
         | ApiError::RequestTimeout(_)
         | ApiError::ContextTooLong(_)
-        | ApiError::NotFound(_) => "invalid_request_error",
+        | ApiError::NotFound(_)
+        | ApiError::IdempotencyKeyReused(_) => "invalid_request_error",
         ApiError::Unauthorized(_) => "authentication_error",
         ApiError::RateLimited { .. } | ApiError::ClientQuota { .. } => "rate_limit_error",
         ApiError::ModelNotAllowed(_) => "permission_error",

@@ -13,6 +13,7 @@ mod embeddings;
 mod failover;
 mod gemini;
 mod harness;
+mod idempotency;
 mod learning;
 mod process;
 mod proxy;
