@@ -112,10 +112,13 @@ api_keys = [$API_KEYS]
 $LIMITS
 [custom.mock]
 base_url = "http://$MOCK_ADDR/v1"
-models = [{ id = "mock-model", context = 131072 }, { id = "mock-slow", context = 131072 }]
+models = [{ id = "mock-model", context = 131072 }, { id = "mock-slow", context = 131072 }, { id = "mock-embed", dims = 768, batch = 64 }]
 [metrics]
 public = true
 EOF
+# The same, with the answer cache on (phase g): a second process, so no other phase meets it.
+sed -e "s|^data_dir = .*|data_dir = \"$WORK/data-cache\"|" "$WORK/freeway.toml" >"$WORK/freeway-cache.toml"
+printf '[cache]\nenabled = true\n' >>"$WORK/freeway-cache.toml"
 FREEWAY_LOG=warn "$FREEWAY" --config "$WORK/freeway.toml" >"$WORK/freeway.log" 2>&1 &
 FW_PID=$!
 PIDS+=("$FW_PID")
@@ -190,6 +193,7 @@ load() {
     if [ "$DRIVER" = oha ]; then
         local auth=()
         [ -n "$key" ] && auth=(-H "Authorization: Bearer $key")
+        [ -n "${LOAD_HEADER:-}" ] && auth+=(-H "$LOAD_HEADER")
         oha --no-tui "${OHA_FMT[@]}" "$@" -m POST -T application/json -d "$BODY" "${auth[@]}" \
             "$url" >"$R/$name.raw.json" 2>"$R/$name.err" || { cat "$R/$name.err" >&2; die "oha failed ($name)"; }
         python3 - "$R/$name.raw.json" >"$R/$name.json" <<'PY'
@@ -323,6 +327,47 @@ for s in chat messages responses; do
     log "  /v1/$path: $(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("ok=%d/%d ttfb p50=%.2fms events=%s" % (d["ok"], d["streams"], d["ttfb_ms"]["p50"] or 0, d["events_per_stream"]["p50"]))' "$R/surface_$s.json")"
 done
 
+# ---------------------------------------------------------------- g: embeddings, answer cache
+# /v1/embeddings with a batch of 16 inputs against chat completions, each direct and through
+# Freeway at c=8 in one stretch (added latency and CPU per request compare); then a second
+# Freeway with the answer cache on: the same chat request answered from the cache (hits) and
+# proxied (`Cache-Control: no-cache`), CPU per request of each.
+if [ "$DRIVER" = oha ]; then
+    CHAT_BODY=$BODY
+    EMBED_BODY='{"model":"mock-embed","input":["the quick brown fox","jumps over","the lazy dog","a retrieval query","about free tiers","and their limits","stacked behind one endpoint","by Freeway","sixteen inputs","in one request","are split","into calls","of the batch size","and put back","in order","done"]}'
+    G_DUR=${BENCH_API_DURATION:-$DUR}
+    log "g) /v1/embeddings (16 inputs) vs chat, c=8, ${G_DUR}s each"
+    for what in chat embeddings; do
+        if [ "$what" = chat ]; then BODY=$CHAT_BODY; path=chat/completions; else BODY=$EMBED_BODY; path=embeddings; fi
+        settle
+        load "api_${what}_direct" "http://$MOCK_ADDR/v1/$path" "" -c 8 -z "${G_DUR}s"
+        settle
+        cpu_ticks "$FW_PID" >"$R/cpu_api_${what}_before"
+        load "api_${what}_freeway" "http://$FW_ADDR/v1/$path" "$KEY" -c 8 -z "${G_DUR}s"
+        settle
+        cpu_ticks "$FW_PID" >"$R/cpu_api_${what}_after"
+    done
+    BODY=$CHAT_BODY
+    FREEWAY_LOG=warn "$FREEWAY" --config "$WORK/freeway-cache.toml" >"$WORK/freeway-cache.log" 2>&1 &
+    FWC_PID=$!
+    PIDS+=("$FWC_PID")
+    FWC_ADDR=$(wait_line "$WORK/freeway-cache.log" '^Freeway listening on http://' 60 "$FWC_PID" | sed 's|^Freeway listening on http://||')
+    log "g) answer cache: hits vs proxied (no-cache), c=8, ${G_DUR}s each (freeway pid $FWC_PID)"
+    http_check "http://$FWC_ADDR/v1/chat/completions" "$KEY" >/dev/null
+    for what in hit proxied; do
+        LOAD_HEADER=""
+        [ "$what" = proxied ] && LOAD_HEADER="Cache-Control: no-cache"
+        sleep 2
+        cpu_ticks "$FWC_PID" >"$R/cpu_cache_${what}_before"
+        load "cache_$what" "http://$FWC_ADDR/v1/chat/completions" "$KEY" -c 8 -z "${G_DUR}s"
+        sleep 3
+        cpu_ticks "$FWC_PID" >"$R/cpu_cache_${what}_after"
+    done
+    LOAD_HEADER=""
+else
+    log "g) skipped: needs oha"
+fi
+
 # ---------------------------------------------------------------- f: memory
 settle
 status_kb "$FW_PID" VmHWM >"$R/rss_peak_loads_kb"
@@ -374,5 +419,37 @@ mkdir -p "$(dirname "$OUT")"
     echo "hold=$HOLD"; echo "hold_secs=$HOLD_SECS"
 } >"$R/meta.txt"
 python3 "$ROOT/bench/report.py" "$R" "$OUT" "${OUT%.md}.json"
+# Phase g's table (the other APIs and the answer cache).
+python3 - "$R" "$CLK_TCK" >>"$OUT" <<'PY' || true
+import json, os, sys
+r, tck = sys.argv[1], int(sys.argv[2])
+def j(n):
+    p = os.path.join(r, n + ".json")
+    return json.load(open(p)) if os.path.exists(p) else None
+def cpu(n, done):
+    try:
+        b = int(open(os.path.join(r, f"cpu_{n}_before")).read()); a = int(open(os.path.join(r, f"cpu_{n}_after")).read())
+    except OSError:
+        return None
+    return (a - b) / tck / done * 1000 if done else None
+rows = []
+for what in ("chat", "embeddings"):
+    d, f = j(f"api_{what}_direct"), j(f"api_{what}_freeway")
+    if not (d and f):
+        continue
+    name = "/v1/chat/completions" if what == "chat" else "/v1/embeddings (16 inputs)"
+    rows.append((name, f["rps"], d["p50_ms"], f["p50_ms"], f["p50_ms"] - d["p50_ms"], cpu(f"api_{what}", f["completed"]), f["statuses"]))
+for what in ("hit", "proxied"):
+    f = j(f"cache_{what}")
+    if f:
+        rows.append((f"chat, answer cache {what}", f["rps"], None, f["p50_ms"], None, cpu(f"cache_{what}", f["completed"]), f["statuses"]))
+if rows:
+    print("\n## g) Other APIs and the answer cache (c=8)\n")
+    print("| load | req/s | direct p50 ms | Freeway p50 ms | added p50 ms | CPU s / 1000 req | statuses |")
+    print("|---|---:|---:|---:|---:|---:|---|")
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"
+    for name, rps, dp, fp, add, c, st in rows:
+        print(f"| {name} | {rps:.0f} | {fmt(dp)} | {fmt(fp)} | {fmt(add)} | {fmt(c)} | {st} |")
+PY
 cat "$OUT"
 log "wrote $OUT"

@@ -143,6 +143,7 @@ async fn serve(port: u16, settings: Settings) -> std::io::Result<()> {
     let app = Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/models", get(list_models))
+        .route("/v1/embeddings", post(embeddings))
         .route("/livez", get(|| async { "ok" }))
         .with_state(shared);
 
@@ -158,6 +159,35 @@ async fn serve(port: u16, settings: Settings) -> std::io::Result<()> {
         let _ = tcp.set_nodelay(true);
     });
     axum::serve(listener, app).await
+}
+
+/// `POST /v1/embeddings`: one 768-dimensional vector per input (always the same numbers).
+async fn embeddings(body: Bytes) -> Response {
+    static VECTOR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let vector = VECTOR.get_or_init(|| {
+        let v: Vec<f32> = (0..768).map(|i| ((i * 37) % 1000) as f32 / 1000.0 - 0.5).collect();
+        serde_json::to_string(&v).expect("json")
+    });
+    let inputs = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| match &v["input"] {
+            serde_json::Value::Array(a) => Some(a.len()),
+            serde_json::Value::String(_) => Some(1),
+            _ => None,
+        })
+        .unwrap_or(1);
+    let mut out = String::from(r#"{"object":"list","data":["#);
+    for i in 0..inputs {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&format!(r#"{{"object":"embedding","index":{i},"embedding":{vector}}}"#));
+    }
+    out.push_str(&format!(
+        r#"],"model":"mock-embed","usage":{{"prompt_tokens":{0},"total_tokens":{0}}}}}"#,
+        inputs * 8
+    ));
+    json_response(Bytes::from(out))
 }
 
 async fn list_models(State(s): State<Arc<Shared>>) -> Response {
