@@ -7,9 +7,10 @@
 //!     [--concurrency 64] [--warmup 1] [--rounds 1] [--timeout-secs 60] [--raw FILE]
 //! ```
 //!
-//! `--surface chat|messages|responses` picks the body's dialect (POST it to the matching
-//! route): a chat-completions, Anthropic Messages or Responses request; a stream is done at
-//! `data: [DONE]`, `message_stop` or `response.completed`.
+//! `--surface chat|messages|responses|gemini` picks the body's dialect (POST it to the matching
+//! route): a chat-completions, Anthropic Messages, Responses or Gemini `streamGenerateContent`
+//! request; a stream is done at `data: [DONE]`, `message_stop`, `response.completed` or a
+//! chunk with Gemini's `finishReason`.
 //!
 //! `--rounds R` runs R measured rounds of K streams one after another and pools them.
 //! Per stream it records the time to first byte (first body chunk that contains `data:`), the
@@ -60,7 +61,7 @@ fn parse_args() -> Args {
     };
     if argv.iter().any(|a| a == "-h" || a == "--help") {
         eprintln!(
-            "stream_probe --url URL [--key K] [--model M] [--surface chat|messages|responses] [--concurrency K] [--warmup R] [--rounds R] [--timeout-secs T] [--no-usage] [--raw FILE]\n\
+            "stream_probe --url URL [--key K] [--model M] [--surface chat|messages|responses|gemini] [--concurrency K] [--warmup R] [--rounds R] [--timeout-secs T] [--no-usage] [--raw FILE]\n\
              stream_probe --url URL --hold N --hold-secs S [--watch-pid PID] [--model mock-slow]"
         );
         std::process::exit(0);
@@ -116,6 +117,10 @@ fn body_json(surface: &str, model: &str, include_usage: bool) -> String {
         }
         "responses" => {
             return json!({"model": model, "stream": true, "input": "hi"}).to_string();
+        }
+        // Gemini's own API: the model is in the URL (`…/models/M:streamGenerateContent?alt=sse`).
+        "gemini" => {
+            return json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}).to_string();
         }
         _ => {}
     }
@@ -215,6 +220,7 @@ async fn one_stream(
                         if d == "[DONE]"
                             || d.contains("\"type\":\"message_stop\"")
                             || d.contains("\"type\":\"response.completed\"")
+                            || d.contains("\"finishReason\":")
                         {
                             r.done = true;
                         } else if d.contains("\"finish_reason\":\"stop\"") {

@@ -2,6 +2,8 @@
 //! whose quirks differ (drop/rename params, max_tokens cap, flattened content, tool schema
 //! cleaning, tool params, stream usage).
 //!
+//! The same bytes as an embeddings request (SPEC 2.5), then as each embedding API's body.
+//!
 //! Properties: never panics; every outgoing body is a JSON object naming the upstream model.
 #![no_main]
 
@@ -45,6 +47,22 @@ fn setup() -> &'static Setup {
 
 fuzz_target!(|data: &[u8]| {
     let s = setup();
+    if let Ok(e) = freeway::wire::embeddings::parse(data) {
+        for m in &s.catalog.embeddings {
+            let Some(facts) = m.embed.as_deref() else {
+                continue;
+            };
+            let batch = freeway::providers::embed::Batch {
+                inputs: &e.inputs,
+                dims: e.dims,
+                query: e.query,
+            };
+            if let Ok(out) = freeway::providers::embed::body(m, facts, &batch) {
+                let v: Value = serde_json::from_slice(&out).expect("an embedding body is JSON");
+                assert!(v.is_object(), "embedding body for {} is not an object", m.reference);
+            }
+        }
+    }
     let Ok(req) = freeway::wire::openai::parse(data) else {
         return;
     };
