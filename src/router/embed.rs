@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{AttemptError, Failed, PendingLog, Router, Tally, attempt_row, clients};
-use crate::catalog::{Catalog, Model};
+use crate::catalog::{Catalog, Model, Provider};
 use crate::config::EmbedApi;
 use crate::error::ApiError;
 use crate::keys::Client;
@@ -38,6 +38,16 @@ pub struct EmbedRequest {
     pub dims: Option<u32>,
     /// The inputs are search queries (else documents).
     pub query: bool,
+}
+
+/// One call of one model through one key.
+#[derive(Clone, Copy)]
+struct EmbedCall<'a> {
+    provider: &'a Provider,
+    model: &'a Model,
+    embed: &'a crate::catalog::Embedding,
+    key: &'a crate::keys::ProviderKey,
+    ask: &'a Ask,
 }
 
 /// The vectors of a request, in input order.
@@ -318,7 +328,18 @@ impl Router {
                     .unwrap_or_else(|| provider.base_url.clone());
                 let sent = tokio::time::timeout_at(
                     deadline.into(),
-                    self.embed_call(model, e, &key, &ask, &base, body.clone(), b.inputs.len()),
+                    self.embed_call(
+                        &EmbedCall {
+                            provider,
+                            model,
+                            embed: e,
+                            key: &key,
+                            ask: &ask,
+                        },
+                        &base,
+                        body.clone(),
+                        b.inputs.len(),
+                    ),
                 )
                 .await
                 .unwrap_or_else(|_| {
@@ -371,19 +392,20 @@ impl Router {
     }
 
     /// One upstream embedding call.
-    #[allow(clippy::too_many_arguments)]
     async fn embed_call(
         &self,
-        model: &Model,
-        e: &crate::catalog::Embedding,
-        key: &crate::keys::ProviderKey,
-        ask: &Ask,
+        c: &EmbedCall<'_>,
         base: &str,
         body: bytes::Bytes,
         inputs: usize,
     ) -> Result<Vectors, AttemptError> {
-        let provider = self.live.snapshot();
-        let provider = provider.catalog.provider_of(model);
+        let EmbedCall {
+            provider,
+            model,
+            embed: e,
+            key,
+            ask,
+        } = *c;
         let (base, mut headers) =
             crate::providers::credentials(provider, key.secret.expose(), base);
         headers.push(("content-type", "application/json".into()));
