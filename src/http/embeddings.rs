@@ -14,9 +14,9 @@ use crate::error::ApiError;
 use crate::router::embed::EmbedRequest;
 use crate::wire::embeddings;
 
-/// Vector numbers above which the answer is written on the blocking pool (a batch of 100
-/// 3072-dimensional vectors is 300,000 numbers to print).
-const LARGE_ANSWER: usize = 50_000;
+/// Bytes of vectors above which a base64 answer is written on the blocking pool (a batch of
+/// 100 3072-dimensional vectors is 300,000 numbers to read).
+const LARGE_ANSWER: usize = 256 << 10;
 
 pub async fn embeddings(
     State(server): State<Arc<Server>>,
@@ -87,20 +87,27 @@ async fn embed_bytes(
             return resp;
         }
     };
-    let numbers: usize = done.vectors.iter().map(Vec::len).sum();
+    // Floats pass through as the upstream wrote them; base64 reads every number, which for a
+    // large batch is done on the blocking pool.
+    let text: usize = done.vectors.iter().map(|v| v.get().len()).sum();
     let (base64, model, tokens) = (p.base64, done.model.clone(), done.tokens);
     let vectors = done.vectors;
     let write = move || embeddings::answer_body(&vectors, base64, &model, tokens);
-    let body = if numbers > LARGE_ANSWER {
-        match crate::offload::run(write).await {
-            Ok(b) => b,
-            Err(_) => {
-                return ApiError::UpstreamFailed("the answer could not be written".into())
-                    .into_response();
-            }
-        }
+    let written = if base64 && text > LARGE_ANSWER {
+        crate::offload::run(write)
+            .await
+            .unwrap_or_else(|_| Err("the answer could not be written".into()))
     } else {
         write()
+    };
+    let body = match written {
+        Ok(b) => b,
+        Err(why) => {
+            return ApiError::UpstreamFailed(format!(
+                "the upstream's vectors could not be read: {why}"
+            ))
+            .into_response();
+        }
     };
     let mut resp = Response::new(Body::from(body));
     resp.headers_mut().insert(

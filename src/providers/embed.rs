@@ -4,6 +4,7 @@
 
 use bytes::Bytes;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::Failure;
@@ -36,9 +37,18 @@ pub struct Batch<'a> {
     pub query: bool,
 }
 
+/// One vector as the upstream wrote it: a JSON array of numbers, passed on as text (reading
+/// and printing a batch of long vectors as numbers costs ten times the rest of the request).
+pub type Vector = Box<RawValue>;
+
+/// A vector's numbers, for who needs them (base64 output).
+pub fn numbers(v: &Vector) -> Result<Vec<f32>, String> {
+    serde_json::from_str(v.get()).map_err(|e| format!("a vector is not a list of numbers ({e})"))
+}
+
 /// The vectors of one call, in input order, and the tokens the upstream counted.
 pub struct Vectors {
-    pub vectors: Vec<Vec<f32>>,
+    pub vectors: Vec<Vector>,
     pub tokens: Option<u64>,
 }
 
@@ -144,7 +154,7 @@ struct OpenaiAnswer {
 struct OpenaiVector {
     #[serde(default)]
     index: Option<usize>,
-    embedding: Vec<f32>,
+    embedding: Vector,
 }
 
 #[derive(Deserialize)]
@@ -162,7 +172,7 @@ struct GeminiAnswer {
 
 #[derive(Deserialize)]
 struct GeminiVector {
-    values: Vec<f32>,
+    values: Vector,
 }
 
 #[derive(Deserialize)]
@@ -174,7 +184,7 @@ struct CohereAnswer {
 
 #[derive(Deserialize)]
 struct CohereVectors {
-    float: Vec<Vec<f32>>,
+    float: Vec<Vector>,
 }
 
 #[derive(Deserialize)]
@@ -226,6 +236,12 @@ pub fn read(api: EmbedApi, body: &[u8], inputs: usize) -> Result<Vectors, Failur
             }
         }
     };
+    if let Some(v) = out.vectors.iter().find(|v| !v.get().starts_with('[')) {
+        return Err(Failure::BadAnswer(format!(
+            "a vector is not a list of numbers: {}",
+            v.get().chars().take(40).collect::<String>()
+        )));
+    }
     if out.vectors.len() != inputs {
         return Err(Failure::BadAnswer(format!(
             "the upstream gave {} vector(s) for {inputs} input(s)",
@@ -322,13 +338,17 @@ mod tests {
     fn answers_are_read_in_input_order_and_counted() {
         let o = br#"{"data":[{"index":1,"embedding":[0.5]},{"index":0,"embedding":[0.25]}],"usage":{"prompt_tokens":7}}"#;
         let v = read(EmbedApi::Openai, o, 2).unwrap();
-        assert_eq!(v.vectors, vec![vec![0.25], vec![0.5]]);
+        let texts: Vec<&str> = v.vectors.iter().map(|v| v.get()).collect();
+        assert_eq!(texts, ["[0.25]", "[0.5]"]);
+        assert_eq!(numbers(&v.vectors[1]).unwrap(), vec![0.5]);
         assert_eq!(v.tokens, Some(7));
         let g = br#"{"embeddings":[{"values":[1.0,2.0]}]}"#;
         assert_eq!(
-            read(EmbedApi::Gemini, g, 1).unwrap().vectors,
-            vec![vec![1.0, 2.0]]
+            read(EmbedApi::Gemini, g, 1).unwrap().vectors[0].get(),
+            "[1.0,2.0]"
         );
+        // Not a list of numbers: a bad answer.
+        assert!(read(EmbedApi::Gemini, br#"{"embeddings":[{"values":"x"}]}"#, 1).is_err());
         let c = br#"{"embeddings":{"float":[[3.0]]},"meta":{"billed_units":{"input_tokens":4}}}"#;
         let v = read(EmbedApi::Cohere, c, 1).unwrap();
         assert_eq!(v.tokens, Some(4));

@@ -52,7 +52,7 @@ struct EmbedCall<'a> {
 
 /// The vectors of a request, in input order.
 pub struct Embedded {
-    pub vectors: Vec<Vec<f32>>,
+    pub vectors: Vec<embed::Vector>,
     /// Input tokens, as the upstreams counted them (else estimated).
     pub tokens: u64,
     /// `provider/model` of the last call (the headers of SPEC 2.2).

@@ -6,7 +6,7 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::providers::embed::Input;
+use crate::providers::embed::{Input, Vector, numbers};
 
 /// Inputs in one request at most (OpenAI's own limit).
 pub const MAX_INPUTS: usize = 2048;
@@ -131,27 +131,38 @@ pub fn base64_of(v: &[f32]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-/// The answer body.
-pub fn answer_body(vectors: &[Vec<f32>], base64: bool, model: &str, tokens: u64) -> String {
-    let data: Vec<serde_json::Value> = vectors
-        .iter()
-        .enumerate()
-        .map(|(i, v)| {
-            let embedding = if base64 {
-                serde_json::Value::from(base64_of(v))
-            } else {
-                serde_json::Value::from(v.as_slice())
-            };
-            serde_json::json!({"object": "embedding", "index": i, "embedding": embedding})
-        })
-        .collect();
-    serde_json::json!({
-        "object": "list",
-        "data": data,
-        "model": model,
-        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-    })
-    .to_string()
+/// The answer body: the vectors as the upstream wrote them, or as base64 of their `f32`s.
+pub fn answer_body(
+    vectors: &[Vector],
+    base64: bool,
+    model: &str,
+    tokens: u64,
+) -> Result<String, String> {
+    let text: usize = vectors.iter().map(|v| v.get().len()).sum();
+    let mut out: Vec<u8> = Vec::with_capacity(128 + vectors.len() * 64 + text);
+    out.extend_from_slice(br#"{"object":"list","data":["#);
+    for (i, v) in vectors.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(br#"{"object":"embedding","index":"#);
+        out.extend_from_slice(i.to_string().as_bytes());
+        out.extend_from_slice(br#","embedding":"#);
+        // Writing into a Vec cannot fail.
+        if base64 {
+            let _ = serde_json::to_writer(&mut out, &base64_of(&numbers(v)?));
+        } else {
+            out.extend_from_slice(v.get().as_bytes());
+        }
+        out.push(b'}');
+    }
+    out.extend_from_slice(br#"],"model":"#);
+    let _ = serde_json::to_writer(&mut out, model);
+    out.extend_from_slice(
+        format!(r#","usage":{{"prompt_tokens":{tokens},"total_tokens":{tokens}}}}}"#).as_bytes(),
+    );
+    // Only JSON was written: valid UTF-8.
+    Ok(String::from_utf8(out).unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -207,8 +218,9 @@ mod tests {
         let bytes = base64::engine::general_purpose::STANDARD.decode(b).unwrap();
         assert_eq!(&bytes[..4], &1.0f32.to_le_bytes());
         assert_eq!(&bytes[4..], &(-2.5f32).to_le_bytes());
+        let vector = serde_json::value::RawValue::from_string("[0.5]".into()).unwrap();
         let v: serde_json::Value =
-            serde_json::from_str(&answer_body(&[vec![0.5]], false, "m", 3)).unwrap();
+            serde_json::from_str(&answer_body(&[vector], false, "m", 3).unwrap()).unwrap();
         assert_eq!(v["data"][0]["embedding"][0], 0.5);
         assert_eq!(v["usage"]["total_tokens"], 3);
         assert_eq!(v["object"], "list");
