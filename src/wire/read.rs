@@ -22,11 +22,14 @@ type Fault = serde_path_to_error::Error<serde_json::Error>;
 
 /// Read a whole body; `wants` ends "send a JSON object with …" (e.g. "`input`").
 pub(crate) fn body<'a, T: Deserialize<'a>>(bytes: &'a [u8], wants: &str) -> Result<T, String> {
-    let d = &mut serde_json::Deserializer::from_slice(bytes);
     // serde's derived structs also take an array of field values; a body never was one.
     let object = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
-    let fault = match object.then(|| serde_path_to_error::deserialize(&mut *d)) {
-        Some(Ok(v)) if d.end().is_ok() => return Ok(v),
+    if object && let Ok(v) = serde_json::from_slice(bytes) {
+        return Ok(v);
+    }
+    // Only a refused body pays for tracking the path to its fault: read it again.
+    let d = &mut serde_json::Deserializer::from_slice(bytes);
+    let fault = match object.then(|| serde_path_to_error::deserialize::<_, T>(&mut *d)) {
         Some(Err(fault)) => Some(fault),
         _ => None,
     };
@@ -51,8 +54,7 @@ fn not_json(e: &serde_json::Error, wants: &str) -> String {
 /// Read one piece of a body already split off (a content block of a known role, a tool) into
 /// its type; `at` is where it sits in the body, for the error.
 pub(crate) fn piece<'a, T: Deserialize<'a>>(raw: &'a RawValue, at: &str) -> Result<T, String> {
-    let d = &mut serde_json::Deserializer::from_str(raw.get());
-    serde_path_to_error::deserialize(d).map_err(|e| {
+    tracked(raw).map_err(|e| {
         let (path, message) = located(&e);
         wording(&join(at, &path), &message)
     })
@@ -79,10 +81,18 @@ pub(crate) fn inside<E: de::Error>(field: &str, message: &str) -> E {
 
 /// Read a tagged object's variant struct from the object's text; a fault inside keeps its path.
 pub(crate) fn variant<'a, T: Deserialize<'a>, E: de::Error>(raw: &'a RawValue) -> Result<T, E> {
-    let d = &mut serde_json::Deserializer::from_str(raw.get());
-    serde_path_to_error::deserialize(d).map_err(|e| {
+    tracked(raw).map_err(|e| {
         let (path, message) = located(&e);
         inside(&path, &message)
+    })
+}
+
+/// Read a piece of JSON text; only a failure pays for tracking the path to the fault (the
+/// text is read again with `serde_path_to_error`).
+fn tracked<'a, T: Deserialize<'a>>(raw: &'a RawValue) -> Result<T, Fault> {
+    serde_json::from_str(raw.get()).or_else(|_| {
+        let d = &mut serde_json::Deserializer::from_str(raw.get());
+        serde_path_to_error::deserialize(d)
     })
 }
 
