@@ -6,10 +6,17 @@
 //! `system` role inside `messages`, thinking blocks echoed back, `context_management`,
 //! `output_config` and the like are accepted; what cannot be honoured is dropped (server tools,
 //! documents that are not text), and the drop is noted for the request log, never a 400.
+//! The body is read into typed request structs (fields Freeway does not read are skipped; a
+//! message's blocks are read once its role is known), then translated.
 
 use bytes::Bytes;
-use serde_json::{Map, Value, json};
+use serde::de;
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+use serde_json::{Map, Number, Value, json};
+use std::borrow::Cow;
 
+use super::read::{self, Lenient, Listed, Obj, StrOr, Tagged, inside, tagged, variant};
 use super::{Frames, join_text, push_event};
 use crate::chat::{self, Event, Finish, Message, Piece, Usage};
 use crate::error::ApiError;
@@ -30,178 +37,347 @@ fn wrong(field: &str, want: &str) -> String {
     format!("`{field}` must be {want}")
 }
 
+/// A Messages request as the client sends it. Fields Freeway does not read (`metadata`,
+/// `context_management`, …) are skipped; optional extras of the wrong type are ignored
+/// (`Lenient`), as they always were.
+#[derive(Deserialize)]
+#[serde(expecting = "a JSON object")]
+struct Request<'a> {
+    #[serde(borrow)]
+    model: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    system: Option<StrOr<'a, SystemBlock<'a>>>,
+    #[serde(borrow)]
+    messages: Option<Vec<Obj<Turn<'a>>>>,
+    max_tokens: Option<u64>,
+    temperature: Option<Number>,
+    top_p: Option<Number>,
+    top_k: Option<Number>,
+    stop_sequences: Option<Vec<String>>,
+    stream: Option<bool>,
+    #[serde(borrow)]
+    tools: Option<Vec<Obj<Tool<'a>>>>,
+    #[serde(borrow)]
+    tool_choice: Option<Lenient<Obj<ToolChoice<'a>>>>,
+    #[serde(borrow)]
+    thinking: Option<Lenient<Obj<Thinking<'a>>>>,
+    #[serde(borrow)]
+    output_config: Option<Lenient<Obj<OutputConfig<'a>>>>,
+    #[serde(borrow)]
+    output_format: Option<&'a RawValue>,
+}
+
+/// One message; its blocks are read once its role says which blocks it may hold.
+#[derive(Deserialize)]
+#[serde(expecting = "an object with `role` and `content`")]
+struct Turn<'a> {
+    #[serde(borrow, default)]
+    role: Lenient<Cow<'a, str>>,
+    #[serde(borrow)]
+    content: Option<StrOr<'a, RawBlock<'a>>>,
+}
+
+/// A content block kept as its JSON text until its message's role is known.
+struct RawBlock<'a>(&'a RawValue);
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawBlock<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Deserialize::deserialize(d).map(RawBlock)
+    }
+}
+
+impl Listed for RawBlock<'_> {
+    const ITEMS: &'static str = "blocks";
+}
+
+#[derive(Deserialize)]
+struct Text<'a> {
+    #[serde(borrow)]
+    text: Cow<'a, str>,
+}
+
+/// A block of `system` (or of a `system` message): its text counts, other blocks are ignored.
+enum SystemBlock<'a> {
+    Text(Text<'a>),
+    Other,
+}
+
+impl Listed for SystemBlock<'_> {
+    const ITEMS: &'static str = "text blocks";
+}
+
+/// A block of a user message.
+enum UserBlock<'a> {
+    Text(Text<'a>),
+    Image(Image<'a>),
+    ToolResult(ToolResult<'a>),
+    Document(Document<'a>),
+    Thinking,
+    Other(Cow<'a, str>),
+}
+
+/// A block of an assistant message.
+enum AssistantBlock<'a> {
+    Text(Text<'a>),
+    ToolUse(ToolUse<'a>),
+    Thinking,
+    Other(Cow<'a, str>),
+}
+
+/// A block of a tool result's content: text and images count, the rest is ignored.
+enum ResultBlock<'a> {
+    Text(LenientText<'a>),
+    Image(Image<'a>),
+    Other,
+}
+
+impl Listed for ResultBlock<'_> {
+    const ITEMS: &'static str = "blocks";
+}
+
+#[derive(Deserialize)]
+struct LenientText<'a> {
+    #[serde(borrow, default)]
+    text: Lenient<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct Image<'a> {
+    #[serde(borrow)]
+    source: Source<'a>,
+}
+
+enum Source<'a> {
+    Base64(Base64<'a>),
+    Url(Url<'a>),
+}
+
+#[derive(Deserialize)]
+struct Base64<'a> {
+    #[serde(borrow)]
+    media_type: Cow<'a, str>,
+    #[serde(borrow)]
+    data: Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+struct Url<'a> {
+    #[serde(borrow)]
+    url: Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+struct ToolResult<'a> {
+    #[serde(borrow)]
+    tool_use_id: Cow<'a, str>,
+    #[serde(borrow)]
+    content: Option<StrOr<'a, ResultBlock<'a>>>,
+    #[serde(default)]
+    is_error: Lenient<bool>,
+}
+
+#[derive(Deserialize)]
+struct Document<'a> {
+    #[serde(borrow, default)]
+    source: Lenient<Obj<DocumentSource<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct DocumentSource<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Lenient<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    data: Lenient<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct ToolUse<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    /// Opaque: its JSON becomes the call's arguments (`null` stays `null`).
+    #[serde(default = "empty_object")]
+    input: Value,
+}
+
+fn empty_object() -> Value {
+    json!({})
+}
+
+/// A tool; one with a `type` other than `custom` is a server tool.
+#[derive(Deserialize)]
+#[serde(expecting = "an object")]
+struct Tool<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Lenient<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    name: Lenient<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    description: Lenient<Cow<'a, str>>,
+    /// Opaque: the JSON schema of the tool's input.
+    input_schema: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct ToolChoice<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Lenient<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    name: Lenient<Cow<'a, str>>,
+    #[serde(default)]
+    disable_parallel_tool_use: Lenient<bool>,
+}
+
+#[derive(Deserialize)]
+struct Thinking<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Lenient<Cow<'a, str>>,
+    #[serde(default)]
+    budget_tokens: Lenient<u64>,
+    #[serde(borrow, default)]
+    display: Lenient<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct OutputConfig<'a> {
+    #[serde(borrow)]
+    format: Option<&'a RawValue>,
+}
+
+/// `output_config.format` with `type: "json_schema"`.
+#[derive(Deserialize)]
+struct SchemaFormat {
+    /// Opaque: the JSON schema the answer follows.
+    schema: Option<Value>,
+}
+
+impl<'a> Tagged<'a> for SystemBlock<'a> {
+    fn read<E: de::Error>(tag: Option<Cow<'a, str>>, raw: &'a RawValue) -> Result<Self, E> {
+        match tag.as_deref() {
+            Some("text") => Ok(SystemBlock::Text(variant(raw)?)),
+            Some(_) => Ok(SystemBlock::Other),
+            None => Err(de::Error::custom(NO_TYPE)),
+        }
+    }
+}
+
+impl<'a> Tagged<'a> for UserBlock<'a> {
+    fn read<E: de::Error>(tag: Option<Cow<'a, str>>, raw: &'a RawValue) -> Result<Self, E> {
+        let Some(tag) = tag else {
+            return Err(de::Error::custom(NO_TYPE));
+        };
+        Ok(match tag.as_ref() {
+            "text" => UserBlock::Text(variant(raw)?),
+            "image" => UserBlock::Image(variant(raw)?),
+            "tool_result" => UserBlock::ToolResult(variant(raw)?),
+            "document" => UserBlock::Document(variant(raw)?),
+            "thinking" | "redacted_thinking" => UserBlock::Thinking,
+            _ => UserBlock::Other(tag),
+        })
+    }
+}
+
+impl<'a> Tagged<'a> for AssistantBlock<'a> {
+    fn read<E: de::Error>(tag: Option<Cow<'a, str>>, raw: &'a RawValue) -> Result<Self, E> {
+        let Some(tag) = tag else {
+            return Err(de::Error::custom(NO_TYPE));
+        };
+        Ok(match tag.as_ref() {
+            "text" => AssistantBlock::Text(variant(raw)?),
+            "tool_use" => AssistantBlock::ToolUse(variant(raw)?),
+            "thinking" | "redacted_thinking" => AssistantBlock::Thinking,
+            _ => AssistantBlock::Other(tag),
+        })
+    }
+}
+
+impl<'a> Tagged<'a> for ResultBlock<'a> {
+    fn read<E: de::Error>(tag: Option<Cow<'a, str>>, raw: &'a RawValue) -> Result<Self, E> {
+        Ok(match tag.as_deref() {
+            Some("text") => ResultBlock::Text(variant(raw)?),
+            Some("image") => ResultBlock::Image(variant(raw)?),
+            _ => ResultBlock::Other,
+        })
+    }
+}
+
+impl<'a> Tagged<'a> for Source<'a> {
+    fn read<E: de::Error>(tag: Option<Cow<'a, str>>, raw: &'a RawValue) -> Result<Self, E> {
+        match tag.as_deref() {
+            Some("base64") => Ok(Source::Base64(variant(raw)?)),
+            Some("url") => Ok(Source::Url(variant(raw)?)),
+            _ => Err(inside("type", "must be \"base64\" or \"url\"")),
+        }
+    }
+}
+
+macro_rules! deserialize_tagged {
+    ($($t:ident),*) => {$(
+        impl<'de: 'a, 'a> Deserialize<'de> for $t<'a> {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                tagged(d)
+            }
+        }
+    )*};
+}
+deserialize_tagged!(SystemBlock, UserBlock, AssistantBlock, ResultBlock, Source);
+
+const NO_TYPE: &str = "must be an object with a `type`";
+
 /// Parse a Messages request; `route_model` turns the requested model into the one to route.
 pub fn parse(bytes: &[u8], route_model: impl Fn(&str) -> String) -> Result<Parsed, String> {
-    let body: Map<String, Value> = match serde_json::from_slice::<Value>(bytes) {
-        Ok(Value::Object(m)) => m,
-        Ok(_) => {
-            return Err(
-                "the request body must be a JSON object with `model` and `messages`".into(),
-            );
-        }
-        Err(e) => {
-            return Err(format!(
-                "the request body is not valid JSON ({e}); send a JSON object with `model` and `messages`"
-            ));
-        }
-    };
-    let model = match body.get("model") {
-        Some(Value::String(m)) if !m.is_empty() => m.clone(),
-        None | Some(Value::Null) => {
-            return Err("`model` is required (a model id, `auto`, or a claude-… id)".into());
-        }
+    let body: Request = read::body(bytes, "`model` and `messages`")?;
+    let model = match body.model {
+        Some(m) if !m.is_empty() => m.into_owned(),
+        None => return Err("`model` is required (a model id, `auto`, or a claude-… id)".into()),
         Some(_) => return Err(wrong("model", "a string")),
     };
     let mut notes = Vec::new();
     let mut out = Map::new();
     out.insert("model".into(), json!(route_model(&model)));
-
-    let mut messages = Vec::new();
-    match body.get("system") {
-        None | Some(Value::Null) => {}
-        Some(Value::String(s)) => {
-            if !s.is_empty() {
-                messages.push(json!({"role": "system", "content": s}));
-            }
-        }
-        Some(Value::Array(blocks)) => {
-            let text = text_of_blocks(blocks, "system")?;
-            if !text.is_empty() {
-                messages.push(json!({"role": "system", "content": text}));
-            }
-        }
-        Some(_) => return Err(wrong("system", "a string or an array of text blocks")),
-    }
-    let Some(list) = body.get("messages") else {
-        return Err("`messages` is required: an array of {\"role\", \"content\"} objects".into());
-    };
-    let Value::Array(list) = list else {
-        return Err(wrong("messages", "an array"));
-    };
-    if list.is_empty() {
-        return Err("`messages` must contain at least one message".into());
-    }
-    for (i, m) in list.iter().enumerate() {
-        message(m, i, &mut messages, &mut notes)?;
-    }
-    out.insert("messages".into(), Value::Array(system_first(messages)));
-
-    if let Some(v) = body.get("max_tokens").filter(|v| !v.is_null()) {
-        let n = v
-            .as_u64()
-            .ok_or_else(|| wrong("max_tokens", "a positive integer"))?;
+    let messages = conversation(body.system, body.messages, &mut notes)?;
+    out.insert("messages".into(), Value::Array(messages));
+    if let Some(n) = body.max_tokens {
         out.insert("max_tokens".into(), json!(n.max(1)));
     }
-    for key in ["temperature", "top_p", "top_k"] {
-        if let Some(v) = body.get(key).filter(|v| !v.is_null()) {
-            if !v.is_number() {
-                return Err(wrong(key, "a number"));
-            }
-            out.insert(key.into(), v.clone());
+    for (key, n) in [
+        ("temperature", body.temperature),
+        ("top_p", body.top_p),
+        ("top_k", body.top_k),
+    ] {
+        if let Some(n) = n {
+            out.insert(key.into(), Value::Number(n));
         }
     }
-    if let Some(v) = body.get("stop_sequences").filter(|v| !v.is_null()) {
-        let stops: Vec<String> = serde_json::from_value(v.clone())
-            .map_err(|_| wrong("stop_sequences", "an array of strings"))?;
-        if !stops.is_empty() {
-            out.insert("stop".into(), json!(stops));
-        }
+    if let Some(stops) = body.stop_sequences.filter(|s| !s.is_empty()) {
+        out.insert("stop".into(), json!(stops));
     }
-    let stream = match body.get("stream") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(wrong("stream", "a boolean")),
-    };
-    if stream {
+    if body.stream == Some(true) {
         out.insert("stream".into(), json!(true));
         out.insert("stream_options".into(), json!({"include_usage": true}));
     }
-    let tools = tools(body.get("tools"), &mut notes)?;
+    let tools = tools(body.tools.unwrap_or_default(), &mut notes)?;
     let has_tools = !tools.is_empty();
     if has_tools {
         out.insert("tools".into(), Value::Array(tools));
     }
-    if let Some(choice) = body.get("tool_choice").filter(|v| !v.is_null()) {
-        let kind = choice.get("type").and_then(Value::as_str).ok_or_else(|| {
-            wrong(
-                "tool_choice",
-                "an object with `type` auto, any, tool or none",
-            )
-        })?;
-        let mapped = match kind {
-            "auto" => json!("auto"),
-            "any" => json!("required"),
-            "none" => json!("none"),
-            "tool" => {
-                let name = choice.get("name").and_then(Value::as_str).ok_or_else(|| {
-                    "`tool_choice.name` is required with `type: \"tool\"`".to_string()
-                })?;
-                json!({"type": "function", "function": {"name": name}})
-            }
-            other => {
-                return Err(format!(
-                    "`tool_choice.type` must be auto, any, tool or none, got {other:?}"
-                ));
-            }
-        };
-        if has_tools {
-            out.insert("tool_choice".into(), mapped);
-            if choice.get("disable_parallel_tool_use") == Some(&Value::Bool(true)) {
-                out.insert("parallel_tool_calls".into(), json!(false));
-            }
-        }
+    if let Some(choice) = body.tool_choice {
+        tool_choice(choice.0.map(|c| c.0), has_tools, &mut out)?;
     }
-    let thinking = match body.get("thinking").filter(|v| !v.is_null()) {
+    let thinking = match body.thinking {
+        Some(t) => thinking(t.0.map(|t| t.0), &mut out)?,
         None => false,
-        Some(t) => match t.get("type").and_then(Value::as_str) {
-            Some("enabled") => {
-                // An explicit budget becomes an effort; "adaptive" leaves the model its default.
-                let budget = t.get("budget_tokens").and_then(Value::as_u64).unwrap_or(0);
-                let effort = match budget {
-                    0..4096 => "low",
-                    4096..16384 => "medium",
-                    _ => "high",
-                };
-                out.insert("reasoning_effort".into(), json!(effort));
-                t.get("display").and_then(Value::as_str) != Some("omitted")
-            }
-            Some("adaptive") => t.get("display").and_then(Value::as_str) != Some("omitted"),
-            Some("disabled") => false,
-            _ => {
-                return Err(wrong(
-                    "thinking",
-                    "an object with `type` enabled, adaptive or disabled",
-                ));
-            }
-        },
     };
     // Structured output (`output_config.format`, or the earlier beta `output_format`): the
-    // same JSON-schema output chat and Responses carry.
-    let format = body
-        .get("output_config")
-        .filter(|v| !v.is_null())
-        .map(|c| c.get("format").unwrap_or(&Value::Null))
-        .or_else(|| body.get("output_format"))
-        .filter(|v| !v.is_null());
+    // same JSON-schema output chat and Responses carry. An `output_config` without a format
+    // hides `output_format`.
+    let format = match body.output_config {
+        Some(Lenient(config)) => config.and_then(|c| c.0.format),
+        None => body.output_format,
+    };
     if let Some(f) = format {
-        match f.get("type").and_then(Value::as_str) {
-            Some("json_schema") => {
-                let schema = f
-                    .get("schema")
-                    .filter(|s| s.is_object())
-                    .ok_or_else(|| wrong("output_config.format.schema", "a JSON schema object"))?;
-                out.insert(
-                    "response_format".into(),
-                    json!({"type": "json_schema", "json_schema": {"name": "output", "schema": schema, "strict": true}}),
-                );
-            }
-            _ => {
-                return Err(wrong(
-                    "output_config.format",
-                    "an object with `type: \"json_schema\"` and a `schema`",
-                ));
-            }
-        }
+        out.insert("response_format".into(), response_format(f)?);
     }
     let req = chat::Request::from_map(out)?;
     Ok(Parsed {
@@ -210,6 +386,33 @@ pub fn parse(bytes: &[u8], route_model: impl Fn(&str) -> String) -> Result<Parse
         thinking,
         notes,
     })
+}
+
+/// `system` and `messages` into canonical messages, system text first.
+fn conversation(
+    system: Option<StrOr<'_, SystemBlock<'_>>>,
+    turns: Option<Vec<Obj<Turn<'_>>>>,
+    notes: &mut Vec<String>,
+) -> Result<Vec<Value>, String> {
+    let mut messages = Vec::new();
+    let text = match system {
+        None => String::new(),
+        Some(StrOr::Str(s)) => s.into_owned(),
+        Some(StrOr::List(blocks)) => system_text(blocks),
+    };
+    if !text.is_empty() {
+        messages.push(json!({"role": "system", "content": text}));
+    }
+    let Some(turns) = turns else {
+        return Err("`messages` is required: an array of {\"role\", \"content\"} objects".into());
+    };
+    if turns.is_empty() {
+        return Err("`messages` must contain at least one message".into());
+    }
+    for (i, turn) in turns.into_iter().enumerate() {
+        message(turn.0, i, &mut messages, notes)?;
+    }
+    Ok(system_first(messages))
 }
 
 /// System text that appears inside the conversation (Claude Code's `system` role in
@@ -227,180 +430,79 @@ fn system_first(messages: Vec<Value>) -> Vec<Value> {
     out
 }
 
-/// The text of an array of text blocks (other blocks are ignored).
-fn text_of_blocks(blocks: &[Value], at: &str) -> Result<String, String> {
-    let mut texts = Vec::new();
-    for (j, b) in blocks.iter().enumerate() {
-        match b.get("type").and_then(Value::as_str) {
-            Some("text") => texts.push(
-                b.get("text")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| format!("`{at}[{j}].text` must be a string"))?,
-            ),
-            Some(_) => {}
-            None => return Err(format!("`{at}[{j}]` must be an object with a `type`")),
-        }
-    }
-    Ok(join_text(texts))
+/// The text of system blocks (other blocks are ignored).
+fn system_text(blocks: Vec<SystemBlock<'_>>) -> String {
+    let texts: Vec<Cow<str>> = blocks
+        .into_iter()
+        .filter_map(|b| match b {
+            SystemBlock::Text(t) => Some(t.text),
+            SystemBlock::Other => None,
+        })
+        .collect();
+    join_text(texts.iter().map(Cow::as_ref))
 }
 
 /// An image block's source as a URL (a `data:` URL for base64).
-fn image_url(block: &Value, at: &str) -> Result<String, String> {
-    let src = block
-        .get("source")
-        .ok_or_else(|| format!("`{at}.source` is required on an image block"))?;
-    match src.get("type").and_then(Value::as_str) {
-        Some("base64") => {
-            let media = src
-                .get("media_type")
-                .and_then(Value::as_str)
-                .ok_or_else(|| format!("`{at}.source.media_type` must be a string"))?;
-            let data = src
-                .get("data")
-                .and_then(Value::as_str)
-                .ok_or_else(|| format!("`{at}.source.data` must be a base64 string"))?;
-            Ok(format!("data:{media};base64,{data}"))
-        }
-        Some("url") => src
-            .get("url")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .ok_or_else(|| format!("`{at}.source.url` must be a string")),
-        _ => Err(format!("`{at}.source.type` must be \"base64\" or \"url\"")),
+fn image_url(image: Image<'_>) -> String {
+    match image.source {
+        Source::Base64(b) => format!("data:{};base64,{}", b.media_type, b.data),
+        Source::Url(u) => u.url.into_owned(),
+    }
+}
+
+fn image_part(url: String) -> Value {
+    json!({"type": "image_url", "image_url": {"url": url}})
+}
+
+/// The blocks of a message, read as its role's blocks (`at` is the message's path).
+fn blocks<'a, T: Tagged<'a> + Deserialize<'a>>(
+    content: Option<StrOr<'a, RawBlock<'a>>>,
+    at: &str,
+    text: impl Fn(Cow<'a, str>) -> T,
+) -> Result<Vec<T>, String> {
+    match content {
+        None => Ok(Vec::new()),
+        Some(StrOr::Str(s)) => Ok(vec![text(s)]),
+        Some(StrOr::List(raws)) => raws
+            .into_iter()
+            .enumerate()
+            .map(|(j, b)| read::piece(b.0, &format!("{at}.content[{j}]")))
+            .collect(),
     }
 }
 
 /// One Messages message into canonical messages (a user turn with tool results becomes the
 /// tool messages, then the user message with the rest).
 fn message(
-    m: &Value,
+    turn: Turn<'_>,
     i: usize,
     out: &mut Vec<Value>,
     notes: &mut Vec<String>,
 ) -> Result<(), String> {
     let at = format!("messages[{i}]");
-    let role = m
-        .get("role")
-        .and_then(Value::as_str)
-        .ok_or_else(|| format!("`{at}.role` is required: \"user\" or \"assistant\""))?;
-    let content = m.get("content").unwrap_or(&Value::Null);
-    let blocks: Vec<Value> = match content {
-        Value::String(s) => vec![json!({"type": "text", "text": s})],
-        Value::Array(b) => b.clone(),
-        Value::Null => Vec::new(),
-        _ => {
-            return Err(wrong(
-                &format!("{at}.content"),
-                "a string or an array of blocks",
-            ));
-        }
+    let Some(role) = turn.role.0 else {
+        return Err(format!(
+            "`{at}.role` is required: \"user\" or \"assistant\""
+        ));
     };
-    match role {
+    match role.as_ref() {
         "system" => {
-            let text = text_of_blocks(&blocks, &format!("{at}.content"))?;
+            let text = system_text(blocks(turn.content, &at, |text| {
+                SystemBlock::Text(Text { text })
+            })?);
             if !text.is_empty() {
                 out.push(json!({"role": "system", "content": text}));
             }
         }
         "user" => {
-            let mut parts: Vec<Value> = Vec::new();
-            for (j, b) in blocks.iter().enumerate() {
-                let bat = format!("{at}.content[{j}]");
-                let kind = b
-                    .get("type")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| format!("`{bat}` must be an object with a `type`"))?;
-                match kind {
-                    "text" => {
-                        let text = b
-                            .get("text")
-                            .and_then(Value::as_str)
-                            .ok_or_else(|| format!("`{bat}.text` must be a string"))?;
-                        parts.push(json!({"type": "text", "text": text}));
-                    }
-                    "image" => {
-                        let url = image_url(b, &bat)?;
-                        parts.push(json!({"type": "image_url", "image_url": {"url": url}}));
-                    }
-                    "tool_result" => {
-                        let id = b
-                            .get("tool_use_id")
-                            .and_then(Value::as_str)
-                            .ok_or_else(|| format!("`{bat}.tool_use_id` must be a string"))?;
-                        let (text, images) = tool_result_content(b.get("content"), &bat)?;
-                        let text = if b.get("is_error") == Some(&Value::Bool(true)) {
-                            format!("[tool error] {text}")
-                        } else {
-                            text
-                        };
-                        out.push(json!({"role": "tool", "tool_call_id": id, "content": text}));
-                        for url in images {
-                            parts.push(json!({"type": "image_url", "image_url": {"url": url}}));
-                        }
-                    }
-                    "document" => match b.pointer("/source/type").and_then(Value::as_str) {
-                        Some("text") => {
-                            let text = b.pointer("/source/data").and_then(Value::as_str);
-                            parts.push(json!({"type": "text", "text": text.unwrap_or("")}));
-                        }
-                        _ => notes.push(format!(
-                            "dropped a document block in {at}: only text documents reach a chat model"
-                        )),
-                    },
-                    "thinking" | "redacted_thinking" => {}
-                    other => notes.push(format!("dropped a {other} block in {at}")),
-                }
-            }
-            match parts.len() {
-                0 => {}
-                1 if parts[0]["type"] == "text" => {
-                    out.push(json!({"role": "user", "content": parts[0]["text"]}));
-                }
-                _ => out.push(json!({"role": "user", "content": parts})),
-            }
+            let blocks = blocks(turn.content, &at, |text| UserBlock::Text(Text { text }))?;
+            user(blocks, &at, out, notes);
         }
         "assistant" => {
-            let mut texts = Vec::new();
-            let mut calls = Vec::new();
-            for (j, b) in blocks.iter().enumerate() {
-                let bat = format!("{at}.content[{j}]");
-                match b.get("type").and_then(Value::as_str) {
-                    Some("text") => texts.push(
-                        b.get("text")
-                            .and_then(Value::as_str)
-                            .ok_or_else(|| format!("`{bat}.text` must be a string"))?,
-                    ),
-                    Some("tool_use") => {
-                        let id = b
-                            .get("id")
-                            .and_then(Value::as_str)
-                            .ok_or_else(|| format!("`{bat}.id` must be a string"))?;
-                        let name = b
-                            .get("name")
-                            .and_then(Value::as_str)
-                            .ok_or_else(|| format!("`{bat}.name` must be a string"))?;
-                        let input = b.get("input").cloned().unwrap_or_else(|| json!({}));
-                        calls.push(json!({"id": id, "type": "function",
-                            "function": {"name": name, "arguments": input.to_string()}}));
-                    }
-                    Some("thinking" | "redacted_thinking") => {}
-                    Some(other) => notes.push(format!("dropped a {other} block in {at}")),
-                    None => return Err(format!("`{bat}` must be an object with a `type`")),
-                }
-            }
-            let text = texts.concat();
-            if calls.is_empty() {
-                if !text.is_empty() {
-                    out.push(json!({"role": "assistant", "content": text}));
-                }
-            } else {
-                let content = if text.is_empty() {
-                    Value::Null
-                } else {
-                    json!(text)
-                };
-                out.push(json!({"role": "assistant", "content": content, "tool_calls": calls}));
-            }
+            let blocks = blocks(turn.content, &at, |text| {
+                AssistantBlock::Text(Text { text })
+            })?;
+            assistant(blocks, &at, out, notes);
         }
         other => {
             return Err(format!(
@@ -411,68 +513,218 @@ fn message(
     Ok(())
 }
 
+/// A user message: its tool results as tool messages, then the rest as one user message.
+fn user(blocks: Vec<UserBlock<'_>>, at: &str, out: &mut Vec<Value>, notes: &mut Vec<String>) {
+    let mut parts: Vec<Value> = Vec::new();
+    for b in blocks {
+        match b {
+            UserBlock::Text(t) => parts.push(json!({"type": "text", "text": t.text})),
+            UserBlock::Image(image) => parts.push(image_part(image_url(image))),
+            UserBlock::ToolResult(r) => {
+                let (text, images) = tool_result_content(r.content);
+                let text = if r.is_error.0 == Some(true) {
+                    format!("[tool error] {text}")
+                } else {
+                    text
+                };
+                out.push(json!({"role": "tool", "tool_call_id": r.tool_use_id, "content": text}));
+                parts.extend(images.into_iter().map(image_part));
+            }
+            UserBlock::Document(d) => match d.source.0 {
+                Some(Obj(s)) if s.kind.0.as_deref() == Some("text") => {
+                    let text = s.data.0.unwrap_or_default();
+                    parts.push(json!({"type": "text", "text": text}));
+                }
+                _ => notes.push(format!(
+                    "dropped a document block in {at}: only text documents reach a chat model"
+                )),
+            },
+            UserBlock::Thinking => {}
+            UserBlock::Other(kind) => notes.push(format!("dropped a {kind} block in {at}")),
+        }
+    }
+    match parts.len() {
+        0 => {}
+        1 if parts[0]["type"] == "text" => {
+            out.push(json!({"role": "user", "content": parts[0]["text"]}));
+        }
+        _ => out.push(json!({"role": "user", "content": parts})),
+    }
+}
+
+/// An assistant message: its text, and its tool uses as tool calls.
+fn assistant(
+    blocks: Vec<AssistantBlock<'_>>,
+    at: &str,
+    out: &mut Vec<Value>,
+    notes: &mut Vec<String>,
+) {
+    let mut text = String::new();
+    let mut calls = Vec::new();
+    for b in blocks {
+        match b {
+            AssistantBlock::Text(t) => text.push_str(&t.text),
+            AssistantBlock::ToolUse(u) => calls.push(json!({"id": u.id, "type": "function",
+                "function": {"name": u.name, "arguments": u.input.to_string()}})),
+            AssistantBlock::Thinking => {}
+            AssistantBlock::Other(kind) => notes.push(format!("dropped a {kind} block in {at}")),
+        }
+    }
+    if calls.is_empty() {
+        if !text.is_empty() {
+            out.push(json!({"role": "assistant", "content": text}));
+        }
+    } else {
+        let content = if text.is_empty() {
+            Value::Null
+        } else {
+            json!(text)
+        };
+        out.push(json!({"role": "assistant", "content": content, "tool_calls": calls}));
+    }
+}
+
 /// A tool result's content: its text, and the URLs of its images.
-fn tool_result_content(content: Option<&Value>, at: &str) -> Result<(String, Vec<String>), String> {
+fn tool_result_content(content: Option<StrOr<'_, ResultBlock<'_>>>) -> (String, Vec<String>) {
     match content {
-        None | Some(Value::Null) => Ok((String::new(), Vec::new())),
-        Some(Value::String(s)) => Ok((s.clone(), Vec::new())),
-        Some(Value::Array(blocks)) => {
+        None => (String::new(), Vec::new()),
+        Some(StrOr::Str(s)) => (s.into_owned(), Vec::new()),
+        Some(StrOr::List(blocks)) => {
             let mut texts = Vec::new();
             let mut images = Vec::new();
-            for (k, b) in blocks.iter().enumerate() {
-                match b.get("type").and_then(Value::as_str) {
-                    Some("text") => {
-                        texts.push(b.get("text").and_then(Value::as_str).unwrap_or_default())
-                    }
-                    Some("image") => images.push(image_url(b, &format!("{at}.content[{k}]"))?),
-                    _ => {}
+            for b in blocks {
+                match b {
+                    ResultBlock::Text(t) => texts.push(t.text.0.unwrap_or_default()),
+                    ResultBlock::Image(image) => images.push(image_url(image)),
+                    ResultBlock::Other => {}
                 }
             }
-            Ok((join_text(texts), images))
+            (join_text(texts.iter().map(Cow::as_ref)), images)
         }
-        Some(_) => Err(wrong(
-            &format!("{at}.content"),
-            "a string or an array of blocks",
-        )),
     }
 }
 
 /// Client tools as chat tools; server tools (with a `type` such as `web_search_20250305`)
 /// are dropped and noted.
-fn tools(v: Option<&Value>, notes: &mut Vec<String>) -> Result<Vec<Value>, String> {
-    let list = match v {
-        None | Some(Value::Null) => return Ok(Vec::new()),
-        Some(Value::Array(l)) => l,
-        Some(_) => return Err(wrong("tools", "an array")),
-    };
+fn tools(list: Vec<Obj<Tool<'_>>>, notes: &mut Vec<String>) -> Result<Vec<Value>, String> {
     let mut out = Vec::with_capacity(list.len());
-    for (i, t) in list.iter().enumerate() {
-        let name = t.get("name").and_then(Value::as_str);
-        match t.get("type").and_then(Value::as_str) {
+    for (i, Obj(t)) in list.into_iter().enumerate() {
+        match t.kind.0.as_deref() {
             None | Some("custom") => {}
             Some(kind) => {
                 notes.push(format!(
                     "dropped the server tool {} ({kind})",
-                    name.unwrap_or("without a name")
+                    t.name.0.as_deref().unwrap_or("without a name")
                 ));
                 continue;
             }
         }
-        let name = name.ok_or_else(|| format!("`tools[{i}].name` must be a string"))?;
+        let name = t
+            .name
+            .0
+            .ok_or_else(|| format!("`tools[{i}].name` must be a string"))?;
         let mut function = Map::new();
         function.insert("name".into(), json!(name));
-        if let Some(d) = t.get("description").and_then(Value::as_str) {
+        if let Some(d) = t.description.0 {
             function.insert("description".into(), json!(d));
         }
-        let schema = match t.get("input_schema") {
-            Some(s @ Value::Object(_)) => s.clone(),
-            None | Some(Value::Null) => json!({"type": "object", "properties": {}}),
+        let schema = match t.input_schema {
+            Some(s @ Value::Object(_)) => s,
+            None => json!({"type": "object", "properties": {}}),
             Some(_) => return Err(format!("`tools[{i}].input_schema` must be an object")),
         };
         function.insert("parameters".into(), schema);
         out.push(json!({"type": "function", "function": function}));
     }
     Ok(out)
+}
+
+/// `tool_choice` as chat's, kept only when there are tools to choose from.
+fn tool_choice(
+    choice: Option<ToolChoice<'_>>,
+    has_tools: bool,
+    out: &mut Map<String, Value>,
+) -> Result<(), String> {
+    let choice = choice.unwrap_or(ToolChoice {
+        kind: Lenient(None),
+        name: Lenient(None),
+        disable_parallel_tool_use: Lenient(None),
+    });
+    let mapped = match choice.kind.0.as_deref() {
+        Some("auto") => json!("auto"),
+        Some("any") => json!("required"),
+        Some("none") => json!("none"),
+        Some("tool") => {
+            let name = choice.name.0.ok_or_else(|| {
+                "`tool_choice.name` is required with `type: \"tool\"`".to_string()
+            })?;
+            json!({"type": "function", "function": {"name": name}})
+        }
+        Some(other) => {
+            return Err(format!(
+                "`tool_choice.type` must be auto, any, tool or none, got {other:?}"
+            ));
+        }
+        None => {
+            return Err(wrong(
+                "tool_choice",
+                "an object with `type` auto, any, tool or none",
+            ));
+        }
+    };
+    if has_tools {
+        out.insert("tool_choice".into(), mapped);
+        if choice.disable_parallel_tool_use.0 == Some(true) {
+            out.insert("parallel_tool_calls".into(), json!(false));
+        }
+    }
+    Ok(())
+}
+
+/// Whether thinking is shown; an explicit budget becomes a reasoning effort ("adaptive"
+/// leaves the model its default).
+fn thinking(t: Option<Thinking<'_>>, out: &mut Map<String, Value>) -> Result<bool, String> {
+    let t = t.unwrap_or(Thinking {
+        kind: Lenient(None),
+        budget_tokens: Lenient(None),
+        display: Lenient(None),
+    });
+    let shown = t.display.0.as_deref() != Some("omitted");
+    match t.kind.0.as_deref() {
+        Some("enabled") => {
+            let effort = match t.budget_tokens.0.unwrap_or(0) {
+                0..4096 => "low",
+                4096..16384 => "medium",
+                _ => "high",
+            };
+            out.insert("reasoning_effort".into(), json!(effort));
+            Ok(shown)
+        }
+        Some("adaptive") => Ok(shown),
+        Some("disabled") => Ok(false),
+        _ => Err(wrong(
+            "thinking",
+            "an object with `type` enabled, adaptive or disabled",
+        )),
+    }
+}
+
+/// `output_config.format` as chat's `response_format`.
+fn response_format(format: &RawValue) -> Result<Value, String> {
+    if read::tag(format).as_deref() != Some("json_schema") {
+        return Err(wrong(
+            "output_config.format",
+            "an object with `type: \"json_schema\"` and a `schema`",
+        ));
+    }
+    let f: SchemaFormat = read::piece(format, "output_config.format")?;
+    let schema = f
+        .schema
+        .filter(Value::is_object)
+        .ok_or_else(|| wrong("output_config.format.schema", "a JSON schema object"))?;
+    Ok(
+        json!({"type": "json_schema", "json_schema": {"name": "output", "schema": schema, "strict": true}}),
+    )
 }
 
 // ---- answers ----

@@ -5,12 +5,19 @@
 //! Nothing is stored: `store` is accepted and ignored, `previous_response_id` is refused with a
 //! message that says to send the whole conversation. Hosted tools (`web_search`, ...) are
 //! dropped and noted; `namespace` tools are flattened into their functions, and a call to one
-//! of them names its namespace again in the answer.
+//! of them names its namespace again in the answer. The body is read into typed request
+//! structs (fields Freeway does not read are skipped; what the `response` object echoes is kept
+//! as it came), then translated.
 
 use bytes::Bytes;
-use serde_json::{Map, Value, json};
+use serde::de::{self, IgnoredAny};
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+use serde_json::{Map, Number, Value, json};
+use std::borrow::Cow;
 use std::collections::HashMap;
 
+use super::read::{self, Lenient, Listed, Obj, StrOr, Tagged, inside, tagged, variant};
 use super::{Frames, join_text, push_event};
 use crate::chat::{self, Event, Finish, Message, Piece, Usage};
 
@@ -59,107 +66,279 @@ impl Default for Echo {
     }
 }
 
-fn wrong(field: &str, want: &str) -> String {
-    format!("`{field}` must be {want}")
+/// A Responses request as the client sends it. Fields Freeway does not read (`store`,
+/// `include`, `prompt_cache_key`, …) are skipped; the pieces the `response` object echoes are
+/// kept as their JSON text.
+#[derive(Deserialize)]
+#[serde(expecting = "a JSON object")]
+struct Request<'a> {
+    previous_response_id: Option<IgnoredAny>,
+    conversation: Option<IgnoredAny>,
+    #[serde(borrow)]
+    model: Option<Cow<'a, str>>,
+    instructions: Option<String>,
+    #[serde(borrow)]
+    input: Option<StrOr<'a, Item<'a>>>,
+    max_output_tokens: Option<u64>,
+    temperature: Option<Number>,
+    top_p: Option<Number>,
+    parallel_tool_calls: Option<bool>,
+    stream: Option<bool>,
+    #[serde(borrow)]
+    tools: Option<&'a RawValue>,
+    #[serde(borrow)]
+    tool_choice: Option<&'a RawValue>,
+    #[serde(borrow)]
+    text: Option<&'a RawValue>,
+    reasoning: Option<Lenient<Obj<Reasoning>>>,
+    #[serde(default)]
+    metadata: Lenient<Map<String, Value>>,
 }
+
+/// An input item; one without a `type` is a message.
+enum Item<'a> {
+    Message(MessageItem<'a>),
+    FunctionCall(FunctionCall<'a>),
+    FunctionCallOutput(FunctionCallOutput<'a>),
+    Skipped,
+    Other(Cow<'a, str>),
+}
+
+impl Listed for Item<'_> {
+    const ITEMS: &'static str = "input items";
+}
+
+#[derive(Deserialize)]
+struct MessageItem<'a> {
+    #[serde(borrow, default)]
+    role: Lenient<Cow<'a, str>>,
+    #[serde(borrow)]
+    content: Option<StrOr<'a, Part<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct FunctionCall<'a> {
+    #[serde(borrow)]
+    call_id: Cow<'a, str>,
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(borrow)]
+    arguments: Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+struct FunctionCallOutput<'a> {
+    #[serde(borrow)]
+    call_id: Cow<'a, str>,
+    #[serde(borrow)]
+    output: StrOr<'a, Part<'a>>,
+}
+
+/// A content part: text (of any of its kinds) and images count, the rest is ignored.
+enum Part<'a> {
+    Text(Text<'a>),
+    Refusal(Refusal<'a>),
+    Image(InputImage<'a>),
+    Other,
+}
+
+impl Listed for Part<'_> {
+    const ITEMS: &'static str = "content parts";
+}
+
+#[derive(Deserialize)]
+struct Text<'a> {
+    #[serde(borrow)]
+    text: Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+struct Refusal<'a> {
+    #[serde(borrow, default)]
+    refusal: Lenient<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct InputImage<'a> {
+    #[serde(borrow, default)]
+    image_url: Lenient<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    detail: Lenient<Cow<'a, str>>,
+}
+
+/// A tool: a function, a namespace of functions, or a hosted tool (dropped).
+enum Tool<'a> {
+    Function(FunctionTool<'a>),
+    Namespace(Namespace<'a>),
+    Hosted(Cow<'a, str>),
+}
+
+#[derive(Deserialize)]
+struct FunctionTool<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(borrow, default)]
+    description: Lenient<Cow<'a, str>>,
+    /// Opaque: the JSON schema of the function's arguments.
+    #[serde(default)]
+    parameters: Lenient<Map<String, Value>>,
+    #[serde(default)]
+    strict: Lenient<bool>,
+}
+
+#[derive(Deserialize)]
+struct Namespace<'a> {
+    #[serde(borrow, default)]
+    name: Lenient<Cow<'a, str>>,
+    /// Read one by one: only the functions among them count.
+    #[serde(borrow, default)]
+    tools: Lenient<Vec<&'a RawValue>>,
+}
+
+/// `tool_choice`: a mode, or an object (a function by name; hosted-tool choices and
+/// allowed-tools lists leave the choice to the model).
+enum ToolChoice<'a> {
+    Mode(Cow<'a, str>),
+    Function(Option<Cow<'a, str>>),
+    Model,
+}
+
+#[derive(Deserialize)]
+struct FunctionChoice<'a> {
+    #[serde(borrow, default)]
+    name: Lenient<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct TextConfig<'a> {
+    #[serde(borrow)]
+    format: Option<&'a RawValue>,
+}
+
+/// `text.format` with `type: "json_schema"`.
+#[derive(Deserialize)]
+struct SchemaFormat {
+    /// Opaque: the JSON schema the answer follows.
+    schema: Option<Value>,
+    #[serde(default = "answer")]
+    name: Value,
+    #[serde(default)]
+    strict: Lenient<bool>,
+    #[serde(default)]
+    description: Lenient<String>,
+}
+
+fn answer() -> Value {
+    json!("answer")
+}
+
+/// `reasoning`, echoed as it came (`effort` and `summary` of any type).
+#[derive(Deserialize)]
+struct Reasoning {
+    effort: Option<Value>,
+    summary: Option<Value>,
+}
+
+impl<'a> Tagged<'a> for Item<'a> {
+    fn read<E: de::Error>(tag: Option<Cow<'a, str>>, raw: &'a RawValue) -> Result<Self, E> {
+        if !raw.get().starts_with('{') {
+            return Err(de::Error::custom("must be an object"));
+        }
+        Ok(match tag.as_deref().unwrap_or("message") {
+            "message" => Item::Message(variant(raw)?),
+            "function_call" => Item::FunctionCall(variant(raw)?),
+            "function_call_output" => Item::FunctionCallOutput(variant(raw)?),
+            "reasoning" | "item_reference" => Item::Skipped,
+            _ => Item::Other(tag.unwrap_or_default()),
+        })
+    }
+}
+
+impl<'a> Tagged<'a> for Part<'a> {
+    fn read<E: de::Error>(tag: Option<Cow<'a, str>>, raw: &'a RawValue) -> Result<Self, E> {
+        let Some(tag) = tag else {
+            return Err(de::Error::custom("must be an object with a `type`"));
+        };
+        Ok(match tag.as_ref() {
+            "input_text" | "output_text" | "text" | "summary_text" => Part::Text(variant(raw)?),
+            "refusal" => Part::Refusal(variant(raw)?),
+            "input_image" => {
+                let image: InputImage = variant(raw)?;
+                if image.image_url.0.is_none() {
+                    return Err(inside(
+                        "image_url",
+                        "must be a URL string (file ids are not supported)",
+                    ));
+                }
+                Part::Image(image)
+            }
+            _ => Part::Other,
+        })
+    }
+}
+
+impl<'a> Tagged<'a> for Tool<'a> {
+    fn read<E: de::Error>(tag: Option<Cow<'a, str>>, raw: &'a RawValue) -> Result<Self, E> {
+        match tag {
+            Some(t) if t == "function" => Ok(Tool::Function(variant(raw)?)),
+            Some(t) if t == "namespace" => Ok(Tool::Namespace(variant(raw)?)),
+            Some(t) => Ok(Tool::Hosted(t)),
+            None => Err(de::Error::custom("must be an object with a `type`")),
+        }
+    }
+}
+
+impl<'a> Tagged<'a> for ToolChoice<'a> {
+    fn read<E: de::Error>(tag: Option<Cow<'a, str>>, raw: &'a RawValue) -> Result<Self, E> {
+        if raw.get().starts_with('{') {
+            if tag.as_deref() != Some("function") {
+                return Ok(ToolChoice::Model);
+            }
+            let f: FunctionChoice = variant(raw)?;
+            return Ok(ToolChoice::Function(f.name.0));
+        }
+        match serde_json::from_str::<Cow<str>>(raw.get()) {
+            Ok(mode) if ["auto", "none", "required"].contains(&mode.as_ref()) => {
+                Ok(ToolChoice::Mode(mode))
+            }
+            _ => Err(de::Error::custom(
+                "must be \"auto\", \"none\", \"required\" or {\"type\": \"function\", \"name\"}",
+            )),
+        }
+    }
+}
+
+macro_rules! deserialize_tagged {
+    ($($t:ident),*) => {$(
+        impl<'de: 'a, 'a> Deserialize<'de> for $t<'a> {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                tagged(d)
+            }
+        }
+    )*};
+}
+deserialize_tagged!(Item, Part, Tool, ToolChoice);
 
 /// Parse a Responses request.
 pub fn parse(bytes: &[u8]) -> Result<Parsed, String> {
-    let body: Map<String, Value> = match serde_json::from_slice::<Value>(bytes) {
-        Ok(Value::Object(m)) => m,
-        Ok(_) => return Err("the request body must be a JSON object with `input`".into()),
-        Err(e) => {
-            return Err(format!(
-                "the request body is not valid JSON ({e}); send a JSON object with `input`"
-            ));
-        }
-    };
-    if body
-        .get("previous_response_id")
-        .is_some_and(|v| !v.is_null())
-    {
+    let body: Request = read::body(bytes, "`input`")?;
+    if body.previous_response_id.is_some() {
         return Err("`previous_response_id` is not supported: Freeway stores no responses; send the whole conversation in `input` (and `store: false`)".into());
     }
-    if body.get("conversation").is_some_and(|v| !v.is_null()) {
+    if body.conversation.is_some() {
         return Err("`conversation` is not supported: Freeway stores no conversations; send the whole conversation in `input`".into());
     }
     let mut notes = Vec::new();
     let mut out = Map::new();
     let mut echo = Echo::default();
-    match body.get("model") {
-        None | Some(Value::Null) => {}
-        Some(Value::String(m)) => {
-            out.insert("model".into(), json!(m));
-        }
-        Some(_) => return Err(wrong("model", "a string")),
+    sampling(&body, &mut echo, &mut out);
+    if let Some(m) = body.model {
+        out.insert("model".into(), json!(m));
     }
-
-    let mut messages = Vec::new();
-    match body.get("instructions") {
-        None | Some(Value::Null) => {}
-        Some(Value::String(s)) => {
-            echo.instructions = Some(s.clone());
-            if !s.is_empty() {
-                messages.push(json!({"role": "system", "content": s}));
-            }
-        }
-        Some(_) => return Err(wrong("instructions", "a string")),
-    }
-    match body.get("input") {
-        None | Some(Value::Null) => {
-            return Err("`input` is required: a string, or an array of input items".into());
-        }
-        Some(Value::String(s)) => messages.push(json!({"role": "user", "content": s})),
-        Some(Value::Array(items)) => {
-            for (i, item) in items.iter().enumerate() {
-                input_item(item, i, &mut messages, &mut notes)?;
-            }
-        }
-        Some(_) => return Err(wrong("input", "a string or an array of input items")),
-    }
-    if messages.is_empty() {
-        return Err("`input` must contain at least one message".into());
-    }
+    let messages = conversation(body.instructions, body.input, &mut echo, &mut notes)?;
     out.insert("messages".into(), Value::Array(messages));
-
-    if let Some(v) = body.get("max_output_tokens").filter(|v| !v.is_null()) {
-        let n = v
-            .as_u64()
-            .ok_or_else(|| wrong("max_output_tokens", "a positive integer"))?;
-        echo.max_output_tokens = Some(n);
-        out.insert("max_tokens".into(), json!(n.max(1)));
-    }
-    for key in ["temperature", "top_p"] {
-        if let Some(v) = body.get(key).filter(|v| !v.is_null()) {
-            let n = v.as_f64().ok_or_else(|| wrong(key, "a number"))?;
-            if key == "temperature" {
-                echo.temperature = Some(n);
-            } else {
-                echo.top_p = Some(n);
-            }
-            out.insert(key.into(), v.clone());
-        }
-    }
-    if let Some(v) = body.get("parallel_tool_calls").filter(|v| !v.is_null()) {
-        let b = v
-            .as_bool()
-            .ok_or_else(|| wrong("parallel_tool_calls", "a boolean"))?;
-        echo.parallel_tool_calls = b;
-    }
-    let stream = match body.get("stream") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(wrong("stream", "a boolean")),
-    };
-    if stream {
-        out.insert("stream".into(), json!(true));
-        out.insert("stream_options".into(), json!({"include_usage": true}));
-    }
     let mut namespaces = HashMap::new();
-    let tools = tools(body.get("tools"), &mut namespaces, &mut notes)?;
-    if let Some(t) = body.get("tools").filter(|v| v.is_array()) {
-        echo.tools = t.clone();
-    }
+    let tools = tools(body.tools, &mut echo, &mut namespaces, &mut notes)?;
     let has_tools = !tools.is_empty();
     if has_tools {
         out.insert("tools".into(), Value::Array(tools));
@@ -167,89 +346,23 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, String> {
             out.insert("parallel_tool_calls".into(), json!(false));
         }
     }
-    if let Some(choice) = body.get("tool_choice").filter(|v| !v.is_null()) {
-        echo.tool_choice = choice.clone();
-        let mapped = match choice {
-            Value::String(s) if ["auto", "none", "required"].contains(&s.as_str()) => {
-                Some(choice.clone())
-            }
-            Value::Object(o) if o.get("type").and_then(Value::as_str) == Some("function") => {
-                let name = o.get("name").and_then(Value::as_str).ok_or_else(|| {
-                    "`tool_choice.name` is required with type function".to_string()
-                })?;
-                Some(json!({"type": "function", "function": {"name": name}}))
-            }
-            // Hosted-tool choices and allowed-tools lists: the model chooses.
-            Value::Object(_) => None,
-            _ => {
-                return Err(wrong(
-                    "tool_choice",
-                    "\"auto\", \"none\", \"required\" or {\"type\": \"function\", \"name\"}",
-                ));
-            }
-        };
-        if let (true, Some(m)) = (has_tools, mapped) {
+    if let Some(choice) = body.tool_choice {
+        echo.tool_choice = opaque(choice);
+        if let (true, Some(m)) = (has_tools, tool_choice(choice)?) {
             out.insert("tool_choice".into(), m);
         }
     }
-    if let Some(text) = body.get("text").filter(|v| !v.is_null()) {
-        echo.text = text.clone();
-        if let Some(format) = text.get("format").filter(|v| !v.is_null()) {
-            match format.get("type").and_then(Value::as_str) {
-                Some("text") | None => {}
-                Some("json_object") => {
-                    out.insert("response_format".into(), json!({"type": "json_object"}));
-                }
-                Some("json_schema") => {
-                    let schema = format
-                        .get("schema")
-                        .filter(|s| s.is_object())
-                        .ok_or_else(|| "`text.format.schema` must be an object".to_string())?;
-                    let mut js = Map::new();
-                    js.insert(
-                        "name".into(),
-                        format
-                            .get("name")
-                            .cloned()
-                            .unwrap_or_else(|| json!("answer")),
-                    );
-                    js.insert("schema".into(), schema.clone());
-                    if let Some(s) = format.get("strict").filter(|v| v.is_boolean()) {
-                        js.insert("strict".into(), s.clone());
-                    }
-                    if let Some(d) = format.get("description").filter(|v| v.is_string()) {
-                        js.insert("description".into(), d.clone());
-                    }
-                    out.insert(
-                        "response_format".into(),
-                        json!({"type": "json_schema", "json_schema": js}),
-                    );
-                }
-                Some(other) => {
-                    return Err(format!(
-                        "`text.format.type` must be text, json_object or json_schema, got {other:?}"
-                    ));
-                }
-            }
+    if let Some(text) = body.text {
+        echo.text = opaque(text);
+        if let Some(format) = response_format(text)? {
+            out.insert("response_format".into(), format);
         }
     }
-    if let Some(r) = body.get("reasoning").filter(|v| !v.is_null()) {
-        echo.reasoning = json!({"effort": r.get("effort").cloned().unwrap_or(Value::Null),
-                               "summary": r.get("summary").cloned().unwrap_or(Value::Null)});
-        // The efforts chat upstreams take: OpenAI's finer ones fold into them, `none` asks
-        // for nothing.
-        let effort = match r.get("effort").and_then(Value::as_str) {
-            Some("minimal" | "low") => Some("low"),
-            Some("medium") => Some("medium"),
-            Some("high" | "xhigh") => Some("high"),
-            _ => None,
-        };
-        if let Some(effort) = effort {
-            out.insert("reasoning_effort".into(), json!(effort));
-        }
+    if let Some(Lenient(r)) = body.reasoning {
+        reasoning(r.map(|r| r.0), &mut echo, &mut out);
     }
-    if let Some(m) = body.get("metadata").filter(|v| v.is_object()) {
-        echo.metadata = m.clone();
+    if let Some(m) = body.metadata.0 {
+        echo.metadata = Value::Object(m);
     }
     let req = chat::Request::from_map(out)?;
     Ok(Parsed {
@@ -260,48 +373,89 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, String> {
     })
 }
 
-/// The text and images of a message's content (a string or typed parts).
-fn content_parts(content: &Value, at: &str) -> Result<Vec<Value>, String> {
-    match content {
-        Value::String(s) => Ok(vec![json!({"type": "text", "text": s})]),
-        Value::Null => Ok(Vec::new()),
-        Value::Array(parts) => {
-            let mut out = Vec::new();
-            for (j, p) in parts.iter().enumerate() {
-                let pat = format!("{at}[{j}]");
-                match p.get("type").and_then(Value::as_str) {
-                    Some("input_text" | "output_text" | "text" | "summary_text") => {
-                        let text = p
-                            .get("text")
-                            .and_then(Value::as_str)
-                            .ok_or_else(|| format!("`{pat}.text` must be a string"))?;
-                        out.push(json!({"type": "text", "text": text}));
-                    }
-                    Some("refusal") => {
-                        let text = p.get("refusal").and_then(Value::as_str).unwrap_or_default();
-                        out.push(json!({"type": "text", "text": text}));
-                    }
-                    Some("input_image") => {
-                        let url = p
-                            .get("image_url")
-                            .and_then(Value::as_str)
-                            .ok_or_else(|| {
-                                format!("`{pat}.image_url` must be a URL string (file ids are not supported)")
-                            })?;
-                        let mut image = json!({"url": url});
-                        if let Some(d) = p.get("detail").filter(|d| d.is_string()) {
-                            image["detail"] = d.clone();
-                        }
-                        out.push(json!({"type": "image_url", "image_url": image}));
-                    }
-                    Some(_) => {}
-                    None => return Err(format!("`{pat}` must be an object with a `type`")),
-                }
-            }
-            Ok(out)
-        }
-        _ => Err(wrong(at, "a string or an array of content parts")),
+/// Length, sampling and streaming, echoed where the `response` object repeats them.
+fn sampling(body: &Request<'_>, echo: &mut Echo, out: &mut Map<String, Value>) {
+    if let Some(n) = body.max_output_tokens {
+        echo.max_output_tokens = Some(n);
+        out.insert("max_tokens".into(), json!(n.max(1)));
     }
+    if let Some(n) = body.temperature.clone() {
+        echo.temperature = n.as_f64();
+        out.insert("temperature".into(), Value::Number(n));
+    }
+    if let Some(n) = body.top_p.clone() {
+        echo.top_p = n.as_f64();
+        out.insert("top_p".into(), Value::Number(n));
+    }
+    if let Some(b) = body.parallel_tool_calls {
+        echo.parallel_tool_calls = b;
+    }
+    if body.stream == Some(true) {
+        out.insert("stream".into(), json!(true));
+        out.insert("stream_options".into(), json!({"include_usage": true}));
+    }
+}
+
+/// A piece of the body as a value, for the echo (it was read from valid JSON).
+fn opaque(raw: &RawValue) -> Value {
+    serde_json::from_str(raw.get()).unwrap_or_default()
+}
+
+/// `instructions` and `input` into canonical messages.
+fn conversation(
+    instructions: Option<String>,
+    input: Option<StrOr<'_, Item<'_>>>,
+    echo: &mut Echo,
+    notes: &mut Vec<String>,
+) -> Result<Vec<Value>, String> {
+    let mut messages = Vec::new();
+    if let Some(s) = instructions {
+        if !s.is_empty() {
+            messages.push(json!({"role": "system", "content": s}));
+        }
+        echo.instructions = Some(s);
+    }
+    match input {
+        None => return Err("`input` is required: a string, or an array of input items".into()),
+        Some(StrOr::Str(s)) => messages.push(json!({"role": "user", "content": s})),
+        Some(StrOr::List(items)) => {
+            for (i, item) in items.into_iter().enumerate() {
+                input_item(item, i, &mut messages, notes)?;
+            }
+        }
+    }
+    if messages.is_empty() {
+        return Err("`input` must contain at least one message".into());
+    }
+    Ok(messages)
+}
+
+/// The text and images of a message's content, as chat content parts.
+fn content_parts(content: Option<StrOr<'_, Part<'_>>>) -> Vec<Value> {
+    let parts = match content {
+        None => return Vec::new(),
+        Some(StrOr::Str(s)) => return vec![json!({"type": "text", "text": s})],
+        Some(StrOr::List(parts)) => parts,
+    };
+    let mut out = Vec::with_capacity(parts.len());
+    for p in parts {
+        match p {
+            Part::Text(t) => out.push(json!({"type": "text", "text": t.text})),
+            Part::Refusal(r) => {
+                let text = r.refusal.0.unwrap_or_default();
+                out.push(json!({"type": "text", "text": text}));
+            }
+            Part::Image(image) => {
+                let mut url = json!({"url": image.image_url.0.unwrap_or_default()});
+                if let Some(d) = image.detail.0 {
+                    url["detail"] = json!(d);
+                }
+                out.push(json!({"type": "image_url", "image_url": url}));
+            }
+            Part::Other => {}
+        }
+    }
+    out
 }
 
 /// Text of parts (for roles that take one string).
@@ -312,64 +466,16 @@ fn parts_text(parts: &[Value]) -> String {
 /// One input item into canonical messages. Consecutive function calls (and the assistant text
 /// before them) become one assistant message with its tool calls.
 fn input_item(
-    item: &Value,
+    item: Item<'_>,
     i: usize,
     out: &mut Vec<Value>,
     notes: &mut Vec<String>,
 ) -> Result<(), String> {
-    let at = format!("input[{i}]");
-    if !item.is_object() {
-        return Err(format!("`{at}` must be an object"));
-    }
-    let kind = item
-        .get("type")
-        .and_then(Value::as_str)
-        .unwrap_or("message");
-    match kind {
-        "message" => {
-            let role = item
-                .get("role")
-                .and_then(Value::as_str)
-                .ok_or_else(|| format!("`{at}.role` is required"))?;
-            let parts = content_parts(
-                item.get("content").unwrap_or(&Value::Null),
-                &format!("{at}.content"),
-            )?;
-            match role {
-                "user" => match parts.len() {
-                    0 => {}
-                    1 if parts[0]["type"] == "text" => {
-                        out.push(json!({"role": "user", "content": parts[0]["text"]}))
-                    }
-                    _ => out.push(json!({"role": "user", "content": parts})),
-                },
-                "system" | "developer" => {
-                    let text = parts_text(&parts);
-                    if !text.is_empty() {
-                        out.push(json!({"role": "system", "content": text}));
-                    }
-                }
-                "assistant" => {
-                    let text = parts_text(&parts);
-                    if !text.is_empty() {
-                        out.push(json!({"role": "assistant", "content": text}));
-                    }
-                }
-                other => {
-                    return Err(format!(
-                        "`{at}.role` must be user, assistant, system or developer, got {other:?}"
-                    ));
-                }
-            }
-        }
-        "function_call" => {
-            let field = |k: &str| {
-                item.get(k)
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| format!("`{at}.{k}` must be a string"))
-            };
-            let call = json!({"id": field("call_id")?, "type": "function",
-                "function": {"name": field("name")?, "arguments": field("arguments")?}});
+    match item {
+        Item::Message(m) => message(m, i, out)?,
+        Item::FunctionCall(c) => {
+            let call = json!({"id": c.call_id, "type": "function",
+                "function": {"name": c.name, "arguments": c.arguments}});
             // Join the assistant message right before it, when it has no calls yet or has some.
             if let Some(last) = out.last_mut().filter(|m| m["role"] == "assistant") {
                 if let Some(calls) = last.get_mut("tool_calls").and_then(Value::as_array_mut) {
@@ -381,93 +487,164 @@ fn input_item(
                 out.push(json!({"role": "assistant", "content": null, "tool_calls": [call]}));
             }
         }
-        "function_call_output" => {
-            let id = item
-                .get("call_id")
-                .and_then(Value::as_str)
-                .ok_or_else(|| format!("`{at}.call_id` must be a string"))?;
-            let text = match item.get("output") {
-                Some(Value::String(s)) => s.clone(),
-                Some(v @ Value::Array(_)) => {
-                    parts_text(&content_parts(v, &format!("{at}.output"))?)
-                }
-                _ => {
-                    return Err(wrong(
-                        &format!("{at}.output"),
-                        "a string or an array of parts",
-                    ));
-                }
+        Item::FunctionCallOutput(o) => {
+            let text = match o.output {
+                StrOr::Str(s) => s.into_owned(),
+                list => parts_text(&content_parts(Some(list))),
             };
-            out.push(json!({"role": "tool", "tool_call_id": id, "content": text}));
+            out.push(json!({"role": "tool", "tool_call_id": o.call_id, "content": text}));
         }
-        "reasoning" | "item_reference" => {}
-        other => notes.push(format!("dropped an input item of type {other}")),
+        Item::Skipped => {}
+        Item::Other(kind) => notes.push(format!("dropped an input item of type {kind}")),
+    }
+    Ok(())
+}
+
+/// A `message` item by its role.
+fn message(m: MessageItem<'_>, i: usize, out: &mut Vec<Value>) -> Result<(), String> {
+    let at = format!("input[{i}]");
+    let role = m.role.0.ok_or_else(|| format!("`{at}.role` is required"))?;
+    let parts = content_parts(m.content);
+    match role.as_ref() {
+        "user" => match parts.len() {
+            0 => {}
+            1 if parts[0]["type"] == "text" => {
+                out.push(json!({"role": "user", "content": parts[0]["text"]}))
+            }
+            _ => out.push(json!({"role": "user", "content": parts})),
+        },
+        "system" | "developer" | "assistant" => {
+            let text = parts_text(&parts);
+            let role = if role == "assistant" {
+                "assistant"
+            } else {
+                "system"
+            };
+            if !text.is_empty() {
+                out.push(json!({"role": role, "content": text}));
+            }
+        }
+        other => {
+            return Err(format!(
+                "`{at}.role` must be user, assistant, system or developer, got {other:?}"
+            ));
+        }
     }
     Ok(())
 }
 
 /// Function tools as chat tools; namespace tools flattened; hosted tools dropped and noted.
+/// The tools are echoed as they came.
 fn tools(
-    v: Option<&Value>,
+    raw: Option<&RawValue>,
+    echo: &mut Echo,
     namespaces: &mut HashMap<String, String>,
     notes: &mut Vec<String>,
 ) -> Result<Vec<Value>, String> {
-    let list = match v {
-        None | Some(Value::Null) => return Ok(Vec::new()),
-        Some(Value::Array(l)) => l,
-        Some(_) => return Err(wrong("tools", "an array")),
+    let Some(raw) = raw else {
+        return Ok(Vec::new());
     };
+    let list: Vec<Tool> = read::piece(raw, "tools")?;
+    echo.tools = opaque(raw);
     let mut out = Vec::new();
-    for (i, t) in list.iter().enumerate() {
-        match t.get("type").and_then(Value::as_str) {
-            Some("function") => out.push(function_tool(t, &format!("tools[{i}]"))?),
-            Some("namespace") => {
-                let ns = t.get("name").and_then(Value::as_str).unwrap_or_default();
-                for (j, inner) in t
-                    .get("tools")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .enumerate()
-                {
-                    if inner.get("type").and_then(Value::as_str) != Some("function") {
+    for (i, t) in list.into_iter().enumerate() {
+        match t {
+            Tool::Function(f) => out.push(function_tool(f)),
+            Tool::Namespace(ns) => {
+                let name = ns.name.0.unwrap_or_default();
+                for (j, inner) in ns.tools.0.unwrap_or_default().into_iter().enumerate() {
+                    if read::tag(inner).as_deref() != Some("function") {
                         continue;
                     }
-                    let f = function_tool(inner, &format!("tools[{i}].tools[{j}]"))?;
-                    if let Some(name) = f["function"]["name"].as_str() {
-                        namespaces.insert(name.to_string(), ns.to_string());
-                    }
-                    out.push(f);
+                    let f: FunctionTool = read::piece(inner, &format!("tools[{i}].tools[{j}]"))?;
+                    namespaces.insert(f.name.to_string(), name.to_string());
+                    out.push(function_tool(f));
                 }
             }
-            Some(kind) => notes.push(format!("dropped the hosted tool {kind}")),
-            None => return Err(format!("`tools[{i}]` must be an object with a `type`")),
+            Tool::Hosted(kind) => notes.push(format!("dropped the hosted tool {kind}")),
         }
     }
     Ok(out)
 }
 
-fn function_tool(t: &Value, at: &str) -> Result<Value, String> {
-    let name = t
-        .get("name")
-        .and_then(Value::as_str)
-        .ok_or_else(|| format!("`{at}.name` must be a string"))?;
+fn function_tool(t: FunctionTool<'_>) -> Value {
     let mut f = Map::new();
-    f.insert("name".into(), json!(name));
-    if let Some(d) = t.get("description").filter(|d| d.is_string()) {
-        f.insert("description".into(), d.clone());
+    f.insert("name".into(), json!(t.name));
+    if let Some(d) = t.description.0 {
+        f.insert("description".into(), json!(d));
     }
-    f.insert(
-        "parameters".into(),
-        t.get("parameters")
-            .filter(|p| p.is_object())
-            .cloned()
-            .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
-    );
-    if let Some(s) = t.get("strict").filter(|s| s.is_boolean()) {
-        f.insert("strict".into(), s.clone());
+    let parameters = match t.parameters.0 {
+        Some(p) => Value::Object(p),
+        None => json!({"type": "object", "properties": {}}),
+    };
+    f.insert("parameters".into(), parameters);
+    if let Some(s) = t.strict.0 {
+        f.insert("strict".into(), json!(s));
     }
-    Ok(json!({"type": "function", "function": f}))
+    json!({"type": "function", "function": f})
+}
+
+/// `tool_choice` as chat's (`None`: the model chooses).
+fn tool_choice(raw: &RawValue) -> Result<Option<Value>, String> {
+    Ok(match read::piece(raw, "tool_choice")? {
+        ToolChoice::Mode(mode) => Some(json!(mode)),
+        ToolChoice::Function(name) => {
+            let name = name
+                .ok_or_else(|| "`tool_choice.name` is required with type function".to_string())?;
+            Some(json!({"type": "function", "function": {"name": name}}))
+        }
+        ToolChoice::Model => None,
+    })
+}
+
+/// `text.format` as chat's `response_format` (`None`: plain text).
+fn response_format(text: &RawValue) -> Result<Option<Value>, String> {
+    let Ok(Obj(TextConfig {
+        format: Some(format),
+    })) = serde_json::from_str::<Obj<TextConfig>>(text.get())
+    else {
+        return Ok(None);
+    };
+    match read::tag(format).as_deref() {
+        Some("text") | None => Ok(None),
+        Some("json_object") => Ok(Some(json!({"type": "json_object"}))),
+        Some("json_schema") => {
+            let f: SchemaFormat = read::piece(format, "text.format")?;
+            let schema = f
+                .schema
+                .filter(Value::is_object)
+                .ok_or_else(|| "`text.format.schema` must be an object".to_string())?;
+            let mut js = Map::new();
+            js.insert("name".into(), f.name);
+            js.insert("schema".into(), schema);
+            if let Some(s) = f.strict.0 {
+                js.insert("strict".into(), json!(s));
+            }
+            if let Some(d) = f.description.0 {
+                js.insert("description".into(), json!(d));
+            }
+            Ok(Some(json!({"type": "json_schema", "json_schema": js})))
+        }
+        Some(other) => Err(format!(
+            "`text.format.type` must be text, json_object or json_schema, got {other:?}"
+        )),
+    }
+}
+
+/// `reasoning`: echoed, and its effort folded into the efforts chat upstreams take (OpenAI's
+/// finer ones fold into them, `none` asks for nothing).
+fn reasoning(r: Option<Reasoning>, echo: &mut Echo, out: &mut Map<String, Value>) {
+    let (effort, summary) = r.map_or((None, None), |r| (r.effort, r.summary));
+    let mapped = match effort.as_ref().and_then(Value::as_str) {
+        Some("minimal" | "low") => Some("low"),
+        Some("medium") => Some("medium"),
+        Some("high" | "xhigh") => Some("high"),
+        _ => None,
+    };
+    if let Some(effort) = mapped {
+        out.insert("reasoning_effort".into(), json!(effort));
+    }
+    echo.reasoning = json!({"effort": effort, "summary": summary});
 }
 
 // ---- answers ----
