@@ -1,12 +1,14 @@
 //! Client surfaces, pure (no HTTP framework in them): each translates its dialect's requests
 //! into the canonical request and frames canonical answers and errors back. `openai` is the
 //! chat-completions surface, `anthropic` the Messages API (Claude Code), `responses` the
-//! Responses API (Codex CLI), `completions` the legacy text completions (editor autocomplete);
-//! `sse` is the Server-Sent Events codec they share with the upstream dialects.
+//! Responses API (Codex CLI), `completions` the legacy text completions (editor autocomplete),
+//! `ollama` Ollama's `/api/chat` and `/api/generate` (local tools); `sse` is the Server-Sent
+//! Events codec they share with the upstream dialects.
 
 pub mod anthropic;
 pub mod completions;
 pub mod embeddings;
+pub mod ollama;
 pub mod openai;
 pub mod responses;
 
