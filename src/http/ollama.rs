@@ -63,6 +63,8 @@ pub(super) fn api() -> axum::Router<Arc<Server>> {
 
 /// The second listener's whole router: `/` and the `/api` routes, nothing else.
 pub fn listener_routes(server: Arc<Server>, access: Access) -> axum::Router {
+    let origins = Arc::new(server.cors_origins.clone());
+    let cors = super::cors(&server.cors_origins);
     let inner = axum::Router::new()
         .route("/", get(|| async { "Ollama is running" }))
         .merge(api())
@@ -71,9 +73,47 @@ pub fn listener_routes(server: Arc<Server>, access: Access) -> axum::Router {
         .layer(Extension(access))
         .layer(middleware::from_fn(super::request_id))
         .with_state(server);
-    axum::Router::new()
-        .fallback_service(inner)
+    let outer = axum::Router::new().fallback_service(inner);
+    let outer = match cors {
+        Some(cors) => outer.layer(cors),
+        None => outer,
+    };
+    outer
+        .layer(middleware::from_fn(move |req, next| {
+            same_machine_pages(Arc::clone(&origins), req, next)
+        }))
         .layer(middleware::map_request(super::tidy_path))
+}
+
+/// Without a key, any web page the user opens could spend their quota through the listener
+/// (a browser sends a cross-site POST even when it hides the answer). As Ollama does, a request
+/// from a page is served only when the page is on this machine (`localhost`, `127.0.0.1`,
+/// `[::1]`) or its origin is in `[http] cors_origins`.
+async fn same_machine_pages(
+    allowed: Arc<Vec<String>>,
+    req: axum::extract::Request,
+    next: middleware::Next,
+) -> Response {
+    let Some(origin) = req.headers().get(header::ORIGIN) else {
+        return next.run(req).await;
+    };
+    let origin = origin.to_str().unwrap_or_default().trim_end_matches('/');
+    let uri = origin.parse::<axum::http::Uri>().ok();
+    let host = uri.as_ref().and_then(|u| u.host()).unwrap_or_default();
+    let local = matches!(host, "localhost" | "127.0.0.1" | "[::1]");
+    if local
+        || allowed
+            .iter()
+            .any(|o| o == "*" || o.trim_end_matches('/') == origin)
+    {
+        return next.run(req).await;
+    }
+    let shown: String = origin.chars().take(100).collect();
+    let mut r = error(&ApiError::NotFound(format!(
+        "requests from web pages at {shown} are not served by the key-less Ollama listener; add the origin to [http] cors_origins"
+    )));
+    *r.status_mut() = StatusCode::FORBIDDEN;
+    r
 }
 
 /// Serve the second listener until `shutdown` resolves, with the main port's clocks and cap.
@@ -369,7 +409,11 @@ async fn not_stored(
     }
     // `/api/pull` → pull; `/api/blobs/…` → upload.
     let op = uri.path().trim_start_matches("/api/");
-    let what = if op.starts_with("blobs") { "upload" } else { op };
+    let what = if op.starts_with("blobs") {
+        "upload"
+    } else {
+        op
+    };
     let mut r = error(&ApiError::NotFound(format!(
         "Freeway serves models, it does not store them, so there is nothing to {what}: the models it serves are ready to use (GET /api/tags lists them)"
     )));

@@ -598,6 +598,29 @@ async fn the_keyless_listener_serves_the_ollama_api_and_nothing_else() {
     assert_eq!(mock.chat_calls().len(), 1);
     let rows = t.logged(1, 5).await;
     assert_eq!(rows[0].client, "ollama-local");
+    // A web page elsewhere cannot spend the quota through it; one on this machine can.
+    for (origin, want) in [
+        ("https://evil.example", 403),
+        ("http://localhost:8080", 200),
+        ("http://127.0.0.1", 200),
+    ] {
+        let resp = c
+            .get(format!("{base}/api/tags"))
+            .header("origin", origin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), want, "{origin}");
+    }
+    let resp = c
+        .post(format!("{base}/api/chat"))
+        .header("origin", "https://evil.example")
+        .json(&ask_chat(json!({"stream": false})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert_eq!(mock.chat_calls().len(), 1);
     // The main port still wants its key.
     let resp = c.get(t.url("/api/tags")).send().await.unwrap();
     assert_eq!(resp.status(), 401);
