@@ -122,6 +122,22 @@ def tools_round_trip():
 
 
 @check
+def chat_image():
+    """An image as bytes: the client sends base64, the upstream gets a data: URL."""
+    png = b"\x89PNG\r\n\x1a\n" + bytes(range(32))
+    since = time.time()
+    r = client().chat(model=ARGS.model, messages=[{"role": "user", "content": "what is this?", "images": [png]}],
+                      stream=False)
+    expect(r.message.content == TEXT, f"message {r.message}")
+    sent = upstream_requests(since)
+    if sent is not None:
+        parts = sent[-1]["body"]["messages"][-1]["content"]
+        urls = [p["image_url"]["url"] for p in parts if p.get("type") == "image_url"]
+        expect(len(urls) == 1 and urls[0].startswith("data:image/png;base64,iVBORw0KGgo"), f"upstream parts {parts}")
+    return f"{r.message.content!r}"
+
+
+@check
 def format_schema():
     """format=<JSON schema>: structured output that parses."""
     schema = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
