@@ -213,6 +213,7 @@ fn model_of(g: &crate::ops::ModelGroup) -> ollama::Model<'_> {
         context: Some(g.context),
         tools: g.tools,
         vision: g.vision,
+        embedding: g.embedding,
         providers: &g.providers,
     }
 }
@@ -224,6 +225,7 @@ fn auto_model() -> ollama::Model<'static> {
         context: None,
         tools: true,
         vision: true,
+        embedding: None,
         providers: &[],
     }
 }
@@ -283,21 +285,24 @@ async fn show(
             )));
         }
     };
-    let catalog = Arc::clone(&server.ops.live().snapshot().catalog);
-    let Some(id) = ollama_model(&catalog, &requested) else {
+    let (groups, _) = server.ops.model_groups(true);
+    let groups = super::allowed_groups(&server, &client, groups);
+    // Chat and embedding models alike, by any id that names them.
+    let names = |g: &crate::ops::ModelGroup, id: &str| {
+        g.canonical == id
+            || g.providers
+                .iter()
+                .any(|r| *r == id || r.split_once('/').is_some_and(|(_, up)| up == id))
+    };
+    let known = |id: &str| id == "auto" || groups.iter().any(|g| names(g, id));
+    let canonical = groups.iter().map(|g| g.canonical.as_str());
+    let Some(id) = ollama::resolve(&requested, known, canonical) else {
         return error(&ollama::not_found(&requested));
     };
     if id == "auto" {
         return Json(ollama::show(&auto_model())).into_response();
     }
-    let (groups, _) = server.ops.model_groups(true);
-    let groups = super::allowed_groups(&server, &client, groups);
-    let found = groups.iter().find(|g| {
-        g.canonical == id
-            || g.providers
-                .iter()
-                .any(|r| *r == id || r.split_once('/').is_some_and(|(_, up)| up == id))
-    });
+    let found = groups.iter().find(|g| names(g, &id));
     match found {
         Some(g) => Json(ollama::show(&model_of(g))).into_response(),
         None => error(&ollama::not_found(&requested)),

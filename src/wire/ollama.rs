@@ -972,6 +972,8 @@ pub struct Model<'a> {
     pub context: Option<u64>,
     pub tools: bool,
     pub vision: bool,
+    /// An embedding model: the size of its vectors.
+    pub embedding: Option<u32>,
     /// `provider/upstream-id` of what serves it.
     pub providers: &'a [String],
 }
@@ -1059,12 +1061,18 @@ pub fn show(m: &Model) -> Value {
     if let Some(c) = m.context {
         info.insert(format!("{family}.context_length"), json!(c));
     }
-    let mut capabilities = vec!["completion"];
-    if m.tools {
-        capabilities.push("tools");
-    }
-    if m.vision {
-        capabilities.push("vision");
+    let mut capabilities = Vec::new();
+    if let Some(d) = m.embedding {
+        info.insert(format!("{family}.embedding_length"), json!(d));
+        capabilities.push("embedding");
+    } else {
+        capabilities.push("completion");
+        if m.tools {
+            capabilities.push("tools");
+        }
+        if m.vision {
+            capabilities.push("vision");
+        }
     }
     let served = if m.providers.is_empty() {
         "the routing chain".to_string()
@@ -1528,6 +1536,7 @@ mod tests {
             context: Some(131072),
             tools: true,
             vision: false,
+            embedding: None,
             providers: &providers,
         };
         let t = tag(&m);
@@ -1555,5 +1564,15 @@ mod tests {
         assert_eq!(family("auto"), "freeway");
         assert_eq!(parameters("qwen3-1.5b").unwrap().0, "1.5B");
         assert_eq!(parameters("gemini-2.5-flash"), None);
+        let e = show(&Model {
+            id: "mistral-embed",
+            context: Some(8192),
+            tools: false,
+            vision: false,
+            embedding: Some(1024),
+            providers: &providers,
+        });
+        assert_eq!(e["capabilities"], json!(["embedding"]));
+        assert_eq!(e["model_info"]["mistral.embedding_length"], 1024);
     }
 }

@@ -69,7 +69,9 @@ def show_model():
     arch = r.modelinfo["general.architecture"]
     ctx = r.modelinfo[f"{arch}.context_length"]
     expect(ctx == 131072, f"context {ctx}")
-    return f"{r.capabilities} context={ctx}"
+    e = client().show("mock-embed")
+    expect(e.capabilities == ["embedding"], f"embedding model capabilities {e.capabilities}")
+    return f"{r.capabilities} context={ctx}; mock-embed {e.capabilities}"
 
 
 @check
