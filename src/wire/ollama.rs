@@ -71,8 +71,6 @@ struct ChatBody {
     think: Option<Think>,
     #[serde(default)]
     stream: Option<bool>,
-    #[serde(default)]
-    keep_alive: Option<KeepAlive>,
 }
 
 #[derive(Deserialize)]
@@ -101,8 +99,6 @@ struct GenerateBody {
     context: Option<Vec<i64>>,
     #[serde(default)]
     template: Option<String>,
-    #[serde(default)]
-    keep_alive: Option<KeepAlive>,
 }
 
 #[derive(Deserialize)]
@@ -299,28 +295,38 @@ pub fn resolve<'a>(
     found.map(str::to_string)
 }
 
+/// What a load call is told by: a body read without building its messages or images.
+#[derive(Deserialize)]
+struct Probe {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    messages: Option<Vec<serde::de::IgnoredAny>>,
+    #[serde(default)]
+    prompt: Option<String>,
+    #[serde(default)]
+    suffix: Option<String>,
+    #[serde(default)]
+    images: Option<Vec<serde::de::IgnoredAny>>,
+    #[serde(default)]
+    keep_alive: Option<KeepAlive>,
+}
+
 /// Is this body a load (or unload) call, with the model it names?
 pub fn load_call(bytes: &[u8], mode: Mode) -> Option<Load> {
-    match mode {
-        Mode::Chat => {
-            let b: ChatBody = serde_json::from_slice(bytes).ok()?;
-            let empty = b.messages.as_ref().is_none_or(Vec::is_empty);
-            empty.then(|| Load {
-                model: b.model.unwrap_or_default(),
-                unload: b.keep_alive.is_some_and(|k| k.is_zero()),
-            })
-        }
+    let b: Probe = serde_json::from_slice(bytes).ok()?;
+    let empty = match mode {
+        Mode::Chat => b.messages.as_ref().is_none_or(Vec::is_empty),
         Mode::Generate => {
-            let b: GenerateBody = serde_json::from_slice(bytes).ok()?;
-            let empty = b.prompt.as_deref().is_none_or(str::is_empty)
+            b.prompt.as_deref().is_none_or(str::is_empty)
                 && b.suffix.as_deref().is_none_or(str::is_empty)
-                && b.images.as_ref().is_none_or(Vec::is_empty);
-            empty.then(|| Load {
-                model: b.model.unwrap_or_default(),
-                unload: b.keep_alive.is_some_and(|k| k.is_zero()),
-            })
+                && b.images.as_ref().is_none_or(Vec::is_empty)
         }
-    }
+    };
+    empty.then(|| Load {
+        model: b.model.unwrap_or_default(),
+        unload: b.keep_alive.is_some_and(|k| k.is_zero()),
+    })
 }
 
 /// Parse a chat or generate body; `route_model` turns the requested name into the model to
