@@ -165,7 +165,9 @@ async fn serve(port: u16, settings: Settings) -> std::io::Result<()> {
 async fn embeddings(body: Bytes) -> Response {
     static VECTOR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let vector = VECTOR.get_or_init(|| {
-        let v: Vec<f32> = (0..768).map(|i| ((i * 37) % 1000) as f32 / 1000.0 - 0.5).collect();
+        let v: Vec<f32> = (0..768)
+            .map(|i| ((i * 37) % 1000) as f32 / 1000.0 - 0.5)
+            .collect();
         serde_json::to_string(&v).expect("json")
     });
     let inputs = serde_json::from_slice::<serde_json::Value>(&body)
@@ -181,7 +183,9 @@ async fn embeddings(body: Bytes) -> Response {
         if i > 0 {
             out.push(',');
         }
-        out.push_str(&format!(r#"{{"object":"embedding","index":{i},"embedding":{vector}}}"#));
+        out.push_str(&format!(
+            r#"{{"object":"embedding","index":{i},"embedding":{vector}}}"#
+        ));
     }
     out.push_str(&format!(
         r#"],"model":"mock-embed","usage":{{"prompt_tokens":{0},"total_tokens":{0}}}}}"#,
