@@ -728,3 +728,56 @@ async fn off_loopback_the_listener_wants_its_key() {
     stop.cancel();
     serving.await.unwrap();
 }
+
+#[tokio::test]
+async fn idempotency_keys_and_the_answer_cache_cover_the_ollama_routes() {
+    let (mock, t) = setup("[cache]\nenabled = true\n").await;
+    let send = |key: &'static str| {
+        t.client
+            .post(t.url("/api/chat"))
+            .bearer_auth(CLIENT_KEY)
+            .header("idempotency-key", key)
+            .header("cache-control", "no-cache")
+            .json(&ask_chat(json!({})))
+            .send()
+    };
+    let first = send("k-1").await.unwrap();
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let first = ndjson(first).await;
+    let again = send("k-1").await.unwrap();
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    let again = ndjson(again).await;
+    let text = |lines: &[Value]| -> String {
+        lines
+            .iter()
+            .filter_map(|l| l["message"]["content"].as_str())
+            .collect()
+    };
+    assert_eq!(text(&again), text(&first));
+    assert_eq!(again.last().unwrap()["done"], true);
+    assert_eq!(
+        mock.chat_calls().len(),
+        1,
+        "the replay sent nothing upstream"
+    );
+
+    // An exact repeat without a key is a cache hit, in Ollama's shape all the same.
+    let miss = post(
+        &t,
+        "/api/generate",
+        json!({"model": "mock-model", "prompt": "hi", "stream": false}),
+    )
+    .await;
+    assert_eq!(miss.headers()["x-freeway-cache"], "miss");
+    let hit = post(
+        &t,
+        "/api/generate",
+        json!({"model": "mock-model", "prompt": "hi", "stream": false}),
+    )
+    .await;
+    assert_eq!(hit.headers()["x-freeway-cache"], "hit");
+    let (status, v) = whole(hit).await;
+    assert_eq!(status, 200);
+    assert_eq!(v["response"], "Hello");
+    assert_eq!(mock.chat_calls().len(), 2);
+}
