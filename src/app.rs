@@ -345,6 +345,29 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let ollama = bind_ollama(&app.config).await?;
+    serve_with(app, listener, ollama, shutdown).await
+}
+
+/// The Ollama listener of `[ollama] listen`, bound, when the config has one.
+pub async fn bind_ollama(config: &Config) -> anyhow::Result<Option<TcpListener>> {
+    let Some(addr) = config.ollama.listen else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for Ollama clients ([ollama] listen)"))?;
+    Ok(Some(listener))
+}
+
+/// [`serve`] with the Ollama listener already bound (or none): both are served until
+/// `shutdown`, with the same clocks and connection cap each.
+pub async fn serve_with(
+    app: Arc<App>,
+    listener: TcpListener,
+    ollama: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     app.start_background();
     let h = &app.config.http;
     let server = app.http_server();
@@ -354,7 +377,39 @@ pub async fn serve(
         send_timeout: h.send_timeout,
         max_connections: h.max_connections.unwrap_or_else(default_max_connections),
     };
-    crate::http::serve(server, listener, limits, shutdown, SHUTDOWN_GRACE).await;
+    match ollama {
+        None => crate::http::serve(server, listener, limits, shutdown, SHUTDOWN_GRACE).await,
+        Some(ollama) => {
+            let stop = CancellationToken::new();
+            let signal = stop.clone();
+            tokio::spawn(async move {
+                shutdown.await;
+                signal.cancel();
+            });
+            let loopback = ollama.local_addr().is_ok_and(|a| a.ip().is_loopback());
+            let access = crate::http::ollama::Access::Listener {
+                as_key: app.config.ollama.api_key.clone(),
+                require_key: !loopback,
+            };
+            tokio::join!(
+                crate::http::serve(
+                    Arc::clone(&server),
+                    listener,
+                    limits,
+                    stop.clone().cancelled_owned(),
+                    SHUTDOWN_GRACE
+                ),
+                crate::http::ollama::serve(
+                    server,
+                    ollama,
+                    access,
+                    limits,
+                    stop.cancelled_owned(),
+                    SHUTDOWN_GRACE
+                ),
+            );
+        }
+    }
     app.stop.cancel();
     app.tasks.close();
     if tokio::time::timeout(Duration::from_secs(10), app.tasks.wait())

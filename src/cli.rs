@@ -286,10 +286,17 @@ fn serve(config: Config) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {listen} (set `listen` or FREEWAY_LISTEN)"))?;
         let addr = listener.local_addr()?;
+        let ollama = app::bind_ollama(&app.config).await?;
         // Signals are caught from here on, before anyone can know the address.
         let shutdown = app::shutdown_signal();
         out!("Freeway listening on http://{addr}");
         out!("  OpenAI base URL: http://{addr}/v1");
+        if let Some(o) = ollama.as_ref().and_then(|l| l.local_addr().ok()) {
+            match &app.config.ollama.api_key {
+                Some(name) => out!("  Ollama API:      http://{o} (as client key {name:?})"),
+                None => out!("  Ollama API:      http://{o} (no client key)"),
+            }
+        }
         out!("  Dashboard:       http://{}/admin", shown(addr));
         if let Some(token) = app.admin.setup_token()? {
             out!(
@@ -305,7 +312,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
         }
         // A blank line ends the banner (scripts read up to it).
         out!();
-        app::serve(app, listener, shutdown).await
+        app::serve_with(app, listener, ollama, shutdown).await
     })
 }
 

@@ -58,6 +58,8 @@ pub struct Config {
     pub embeddings: Embeddings,
     /// `[cache]`: the exact answer cache (SPEC 2.8).
     pub cache: Cache,
+    /// The key-less listener for Ollama clients (`[ollama]`).
+    pub ollama: Ollama,
     /// Log filter (`FREEWAY_LOG`), e.g. `info` or `freeway=debug`.
     pub log: Option<String>,
     /// Log lines as JSON objects (for log collectors) instead of text.
@@ -405,6 +407,16 @@ pub struct Metrics {
     pub token: Option<Secret>,
 }
 
+/// `[ollama]`: a second listener that serves only Ollama's API, without a client key.
+#[derive(Debug, Clone, Default)]
+pub struct Ollama {
+    /// Where it listens; none unless set.
+    pub listen: Option<SocketAddr>,
+    /// The client key (by name) its requests act as: its limits apply, and on an address that
+    /// is not loopback a request must present that key. Unset: an unnamed local client.
+    pub api_key: Option<String>,
+}
+
 // ---- the file as written ----
 
 #[derive(Debug, Default, Deserialize)]
@@ -435,6 +447,8 @@ struct RawConfig {
     embeddings: Embeddings,
     #[serde(default)]
     cache: RawCache,
+    #[serde(default)]
+    ollama: RawOllama,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -494,6 +508,13 @@ fn validate_cache(raw: RawCache) -> anyhow::Result<Cache> {
         max_bytes,
         shared: raw.shared,
     })
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOllama {
+    listen: Option<String>,
+    api_key: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -686,6 +707,7 @@ impl Config {
                 "embeddings.default: name an embedding model (e.g. \"gemini-embedding-001\"), not \"auto\""
             );
         }
+        let ollama = validate_ollama(raw.ollama)?;
         let log_json = match raw.log_format.as_deref() {
             None | Some("text") => false,
             Some("json") => true,
@@ -732,6 +754,7 @@ impl Config {
             anthropic,
             embeddings,
             cache,
+            ollama,
             log: env("FREEWAY_LOG").or(raw.log),
             log_json,
             encryption_key,
@@ -1007,6 +1030,33 @@ fn validate_families(raw: RawAnthropic) -> anyhow::Result<Families> {
     Ok(anthropic)
 }
 
+/// `[ollama]`: the listener's address, and the client key it requires off loopback.
+fn validate_ollama(raw: RawOllama) -> anyhow::Result<Ollama> {
+    let api_key = match raw.api_key {
+        Some(name) if name.trim().is_empty() => {
+            bail!("ollama.api_key: name a client key (e.g. \"laptop\"), or leave it out")
+        }
+        other => other.map(|n| n.trim().to_string()),
+    };
+    let listen = match raw.listen {
+        None => None,
+        Some(text) => Some(text.parse::<SocketAddr>().map_err(|_| {
+            anyhow::anyhow!(
+                "ollama.listen: {text:?} is not an address with a port, e.g. 127.0.0.1:11434"
+            )
+        })?),
+    };
+    if let Some(addr) = listen {
+        if !addr.ip().is_loopback() && api_key.is_none() {
+            bail!(
+                "ollama.listen: {addr} is not a loopback address, and the Ollama listener takes no client key; \
+                 listen on 127.0.0.1, or set [ollama] api_key to the name of a client key that clients there must present"
+            );
+        }
+    }
+    Ok(Ollama { listen, api_key })
+}
+
 fn resolve_secret(
     key: &str,
     value: &str,
@@ -1084,6 +1134,33 @@ mod tests {
 
     fn no_env(_: &str) -> Option<String> {
         None
+    }
+
+    #[test]
+    fn the_ollama_listener_stays_on_loopback_unless_it_requires_a_key() {
+        let c = Config::from_toml("", &no_env).unwrap();
+        assert!(c.ollama.listen.is_none() && c.ollama.api_key.is_none());
+        let c = Config::from_toml("[ollama]\nlisten = \"127.0.0.1:11434\"", &no_env).unwrap();
+        assert_eq!(c.ollama.listen.unwrap().port(), 11434);
+        let err = Config::from_toml("[ollama]\nlisten = \"0.0.0.0:11434\"", &no_env).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("ollama.listen") && msg.contains("api_key"),
+            "{msg}"
+        );
+        let c = Config::from_toml(
+            "[ollama]\nlisten = \"0.0.0.0:11434\"\napi_key = \"laptop\"",
+            &no_env,
+        )
+        .unwrap();
+        assert_eq!(c.ollama.api_key.as_deref(), Some("laptop"));
+        for bad in [
+            "[ollama]\nlisten = \"nowhere\"",
+            "[ollama]\napi_key = \" \"",
+            "[ollama]\nport = 1",
+        ] {
+            assert!(Config::from_toml(bad, &no_env).is_err(), "{bad}");
+        }
     }
 
     #[test]

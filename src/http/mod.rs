@@ -23,6 +23,7 @@ use crate::wire::openai;
 mod admin;
 mod embeddings;
 pub mod idempotent;
+pub mod ollama;
 pub mod serve;
 mod surfaces;
 
@@ -92,6 +93,7 @@ pub fn routes(server: Arc<Server>) -> axum::Router {
         .route("/models", get(models))
         .route("/v1/models/{*id}", get(model))
         .route("/v1/quota", get(quota))
+        .merge(ollama::api().layer(axum::Extension(ollama::Access::Keyed)))
         .fallback(not_found);
     let cors = cors(&server.cors_origins);
     let inner = axum::Router::new()

@@ -19,7 +19,7 @@ use crate::catalog::Catalog;
 use crate::chat::{Answer, Piece, Request};
 use crate::error::ApiError;
 use crate::router::{self, Incoming};
-use crate::wire::{Frames, anthropic, completions, openai, responses};
+use crate::wire::{Frames, anthropic, completions, ollama, openai, responses};
 
 /// The dialect a request came in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +28,10 @@ pub enum Surface {
     Messages,
     Responses,
     Completions,
+    /// Ollama's `/api/chat`.
+    OllamaChat,
+    /// Ollama's `/api/generate`.
+    OllamaGenerate,
 }
 
 impl Surface {
@@ -38,6 +42,8 @@ impl Surface {
             Surface::Messages => "messages",
             Surface::Responses => "responses",
             Surface::Completions => "completions",
+            Surface::OllamaChat => "ollama-chat",
+            Surface::OllamaGenerate => "ollama-generate",
         }
     }
 
@@ -53,6 +59,7 @@ impl Surface {
                 super::error_headers(&e, r.headers_mut());
                 r
             }
+            Surface::OllamaChat | Surface::OllamaGenerate => super::ollama::error(&e),
             _ => e.into_response(),
         };
         resp.headers_mut()
@@ -92,6 +99,7 @@ enum Render {
     Completions {
         include_usage: bool,
     },
+    Ollama(Box<ollama::Reply>),
 }
 
 /// A request translated, with how to answer it.
@@ -115,10 +123,10 @@ fn prepare(
     bytes: &[u8],
     families: &crate::config::Families,
     catalog: &Catalog,
-) -> Result<Prepared, String> {
+) -> Result<Prepared, ApiError> {
     Ok(match surface {
         Surface::Chat => {
-            let req = openai::parse(bytes)?;
+            let req = openai::parse(bytes).map_err(ApiError::InvalidRequest)?;
             let include_usage = req.facts.include_usage;
             Prepared {
                 req,
@@ -127,7 +135,8 @@ fn prepare(
             }
         }
         Surface::Messages => {
-            let p = anthropic::parse(bytes, |m| families.map(m, |n| known(catalog, n)))?;
+            let p = anthropic::parse(bytes, |m| families.map(m, |n| known(catalog, n)))
+                .map_err(ApiError::InvalidRequest)?;
             Prepared {
                 req: p.req,
                 notes: p.notes,
@@ -138,7 +147,7 @@ fn prepare(
             }
         }
         Surface::Responses => {
-            let p = responses::parse(bytes)?;
+            let p = responses::parse(bytes).map_err(ApiError::InvalidRequest)?;
             Prepared {
                 req: p.req,
                 notes: p.notes,
@@ -149,7 +158,7 @@ fn prepare(
             }
         }
         Surface::Completions => {
-            let p = completions::parse(bytes)?;
+            let p = completions::parse(bytes).map_err(ApiError::InvalidRequest)?;
             Prepared {
                 req: p.req,
                 notes: Vec::new(),
@@ -158,7 +167,38 @@ fn prepare(
                 },
             }
         }
+        Surface::OllamaChat | Surface::OllamaGenerate => {
+            let mode = match surface {
+                Surface::OllamaChat => ollama::Mode::Chat,
+                _ => ollama::Mode::Generate,
+            };
+            let started = std::time::Instant::now();
+            let p = ollama::parse(bytes, mode, |name| ollama_model(catalog, name))?;
+            let estimate = p.req.facts.prompt_tokens;
+            Prepared {
+                req: p.req,
+                notes: p.notes,
+                render: Render::Ollama(Box::new(ollama::Reply {
+                    mode,
+                    thinking: p.thinking,
+                    estimate,
+                    started,
+                })),
+            }
+        }
     })
+}
+
+/// The model to route for an Ollama model name (`qwen3:8b`, `x:latest`), if Freeway knows it.
+pub(super) fn ollama_model(catalog: &Catalog, name: &str) -> Option<String> {
+    ollama::resolve(
+        name,
+        |n| known(catalog, n),
+        catalog
+            .models
+            .iter()
+            .flat_map(|m| [m.canonical.as_str(), m.id.as_str()]),
+    )
 }
 
 pub async fn chat(
@@ -319,7 +359,7 @@ async fn answer_bytes(
     let catalog = Arc::clone(&server.ops.live().snapshot().catalog);
     let families = server.families.clone();
     let prepared = parse_sized(bytes, move |bytes| {
-        prepare(surface, bytes, &families, &catalog).map_err(ApiError::InvalidRequest)
+        prepare(surface, bytes, &families, &catalog)
     })
     .await
     .and_then(|r| r);
@@ -419,8 +459,12 @@ async fn answer_bytes(
                         include_usage,
                     ),
                 ),
+                Render::Ollama(r) => framed(pieces, ollama::Framer::new(*r, &reply.model)),
             };
-            let mut resp = super::sse_response(body);
+            let mut resp = match surface {
+                Surface::OllamaChat | Surface::OllamaGenerate => super::ollama::ndjson(body),
+                _ => super::sse_response(body),
+            };
             resp.extensions_mut().insert(broke);
             resp
         }
@@ -482,6 +526,7 @@ fn answer_body(
         Render::Completions { .. } => {
             completions::completion_body(&m, &format!("cmpl-{request_id}"), created)
         }
+        Render::Ollama(r) => ollama::answer_body(&m, r),
     };
     Ok(bytes::Bytes::from(v.to_string()))
 }

@@ -19,6 +19,15 @@ const DEFAULT_MAX_TOKENS: u64 = 16;
 const CONTINUE: &str = "You are a text completion engine. Continue the user's text exactly where it stops. Reply with the continuation only: no preamble, no quotes, no repetition of the given text.";
 const FILL: &str = "You are a code completion engine. The user gives a prefix and a suffix. Reply with exactly the text that belongs between them: no preamble, no code fences, no repetition of the prefix or the suffix.";
 
+/// The system text and the user text that ask a chat model for exactly what goes between
+/// `prefix` and `suffix` (also Ollama's `suffix`).
+pub(crate) fn fill_in_the_middle(prefix: &str, suffix: &str) -> (&'static str, String) {
+    (
+        FILL,
+        format!("<prefix>{prefix}</prefix>\n<suffix>{suffix}</suffix>"),
+    )
+}
+
 /// A completions request, translated.
 #[derive(Debug)]
 pub struct Parsed {
@@ -77,10 +86,13 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, String> {
         Some(_) => return Err(wrong("suffix", "a string")),
     };
     let messages = match &suffix {
-        Some(suffix) => vec![
-            json!({"role": "system", "content": FILL}),
-            json!({"role": "user", "content": format!("<prefix>{prompt}</prefix>\n<suffix>{suffix}</suffix>")}),
-        ],
+        Some(suffix) => {
+            let (system, user) = fill_in_the_middle(&prompt, suffix);
+            vec![
+                json!({"role": "system", "content": system}),
+                json!({"role": "user", "content": user}),
+            ]
+        }
         None => vec![
             json!({"role": "system", "content": CONTINUE}),
             json!({"role": "user", "content": prompt}),

@@ -1,13 +1,16 @@
 //! Client surfaces, pure (no HTTP framework in them): each translates its dialect's requests
 //! into the canonical request and frames canonical answers and errors back. `openai` is the
 //! chat-completions surface, `anthropic` the Messages API (Claude Code), `responses` the
-//! Responses API (Codex CLI), `completions` the legacy text completions (editor autocomplete);
-//! `sse` is the Server-Sent Events codec they share with the upstream dialects. `read` reads a
-//! body into a surface's typed request with errors that name the field at fault.
+//! Responses API (Codex CLI), `completions` the legacy text completions (editor autocomplete),
+//! `ollama` Ollama's `/api/chat` and `/api/generate` (local tools), `embeddings` OpenAI's
+//! `/v1/embeddings`; `sse` is the Server-Sent Events codec they share with the upstream
+//! dialects. `read` reads a body into a surface's typed request with errors that name the
+//! field at fault.
 
 pub mod anthropic;
 pub mod completions;
 pub mod embeddings;
+pub mod ollama;
 pub mod openai;
 mod read;
 pub mod responses;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what tests/it/clients.rs drives Freeway with, under target/clients (./test.sh runs it):
-#   target/clients/venv  the anthropic and openai Python SDKs, pinned in requirements.txt
+#   target/clients/venv  the anthropic, ollama and openai Python clients, pinned in requirements.txt
 #   target/clients/npm   Claude Code and Codex CLI from the npm registry, pinned below
 # plus unshare (util-linux) and ip (iproute2) for the loopback-only network namespace.
 # Idempotent: a pinned version that is already installed is not fetched again. Prints what
@@ -29,7 +29,7 @@ if ! cmp -s tests/clients/requirements.txt "$stamp" || [ ! -x "$dir/venv/bin/pyt
   rm -rf "$dir/venv"
   if python3 -m venv "$dir/venv" \
     && "$dir/venv/bin/pip" install -q --disable-pip-version-check -r tests/clients/requirements.txt \
-    && "$dir/venv/bin/python" -c "import anthropic, openai"; then
+    && "$dir/venv/bin/python" -c "import anthropic, ollama, openai"; then
     cp tests/clients/requirements.txt "$stamp"
   else
     echo "tests/clients: could not install the Python SDKs of tests/clients/requirements.txt into $dir/venv" >&2

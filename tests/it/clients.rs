@@ -1,6 +1,6 @@
-//! Tested by the clients themselves: the official `anthropic` and `openai` Python SDKs, Claude
-//! Code and Codex CLI drive the real binary, with a scripted OpenAI-compatible upstream
-//! (`tests/clients/mock_upstream.py`) as its only provider.
+//! Tested by the clients themselves: the official `anthropic`, `openai` and `ollama` Python
+//! clients, Claude Code and Codex CLI drive the real binary, with a scripted OpenAI-compatible
+//! upstream (`tests/clients/mock_upstream.py`) as its only provider.
 //!
 //! `./test.sh` installs the clients (`tests/clients/setup.sh`: a venv and npm packages under
 //! `target/clients`, all pinned); without them these tests fail and say so, they never skip.
@@ -42,7 +42,7 @@ fn installed(path: PathBuf, what: &str) -> PathBuf {
 fn venv_python() -> PathBuf {
     installed(
         repo().join("target/clients/venv/bin/python"),
-        "the Python venv with the anthropic and openai SDKs",
+        "the Python venv with the anthropic, ollama and openai clients",
     )
 }
 
@@ -87,17 +87,58 @@ impl Drop for MockUpstream {
 
 /// Freeway with one provider, the mock upstream, and a fixed client key.
 fn freeway_with(dir: &Path, mock: &MockUpstream) -> Server {
+    freeway_and(dir, mock, "")
+}
+
+/// [`freeway_with`], with `extra` appended to its config.
+fn freeway_and(dir: &Path, mock: &MockUpstream, extra: &str) -> Server {
     std::fs::write(
         dir.join("freeway.toml"),
         format!(
             "[auth]\napi_keys = [\"{CLIENT_KEY}\"]\n\n[custom.mock]\nbase_url = \"http://127.0.0.1:{}/v1\"\n\
              keys = [\"sk-mock-upstream\"]\nmodels = [{{ id = \"mock-model\", context = 131072, tools = true, vision = true }}, \
-             {{ id = \"mock-embed\", dims = 8, shrinks = true }}]\n",
+             {{ id = \"mock-embed\", dims = 8, shrinks = true }}]\n{extra}",
             mock.port
         ),
     )
     .unwrap();
     start_server(dir, &[("FREEWAY_LISTEN", "127.0.0.1:0")]).unwrap()
+}
+
+/// `sdk_ollama.py` against Freeway's main port and its key-less Ollama listener.
+#[test]
+fn ollama_client_lists_shows_chats_streams_tools_generates_and_errors() {
+    let python = venv_python();
+    let dir = tempfile::tempdir().unwrap();
+    let mock = MockUpstream::start(dir.path());
+    // The Ollama listener on a free loopback port; the banner says which.
+    let server = freeway_and(dir.path(), &mock, "\n[ollama]\nlisten = \"127.0.0.1:0\"\n");
+    let ollama = server
+        .lines
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("Ollama API:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("the banner names no Ollama listener: {:?}", server.lines))
+        .to_string();
+    let mut cmd = Command::new(python);
+    cmd.arg(script("sdk_ollama.py"))
+        .arg("--base-url")
+        .arg(format!("http://{}", server.addr))
+        .arg("--api-key")
+        .arg(CLIENT_KEY)
+        .arg("--mock-log")
+        .arg(&mock.log)
+        .env("FREEWAY_OLLAMA_URL", &ollama)
+        .env("PYTHONUNBUFFERED", "1");
+    let (ok, output) = run_to_end(cmd, dir.path(), "sdk_ollama.py");
+    assert!(
+        ok,
+        "sdk_ollama.py failed:\n{output}\n--- Freeway's log:\n{}\n{}",
+        server.output(),
+        std::fs::read_to_string(&server.stderr_path).unwrap_or_default()
+    );
+    assert!(output.contains("ok   keyless_listener"), "{output}");
+    assert!(output.contains("ok   tools_round_trip"), "{output}");
 }
 
 /// Run a command to its end (or RUN_TIMEOUT), stdout and stderr together; (success, output).

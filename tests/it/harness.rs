@@ -345,6 +345,8 @@ fn render(reply: Reply, guard: InFlight) -> futures_util::future::BoxFuture<'sta
 /// A running Freeway.
 pub struct TestApp {
     pub addr: std::net::SocketAddr,
+    /// The Ollama listener, when the config has `[ollama] listen`.
+    pub ollama: Option<std::net::SocketAddr>,
     pub app: Arc<App>,
     pub client: reqwest::Client,
     pub dir: PathBuf,
@@ -419,15 +421,26 @@ impl TestApp {
         let lookup = move |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
         let config = Config::from_toml(&text, &lookup)?;
         let clock = opts.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let ollama_listener = app::bind_ollama(&config).await?;
+        let ollama = match &ollama_listener {
+            Some(l) => Some(l.local_addr()?),
+            None => None,
+        };
         let app = App::open_with_clock(config, clock)?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (tx, rx) = oneshot::channel::<()>();
-        let handle = tokio::spawn(app::serve(app.clone(), listener, async move {
-            let _ = rx.await;
-        }));
+        let handle = tokio::spawn(app::serve_with(
+            app.clone(),
+            listener,
+            ollama_listener,
+            async move {
+                let _ = rx.await;
+            },
+        ));
         Ok(TestApp {
             addr,
+            ollama,
             app,
             client: reqwest::Client::new(),
             dir,

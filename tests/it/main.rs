@@ -15,6 +15,7 @@ mod gemini;
 mod harness;
 mod idempotency;
 mod learning;
+mod ollama;
 mod process;
 mod proxy;
 mod quota;
