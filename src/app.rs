@@ -202,6 +202,7 @@ impl App {
             metrics: self.config.metrics.clone(),
             families: self.config.anthropic.clone(),
             cors_origins: self.config.http.cors_origins.clone(),
+            gemini_families: self.config.gemini_api.clone(),
         })
     }
 

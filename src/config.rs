@@ -54,6 +54,8 @@ pub struct Config {
     pub http: Http,
     /// Where Anthropic clients' `claude-*` models go (`[anthropic]`).
     pub anthropic: Families,
+    /// Where Gemini API clients' unknown `gemini-*` models go (`[gemini_api]`).
+    pub gemini_api: GeminiFamilies,
     /// Log filter (`FREEWAY_LOG`), e.g. `info` or `freeway=debug`.
     pub log: Option<String>,
     /// Log lines as JSON objects (for log collectors) instead of text.
@@ -394,6 +396,16 @@ struct RawConfig {
     http: RawHttp,
     #[serde(default)]
     anthropic: RawAnthropic,
+    #[serde(default)]
+    gemini_api: RawGeminiApi,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGeminiApi {
+    pro: Option<String>,
+    flash: Option<String>,
+    flash_lite: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -575,6 +587,7 @@ impl Config {
         let custom = validate_custom(raw.custom, env)?;
         let http = validate_http(raw.http)?;
         let anthropic = validate_families(raw.anthropic)?;
+        let gemini_api = validate_gemini_families(raw.gemini_api)?;
         let log_json = match raw.log_format.as_deref() {
             None | Some("text") => false,
             Some("json") => true,
@@ -619,6 +632,7 @@ impl Config {
             metrics,
             http,
             anthropic,
+            gemini_api,
             log: env("FREEWAY_LOG").or(raw.log),
             log_json,
             encryption_key,
@@ -894,6 +908,24 @@ fn validate_families(raw: RawAnthropic) -> anyhow::Result<Families> {
     Ok(anthropic)
 }
 
+/// `[gemini_api]`: where unknown `gemini-*` ids go.
+fn validate_gemini_families(raw: RawGeminiApi) -> anyhow::Result<GeminiFamilies> {
+    let fam = |key: &str, v: Option<String>| -> anyhow::Result<String> {
+        match v {
+            None => Ok("auto".into()),
+            Some(v) if v.trim().is_empty() => {
+                bail!("gemini_api.{key}: name a model (e.g. \"gpt-oss-120b\") or \"auto\"")
+            }
+            Some(v) => Ok(v.trim().to_string()),
+        }
+    };
+    Ok(GeminiFamilies {
+        pro: fam("pro", raw.pro)?,
+        flash: fam("flash", raw.flash)?,
+        flash_lite: fam("flash_lite", raw.flash_lite)?,
+    })
+}
+
 fn resolve_secret(
     key: &str,
     value: &str,
@@ -959,6 +991,45 @@ impl Families {
             self.sonnet.clone()
         } else if lower.contains("haiku") {
             self.haiku.clone()
+        } else {
+            "auto".into()
+        }
+    }
+}
+
+/// Where `gemini-*` ids Freeway does not know go, by family (`[gemini_api]` in the config):
+/// Gemini API clients (Google's SDKs, the Gemini CLI) ask for Google's newest ids.
+#[derive(Debug, Clone)]
+pub struct GeminiFamilies {
+    pub pro: String,
+    pub flash: String,
+    pub flash_lite: String,
+}
+
+impl Default for GeminiFamilies {
+    fn default() -> Self {
+        GeminiFamilies {
+            pro: "auto".into(),
+            flash: "auto".into(),
+            flash_lite: "auto".into(),
+        }
+    }
+}
+
+impl GeminiFamilies {
+    /// The model to route for `requested`: itself when `known`, else a `gemini-…` id's family
+    /// target (`flash-lite` before `flash`; `auto` when it names no family).
+    pub fn map(&self, requested: &str, known: impl Fn(&str) -> bool) -> String {
+        let lower = requested.to_ascii_lowercase();
+        if known(requested) || !lower.starts_with("gemini") {
+            return requested.to_string();
+        }
+        if lower.contains("flash-lite") || lower.contains("flash_lite") {
+            self.flash_lite.clone()
+        } else if lower.contains("flash") {
+            self.flash.clone()
+        } else if lower.contains("pro") {
+            self.pro.clone()
         } else {
             "auto".into()
         }

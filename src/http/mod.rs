@@ -21,6 +21,7 @@ use crate::router::Router;
 use crate::wire::openai;
 
 mod admin;
+mod gemini;
 pub mod serve;
 mod surfaces;
 
@@ -51,6 +52,8 @@ pub struct Server {
     pub families: crate::config::Families,
     /// Origins browsers may call the API from.
     pub cors_origins: Vec<String>,
+    /// Where unknown `gemini-*` models go (`[gemini_api]`).
+    pub gemini_families: crate::config::GeminiFamilies,
 }
 
 /// Serve `server` on `listener` until `shutdown` resolves; then let in-flight requests finish
@@ -82,7 +85,12 @@ pub fn routes(server: Arc<Server>) -> axum::Router {
         .route("/v1/completions", post(surfaces::completions))
         .route("/v1/models", get(models))
         .route("/models", get(models))
-        .route("/v1/models/{*id}", get(model))
+        .route("/v1/models/{*id}", get(model).post(gemini::action))
+        .route("/v1beta/models", get(gemini::models))
+        .route(
+            "/v1beta/models/{*id}",
+            get(gemini::model).post(gemini::action),
+        )
         .route("/v1/quota", get(quota))
         .fallback(not_found);
     let cors = cors(&server.cors_origins);
@@ -217,9 +225,11 @@ async fn not_found(
         )
             .into_response();
     }
-    // Anthropic clients (`/v1/messages/batches`, ...) get their own error shape.
+    // Anthropic clients (`/v1/messages/batches`, ...) and Gemini's get their own error shape.
     let surface = if path.starts_with("/v1/messages") {
         Surface::Messages
+    } else if path.starts_with("/v1beta") {
+        Surface::Gemini
     } else {
         Surface::Chat
     };
@@ -285,7 +295,13 @@ fn authenticate(
     server: &Server,
     headers: &HeaderMap,
 ) -> Result<Arc<crate::keys::Client>, ApiError> {
-    let presented = headers
+    check_key(server, presented_key(headers))
+}
+
+/// The client key a request carries in its headers: `Authorization: Bearer`, `x-api-key`
+/// (Anthropic's clients) or `x-goog-api-key` (Google's).
+fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
@@ -293,8 +309,16 @@ fn authenticate(
                 .or_else(|| v.strip_prefix("bearer "))
         })
         .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+        .or_else(|| headers.get("x-goog-api-key").and_then(|v| v.to_str().ok()))
         .map(str::trim)
-        .filter(|v| !v.is_empty());
+        .filter(|v| !v.is_empty())
+}
+
+/// The client of a presented key, or 401.
+fn check_key(
+    server: &Server,
+    presented: Option<&str>,
+) -> Result<Arc<crate::keys::Client>, ApiError> {
     let Some(presented) = presented else {
         return Err(ApiError::Unauthorized(
             "missing client key: send `Authorization: Bearer <key>` (create a key with `freeway client-keys create NAME`)".into(),
@@ -429,6 +453,9 @@ async fn models(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
+    if gemini::google_client(&headers, &q) {
+        return gemini::models(State(server), headers, Query(q)).await;
+    }
     let client = match authenticate(&server, &headers) {
         Ok(c) => c,
         Err(e) => return e.into_response(),
@@ -472,8 +499,12 @@ fn anthropic_model_json(id: &str, display: &str) -> Value {
 async fn model(
     State(server): State<Arc<Server>>,
     headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Response {
+    if gemini::google_client(&headers, &q) {
+        return gemini::model(State(server), headers, Query(q), axum::extract::Path(id)).await;
+    }
     let client = match authenticate(&server, &headers) {
         Ok(c) => c,
         Err(e) => return e.into_response(),

@@ -1,5 +1,5 @@
-//! The client surfaces over HTTP: chat completions, Anthropic Messages, Responses and legacy
-//! completions share one path (authenticate, read the body, translate it in `wire`, route,
+//! The client surfaces over HTTP: chat completions, Anthropic Messages, Responses, legacy
+//! completions and Gemini's own API (its routes in `http::gemini`) share one path (authenticate, read the body, translate it in `wire`, route,
 //! render the answer or the error in the dialect the client speaks). Only the translation and
 //! the rendering differ per surface; the router never knows which one a request came from
 //! except to log it.
@@ -19,7 +19,7 @@ use crate::catalog::Catalog;
 use crate::chat::{Answer, Piece, Request};
 use crate::error::ApiError;
 use crate::router::{self, Incoming};
-use crate::wire::{Frames, anthropic, completions, openai, responses};
+use crate::wire::{Frames, anthropic, completions, gemini, openai, responses};
 
 /// The dialect a request came in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +28,7 @@ pub enum Surface {
     Messages,
     Responses,
     Completions,
+    Gemini,
 }
 
 impl Surface {
@@ -38,6 +39,7 @@ impl Surface {
             Surface::Messages => "messages",
             Surface::Responses => "responses",
             Surface::Completions => "completions",
+            Surface::Gemini => "gemini",
         }
     }
 
@@ -50,6 +52,13 @@ impl Surface {
                     .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
                 let body = anthropic::error_body(&e, &anthropic_request_id(request_id));
                 let mut r = (status, axum::Json(body)).into_response();
+                super::error_headers(&e, r.headers_mut());
+                r
+            }
+            Surface::Gemini => {
+                let status = axum::http::StatusCode::from_u16(e.status())
+                    .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+                let mut r = (status, axum::Json(gemini::error_body(&e))).into_response();
                 super::error_headers(&e, r.headers_mut());
                 r
             }
@@ -77,7 +86,7 @@ fn anthropic_request_id(request_id: &str) -> String {
 }
 
 /// How the answer to one request is rendered.
-enum Render {
+pub(super) enum Render {
     Chat {
         include_usage: bool,
     },
@@ -92,17 +101,23 @@ enum Render {
     Completions {
         include_usage: bool,
     },
+    Gemini {
+        /// How a stream is framed (unused for a whole answer).
+        form: gemini::Form,
+        /// Show reasoning as `thought` parts.
+        thoughts: bool,
+    },
 }
 
 /// A request translated, with how to answer it.
-struct Prepared {
-    req: Request,
-    notes: Vec<String>,
-    render: Render,
+pub(super) struct Prepared {
+    pub(super) req: Request,
+    pub(super) notes: Vec<String>,
+    pub(super) render: Render,
 }
 
 /// Is `name` a model Freeway knows (any id a client may use for it)?
-fn known(catalog: &Catalog, name: &str) -> bool {
+pub(super) fn known(catalog: &Catalog, name: &str) -> bool {
     name == "auto"
         || catalog
             .models
@@ -158,6 +173,8 @@ fn prepare(
                 },
             }
         }
+        // Its model and action come from the URL: `http::gemini` prepares it.
+        Surface::Gemini => return Err("a Gemini request needs its URL to be read".into()),
     })
 }
 
@@ -242,7 +259,7 @@ pub async fn count_tokens(
 /// Parse a request body with `parse`: on the event loop when it is small, else on the
 /// blocking pool, [`super::LARGE_AT_ONCE`] at a time, so one large body (images, long
 /// documents) cannot stall the other requests.
-async fn parse_sized<T: Send + 'static>(
+pub(super) async fn parse_sized<T: Send + 'static>(
     bytes: bytes::Bytes,
     parse: impl FnOnce(&[u8]) -> T + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -288,10 +305,22 @@ pub(crate) async fn answer_as(
     })
     .await
     .and_then(|r| r);
-    let Prepared { req, notes, render } = match prepared {
-        Ok(p) => p,
-        Err(e) => return surface.error(e, &request_id, 0),
-    };
+    match prepared {
+        Ok(p) => answer_prepared(server, surface, client, request_id, headers, p).await,
+        Err(e) => surface.error(e, &request_id, 0),
+    }
+}
+
+/// A translated request on `surface` routed, and its answer rendered.
+pub(super) async fn answer_prepared(
+    server: &Server,
+    surface: Surface,
+    client: Arc<crate::keys::Client>,
+    request_id: String,
+    headers: &HeaderMap,
+    prepared: Prepared,
+) -> Response {
+    let Prepared { req, notes, render } = prepared;
     let estimate = req.facts.prompt_tokens;
     let session = ["x-session-id", "x-claude-code-session-id", "session-id"]
         .iter()
@@ -333,6 +362,13 @@ pub(crate) async fn answer_as(
             }
         }
         router::Body::Stream(pieces) => {
+            let array = matches!(
+                render,
+                Render::Gemini {
+                    form: gemini::Form::Array,
+                    ..
+                }
+            );
             let body = match render {
                 Render::Chat { include_usage } => framed(
                     pieces,
@@ -373,8 +409,22 @@ pub(crate) async fn answer_as(
                         include_usage,
                     ),
                 ),
+                Render::Gemini { form, thoughts } => framed(
+                    pieces,
+                    gemini::Framer::new(form, &request_id, &reply.model, thoughts, estimate),
+                ),
             };
-            super::sse_response(body)
+            if array {
+                // Google's stream without `alt=sse`: one JSON array, written as it grows.
+                let mut r = Response::new(body);
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                r
+            } else {
+                super::sse_response(body)
+            }
         }
     };
     super::routed_headers(&mut resp, &reply.routed_via, reply.attempts);
@@ -415,6 +465,7 @@ fn answer_body(
         Render::Completions { .. } => {
             completions::completion_body(&m, &format!("cmpl-{request_id}"), created)
         }
+        Render::Gemini { thoughts, .. } => gemini::answer_body(&m, request_id, *thoughts, estimate),
     };
     Ok(bytes::Bytes::from(v.to_string()))
 }

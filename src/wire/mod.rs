@@ -1,11 +1,13 @@
 //! Client surfaces, pure (no HTTP framework in them): each translates its dialect's requests
 //! into the canonical request and frames canonical answers and errors back. `openai` is the
 //! chat-completions surface, `anthropic` the Messages API (Claude Code), `responses` the
-//! Responses API (Codex CLI), `completions` the legacy text completions (editor autocomplete);
+//! Responses API (Codex CLI), `completions` the legacy text completions (editor autocomplete),
+//! `gemini` Gemini's own API (Google's SDKs, the Gemini CLI);
 //! `sse` is the Server-Sent Events codec they share with the upstream dialects.
 
 pub mod anthropic;
 pub mod completions;
+pub mod gemini;
 pub mod openai;
 pub mod responses;
 
