@@ -381,11 +381,7 @@ fn content(
                             r.name
                         )
                     })?;
-                    let result = match &r.response {
-                        None | Some(Value::Null) => String::new(),
-                        Some(Value::String(s)) => s.clone(),
-                        Some(v) => v.to_string(),
-                    };
+                    let result = tool_result(r.response.as_ref());
                     out.push(json!({"role": "tool", "tool_call_id": id, "content": result}));
                 } else if p.function_call.is_some() {
                     return Err(format!(
@@ -419,6 +415,29 @@ fn content(
     Ok(())
 }
 
+/// A function response as a tool message's text. Google's convention is `{"output": …}` or
+/// `{"error": …}` (the Gemini CLI's): a lone string there is the text itself (an error marked
+/// as Anthropic's `is_error` results are); anything else is its JSON.
+fn tool_result(response: Option<&Value>) -> String {
+    let Some(v) = response else {
+        return String::new();
+    };
+    if let Value::Object(m) = v {
+        if m.len() == 1 {
+            match (m.get("output"), m.get("error")) {
+                (Some(Value::String(s)), _) => return s.clone(),
+                (_, Some(Value::String(s))) => return format!("[tool error] {s}"),
+                _ => {}
+            }
+        }
+    }
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        v => v.to_string(),
+    }
+}
+
 /// Function declarations as chat tools (and their names); Google's own tools are dropped and
 /// noted.
 fn tools(list: &[Tool], notes: &mut Vec<String>) -> Result<(Vec<Value>, Vec<String>), String> {
@@ -434,7 +453,8 @@ fn tools(list: &[Tool], notes: &mut Vec<String>) -> Result<(Vec<Value>, Vec<Stri
                 return Err(format!("`{at}.name` must not be empty"));
             }
             let parameters = match (&d.parameters_json_schema, &d.parameters) {
-                (Some(s @ Value::Object(_)), _) => s.clone(),
+                // Google takes upper-case types in either form (the Gemini CLI sends them).
+                (Some(s @ Value::Object(_)), _) => to_json_schema(s, 0),
                 (Some(Value::Null) | None, Some(s @ Value::Object(_))) => to_json_schema(s, 0),
                 (Some(Value::Null) | None, None | Some(Value::Null)) => {
                     json!({"type": "object", "properties": {}})
@@ -548,7 +568,7 @@ fn generation(g: &GenerationConfig, out: &mut Map<String, Value>) -> Result<(), 
         None | Some("text/plain") | Some("") => {}
         Some("application/json") => {
             let schema = match (&g.response_json_schema, &g.response_schema) {
-                (Some(s @ Value::Object(_)), _) => Some(s.clone()),
+                (Some(s @ Value::Object(_)), _) => Some(to_json_schema(s, 0)),
                 (Some(Value::Null) | None, Some(s @ Value::Object(_))) => {
                     Some(to_json_schema(s, 0))
                 }
@@ -604,7 +624,8 @@ fn effort(t: &ThinkingConfig) -> Result<Option<&'static str>, String> {
 /// Deeper than this, a schema is cut to `{}` (no panic, no stack overflow on hostile input).
 const MAX_SCHEMA_DEPTH: usize = 64;
 
-/// Google's OpenAPI-subset schema (`"type": "OBJECT"`, `nullable`, ...) as a JSON schema.
+/// Google's OpenAPI-subset schema (`"type": "OBJECT"`, `nullable`, ...) as a JSON schema; a
+/// JSON schema passes unchanged but for its types, lower-cased.
 pub fn to_json_schema(node: &Value, depth: usize) -> Value {
     let Some(obj) = node.as_object() else {
         return json!({});
@@ -1060,7 +1081,7 @@ mod tests {
                 ]},
                 {"role": "user", "parts": [
                     {"functionResponse": {"name": "ls", "response": {"output": "a b"}, "id": "g-1"}},
-                    {"functionResponse": {"name": "get_weather", "response": {"t": 3}, "id": "made-up-by-cli"}},
+                    {"functionResponse": {"name": "get_weather", "response": {"error": "no such city"}, "id": "made-up-by-cli"}},
                     {"functionResponse": {"name": "get_weather", "response": {"t": 5}}}
                 ]}
             ]
@@ -1092,10 +1113,12 @@ mod tests {
         assert_eq!(calls[2]["id"], "call_1_2");
         assert_eq!(
             m[2],
-            json!({"role": "tool", "tool_call_id": "g-1", "content": "{\"output\":\"a b\"}"})
+            json!({"role": "tool", "tool_call_id": "g-1", "content": "a b"})
         );
         // An id the call never had: paired by name, oldest first.
         assert_eq!(m[3]["tool_call_id"], "call_1_0");
+        assert_eq!(m[3]["content"], "[tool error] no such city");
+        assert_eq!(m[4]["content"], "{\"t\":5}");
         assert_eq!(m[4]["tool_call_id"], "call_1_2");
         let err = p(
             json!({"contents": [{"parts": [{"functionResponse": {"name": "x", "response": {}}}]}]}),
@@ -1186,6 +1209,16 @@ mod tests {
             json!({"type": "object"})
         );
         assert_eq!(b["reasoning_effort"], "low");
+        // What the Gemini CLI's model router sends: a JSON schema with Google's types.
+        let b = body(
+            json!({"contents": [{"parts": [{"text": "x"}]}], "generationConfig": {
+            "responseMimeType": "application/json", "responseJsonSchema": {"type": "OBJECT",
+                "properties": {"score": {"type": "INTEGER"}}, "required": ["score"]}}}),
+        );
+        assert_eq!(
+            b["response_format"]["json_schema"]["schema"],
+            json!({"type": "object", "properties": {"score": {"type": "integer"}}, "required": ["score"]})
+        );
         let b = body(
             json!({"contents": [{"parts": [{"text": "x"}]}], "generationConfig": {
             "responseMimeType": "application/json", "thinkingConfig": {"thinkingBudget": -1}}}),
