@@ -6,7 +6,9 @@
 //!
 //! This is the reverse of `providers::gemini` (Freeway talking to Google): here Freeway is the
 //! one being talked to. Bodies are read into typed structs; unknown fields are ignored, as
-//! Google's SDKs send fields this surface has no use for.
+//! Google's SDKs send fields this surface has no use for. Field names are camelCase, and, as
+//! Google's own JSON parsing allows, also the proto's snake_case (the Python SDK sends
+//! `mime_type`).
 
 use bytes::Bytes;
 use serde::Deserialize;
@@ -26,14 +28,19 @@ use crate::error::ApiError;
 struct Body {
     #[serde(default)]
     contents: Vec<Content>,
+    #[serde(alias = "system_instruction")]
     system_instruction: Option<Content>,
     #[serde(default)]
     tools: Vec<Tool>,
+    #[serde(alias = "tool_config")]
     tool_config: Option<ToolConfig>,
+    #[serde(alias = "generation_config")]
     generation_config: Option<GenerationConfig>,
     /// Server-side cached context Freeway does not have: refused, never silently ignored.
+    #[serde(alias = "cached_content")]
     cached_content: Option<String>,
     /// `countTokens`' other form.
+    #[serde(alias = "generate_content_request")]
     generate_content_request: Option<Box<Body>>,
 }
 
@@ -49,9 +56,13 @@ struct Content {
 #[serde(rename_all = "camelCase")]
 struct Part {
     text: Option<String>,
+    #[serde(alias = "inline_data")]
     inline_data: Option<Blob>,
+    #[serde(alias = "file_data")]
     file_data: Option<FileData>,
+    #[serde(alias = "function_call")]
     function_call: Option<FunctionCall>,
+    #[serde(alias = "function_response")]
     function_response: Option<FunctionResponse>,
     /// A thought summary the client echoes back: dropped (no upstream could use it).
     #[serde(default)]
@@ -61,6 +72,7 @@ struct Part {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Blob {
+    #[serde(alias = "mime_type")]
     mime_type: String,
     data: String,
 }
@@ -69,6 +81,7 @@ struct Blob {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct FileData {
+    #[serde(alias = "file_uri")]
     file_uri: String,
 }
 
@@ -91,6 +104,7 @@ struct FunctionResponse {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Tool {
+    #[serde(alias = "function_declarations")]
     function_declarations: Option<Vec<FunctionDeclaration>>,
     /// Google's own tools (`googleSearch`, `codeExecution`, `urlContext`, ...): dropped, noted.
     #[serde(flatten)]
@@ -105,12 +119,14 @@ struct FunctionDeclaration {
     /// Google's OpenAPI-subset schema (upper-case types).
     parameters: Option<Value>,
     /// A plain JSON schema.
+    #[serde(alias = "parameters_json_schema")]
     parameters_json_schema: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ToolConfig {
+    #[serde(alias = "function_calling_config")]
     function_calling_config: Option<FunctionCallingConfig>,
 }
 
@@ -118,6 +134,7 @@ struct ToolConfig {
 #[serde(rename_all = "camelCase")]
 struct FunctionCallingConfig {
     mode: Option<String>,
+    #[serde(alias = "allowed_function_names")]
     allowed_function_names: Option<Vec<String>>,
 }
 
@@ -125,26 +142,40 @@ struct FunctionCallingConfig {
 #[serde(rename_all = "camelCase")]
 struct GenerationConfig {
     temperature: Option<f64>,
+    #[serde(alias = "top_p")]
     top_p: Option<f64>,
+    #[serde(alias = "top_k")]
     top_k: Option<f64>,
+    #[serde(alias = "max_output_tokens")]
     max_output_tokens: Option<u64>,
     #[serde(default)]
+    #[serde(alias = "stop_sequences")]
     stop_sequences: Vec<String>,
+    #[serde(alias = "candidate_count")]
     candidate_count: Option<u64>,
     seed: Option<i64>,
+    #[serde(alias = "presence_penalty")]
     presence_penalty: Option<f64>,
+    #[serde(alias = "frequency_penalty")]
     frequency_penalty: Option<f64>,
+    #[serde(alias = "response_mime_type")]
     response_mime_type: Option<String>,
+    #[serde(alias = "response_schema")]
     response_schema: Option<Value>,
+    #[serde(alias = "response_json_schema")]
     response_json_schema: Option<Value>,
+    #[serde(alias = "thinking_config")]
     thinking_config: Option<ThinkingConfig>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ThinkingConfig {
+    #[serde(alias = "include_thoughts")]
     include_thoughts: Option<bool>,
+    #[serde(alias = "thinking_budget")]
     thinking_budget: Option<i64>,
+    #[serde(alias = "thinking_level")]
     thinking_level: Option<String>,
 }
 
@@ -1056,6 +1087,16 @@ mod tests {
         assert_eq!(c[0], json!({"type": "text", "text": "what is it"}));
         assert_eq!(c[1]["image_url"]["url"], "data:image/png;base64,AAA");
         assert_eq!(c[2]["image_url"]["url"], "https://example.com/a.jpg");
+        // The proto's snake_case names, as Google accepts them (the Python SDK's `mime_type`).
+        let b = body(
+            json!({"contents": [{"parts": [{"inline_data": {"mime_type": "image/png", "data": "BBB"}}]}],
+            "generation_config": {"max_output_tokens": 5}}),
+        );
+        assert_eq!(
+            b["messages"][0]["content"][0]["image_url"]["url"],
+            "data:image/png;base64,BBB"
+        );
+        assert_eq!(b["max_tokens"], 5);
         let err = p(json!({"contents": [{"parts": [{"fileData": {"fileUri": "gs://b/o.png"}}]}]}))
             .unwrap_err();
         assert!(
