@@ -11,6 +11,7 @@ mod clients;
 mod dialects;
 mod failover;
 mod gemini;
+mod gemini_api;
 mod harness;
 mod learning;
 mod process;
