@@ -1056,6 +1056,25 @@ mod tests {
     }
 
     #[test]
+    fn gemini_api_families_default_to_auto_and_take_a_model() {
+        let c = Config::from_toml("", &no_env).unwrap();
+        assert_eq!(c.gemini_api.pro, "auto");
+        assert_eq!(c.gemini_api.flash_lite, "auto");
+        let c = Config::from_toml(
+            "[gemini_api]\npro = \"gpt-oss-120b\"\nflash_lite = \" groq/x \"\n",
+            &no_env,
+        )
+        .unwrap();
+        assert_eq!(c.gemini_api.pro, "gpt-oss-120b");
+        assert_eq!(c.gemini_api.flash, "auto");
+        assert_eq!(c.gemini_api.flash_lite, "groq/x");
+        let err = Config::from_toml("[gemini_api]\nflash = \"\"\n", &no_env).unwrap_err();
+        assert!(err.to_string().contains("gemini_api.flash"), "{err}");
+        let err = Config::from_toml("[gemini_api]\nultra = \"x\"\n", &no_env).unwrap_err();
+        assert!(format!("{err:#}").contains("ultra"), "{err:#}");
+    }
+
+    #[test]
     fn the_spec_example_parses() {
         let text = r#"
 listen   = "127.0.0.1:3001"
