@@ -1,8 +1,8 @@
 //! The client surfaces over HTTP: chat completions, Anthropic Messages, Responses, legacy
-//! completions and Gemini's own API (its routes in `http::gemini`) share one path (authenticate, read the body, translate it in `wire`, route,
-//! render the answer or the error in the dialect the client speaks). Only the translation and
-//! the rendering differ per surface; the router never knows which one a request came from
-//! except to log it.
+//! completions and Gemini's own API (its routes in `http::gemini`) share one path
+//! (authenticate, read the body, translate it in `wire`, route, render the answer or the error
+//! in the dialect the client speaks). Only the translation and the rendering differ per
+//! surface; the router never knows which one a request came from except to log it.
 
 use axum::body::Body;
 use axum::extract::State;
