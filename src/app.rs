@@ -201,6 +201,7 @@ impl App {
             body_read_timeout: self.config.http.body_read_timeout,
             metrics: self.config.metrics.clone(),
             families: self.config.anthropic.clone(),
+            embeddings: self.config.embeddings.clone(),
             cors_origins: self.config.http.cors_origins.clone(),
             gemini_families: self.config.gemini_api.clone(),
         })

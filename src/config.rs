@@ -56,6 +56,10 @@ pub struct Config {
     pub anthropic: Families,
     /// Where Gemini API clients' unknown `gemini-*` models go (`[gemini_api]`).
     pub gemini_api: GeminiFamilies,
+    /// `[embeddings]`: what `auto` means on `/v1/embeddings`.
+    pub embeddings: Embeddings,
+    /// `[cache]`: the exact answer cache (SPEC 2.8).
+    pub cache: Cache,
     /// Log filter (`FREEWAY_LOG`), e.g. `info` or `freeway=debug`.
     pub log: Option<String>,
     /// Log lines as JSON objects (for log collectors) instead of text.
@@ -332,6 +336,39 @@ pub struct ModelConfig {
     pub context: Option<u64>,
     /// The provider shut the model down (why): never routed.
     pub retired: Option<String>,
+    /// An embedding model (SPEC 2.5): the size of its vectors. Embedding models are a kind of
+    /// their own, never in the chat chain.
+    pub dims: Option<u32>,
+    /// Smaller vectors it can give: `true` (any size up to `dims`) or the sizes.
+    pub shrinks: Option<Shrink>,
+    /// Inputs per upstream call.
+    pub batch: Option<usize>,
+    /// The request field that asks for smaller vectors (default `dimensions`).
+    pub dims_param: Option<String>,
+    /// Values of the upstream's `input_type` for a query and a document (NVIDIA's
+    /// `["query", "passage"]`); none: the upstream takes no such field.
+    pub input_types: Option<[String; 2]>,
+    /// How it is called: `openai` (`/embeddings`, the default for OpenAI-dialect providers),
+    /// `gemini` (`batchEmbedContents`), `cohere` (`/v2/embed`).
+    pub embed_api: Option<EmbedApi>,
+}
+
+/// The smaller vector sizes an embedding model can give.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum Shrink {
+    /// Any size up to its own (`true`), or none (`false`).
+    Any(bool),
+    Sizes(Vec<u32>),
+}
+
+/// The API an embedding model is called through.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum EmbedApi {
+    Openai,
+    Gemini,
+    Cohere,
 }
 
 /// How client connections are held (SPEC 5: timeouts and a cap that sheds).
@@ -398,6 +435,10 @@ struct RawConfig {
     anthropic: RawAnthropic,
     #[serde(default)]
     gemini_api: RawGeminiApi,
+    #[serde(default)]
+    embeddings: Embeddings,
+    #[serde(default)]
+    cache: RawCache,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -406,6 +447,65 @@ struct RawGeminiApi {
     pro: Option<String>,
     flash: Option<String>,
     flash_lite: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCache {
+    #[serde(default)]
+    enabled: bool,
+    ttl: Option<String>,
+    max_bytes: Option<String>,
+    #[serde(default)]
+    shared: bool,
+}
+
+/// `[embeddings]` (SPEC 2.5).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Embeddings {
+    /// The model `auto` means; `None`: `auto` is refused (a vector space is never chosen for
+    /// the client).
+    pub default: Option<String>,
+}
+
+/// `[cache]` (SPEC 2.8): exact repeats of successful requests answered from memory.
+#[derive(Debug, Clone)]
+pub struct Cache {
+    pub enabled: bool,
+    /// How long an answer is kept.
+    pub ttl: Duration,
+    /// Bytes of answers kept at most (the oldest go first).
+    pub max_bytes: usize,
+    /// One cache for every client key (else each key has its own).
+    pub shared: bool,
+}
+
+impl Default for Cache {
+    fn default() -> Self {
+        Cache {
+            enabled: false,
+            ttl: Duration::from_secs(3600),
+            max_bytes: 64 * 1000 * 1000,
+            shared: false,
+        }
+    }
+}
+
+/// `[cache]` as written, checked.
+fn validate_cache(raw: RawCache) -> anyhow::Result<Cache> {
+    let d = Cache::default();
+    let ttl = duration("cache", "ttl", raw.ttl, d.ttl)?;
+    let max_bytes = match raw.max_bytes {
+        Some(v) => parse_size(&v).map_err(|e| anyhow::anyhow!("cache.max_bytes: {e}"))?,
+        None => d.max_bytes,
+    };
+    Ok(Cache {
+        enabled: raw.enabled,
+        ttl,
+        max_bytes,
+        shared: raw.shared,
+    })
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -588,6 +688,17 @@ impl Config {
         let http = validate_http(raw.http)?;
         let anthropic = validate_families(raw.anthropic)?;
         let gemini_api = validate_gemini_families(raw.gemini_api)?;
+        let cache = validate_cache(raw.cache)?;
+        let embeddings = raw.embeddings;
+        if embeddings
+            .default
+            .as_deref()
+            .is_some_and(|m| m.trim().is_empty() || m == "auto")
+        {
+            bail!(
+                "embeddings.default: name an embedding model (e.g. \"gemini-embedding-001\"), not \"auto\""
+            );
+        }
         let log_json = match raw.log_format.as_deref() {
             None | Some("text") => false,
             Some("json") => true,
@@ -633,6 +744,8 @@ impl Config {
             http,
             anthropic,
             gemini_api,
+            embeddings,
+            cache,
             log: env("FREEWAY_LOG").or(raw.log),
             log_json,
             encryption_key,

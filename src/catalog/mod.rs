@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use crate::config::{Config, ModelConfig, Secret};
+use crate::config::{Config, EmbedApi, ModelConfig, Secret, Shrink};
 use crate::units::parse_duration;
 
 const BUILTIN: &str = include_str!("catalog.toml");
@@ -154,6 +154,35 @@ pub struct Model {
     /// The catalog says the provider shut it down (why); never routed unless the config file
     /// declares the model again.
     pub retired: Option<String>,
+    /// An embedding model's facts (embedding models live in [`Catalog::embeddings`]).
+    pub embed: Option<Box<Embedding>>,
+}
+
+/// What an embedding model gives and how it is called (SPEC 2.5).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embedding {
+    /// The size of its vectors.
+    pub dims: u32,
+    /// Smaller sizes it can give.
+    pub shrinks: Shrink,
+    /// Inputs per upstream call.
+    pub batch: usize,
+    /// The request field asking for a smaller size.
+    pub dims_param: String,
+    /// The upstream's `input_type` values for a query and a document, if it takes one.
+    pub input_types: Option<[String; 2]>,
+    pub api: EmbedApi,
+}
+
+impl Embedding {
+    /// May it give vectors of `size`?
+    pub fn gives(&self, size: u32) -> bool {
+        size == self.dims
+            || match &self.shrinks {
+                Shrink::Any(any) => *any && size > 0 && size < self.dims,
+                Shrink::Sizes(sizes) => sizes.contains(&size),
+            }
+    }
 }
 
 /// Providers and models, with lookups.
@@ -161,7 +190,11 @@ pub struct Model {
 pub struct Catalog {
     pub providers: Vec<Provider>,
     pub models: Vec<Model>,
+    /// Embedding models: a kind of their own, never in the chat chain.
+    pub embeddings: Vec<Model>,
     by_provider: HashMap<String, usize>,
+    /// Reference → position in `embeddings`.
+    by_embedding: HashMap<String, usize>,
     /// Reference → position in `models`.
     by_reference: HashMap<String, usize>,
 }
@@ -250,7 +283,9 @@ impl Catalog {
         let mut catalog = Catalog {
             providers: Vec::new(),
             models: Vec::new(),
+            embeddings: Vec::new(),
             by_provider: HashMap::new(),
+            by_embedding: HashMap::new(),
             by_reference: HashMap::new(),
         };
         for p in raw.providers {
@@ -414,6 +449,10 @@ impl Catalog {
     fn upsert_model(&mut self, provider_index: usize, m: &ModelConfig) {
         let provider = self.providers[provider_index].id.clone();
         let reference = format!("{provider}/{}", m.id);
+        if m.dims.is_some() || self.by_embedding.contains_key(&reference) {
+            self.upsert_embedding(provider_index, reference, m);
+            return;
+        }
         if let Some(&i) = self.by_reference.get(&reference) {
             let e = &mut self.models[i];
             if let Some(v) = &m.canonical {
@@ -456,11 +495,102 @@ impl Catalog {
             vision: m.vision.unwrap_or(false),
             enabled: m.enabled.unwrap_or(true),
             retired: m.retired.clone(),
+            embed: None,
         });
+    }
+
+    /// An embedding model added, or its facts overridden.
+    fn upsert_embedding(&mut self, provider_index: usize, reference: String, m: &ModelConfig) {
+        let provider = &self.providers[provider_index];
+        let default_api = match provider.dialect {
+            Dialect::Gemini => EmbedApi::Gemini,
+            Dialect::Openai => EmbedApi::Openai,
+        };
+        if let Some(&i) = self.by_embedding.get(&reference) {
+            let e = &mut self.embeddings[i];
+            let limits = &mut e.limits;
+            limits.rpm = m.rpm.or(limits.rpm);
+            limits.rpd = m.rpd.or(limits.rpd);
+            limits.tpm = m.tpm.or(limits.tpm);
+            limits.tpd = m.tpd.or(limits.tpd);
+            limits.rpmo = m.rpmo.or(limits.rpmo);
+            limits.tpmo = m.tpmo.or(limits.tpmo);
+            limits.credit = m.credit.or(limits.credit);
+            e.enabled = m.enabled.unwrap_or(e.enabled);
+            e.context = m.context.unwrap_or(e.context);
+            if let Some(v) = &m.canonical {
+                e.canonical = v.clone();
+            }
+            if let Some(embed) = e.embed.as_deref_mut() {
+                embed.dims = m.dims.unwrap_or(embed.dims);
+                embed.shrinks = m.shrinks.clone().unwrap_or(embed.shrinks.clone());
+                embed.batch = m.batch.unwrap_or(embed.batch).max(1);
+                embed.dims_param = m.dims_param.clone().unwrap_or(embed.dims_param.clone());
+                embed.input_types = m.input_types.clone().or(embed.input_types.clone());
+                embed.api = m.embed_api.unwrap_or(embed.api);
+            }
+            return;
+        }
+        let api = m.embed_api.unwrap_or(default_api);
+        let embed = Embedding {
+            dims: m.dims.unwrap_or(0),
+            shrinks: m.shrinks.clone().unwrap_or(Shrink::Any(false)),
+            batch: m
+                .batch
+                .unwrap_or(match api {
+                    EmbedApi::Gemini => 100,
+                    EmbedApi::Cohere => 96,
+                    EmbedApi::Openai => 64,
+                })
+                .max(1),
+            dims_param: m.dims_param.clone().unwrap_or_else(|| "dimensions".into()),
+            input_types: m.input_types.clone(),
+            api,
+        };
+        self.by_embedding
+            .insert(reference.clone(), self.embeddings.len());
+        self.embeddings.push(Model {
+            reference,
+            provider: provider.id.clone(),
+            provider_index,
+            id: m.id.clone(),
+            canonical: m.canonical.clone().unwrap_or_else(|| canonical_of(&m.id)),
+            rank: m.rank.unwrap_or(DEFAULT_RANK),
+            limits: Limits {
+                rpm: m.rpm,
+                rpd: m.rpd,
+                tpm: m.tpm,
+                tpd: m.tpd,
+                rpmo: m.rpmo,
+                tpmo: m.tpmo,
+                credit: m.credit,
+            },
+            context: m.context.unwrap_or(DEFAULT_CONTEXT),
+            tools: false,
+            vision: false,
+            enabled: m.enabled.unwrap_or(true),
+            retired: m.retired.clone(),
+            embed: Some(Box::new(embed)),
+        });
+    }
+
+    /// An embedding model by its reference (`provider/id` or `provider/canonical`).
+    pub fn embedding(&self, reference: &str) -> Option<&Model> {
+        if let Some(&i) = self.by_embedding.get(reference) {
+            return Some(&self.embeddings[i]);
+        }
+        let (provider, model) = reference.split_once('/')?;
+        let p = self.provider_index(provider)?;
+        self.embeddings
+            .iter()
+            .find(|m| m.provider_index == p && (m.id == model || m.canonical == model))
     }
 
     fn model_mut(&mut self, provider_index: usize, id: &str) -> Option<&mut Model> {
         let reference = format!("{}/{id}", self.providers[provider_index].id);
+        if let Some(&i) = self.by_embedding.get(&reference) {
+            return Some(&mut self.embeddings[i]);
+        }
         let i = *self.by_reference.get(&reference)?;
         Some(&mut self.models[i])
     }

@@ -21,6 +21,7 @@ use crate::router::Router;
 use crate::wire::openai;
 
 mod admin;
+mod embeddings;
 mod gemini;
 pub mod serve;
 mod surfaces;
@@ -54,6 +55,8 @@ pub struct Server {
     pub cors_origins: Vec<String>,
     /// Where unknown `gemini-*` models go (`[gemini_api]`).
     pub gemini_families: crate::config::GeminiFamilies,
+    /// `[embeddings]`: what `auto` means on `/v1/embeddings`.
+    pub embeddings: crate::config::Embeddings,
 }
 
 /// Serve `server` on `listener` until `shutdown` resolves; then let in-flight requests finish
@@ -83,6 +86,8 @@ pub fn routes(server: Arc<Server>) -> axum::Router {
         .route("/v1/messages/count_tokens", post(surfaces::count_tokens))
         .route("/v1/responses", post(surfaces::responses))
         .route("/v1/completions", post(surfaces::completions))
+        .route("/v1/embeddings", post(embeddings::embeddings))
+        .route("/embeddings", post(embeddings::embeddings))
         .route("/v1/models", get(models))
         .route("/models", get(models))
         .route("/v1/models/{*id}", get(model).post(gemini::action))
@@ -238,7 +243,7 @@ async fn not_found(
     }
     let shown: String = path.chars().take(200).collect();
     let e = ApiError::NotFound(format!(
-        "Freeway does not serve {shown}; it serves POST /v1/chat/completions, /v1/messages, /v1/messages/count_tokens, /v1/responses, /v1/completions and GET /v1/models, /v1/models/{{id}}"
+        "Freeway does not serve {shown}; it serves POST /v1/chat/completions, /v1/messages, /v1/messages/count_tokens, /v1/responses, /v1/completions, /v1/embeddings, /v1beta/models/{{model}}:generateContent (Gemini's API) and GET /v1/models, /v1/models/{{id}}"
     ));
     surface.error(e, &request_id, 0)
 }
@@ -421,11 +426,14 @@ fn model_json(g: &crate::ops::ModelGroup) -> Value {
         "created": 0,
         "owned_by": g.owned_by,
         "context_window": g.context,
-        "capabilities": {"tools": g.tools, "vision": g.vision},
+        "capabilities": {"tools": g.tools, "vision": g.vision, "embeddings": g.embedding.is_some()},
         "available": g.available,
         "enabled": g.enabled,
         "providers": g.providers,
     });
+    if let Some(dims) = g.embedding {
+        v["dimensions"] = dims.into();
+    }
     if !g.retired.is_empty() {
         v["retired"] = g
             .retired
@@ -468,7 +476,13 @@ async fn models(
     if anthropic_client(&headers) {
         // Anthropic's list shape for Anthropic clients (Claude Code asks with its SDK).
         let mut ids = vec!["auto".to_string()];
-        ids.extend(groups.iter().map(|g| g.canonical.clone()));
+        // Chat models only: Anthropic clients have no embeddings.
+        ids.extend(
+            groups
+                .iter()
+                .filter(|g| g.embedding.is_none())
+                .map(|g| g.canonical.clone()),
+        );
         let data: Vec<Value> = ids.iter().map(|id| anthropic_model_json(id, id)).collect();
         return axum::Json(json!({
             "data": data,

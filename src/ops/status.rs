@@ -24,6 +24,8 @@ pub struct ModelGroup {
     pub providers: Vec<String>,
     /// Serving models their provider or the catalog retired: (`provider/upstream-id`, why).
     pub retired: Vec<(String, String)>,
+    /// An embedding model: the size of its vectors (SPEC 2.5).
+    pub embedding: Option<u32>,
 }
 
 /// One model's line in a provider's status.
@@ -61,7 +63,11 @@ impl Ops {
     /// Whether some usable key of this model's provider could take a small request now.
     fn available(&self, reference: &str) -> bool {
         let snap = self.live.snapshot();
-        let Some(m) = snap.catalog.model(reference) else {
+        let Some(m) = snap
+            .catalog
+            .model(reference)
+            .or_else(|| snap.catalog.embedding(reference))
+        else {
             return false;
         };
         let p = snap.catalog.provider_of(m);
@@ -101,6 +107,7 @@ impl Ops {
                         enabled: false,
                         providers: Vec::new(),
                         retired: Vec::new(),
+                        embedding: None,
                     });
                     let last = groups.len() - 1;
                     &mut groups[last]
@@ -116,7 +123,49 @@ impl Ops {
                 g.retired.push((m.reference.clone(), why.clone()));
             }
         }
+        groups.extend(self.embedding_groups(all));
         (groups, any_available)
+    }
+
+    /// Embedding models, one group per model (canonical id), in catalog order.
+    fn embedding_groups(&self, all: bool) -> Vec<ModelGroup> {
+        let snap = self.live.snapshot();
+        let mut groups: Vec<ModelGroup> = Vec::new();
+        for m in &snap.catalog.embeddings {
+            let provider = snap.catalog.provider_of(m);
+            let enabled = m.enabled && m.retired.is_none() && provider.enabled;
+            if !(all || enabled && self.live.keys.has_usable(&m.provider)) {
+                continue;
+            }
+            let available = enabled && self.available(&m.reference);
+            let g = match groups.iter_mut().position(|g| g.canonical == m.canonical) {
+                Some(i) => &mut groups[i],
+                None => {
+                    groups.push(ModelGroup {
+                        canonical: m.canonical.clone(),
+                        owned_by: m.provider.clone(),
+                        context: 0,
+                        tools: false,
+                        vision: false,
+                        available: false,
+                        enabled: false,
+                        providers: Vec::new(),
+                        retired: Vec::new(),
+                        embedding: m.embed.as_ref().map(|e| e.dims),
+                    });
+                    let last = groups.len() - 1;
+                    &mut groups[last]
+                }
+            };
+            g.context = g.context.max(m.context);
+            g.available |= available;
+            g.enabled |= enabled;
+            g.providers.push(m.reference.clone());
+            if let Some(why) = &m.retired {
+                g.retired.push((m.reference.clone(), why.clone()));
+            }
+        }
+        groups
     }
 
     /// Ready when some enabled model can serve now; else why not.

@@ -8,6 +8,7 @@
 //! multi-host provider's key belongs to, parsed URLs).
 
 pub mod classify;
+pub mod embed;
 pub mod gemini;
 pub mod openai;
 

@@ -11,6 +11,7 @@
 
 pub mod clients;
 pub mod decide;
+pub mod embed;
 pub mod fair;
 pub mod flaky;
 pub mod plan;

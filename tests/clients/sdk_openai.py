@@ -481,6 +481,36 @@ def broken_answer_is_502():
     raise AssertionError("a broken upstream answer gave no error")
 
 
+# ---------------------------------------------------------------- embeddings
+
+@check
+def embeddings_default_base64_decoded_by_the_sdk():
+    # The SDK asks for base64 unless told otherwise and decodes it itself.
+    r = client().embeddings.create(model="mock-embed", input=["one two", "three"])
+    expect(len(r.data) == 2, f"{len(r.data)} vectors")
+    expect(r.data[0].embedding[:2] == [7.0, 1.0], f"first vector {r.data[0].embedding[:3]}")
+    expect(r.data[1].embedding[:2] == [5.0, 0.0], f"second vector {r.data[1].embedding[:3]}")
+    expect(r.usage.prompt_tokens == 3, f"usage {r.usage}")
+    return f"{len(r.data)} vectors of {len(r.data[0].embedding)}"
+
+
+@check
+def embeddings_float_and_dimensions():
+    r = client().embeddings.create(model="mock-embed", input="a b c", encoding_format="float", dimensions=4)
+    expect(len(r.data[0].embedding) == 4, f"size {len(r.data[0].embedding)}")
+    expect(r.model == "mock-embed", f"model {r.model}")
+    return f"{r.data[0].embedding}"
+
+
+@check
+def embeddings_unknown_model_is_404():
+    try:
+        client().embeddings.create(model="no-such-embedder", input="x")
+    except openai.NotFoundError as e:
+        return f"{e.status_code}: {e.message[:80]}"
+    raise AssertionError("an unknown embedding model gave no error")
+
+
 def main():
     run("sdk_openai", __doc__, lambda a: f"openai {openai.__version__} against {a.base_url}, model {a.model}")
 

@@ -280,7 +280,7 @@ async fn models_lists_auto_then_canonical_ids() {
     assert_eq!(llama["context_window"], 131072);
     assert_eq!(
         llama["capabilities"],
-        json!({"tools": true, "vision": false})
+        json!({"tools": true, "vision": false, "embeddings": false})
     );
     assert_eq!(llama["available"], true);
     assert_eq!(

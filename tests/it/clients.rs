@@ -91,7 +91,8 @@ fn freeway_with(dir: &Path, mock: &MockUpstream) -> Server {
         dir.join("freeway.toml"),
         format!(
             "[auth]\napi_keys = [\"{CLIENT_KEY}\"]\n\n[custom.mock]\nbase_url = \"http://127.0.0.1:{}/v1\"\n\
-             keys = [\"sk-mock-upstream\"]\nmodels = [{{ id = \"mock-model\", context = 131072, tools = true, vision = true }}]\n",
+             keys = [\"sk-mock-upstream\"]\nmodels = [{{ id = \"mock-model\", context = 131072, tools = true, vision = true }}, \
+             {{ id = \"mock-embed\", dims = 8, shrinks = true }}]\n",
             mock.port
         ),
     )
@@ -165,7 +166,8 @@ fn anthropic_sdk_messages_streaming_tools_count_tokens_and_errors() {
 fn openai_sdk_responses_function_calls_legacy_completions_and_chat() {
     let out = run_sdk_script("sdk_openai.py");
     assert!(
-        out.contains("ok   responses_function_call_round_trip"),
+        out.contains("ok   responses_function_call_round_trip")
+            && out.contains("ok   embeddings_default_base64_decoded_by_the_sdk"),
         "{out}"
     );
 }

@@ -9,6 +9,7 @@ mod browser;
 mod cli;
 mod clients;
 mod dialects;
+mod embeddings;
 mod failover;
 mod gemini;
 mod gemini_api;

@@ -761,7 +761,7 @@ async fn compatibility_surfaces() {
 
     let resp = t
         .client
-        .post(t.url("/v1/embeddings"))
+        .post(t.url("/v1/images/generations"))
         .json(&json!({}))
         .send()
         .await
@@ -773,7 +773,7 @@ async fn compatibility_surfaces() {
     );
     let resp = t
         .client
-        .post(t.url("/v1/embeddings"))
+        .post(t.url("/v1/images/generations"))
         .bearer_auth(CLIENT_KEY)
         .json(&json!({}))
         .send()
@@ -785,7 +785,8 @@ async fn compatibility_surfaces() {
         .unwrap()
         .to_string();
     assert!(
-        msg.contains("/v1/embeddings")
+        msg.contains("/v1/images/generations")
+            && msg.contains("/v1/embeddings")
             && msg.contains("/v1/messages")
             && msg.contains("/v1/responses"),
         "{msg}"

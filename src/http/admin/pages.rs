@@ -865,6 +865,8 @@ pub async fn playground(
 ) -> Result<Response, Error> {
     page(server, headers, move |server, session| {
         let (groups, _) = server.ops.model_groups(false);
+        // The playground chats: embedding models have nothing to say.
+        let groups: Vec<_> = groups.into_iter().filter(|g| g.embedding.is_none()).collect();
         let body = html! {
             h1 { "Playground" }
             p.lead { "A chat through the router, as any client's would go: the answer streams from whichever provider serves it." }
