@@ -170,8 +170,13 @@ fn not_found(model: &str) -> ApiError {
     ))
 }
 
+/// What a chat model does on this surface.
+const CHAT_METHODS: &[&str] = &["generateContent", "streamGenerateContent", "countTokens"];
+/// What an embedding model does (in Google's API; not served on this surface yet).
+const EMBED_METHODS: &[&str] = &["embedContent", "batchEmbedContents"];
+
 /// A model in Google's shape.
-fn model_json(id: &str, display: &str, description: &str, context: u64) -> Value {
+fn model_json(id: &str, display: &str, description: &str, context: u64, methods: &[&str]) -> Value {
     json!({
         "name": format!("models/{id}"),
         "baseModelId": id,
@@ -181,7 +186,7 @@ fn model_json(id: &str, display: &str, description: &str, context: u64) -> Value
         "inputTokenLimit": context,
         // The catalog knows context windows, not output ceilings: a bound, not a promise.
         "outputTokenLimit": context.min(65_536),
-        "supportedGenerationMethods": ["generateContent", "streamGenerateContent", "countTokens"],
+        "supportedGenerationMethods": methods,
         "temperature": 1.0,
         "maxTemperature": 2.0,
         "topP": 0.95,
@@ -191,16 +196,26 @@ fn model_json(id: &str, display: &str, description: &str, context: u64) -> Value
 
 fn group_json(g: &crate::ops::ModelGroup) -> Value {
     let description = format!("served by {}", g.providers.join(", "));
-    model_json(&g.canonical, &g.canonical, &description, g.context)
+    let methods = match g.embedding {
+        Some(_) => EMBED_METHODS,
+        None => CHAT_METHODS,
+    };
+    model_json(&g.canonical, &g.canonical, &description, g.context, methods)
 }
 
 fn auto_json(groups: &[crate::ops::ModelGroup]) -> Value {
-    let context = groups.iter().map(|g| g.context).max().unwrap_or(0);
+    let context = groups
+        .iter()
+        .filter(|g| g.embedding.is_none())
+        .map(|g| g.context)
+        .max()
+        .unwrap_or(0);
     model_json(
         "auto",
         "auto",
         "Freeway's routing chain: whichever model has free capacity",
         context,
+        CHAT_METHODS,
     )
 }
 
@@ -266,6 +281,7 @@ pub(super) async fn model(
                 &format!("{id} (served by {target})"),
                 &format!("mapped by [gemini_api] to {target}"),
                 context.as_u64().unwrap_or(0),
+                CHAT_METHODS,
             );
             axum::Json(v).into_response()
         }
