@@ -625,3 +625,65 @@ async fn permission_and_unavailable_errors_have_googles_shape() {
     .await;
     google_error(resp, 503, "UNAVAILABLE").await;
 }
+
+#[tokio::test]
+async fn through_a_google_upstream_a_thought_signature_survives_the_round_trip() {
+    // Google behind Freeway (what the Gemini CLI sees with a Google key): Gemini 3 refuses a
+    // replayed function call without its thought signature.
+    let mock = Mock::start().await;
+    mock.on(|r, _| {
+        let replayed = r.body["contents"].as_array().is_some_and(|c| c.len() > 1);
+        let parts = if replayed {
+            json!([{"text": "Sunny."}])
+        } else {
+            json!([{"functionCall": {"name": "get_weather", "args": {"city": "Oslo"}}, "thoughtSignature": "U0lHLTE="}])
+        };
+        Reply::Json {
+            status: 200,
+            body: json!({"candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": "STOP"}],
+                "usageMetadata": {"promptTokenCount": 4, "candidatesTokenCount": 3, "totalTokenCount": 7}}),
+            headers: vec![],
+        }
+    });
+    let toml = format!(
+        "[providers.google]\nbase_url = \"{}\"\nkeys = [\"AIzaTestKey000222\"]\n",
+        mock.url("/v1beta")
+    );
+    let t = TestApp::spawn(&toml).await;
+    let mut body = user("weather?");
+    body["tools"] = json!([weather()]);
+    let resp = post(
+        &t,
+        "/v1beta/models/gemini-2.5-flash:generateContent",
+        body.clone(),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-routed-via"], "google/gemini-2.5-flash");
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["modelVersion"], "gemini-2.5-flash");
+    let part = v["candidates"][0]["content"]["parts"][0].clone();
+    assert_eq!(part["thoughtSignature"], "U0lHLTE=", "{v}");
+    let id = part["functionCall"]["id"].as_str().unwrap().to_string();
+    // The client sends the call back with its id but, as some clients do, without the
+    // signature: Freeway remembers it by the id.
+    let mut contents = body["contents"].as_array().unwrap().clone();
+    contents
+        .push(json!({"role": "model", "parts": [{"functionCall": part["functionCall"].clone()}]}));
+    contents.push(json!({"role": "user", "parts": [{"functionResponse":
+        {"name": "get_weather", "id": id, "response": {"output": "sunny"}}}]}));
+    body["contents"] = Value::Array(contents);
+    let resp = post(&t, "/v1beta/models/gemini-2.5-flash:generateContent", body).await;
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["candidates"][0]["content"]["parts"][0]["text"], "Sunny.");
+    let sent = &mock.chat_calls()[1].body;
+    assert_eq!(
+        sent["contents"][1]["parts"][0]["thoughtSignature"], "U0lHLTE=",
+        "{sent}"
+    );
+    assert_eq!(
+        sent["contents"][2]["parts"][0]["functionResponse"]["name"],
+        "get_weather"
+    );
+}
