@@ -326,7 +326,7 @@ fn check_key(
 ) -> Result<Arc<crate::keys::Client>, ApiError> {
     let Some(presented) = presented else {
         return Err(ApiError::Unauthorized(
-            "missing client key: send `Authorization: Bearer <key>` (create a key with `freeway client-keys create NAME`)".into(),
+            "missing client key: send `Authorization: Bearer <key>` (or `x-api-key`, or Google's `x-goog-api-key`; create a key with `freeway client-keys create NAME`)".into(),
         ));
     };
     let client = server.ops.live().clients.check(presented).ok_or_else(|| {
