@@ -219,6 +219,7 @@ impl App {
             embeddings: self.config.embeddings.clone(),
             idempotency: Arc::clone(&self.idempotency),
             cors_origins: self.config.http.cors_origins.clone(),
+            gemini_families: self.config.gemini_api.clone(),
         })
     }
 

@@ -54,6 +54,8 @@ pub struct Config {
     pub http: Http,
     /// Where Anthropic clients' `claude-*` models go (`[anthropic]`).
     pub anthropic: Families,
+    /// Where Gemini API clients' unknown `gemini-*` models go (`[gemini_api]`).
+    pub gemini_api: GeminiFamilies,
     /// `[embeddings]`: what `auto` means on `/v1/embeddings`.
     pub embeddings: Embeddings,
     /// `[cache]`: the exact answer cache (SPEC 2.8).
@@ -444,11 +446,21 @@ struct RawConfig {
     #[serde(default)]
     anthropic: RawAnthropic,
     #[serde(default)]
+    gemini_api: RawGeminiApi,
+    #[serde(default)]
     embeddings: Embeddings,
     #[serde(default)]
     cache: RawCache,
     #[serde(default)]
     ollama: RawOllama,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGeminiApi {
+    pro: Option<String>,
+    flash: Option<String>,
+    flash_lite: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -696,6 +708,7 @@ impl Config {
         let custom = validate_custom(raw.custom, env)?;
         let http = validate_http(raw.http)?;
         let anthropic = validate_families(raw.anthropic)?;
+        let gemini_api = validate_gemini_families(raw.gemini_api)?;
         let cache = validate_cache(raw.cache)?;
         let embeddings = raw.embeddings;
         if embeddings
@@ -752,6 +765,7 @@ impl Config {
             metrics,
             http,
             anthropic,
+            gemini_api,
             embeddings,
             cache,
             ollama,
@@ -1057,6 +1071,24 @@ fn validate_ollama(raw: RawOllama) -> anyhow::Result<Ollama> {
     Ok(Ollama { listen, api_key })
 }
 
+/// `[gemini_api]`: where unknown `gemini-*` ids go.
+fn validate_gemini_families(raw: RawGeminiApi) -> anyhow::Result<GeminiFamilies> {
+    let fam = |key: &str, v: Option<String>| -> anyhow::Result<String> {
+        match v {
+            None => Ok("auto".into()),
+            Some(v) if v.trim().is_empty() => {
+                bail!("gemini_api.{key}: name a model (e.g. \"gpt-oss-120b\") or \"auto\"")
+            }
+            Some(v) => Ok(v.trim().to_string()),
+        }
+    };
+    Ok(GeminiFamilies {
+        pro: fam("pro", raw.pro)?,
+        flash: fam("flash", raw.flash)?,
+        flash_lite: fam("flash_lite", raw.flash_lite)?,
+    })
+}
+
 fn resolve_secret(
     key: &str,
     value: &str,
@@ -1128,6 +1160,45 @@ impl Families {
     }
 }
 
+/// Where `gemini-*` ids Freeway does not know go, by family (`[gemini_api]` in the config):
+/// Gemini API clients (Google's SDKs, the Gemini CLI) ask for Google's newest ids.
+#[derive(Debug, Clone)]
+pub struct GeminiFamilies {
+    pub pro: String,
+    pub flash: String,
+    pub flash_lite: String,
+}
+
+impl Default for GeminiFamilies {
+    fn default() -> Self {
+        GeminiFamilies {
+            pro: "auto".into(),
+            flash: "auto".into(),
+            flash_lite: "auto".into(),
+        }
+    }
+}
+
+impl GeminiFamilies {
+    /// The model to route for `requested`: itself when `known`, else a `gemini-…` id's family
+    /// target (`flash-lite` before `flash`; `auto` when it names no family).
+    pub fn map(&self, requested: &str, known: impl Fn(&str) -> bool) -> String {
+        let lower = requested.to_ascii_lowercase();
+        if known(requested) || !lower.starts_with("gemini") {
+            return requested.to_string();
+        }
+        if lower.contains("flash-lite") || lower.contains("flash_lite") {
+            self.flash_lite.clone()
+        } else if lower.contains("flash") {
+            self.flash.clone()
+        } else if lower.contains("pro") {
+            self.pro.clone()
+        } else {
+            "auto".into()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1172,6 +1243,25 @@ mod tests {
         assert_eq!(c.routing.max_attempts, 20);
         assert_eq!(c.routing.sticky_ttl, Duration::from_secs(1800));
         assert_eq!(c.workers, 1);
+    }
+
+    #[test]
+    fn gemini_api_families_default_to_auto_and_take_a_model() {
+        let c = Config::from_toml("", &no_env).unwrap();
+        assert_eq!(c.gemini_api.pro, "auto");
+        assert_eq!(c.gemini_api.flash_lite, "auto");
+        let c = Config::from_toml(
+            "[gemini_api]\npro = \"gpt-oss-120b\"\nflash_lite = \" groq/x \"\n",
+            &no_env,
+        )
+        .unwrap();
+        assert_eq!(c.gemini_api.pro, "gpt-oss-120b");
+        assert_eq!(c.gemini_api.flash, "auto");
+        assert_eq!(c.gemini_api.flash_lite, "groq/x");
+        let err = Config::from_toml("[gemini_api]\nflash = \"\"\n", &no_env).unwrap_err();
+        assert!(err.to_string().contains("gemini_api.flash"), "{err}");
+        let err = Config::from_toml("[gemini_api]\nultra = \"x\"\n", &no_env).unwrap_err();
+        assert!(format!("{err:#}").contains("ultra"), "{err:#}");
     }
 
     #[test]

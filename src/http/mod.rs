@@ -22,6 +22,7 @@ use crate::wire::openai;
 
 mod admin;
 mod embeddings;
+mod gemini;
 pub mod idempotent;
 pub mod ollama;
 pub mod serve;
@@ -54,6 +55,8 @@ pub struct Server {
     pub families: crate::config::Families,
     /// Origins browsers may call the API from.
     pub cors_origins: Vec<String>,
+    /// Where unknown `gemini-*` models go (`[gemini_api]`).
+    pub gemini_families: crate::config::GeminiFamilies,
     /// `[embeddings]`: what `auto` means on `/v1/embeddings`.
     pub embeddings: crate::config::Embeddings,
     /// Answers kept for `Idempotency-Key` retries (SPEC 2.8).
@@ -91,7 +94,12 @@ pub fn routes(server: Arc<Server>) -> axum::Router {
         .route("/embeddings", post(embeddings::embeddings))
         .route("/v1/models", get(models))
         .route("/models", get(models))
-        .route("/v1/models/{*id}", get(model))
+        .route("/v1/models/{*id}", get(model).post(gemini::action))
+        .route("/v1beta/models", get(gemini::models))
+        .route(
+            "/v1beta/models/{*id}",
+            get(gemini::model).post(gemini::action),
+        )
         .route("/v1/quota", get(quota))
         .merge(ollama::api().layer(axum::Extension(ollama::Access::Keyed)))
         .fallback(not_found);
@@ -227,9 +235,11 @@ async fn not_found(
         )
             .into_response();
     }
-    // Anthropic clients (`/v1/messages/batches`, ...) get their own error shape.
+    // Anthropic clients (`/v1/messages/batches`, ...) and Gemini's get their own error shape.
     let surface = if path.starts_with("/v1/messages") {
         Surface::Messages
+    } else if path.starts_with("/v1beta") {
+        Surface::Gemini
     } else {
         Surface::Chat
     };
@@ -238,7 +248,7 @@ async fn not_found(
     }
     let shown: String = path.chars().take(200).collect();
     let e = ApiError::NotFound(format!(
-        "Freeway does not serve {shown}; it serves POST /v1/chat/completions, /v1/messages, /v1/messages/count_tokens, /v1/responses, /v1/completions, /v1/embeddings and GET /v1/models, /v1/models/{{id}}"
+        "Freeway does not serve {shown}; it serves POST /v1/chat/completions, /v1/messages, /v1/messages/count_tokens, /v1/responses, /v1/completions, /v1/embeddings, /v1beta/models/{{model}}:generateContent (Gemini's API) and GET /v1/models, /v1/models/{{id}}"
     ));
     surface.error(e, &request_id, 0)
 }
@@ -295,7 +305,13 @@ fn authenticate(
     server: &Server,
     headers: &HeaderMap,
 ) -> Result<Arc<crate::keys::Client>, ApiError> {
-    let presented = headers
+    check_key(server, presented_key(headers))
+}
+
+/// The client key a request carries in its headers: `Authorization: Bearer`, `x-api-key`
+/// (Anthropic's clients) or `x-goog-api-key` (Google's).
+fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
@@ -303,11 +319,19 @@ fn authenticate(
                 .or_else(|| v.strip_prefix("bearer "))
         })
         .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+        .or_else(|| headers.get("x-goog-api-key").and_then(|v| v.to_str().ok()))
         .map(str::trim)
-        .filter(|v| !v.is_empty());
+        .filter(|v| !v.is_empty())
+}
+
+/// The client of a presented key, or 401.
+fn check_key(
+    server: &Server,
+    presented: Option<&str>,
+) -> Result<Arc<crate::keys::Client>, ApiError> {
     let Some(presented) = presented else {
         return Err(ApiError::Unauthorized(
-            "missing client key: send `Authorization: Bearer <key>` (create a key with `freeway client-keys create NAME`)".into(),
+            "missing client key: send `Authorization: Bearer <key>` (or `x-api-key`, or Google's `x-goog-api-key`; create a key with `freeway client-keys create NAME`)".into(),
         ));
     };
     let client = server.ops.live().clients.check(presented).ok_or_else(|| {
@@ -442,6 +466,9 @@ async fn models(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
+    if gemini::google_client(&headers, &q) {
+        return gemini::models(State(server), headers, Query(q)).await;
+    }
     let client = match authenticate(&server, &headers) {
         Ok(c) => c,
         Err(e) => return e.into_response(),
@@ -491,8 +518,12 @@ fn anthropic_model_json(id: &str, display: &str) -> Value {
 async fn model(
     State(server): State<Arc<Server>>,
     headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Response {
+    if gemini::google_client(&headers, &q) {
+        return gemini::model(State(server), headers, Query(q), axum::extract::Path(id)).await;
+    }
     let client = match authenticate(&server, &headers) {
         Ok(c) => c,
         Err(e) => return e.into_response(),

@@ -1,8 +1,8 @@
-//! The client surfaces over HTTP: chat completions, Anthropic Messages, Responses and legacy
-//! completions share one path (authenticate, read the body, translate it in `wire`, route,
-//! render the answer or the error in the dialect the client speaks). Only the translation and
-//! the rendering differ per surface; the router never knows which one a request came from
-//! except to log it.
+//! The client surfaces over HTTP: chat completions, Anthropic Messages, Responses, legacy
+//! completions and Gemini's own API (its routes in `http::gemini`) share one path
+//! (authenticate, read the body, translate it in `wire`, route, render the answer or the error
+//! in the dialect the client speaks). Only the translation and the rendering differ per
+//! surface; the router never knows which one a request came from except to log it.
 
 use axum::body::Body;
 use axum::extract::State;
@@ -19,7 +19,7 @@ use crate::catalog::Catalog;
 use crate::chat::{Answer, Piece, Request};
 use crate::error::ApiError;
 use crate::router::{self, Incoming};
-use crate::wire::{Frames, anthropic, completions, ollama, openai, responses};
+use crate::wire::{Frames, anthropic, completions, gemini, ollama, openai, responses};
 
 /// The dialect a request came in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +32,7 @@ pub enum Surface {
     OllamaChat,
     /// Ollama's `/api/generate`.
     OllamaGenerate,
+    Gemini,
 }
 
 impl Surface {
@@ -44,6 +45,7 @@ impl Surface {
             Surface::Completions => "completions",
             Surface::OllamaChat => "ollama-chat",
             Surface::OllamaGenerate => "ollama-generate",
+            Surface::Gemini => "gemini",
         }
     }
 
@@ -60,6 +62,13 @@ impl Surface {
                 r
             }
             Surface::OllamaChat | Surface::OllamaGenerate => super::ollama::error(&e),
+            Surface::Gemini => {
+                let status = axum::http::StatusCode::from_u16(e.status())
+                    .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+                let mut r = (status, axum::Json(gemini::error_body(&e))).into_response();
+                super::error_headers(&e, r.headers_mut());
+                r
+            }
             _ => e.into_response(),
         };
         resp.headers_mut()
@@ -84,7 +93,7 @@ fn anthropic_request_id(request_id: &str) -> String {
 }
 
 /// How the answer to one request is rendered.
-enum Render {
+pub(super) enum Render {
     Chat {
         include_usage: bool,
     },
@@ -100,17 +109,23 @@ enum Render {
         include_usage: bool,
     },
     Ollama(Box<ollama::Reply>),
+    Gemini {
+        /// How a stream is framed (unused for a whole answer).
+        form: gemini::Form,
+        /// Show reasoning as `thought` parts.
+        thoughts: bool,
+    },
 }
 
 /// A request translated, with how to answer it.
-struct Prepared {
-    req: Request,
-    notes: Vec<String>,
-    render: Render,
+pub(super) struct Prepared {
+    pub(super) req: Request,
+    pub(super) notes: Vec<String>,
+    pub(super) render: Render,
 }
 
 /// Is `name` a model Freeway knows (any id a client may use for it)?
-fn known(catalog: &Catalog, name: &str) -> bool {
+pub(super) fn known(catalog: &Catalog, name: &str) -> bool {
     name == "auto"
         || catalog
             .models
@@ -185,6 +200,12 @@ fn prepare(
                     started,
                 })),
             }
+        }
+        // Its model and action come from the URL: `http::gemini` prepares it.
+        Surface::Gemini => {
+            return Err(ApiError::InvalidRequest(
+                "a Gemini request needs its URL to be read".into(),
+            ));
         }
     })
 }
@@ -363,10 +384,22 @@ async fn answer_bytes(
     })
     .await
     .and_then(|r| r);
-    let Prepared { req, notes, render } = match prepared {
-        Ok(p) => p,
-        Err(e) => return surface.error(e, &request_id, 0),
-    };
+    match prepared {
+        Ok(p) => answer_prepared(server, surface, client, request_id, headers, p).await,
+        Err(e) => surface.error(e, &request_id, 0),
+    }
+}
+
+/// A translated request on `surface` routed, and its answer rendered.
+pub(super) async fn answer_prepared(
+    server: &Server,
+    surface: Surface,
+    client: Arc<crate::keys::Client>,
+    request_id: String,
+    headers: &HeaderMap,
+    prepared: Prepared,
+) -> Response {
+    let Prepared { req, notes, render } = prepared;
     let estimate = req.facts.prompt_tokens;
     let session = ["x-session-id", "x-claude-code-session-id", "session-id"]
         .iter()
@@ -419,6 +452,13 @@ async fn answer_bytes(
                     }
                 })
                 .boxed();
+            let array = matches!(
+                render,
+                Render::Gemini {
+                    form: gemini::Form::Array,
+                    ..
+                }
+            );
             let body = match render {
                 Render::Chat { include_usage } => framed(
                     pieces,
@@ -460,9 +500,22 @@ async fn answer_bytes(
                     ),
                 ),
                 Render::Ollama(r) => framed(pieces, ollama::Framer::new(*r, &reply.model)),
+                Render::Gemini { form, thoughts } => framed(
+                    pieces,
+                    gemini::Framer::new(form, &request_id, &reply.model, thoughts, estimate),
+                ),
             };
             let mut resp = match surface {
                 Surface::OllamaChat | Surface::OllamaGenerate => super::ollama::ndjson(body),
+                // Google's stream without `alt=sse`: one JSON array, written as it grows.
+                _ if array => {
+                    let mut r = Response::new(body);
+                    r.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    );
+                    r
+                }
                 _ => super::sse_response(body),
             };
             resp.extensions_mut().insert(broke);
@@ -527,6 +580,7 @@ fn answer_body(
             completions::completion_body(&m, &format!("cmpl-{request_id}"), created)
         }
         Render::Ollama(r) => ollama::answer_body(&m, r),
+        Render::Gemini { thoughts, .. } => gemini::answer_body(&m, request_id, *thoughts, estimate),
     };
     Ok(bytes::Bytes::from(v.to_string()))
 }

@@ -2,14 +2,15 @@
 //! into the canonical request and frames canonical answers and errors back. `openai` is the
 //! chat-completions surface, `anthropic` the Messages API (Claude Code), `responses` the
 //! Responses API (Codex CLI), `completions` the legacy text completions (editor autocomplete),
-//! `ollama` Ollama's `/api/chat` and `/api/generate` (local tools), `embeddings` OpenAI's
-//! `/v1/embeddings`; `sse` is the Server-Sent Events codec they share with the upstream
-//! dialects. `read` reads a body into a surface's typed request with errors that name the
-//! field at fault.
+//! `ollama` Ollama's `/api/chat` and `/api/generate` (local tools), `gemini` Gemini's own API
+//! (Google's SDKs, the Gemini CLI), `embeddings` OpenAI's `/v1/embeddings`; `sse` is the
+//! Server-Sent Events codec they share with the upstream dialects. `read` reads a body into a
+//! surface's typed request with errors that name the field at fault.
 
 pub mod anthropic;
 pub mod completions;
 pub mod embeddings;
+pub mod gemini;
 pub mod ollama;
 pub mod openai;
 mod read;

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""Claude Code and Codex CLI, offline, against Freeway and the scripted mock upstream.
+"""Claude Code, Codex CLI and the Gemini CLI, offline, against Freeway and the scripted mock
+upstream.
 
-Usage: agents.py --freeway BIN [--npm PREFIX] [--only claude|codex] [--keep]
+Usage: agents.py --freeway BIN [--npm PREFIX] [--only claude|codex|gemini] [--keep]
   BIN     the freeway binary.
-  PREFIX  where `npm install --prefix` put @anthropic-ai/claude-code and @openai/codex
-          (default: target/clients/npm beside this repository; ./test.sh installs them).
+  PREFIX  where `npm install --prefix` put @anthropic-ai/claude-code, @openai/codex and
+          @google/gemini-cli (default: target/clients/npm beside this repository; ./test.sh
+          installs them).
   --keep  keep the temporary directory (configs, logs, the agents' homes) and print its path.
 
 Everything runs in a network namespace that has only a loopback interface: started
@@ -260,11 +262,89 @@ def codex(stack, npm):
            evidence + "\nupstream tool messages: " + json.dumps(tools)[:1000] + "\nFreeway:\n" + stack.freeway_output())
 
 
+# ---------------------------------------------------------------- Gemini CLI
+
+def gemini_home(stack):
+    """A HOME whose settings pick the API-key auth (else "Invalid auth method selected", exit
+    41) and send nothing anywhere but Freeway."""
+    home = fresh_dir(stack.tmp, "gemini-home-")
+    os.makedirs(os.path.join(home, ".gemini"))
+    with open(os.path.join(home, ".gemini", "settings.json"), "w") as f:
+        json.dump({
+            "security": {"auth": {"selectedType": "gemini-api-key"}},
+            "privacy": {"usageStatisticsEnabled": False},
+            "telemetry": {"enabled": False},
+            "general": {"disableAutoUpdate": True, "disableUpdateNag": True},
+        }, f)
+    return home
+
+
+def gemini_env(stack, home):
+    return {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": home,
+        "TERM": "dumb",
+        "GOOGLE_GEMINI_BASE_URL": stack.url,
+        "GEMINI_API_KEY": CLIENT_KEY,
+        # Else the CLI refuses an untrusted folder in a non-interactive run (exit 55).
+        "GEMINI_CLI_TRUST_WORKSPACE": "true",
+        "NO_COLOR": "1",
+    }
+
+
+def gemini_result(stdout):
+    """The object `--output-format json` prints (`response`, `stats`)."""
+    start = stdout.find("{")
+    while start != -1:
+        try:
+            return json.loads(stdout[start:])
+        except ValueError:
+            start = stdout.find("{", start + 1)
+    return None
+
+
+def gemini(stack, npm):
+    exe = os.path.join(npm, "node_modules", ".bin", "gemini")
+    if not os.path.exists(exe):
+        report(False, "gemini", f"{exe} is missing: ./test.sh installs @google/gemini-cli with npm")
+        return
+    version = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30,
+                             env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": fresh_dir(stack.tmp, "gemini-h-")})
+    say(f"gemini --version: {version.stdout.strip() or version.stderr.strip()}")
+
+    # 1. One turn, the CLI's default (gemini-*) model mapped by Freeway's [gemini_api].
+    env = gemini_env(stack, gemini_home(stack))
+    rc, stdout, evidence, secs = run_agent("gemini-say-hi", [exe, "-p", "say hi", "--output-format", "json"],
+                                           env, fresh_dir(stack.tmp, "gemini-work-"), stack.tmp)
+    res = gemini_result(stdout)
+    answer = (res or {}).get("response")
+    report(rc == 0 and answer is not None and answer.strip() == TEXT, "gemini -p 'say hi' (default model)",
+           f"exit {rc}, response {answer!r} in {secs:.1f}s", evidence + "\nFreeway:\n" + stack.freeway_output())
+
+    # 2. A tool-using turn: run_shell_command runs `echo hello-from-tool` (--yolo: no one is
+    # there to approve it).
+    env = gemini_env(stack, gemini_home(stack))
+    before = len(upstream_log(stack.mock_log))
+    rc, stdout, evidence, secs = run_agent(
+        "gemini-tool", [exe, "-p", "please run the command", "--yolo", "--output-format", "json"],
+        env, fresh_dir(stack.tmp, "gemini-work-"), stack.tmp)
+    res = gemini_result(stdout)
+    answer = (res or {}).get("response") or ""
+    tools = upstream_tool_messages(stack.mock_log, before)
+    saw_output = any(MARKER in json.dumps(m.get("content")) for m in tools)
+    # The CLI frames a command's output ("Output: hello-from-tool"); the mock answers its line.
+    ok = rc == 0 and answer.startswith("done: ") and MARKER in answer and saw_output
+    report(ok, "gemini -p 'please run the command' (run_shell_command tool, --yolo)",
+           f"exit {rc}, response {answer!r}, upstream saw {len(tools)} tool message(s)"
+           f"{' with the output' if saw_output else ' WITHOUT the command output'} in {secs:.1f}s",
+           evidence + "\nupstream tool messages: " + json.dumps(tools)[:1000] + "\nFreeway:\n" + stack.freeway_output())
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--freeway", required=True)
     p.add_argument("--npm", default=os.path.join(REPO, "target", "clients", "npm"))
-    p.add_argument("--only", choices=["claude", "codex"])
+    p.add_argument("--only", choices=["claude", "codex", "gemini"])
     p.add_argument("--keep", action="store_true")
     args = p.parse_args()
     args.freeway = os.path.abspath(args.freeway)
@@ -281,6 +361,8 @@ def main():
             claude(stack, args.npm)
         if args.only in (None, "codex"):
             codex(stack, args.npm)
+        if args.only in (None, "gemini"):
+            gemini(stack, args.npm)
     finally:
         if stack:
             stack.close()

@@ -20,6 +20,7 @@ What it answers, decided by the request (so agent tool turns work without a scri
        `Bash`          {"command": "echo hello-from-tool", "description": "Run it"}
        `exec_command`  {"cmd": "echo hello-from-tool"}
        `shell`         {"command": ["bash", "-lc", "echo hello-from-tool"]}
+       `run_shell_command`  {"command": "echo hello-from-tool", "description": "Run it"}
        otherwise the first function tool, its required properties filled from the schema
        (strings "echo hello-from-tool" for a command-like name, else "hello").
   3. The last user text says "stop at length": "partial answer", finish_reason "length".
@@ -137,6 +138,8 @@ def tool_call_for(tools):
         return "exec_command", {"cmd": COMMAND}
     if "shell" in names:
         return "shell", {"command": ["bash", "-lc", COMMAND]}
+    if "run_shell_command" in names:  # the Gemini CLI's
+        return "run_shell_command", {"command": COMMAND, "description": "Run it"}
     f = tools[0]
     args = fill(f.get("parameters") or {"type": "object"})
     return f["name"], args if isinstance(args, dict) else {}

@@ -1,6 +1,7 @@
-//! Tested by the clients themselves: the official `anthropic`, `openai` and `ollama` Python
-//! clients, Claude Code and Codex CLI drive the real binary, with a scripted OpenAI-compatible
-//! upstream (`tests/clients/mock_upstream.py`) as its only provider.
+//! Tested by the clients themselves: the official `anthropic`, `openai`, `google-genai` and
+//! `ollama` Python clients, Claude Code, Codex CLI and the Gemini CLI drive the real binary,
+//! with a scripted OpenAI-compatible upstream (`tests/clients/mock_upstream.py`) as its only
+//! provider.
 //!
 //! `./test.sh` installs the clients (`tests/clients/setup.sh`: a venv and npm packages under
 //! `target/clients`, all pinned); without them these tests fail and say so, they never skip.
@@ -253,4 +254,15 @@ fn claude_code_offline_says_hi_and_runs_a_bash_tool_through_messages() {
 #[test]
 fn codex_cli_offline_says_hi_and_runs_exec_command_through_responses() {
     run_agent("codex");
+}
+
+#[test]
+fn gemini_cli_offline_says_hi_and_runs_a_shell_tool_through_gemini_api() {
+    run_agent("gemini");
+}
+
+#[test]
+fn google_genai_sdk_generate_stream_function_calls_json_count_tokens_and_errors() {
+    let out = run_sdk_script("sdk_google.py");
+    assert!(out.contains("ok   function_call_round_trip"), "{out}");
 }

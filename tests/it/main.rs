@@ -12,6 +12,7 @@ mod dialects;
 mod embeddings;
 mod failover;
 mod gemini;
+mod gemini_api;
 mod harness;
 mod idempotency;
 mod learning;
