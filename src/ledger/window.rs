@@ -248,6 +248,14 @@ impl Window {
     pub fn is_empty(&self) -> bool {
         self.buckets.is_empty()
     }
+
+    /// (requests, tokens) counted in buckets that started at `from` or later.
+    pub fn since(&self, from: i64) -> (u64, u64) {
+        let at = self.buckets.partition_point(|b| b.start < from);
+        self.buckets
+            .range(at..)
+            .fold((0, 0), |(r, t), b| (r + b.req, t + b.tok))
+    }
 }
 
 #[cfg(test)]
