@@ -127,21 +127,11 @@ impl Kind {
 
 /// What was learned for one time zone: a curve per kind of day, and how many days of each kind
 /// had requests.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Learned {
     pub weekday: Curve,
     pub weekend: Curve,
     pub days: (u32, u32),
-}
-
-impl Default for Learned {
-    fn default() -> Self {
-        Learned {
-            weekday: Curve::even(),
-            weekend: Curve::even(),
-            days: (0, 0),
-        }
-    }
 }
 
 /// Learn one zone's curves from `(hour start ms, requests)` counts, for the day that starts at
@@ -242,30 +232,26 @@ impl Demand {
         self.curve(tz, start).hour(h)
     }
 
-    /// A rolling day has no start of its own: it is paced as a day of 24 UTC hours that starts
-    /// at the quietest hour of the UTC curve (midnight UTC while the curve is even), so the day's
-    /// allowance builds up through the hours that need it. The start of that day at `now_ms`
-    /// and its curve, from that hour on.
-    pub fn rolling_day(&self, now_ms: i64) -> (i64, Curve) {
-        let utc = chrono_tz::UTC;
-        let midnight = super::window::midnight(utc, now_ms, 0);
-        let base = self.curve(utc, midnight);
-        // The quietest hour (the first of equals).
-        let mut quiet = 0;
-        for h in 1..24 {
-            if base.share[h] < base.share[quiet] - 1e-12 {
-                quiet = h;
+    /// The share of a day's demand expected between `from_ms` and `to_ms` in `tz` (each day of
+    /// the interval by its own curve).
+    pub fn between(&self, tz: Tz, from_ms: i64, to_ms: i64) -> f64 {
+        let mut total = 0.0;
+        let mut at = from_ms;
+        // A day at a time; two or three for any span of a day or less.
+        for _ in 0..8 {
+            if at >= to_ms {
+                break;
             }
+            let start = super::window::midnight(tz, at, 0);
+            let end = super::window::midnight(tz, at, 1).max(at + 1);
+            let len = (end - start) as f64;
+            let curve = self.curve(tz, start);
+            let until = to_ms.min(end);
+            total += curve.allowed((until - start) as f64 / len)
+                - curve.allowed((at - start) as f64 / len);
+            at = until;
         }
-        let mut start = midnight + quiet as i64 * HOUR_MS;
-        if start > now_ms {
-            start -= 24 * HOUR_MS;
-        }
-        let mut share = [0.0; 24];
-        for (i, s) in share.iter_mut().enumerate() {
-            *s = base.share[(quiet + i) % 24];
-        }
-        (start, Curve { share })
+        total
     }
 }
 
@@ -425,6 +411,17 @@ mod tests {
         assert!((noon - office).abs() < 1e-9, "{noon} {office}");
         // An office day has used 39 % of its demand by noon (even: 50 %).
         assert!(noon > 0.35 && noon < 0.45, "{noon}");
+    }
+
+    #[test]
+    fn the_demand_ahead_spans_days() {
+        let today = day(BERLIN, 2026, 12, 8);
+        let d = Demand::learn(&history(BERLIN, today, 14, &OFFICE), &[BERLIN], today);
+        // Any 24 hours hold one day's demand; 18:00 to 08:00 the next day 44 of 834.
+        let at = today + 15 * HOUR_MS + 1234;
+        assert!((d.between(BERLIN, at, at + 24 * HOUR_MS) - 1.0).abs() < 1e-9);
+        assert!(d.between(BERLIN, today + 18 * HOUR_MS, today + 32 * HOUR_MS) < 0.06);
+        assert_eq!(d.between(BERLIN, at, at - 1), 0.0);
     }
 
     #[test]

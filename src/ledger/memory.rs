@@ -166,10 +166,7 @@ fn pace(
             };
             (start, len, curve, pick(c.day.totals()))
         }
-        _ if mode.by_demand() => {
-            let (start, curve) = demand.rolling_day(now);
-            (start, 86_400_000, curve, pick(c.day.since(start)))
-        }
+        _ if mode.by_demand() => return pace_rolling_demand(c, u, mode, at, name),
         _ => return pace_rolling(c, u, mode, day, now, name),
     };
     let cap = u.cap as f64;
@@ -202,6 +199,48 @@ fn pace(
     Err(Denied::Paced {
         cap: name,
         frees_at_ms: at.max(now + 1),
+    })
+}
+
+/// A rolling day paced by demand. A request counted now holds its place in the window for a
+/// day, through every hour ahead; so it is allowed while, at each of the next 24 hours, what
+/// will still count then (today's use that has not left the window by then, plus this request)
+/// and what the demand curve expects until then (the UTC curve, `Demand::between`) fit within
+/// the cap plus a burst of a tenth. The reserve pass expects half. On a day that follows the
+/// curve this uses each hour's share as the same hour of the day before frees it; on a fresh
+/// window it keeps room for the busy hours ahead instead of spending the cap at night.
+fn pace_rolling_demand(
+    c: &Counters,
+    u: Use,
+    mode: Pace,
+    at: Moment<'_>,
+    name: &'static str,
+) -> Result<(), Denied> {
+    let Moment { day, now, demand } = at;
+    let cap = u.cap as f64;
+    let burst = (cap * PACE_BURST).ceil();
+    let expect = if mode.is_reserve() { PACE_RESERVE } else { 1.0 };
+    let hours: Vec<i64> = (1..=24).map(|k| now + k * 3_600_000).collect();
+    let counting = c.day.counting_at(day, &hours);
+    let mut excess = 0.0f64;
+    for (t, (r, tk)) in hours.iter().zip(counting) {
+        let still = if u.tokens { tk } else { r };
+        let ahead = cap * expect * demand.between(chrono_tz::UTC, now, *t);
+        excess = excess.max((still + u.want) as f64 + ahead - cap - burst);
+    }
+    if excess <= 0.0 {
+        return Ok(());
+    }
+    // When that much of the window has left it (the hours ahead move on too: an estimate).
+    let over = excess.ceil() as u64;
+    let frees = if u.tokens {
+        c.day.frees_at(day, 0, over)
+    } else {
+        c.day.frees_at(day, over, 0)
+    };
+    Err(Denied::Paced {
+        cap: name,
+        frees_at_ms: frees.unwrap_or(now + 60_000).max(now + 1),
     })
 }
 
@@ -516,11 +555,8 @@ impl Ledger for MemoryLedger {
                 };
                 (start, day.expiry(start) - start, curve)
             }
-            (_, true) => {
-                let (start, curve) = demand.rolling_day(now);
-                (start, 86_400_000, curve)
-            }
-            (_, false) => return None,
+            // A rolling day is paced by the hours ahead, not as a share of a day.
+            _ => return None,
         };
         let share = curve.allowed((now - start) as f64 / len.max(1) as f64);
         Some(if pace.is_reserve() {

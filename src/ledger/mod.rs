@@ -387,9 +387,9 @@ pub trait Ledger: Send + Sync + 'static {
     /// When the oldest of a scope's counted requests (or tokens) in a capped window leaves it:
     /// the reset time shown for that window (`None`: nothing counted).
     fn resets_at(&self, scope: &Scope, span: Span) -> Option<i64>;
-    /// The share of a daily cap `pace` allows by now in a day of `reset`, burst left out
-    /// (`None`: not paced as a share of the day, i.e. `Off`, or an even pace of a rolling day,
-    /// which is paced by the hour).
+    /// The share of a daily cap `pace` allows by now in a calendar day of `reset`, burst left
+    /// out (`None`: `Off`, or a rolling day, which is paced by the hours around now rather than
+    /// as a share of a day).
     fn pace_share(&self, reset: Reset, pace: Pace) -> Option<f64>;
 }
 

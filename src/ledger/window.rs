@@ -249,12 +249,24 @@ impl Window {
         self.buckets.is_empty()
     }
 
-    /// (requests, tokens) counted in buckets that started at `from` or later.
-    pub fn since(&self, from: i64) -> (u64, u64) {
-        let at = self.buckets.partition_point(|b| b.start < from);
-        self.buckets
-            .range(at..)
-            .fold((0, 0), |(r, t), b| (r + b.req, t + b.tok))
+    /// What will still count (requests, tokens) at each of `at` (ascending moments), if
+    /// nothing more is added: one pass over the buckets.
+    pub fn counting_at(&self, span: Span, at: &[i64]) -> Vec<(u64, u64)> {
+        let (mut gone_r, mut gone_t) = (0u64, 0u64);
+        let mut buckets = self.buckets.iter().peekable();
+        at.iter()
+            .map(|&t| {
+                // Buckets leave in the order they started.
+                while let Some(b) = buckets.next_if(|b| span.expiry(b.start) <= t) {
+                    gone_r += b.req;
+                    gone_t += b.tok;
+                }
+                (
+                    self.req.saturating_sub(gone_r),
+                    self.tok.saturating_sub(gone_t),
+                )
+            })
+            .collect()
     }
 }
 

@@ -355,8 +355,9 @@ async fn pacing_even_keeps_the_strong_model_for_later() {
 
 #[tokio::test]
 async fn pacing_demand_follows_the_logged_day_where_even_would_not() {
-    // Tuesday 2026-12-08, 00:30 UTC. Custom providers have a rolling day: paced by demand, it
-    // is a day of UTC hours from the quietest hour of the learned curve (00:00 here).
+    // Tuesday 2026-12-08, 00:30 UTC. Custom providers have a rolling day: paced by demand, a
+    // request must leave room for the demand the UTC curve expects in the hours ahead while it
+    // still counts.
     const START: i64 = 1_796_689_800_000;
     const HOUR: i64 = 3_600_000;
     let midnight = START - 30 * 60_000;
@@ -417,9 +418,12 @@ async fn pacing_demand_follows_the_logged_day_where_even_would_not() {
         // 02:00, still quiet.
         clock.set(midnight + 2 * HOUR);
         let quiet = strong(20).await;
-        // 10:00, the busiest stretch of the logged day.
-        clock.set(midnight + 10 * HOUR);
-        let busy = strong(80).await;
+        // 10:00–10:40, the busiest stretch of the logged day.
+        let mut busy = 0;
+        for minutes in [0, 20, 40] {
+            clock.set(midnight + 10 * HOUR + minutes * 60_000);
+            busy += strong(20).await;
+        }
         t.stop().await;
         (night, quiet, busy)
     };
@@ -430,8 +434,9 @@ async fn pacing_demand_follows_the_logged_day_where_even_would_not() {
     // Quiet: an even pace frees 10 an hour; by demand nothing is due before 08:00.
     assert_eq!(even.1, 10);
     assert_eq!(demand.1, 0);
-    // Busy: an even pace still 10 an hour; by demand the 13 of 82 logged requests before 10:00
-    // are 15.9 % of the day, 38 more than the burst already used.
+    // Busy: an even pace still 10 an hour. By demand 20 at 10:00 and 20 at 10:20; at 10:40
+    // the hours ahead need their room (the night's 24 count until 00:31 tomorrow, while
+    // tomorrow's 08:00–10:00 expect their share of the cap): 12 more.
     assert_eq!(even.2, 10);
-    assert_eq!(demand.2, 38, "{demand:?}");
+    assert_eq!(demand.2, 52, "{demand:?}");
 }
