@@ -206,9 +206,10 @@ fn pace(
 /// day, through every hour ahead; so it is allowed while, at each of the next 24 hours, what
 /// will still count then (today's use that has not left the window by then, plus this request)
 /// and what the demand curve expects until then (the UTC curve, `Demand::between`) fit within
-/// the cap plus a burst of a tenth. The reserve pass expects half. On a day that follows the
-/// curve this uses each hour's share as the same hour of the day before frees it; on a fresh
-/// window it keeps room for the busy hours ahead instead of spending the cap at night.
+/// the cap plus a burst of a tenth. The reserve pass expects half, without the burst. On a day
+/// that follows the curve this uses each hour's share as the same hour of the day before frees
+/// it; on a fresh window it keeps room for the busy hours ahead instead of spending the cap at
+/// night.
 fn pace_rolling_demand(
     c: &Counters,
     u: Use,
@@ -219,7 +220,13 @@ fn pace_rolling_demand(
     let Moment { day, now, demand } = at;
     let cap = u.cap as f64;
     let burst = (cap * PACE_BURST).ceil();
-    let expect = if mode.is_reserve() { PACE_RESERVE } else { 1.0 };
+    // The reserve pass expects half, and has no burst of its own: on a saturated day it would
+    // spend the burst the last busy hour needs (bench/yield.sh: OpenRouter's 50 gone by 17:00).
+    let (expect, burst) = if mode.is_reserve() {
+        (PACE_RESERVE, 0.0)
+    } else {
+        (1.0, burst)
+    };
     let hours: Vec<i64> = (1..=24).map(|k| now + k * 3_600_000).collect();
     let counting = c.day.counting_at(day, &hours);
     let mut excess = 0.0f64;
