@@ -5,12 +5,20 @@
 #   bench/yield.sh                # from anywhere: it cd's to the repo
 #   bench/yield.sh --clients two  # two client keys (interactive + batch), fairness off and
 #                                 # weighted: writes bench/results/yield-clients.md
+#   bench/yield.sh --profiles     # every pacing (off, even, demand) on every profile (office,
+#                                 # night, flat, bursty): one report per profile
+#                                 # (bench/results/yield-PROFILE.md) and one table of them all,
+#                                 # bench/results/yield-profiles.md. About 4 × 3 minutes.
 #
 # Builds examples/yield.rs in release mode and runs it: Freeway in-process on a simulated clock,
 # the mocks and Freeway on 127.0.0.1 (ephemeral ports), nothing else on the network. Writes
 # bench/results/yield.md (also printed). About a minute and a half plus the build on 2 cores.
 # Knobs (env, defaults in brackets):
-#   YIELD_PACING [both]      off | even | both
+#   YIELD_PACING [both]      off | even | demand | both | all   (--profiles: all)
+#   YIELD_PROFILE [office]   office | night | flat | bursty | a file of 24 requests per hour
+#                            (--profiles: YIELD_PROFILES ["office night flat bursty"])
+#   YIELD_START [2026-12-01] the simulated day (Berlin)
+#   YIELD_HISTORY_DAYS [7]   prior days written to the request log for pacing demand
 #   YIELD_SHARE [0.9]        requests offered, as a share of the keys' theoretical daily capacity
 #   YIELD_CONCURRENCY [8]    requests in flight at once within a simulated second
 #   YIELD_SEED [2026]        the trace's seed
@@ -27,11 +35,13 @@
 set -euo pipefail
 
 CLIENTS=one
+PROFILES=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --clients) CLIENTS=${2:-}; shift 2 ;;
         --clients=*) CLIENTS=${1#--clients=}; shift ;;
-        *) echo "usage: bench/yield.sh [--clients one|two]" >&2; exit 2 ;;
+        --profiles) PROFILES=1; shift ;;
+        *) echo "usage: bench/yield.sh [--clients one|two] [--profiles]" >&2; exit 2 ;;
     esac
 done
 case "$CLIENTS" in
@@ -64,8 +74,45 @@ if [ -n "$(git -C "$ROOT" status --porcelain -- src Cargo.toml 2>/dev/null)" ]; 
 fi
 MACHINE="$(nproc) cores, ${CPU:-unknown CPU}; Freeway $COMMIT; $(date -u +%Y-%m-%d)"
 
+if [ "$PROFILES" = 1 ]; then
+    TABLE=${YIELD_OUT:-$ROOT/bench/results/yield-profiles.md}
+    SUMMARY=$(mktemp)
+    trap 'rm -f "$SUMMARY"' EXIT
+    for P in ${YIELD_PROFILES:-office night flat bursty}; do
+        NAME=$(basename "${P%.*}")
+        log "simulating profile $P (pacing ${YIELD_PACING:-all}) ..."
+        "$YIELD" --pacing "${YIELD_PACING:-all}" --profile "$P" \
+            --start "${YIELD_START:-2026-12-01}" --history-days "${YIELD_HISTORY_DAYS:-7}" \
+            --share "${YIELD_SHARE:-0.9}" --concurrency "${YIELD_CONCURRENCY:-8}" \
+            --seed "${YIELD_SEED:-2026}" --machine "$MACHINE" \
+            --out "$ROOT/bench/results/yield-$NAME.md" --summary "$SUMMARY" >/dev/null
+    done
+    {
+        echo "# Quota yield on every profile"
+        echo
+        echo "\`bench/yield.sh --profiles\` ($MACHINE). Seed ${YIELD_SEED:-2026}, day ${YIELD_START:-2026-12-01} (Berlin), share ${YIELD_SHARE:-0.9} of the keys' capacity; pacing \`demand\` learned from ${YIELD_HISTORY_DAYS:-7} prior days of the same profile (bench/README.md). One report per profile: \`bench/results/yield-PROFILE.md\`."
+        echo
+        echo "Goal (issue 23): pacing \`demand\` serves ≥ 99 % of servable, with zero overshoot 429s, and the strongest daily-capped model still serves in the last busy hour."
+        echo
+        echo "| profile | pacing | served / servable | overshoot 429s | last busy hour | strongest capped model in it | its last serving hour | goal |"
+        echo "|---|---|---:|---:|---:|---:|---:|---|"
+        awk -F'\t' '{
+            pct = ($4 > 0) ? 100 * $3 / $4 : 0
+            ok = (pct >= 99 && $5 == 0 && $7 > 0) ? "met" : "**not met**"
+            if ($2 == "off") ok = "– (not paced)"
+            printf "| %s | %s | %d / %d (%.2f %%) | %d | %s:00 | %d | %s | %s |\n", $1, $2, $3, $4, pct, $5, $6, $7, ($8 == "-" ? "never" : $8 ":00"), ok
+        }' "$SUMMARY"
+    } > "$TABLE"
+    cat "$TABLE"
+    log "wrote $TABLE"
+    exit 0
+fi
+
 ARGS=(
     --pacing "${YIELD_PACING:-both}"
+    --profile "${YIELD_PROFILE:-office}"
+    --start "${YIELD_START:-2026-12-01}"
+    --history-days "${YIELD_HISTORY_DAYS:-7}"
     --share "${YIELD_SHARE:-0.9}"
     --concurrency "${YIELD_CONCURRENCY:-8}"
     --seed "${YIELD_SEED:-2026}"

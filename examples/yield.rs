@@ -2,15 +2,16 @@
 //! over one simulated day, without ever overshooting a provider's caps.
 //!
 //! ```text
-//! cargo run --release --example yield -- [--pacing off|even|both] [--out FILE] [--share 0.9]
-//!     [--concurrency 8] [--seed 2026] [--requests N]
+//! cargo run --release --example yield -- [--pacing off|even|demand|both|all] [--out FILE]
+//!     [--profile office|night|flat|bursty|FILE] [--start 2026-12-01] [--history-days 7]
+//!     [--summary FILE] [--share 0.9] [--concurrency 8] [--seed 2026] [--requests N]
 //!     [--clients one|two] [--fairness off|weighted|both] [--batch-rate 3] [--weights 1:1]
 //! ```
 //!
 //! The model:
 //! * **Time is simulated.** Freeway runs in-process (`App::open_with_clock`) on a
 //!   [`ManualClock`] that the mock providers read too. The day is the calendar day of a user in
-//!   Berlin, Tuesday 2026-12-01; Google's quota resets at midnight US Pacific, 09:00 there. The
+//!   Berlin, `--start` (Tuesday 2026-12-01 by default); Google's quota resets at midnight US Pacific, 09:00 there. The
 //!   clock moves one simulated second at a time (skipping empty seconds); the requests of a second
 //!   are sent together, a bounded number at a time, and all answered before the clock moves on.
 //!   Upstreams answer at once: a request takes no simulated time.
@@ -22,14 +23,21 @@
 //!   account-wide 1 request a second, 500k TPM and monthly tokens; Google's limits per Cloud
 //!   project, shared by both keys of the project. Over a cap they answer 429 as the provider
 //!   would; every such 429 is Freeway's overshoot. Prompt tokens are characters / 4.
-//! * **The traffic** (`yield/trace.rs`) is seeded: night low, a morning ramp, two peaks around
-//!   lunch, an evening tail, six bursts above the per-minute capacity; prompts from a short chat
+//! * **The traffic** (`yield/trace.rs`) is seeded and shaped by `--profile` (`office`, the
+//!   default: night low, a morning ramp, two peaks around lunch, an evening tail, six bursts
+//!   above the per-minute capacity; `night`, `flat`, `bursty`, or a file of 24 requests per
+//!   hour; `bench/README.md` shows each); prompts from a short chat
 //!   to 90k-token code contexts; sessions that continue a conversation; tools, images, streams,
 //!   `max_tokens` from none to 32000; a tenth of the requests name a model. Its size is a share
 //!   of the keys' theoretical capacity (`yield/capacity.rs`).
 //! * **The report** (`yield/report.rs`): capacity, offered, served, refused, the share served of
 //!   what was servable, the upstream 429s, and per hour the rank of the serving models, for
-//!   `routing.pacing = "off"` and `"even"`.
+//!   `routing.pacing = "off"`, `"even"` and `"demand"`.
+//! * **History for `demand`**: pacing by demand learns from the request log, so before a
+//!   `demand` day the request log gets `--history-days` prior days of the same profile and size
+//!   (each generated with its own seed, `seed + 1000 + d`), one row per request at its arrival
+//!   time, written through the store's own `insert_requests` (which keeps the hourly rollups the
+//!   curve is learned from). Only arrivals are written: what the curve learns is demand.
 //! * **Two client keys** (`--clients two`, `yield/clients.rs`): the same working day sent with
 //!   the client key `interactive`, and a `batch` key that asks for as much as it can from 06:00
 //!   (`trace::batch`: `--batch-rate` short `auto` requests a second until midnight), both through
@@ -73,7 +81,7 @@ use futures_util::StreamExt;
 
 use crate::mock::Mock;
 use crate::report::{Outcome, Run, Strongest};
-use crate::trace::{Client, Req, START_MS};
+use crate::trace::{Client, Req, start_ms};
 use crate::truth::{ProviderFact, Status};
 
 const CLIENT_KEY: &str = "fw-yield-simulation";
@@ -88,9 +96,25 @@ const GOOGLE_SHARED_QUOTA: bool = true;
 #[derive(Parser)]
 #[command(about = "A simulated day of traffic against mock free tiers (SPEC 8, quota yield)")]
 struct Args {
-    /// `off`, `even` or `both` (routing.pacing).
+    /// `off`, `even`, `demand`, `both` (off and even) or `all` (routing.pacing).
     #[arg(long, default_value = "both")]
     pacing: String,
+    /// The day's shape: `office`, `night`, `flat`, `bursty`, or a file of 24 numbers (requests
+    /// per hour, Berlin time).
+    #[arg(long, default_value = "office")]
+    profile: String,
+    /// The simulated day, `YYYY-MM-DD` (00:00–24:00 Berlin).
+    #[arg(long, default_value = "2026-12-01")]
+    start: String,
+    /// Pacing `demand` learns from the request log: this many prior days of the same profile
+    /// (each its own seed) are written to it before the simulated day.
+    #[arg(long, default_value_t = 7)]
+    history_days: i64,
+    /// Append one line per run (tab-separated: profile, pacing, served, servable, overshoot,
+    /// last busy hour, the strongest capped model's requests in it, its last serving hour) to
+    /// this file, for `bench/yield.sh --profiles`.
+    #[arg(long)]
+    summary: Option<PathBuf>,
     /// Also write the report here.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -147,11 +171,22 @@ impl Setup {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let start = chrono::NaiveDate::parse_from_str(&args.start, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .and_then(|t| {
+            use chrono::TimeZone;
+            trace::USER_TZ.from_local_datetime(&t).earliest()
+        })
+        .ok_or_else(|| anyhow::anyhow!("--start {}: must be YYYY-MM-DD", args.start))?;
+    trace::set_day(trace::Day::new(&args.profile, start.timestamp_millis())?);
     let pacings: Vec<&'static str> = match args.pacing.as_str() {
         "off" => vec!["off"],
         "even" => vec!["even"],
+        "demand" => vec!["demand"],
         "both" => vec!["off", "even"],
-        other => anyhow::bail!("--pacing {other}: must be off, even or both"),
+        "all" => vec!["off", "even", "demand"],
+        other => anyhow::bail!("--pacing {other}: must be off, even, demand, both or all"),
     };
     let two = match args.clients.as_str() {
         "one" => None,
@@ -192,6 +227,18 @@ async fn main() -> anyhow::Result<()> {
     }
     let trace = Arc::new(day);
     let capacity = capacity::capacity(&providers, &trace);
+    // What the request log holds before the day, for pacing `demand`: the same profile and size
+    // on each of the prior days, each day its own seed.
+    let history: Arc<Vec<i64>> = Arc::new(
+        (1..=args.history_days.max(0))
+            .flat_map(|d| {
+                let day_start = start_ms() - d * trace::DAY_MS;
+                trace::generate(args.seed.wrapping_add(1000 + d as u64), total)
+                    .into_iter()
+                    .map(move |r| day_start + r.at)
+            })
+            .collect(),
+    );
     let filler: Arc<str> = trace::filler(args.seed).into();
     eprintln!(
         "[yield] {} requests, capacity {} requests/day, {} providers",
@@ -211,7 +258,21 @@ async fn main() -> anyhow::Result<()> {
                 fairness,
                 two,
             };
-            match run(setup, &providers, &trace, &filler, args.concurrency).await {
+            let history = if pacing == "demand" {
+                Some(&history)
+            } else {
+                None
+            };
+            match run(
+                setup,
+                &providers,
+                &trace,
+                &filler,
+                args.concurrency,
+                history,
+            )
+            .await
+            {
                 Ok((run, catalog)) => {
                     strongest = strongest.or_else(|| strongest_capped(&providers, &catalog));
                     if capped.is_empty() {
@@ -219,9 +280,9 @@ async fn main() -> anyhow::Result<()> {
                     }
                     runs.push(run);
                 }
-                Err(e) if pacing == "even" && format!("{e:#}").contains("pacing") => {
+                Err(e) if pacing != "off" && format!("{e:#}").contains("pacing") => {
                     skipped.push(format!(
-                        "pacing `even`: this Freeway does not accept `routing.pacing` yet ({e:#})"
+                        "pacing `{pacing}`: this Freeway does not accept it yet ({e:#})"
                     ));
                     break;
                 }
@@ -270,7 +331,7 @@ async fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let text = report::render(&report::Inputs {
+    let inputs = report::Inputs {
         trace: &trace,
         capacity: &capacity,
         runs: &runs,
@@ -280,7 +341,16 @@ async fn main() -> anyhow::Result<()> {
         concurrency: args.concurrency,
         machine,
         skipped,
-    });
+    };
+    let text = report::render(&inputs);
+    if let Some(path) = &args.summary {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        f.write_all(report::summary(&inputs).as_bytes())?;
+    }
     print!("{text}");
     if let Some(out) = &args.out {
         std::fs::write(out, &text)?;
@@ -375,7 +445,7 @@ fn capped_models(providers: &[ProviderFact], catalog: &Catalog) -> Vec<(u32, Str
                 let day_from = match p.day {
                     truth::Day::Rolling => 0,
                     truth::Day::Midnight(tz) => {
-                        let reset = window::next_midnight(tz, START_MS, false) - START_MS;
+                        let reset = window::next_midnight(tz, start_ms(), false) - start_ms();
                         if reset < window::DAY_MS {
                             trace::local_hour(reset)
                         } else {
@@ -392,18 +462,51 @@ fn capped_models(providers: &[ProviderFact], catalog: &Catalog) -> Vec<(u32, Str
     capped
 }
 
-/// One simulated day with `setup`.
+/// Write the prior days' requests (their arrival times) to the request log in `dir`, as the
+/// gateway would have logged them: one row each, through the store's own writer (so the hourly
+/// rollups pacing learns from are the real ones).
+fn write_history(dir: &std::path::Path, history: &[i64]) -> anyhow::Result<()> {
+    let store = freeway::store::Store::open(dir)?;
+    for (n, chunk) in history.chunks(20_000).enumerate() {
+        let rows: Vec<freeway::record::RequestRow> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, &at)| freeway::record::RequestRow {
+                id: format!("history-{n}-{i}"),
+                at_ms: at,
+                client: "simulation".into(),
+                requested_model: "auto".into(),
+                status: 200,
+                ..Default::default()
+            })
+            .collect();
+        store.insert_requests(&rows)?;
+    }
+    Ok(())
+}
+
+/// One simulated day with `setup`; `history`: the request log's prior days (pacing `demand`).
 async fn run(
     setup: Setup,
     providers: &[ProviderFact],
     trace: &Arc<Vec<Req>>,
     filler: &Arc<str>,
     concurrency: usize,
+    history: Option<&Arc<Vec<i64>>>,
 ) -> anyhow::Result<(Run, Catalog)> {
     let started = Instant::now();
-    let clock = Arc::new(ManualClock::new(START_MS));
+    let clock = Arc::new(ManualClock::new(start_ms()));
     let (mock, mock_addr) = Mock::start(clock.clone(), providers.to_vec(), trace.clone()).await?;
     let dir = tempfile::tempdir()?;
+    if let Some(history) = history {
+        let (path, rows) = (dir.path().to_path_buf(), Arc::clone(history));
+        tokio::task::spawn_blocking(move || write_history(&path, &rows)).await??;
+        eprintln!(
+            "[yield] wrote {} prior requests to the request log in {:.0} s",
+            history.len(),
+            started.elapsed().as_secs_f64()
+        );
+    }
     let text = config_toml(dir.path(), mock_addr, providers, setup);
     let config = Config::from_toml(&text, &|_| None)?;
     let catalog = Catalog::from_config(&config)?;
@@ -440,7 +543,7 @@ async fn run(
             .iter()
             .take_while(|&&k| trace[k].at == at)
             .count();
-        clock.set(START_MS + at);
+        clock.set(start_ms() + at);
         let hour = trace::local_hour(at);
         if hour != hour_shown {
             hour_shown = hour;
@@ -547,7 +650,7 @@ impl Debug {
         let mut per_hour: std::collections::BTreeMap<(String, usize), Vec<u16>> =
             Default::default();
         for c in mock.calls() {
-            let hour = trace::local_hour(c.at - START_MS);
+            let hour = trace::local_hour(c.at - start_ms());
             per_hour
                 .entry((format!("{}/{}", c.provider, c.model), hour))
                 .or_default()
@@ -640,7 +743,7 @@ async fn send(
     {
         use chrono::TimeZone;
         let at = chrono::Utc
-            .timestamp_millis_opt(START_MS + req.at)
+            .timestamp_millis_opt(start_ms() + req.at)
             .single()
             .map(|t| t.with_timezone(&trace::USER_TZ).format("%H:%M:%S%.3f"));
         if let Some(at) = at {

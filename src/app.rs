@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::catalog::Catalog;
-use crate::config::Config;
+use crate::config::{Config, Pacing};
 use crate::crypto::{KEY_FILE, KeySource, Sealer};
 use crate::health::{self, Prober};
 use crate::ledger::{Clock, Ledger, MemoryLedger, SystemClock};
@@ -38,6 +38,31 @@ const TICK: Duration = Duration::from_secs(2);
 /// Request-log rows deleted in one transaction when old ones are pruned: the store's lock is
 /// let go between batches, so the log writer and the admin side are not held up for long.
 const PRUNE_BATCH: usize = 5_000;
+
+const HOUR_MS: i64 = 3_600_000;
+
+/// Learn the demand curves of every provider's day from the request log's hourly counts and
+/// hand them to the ledger (`routing.pacing = "demand"`). Blocking: the store.
+fn learn_demand(store: &Store, ledger: &MemoryLedger, catalog: &Catalog) {
+    let now = ledger.now_ms();
+    let from = now - (crate::ledger::demand::HISTORY_DAYS + 2) * 24 * HOUR_MS;
+    let hours = match store.requests_per_hour(from) {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!(error = %e, "could not read the request log's hourly counts; pacing keeps its curves");
+            return;
+        }
+    };
+    let mut zones = vec![chrono_tz::UTC];
+    for p in &catalog.providers {
+        if let crate::catalog::Reset::Midnight(tz) = p.reset {
+            if !zones.contains(&tz) {
+                zones.push(tz);
+            }
+        }
+    }
+    ledger.set_demand(crate::ledger::Demand::learn(&hours, &zones, now));
+}
 
 /// Everything long-lived.
 pub struct App {
@@ -153,6 +178,9 @@ impl App {
                 "counted reservations the last run made after its last save"
             );
         }
+        if config.routing.pacing == Pacing::Demand {
+            learn_demand(&store, &ledger, &catalog);
+        }
         let http = upstream::Client::new(config.routing.connect_timeout)
             .context("cannot build the HTTP client")?;
         let tasks = TaskTracker::new();
@@ -252,6 +280,10 @@ impl App {
             let mut tick = tokio::time::interval(TICK);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut last_prune: Option<tokio::time::Instant> = None;
+            // Pacing by demand learns its curves again each hour of the ledger's clock (learned
+            // when the App opened, so not at the first tick).
+            let demand = app.config.routing.pacing == Pacing::Demand;
+            let mut learned_hour = app.ledger.now_ms().div_euclid(HOUR_MS);
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
@@ -262,7 +294,13 @@ impl App {
                 if prune {
                     last_prune = Some(tokio::time::Instant::now());
                 }
+                let hour = app.ledger.now_ms().div_euclid(HOUR_MS);
+                let learn = demand && hour != learned_hour;
+                learned_hour = hour;
                 let _ = offload::run(move || {
+                    if learn {
+                        learn_demand(&a.store, &a.ledger, &a.live.snapshot().catalog);
+                    }
                     a.persist_ledger();
                     a.ops.persist();
                     match a.ops.reload_if_changed() {

@@ -672,6 +672,30 @@ fn status_cmd(config: Config) -> anyhow::Result<()> {
             );
         }
     }
+    // Pacing (SPEC 3.7): what the pace allows of each daily request cap by now.
+    let paced: Vec<_> = app
+        .ops
+        .chain()
+        .into_iter()
+        .filter(|e| e.keys > 0 && e.enabled && e.retired.is_none())
+        .filter_map(|e| Some((e.model, e.requests_today, e.paced?)))
+        .collect();
+    if let Some((_, _, first)) = paced.first() {
+        out!("");
+        out!(
+            "pacing ({}; the reserve pass may go further when nothing else has room):",
+            first.by
+        );
+        for (model, used, p) in &paced {
+            out!(
+                "  {:<48} used {used}/{}; allowed so far {}, held for later {}",
+                model,
+                p.cap,
+                p.allowed,
+                p.held
+            );
+        }
+    }
     // Each client key's own limits and use (SPEC 3.8).
     let clients: Vec<_> = app
         .ops

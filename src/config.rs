@@ -245,6 +245,9 @@ pub enum Pacing {
     /// An `auto` request may use a model with a daily cap only while today's use stays within
     /// the cap spread evenly over the day, plus a burst of a tenth of the cap.
     Even,
+    /// As `Even`, but the cap is spread along the demand this gateway expects for each hour of
+    /// the provider's day, learned from its own request log (`ledger::demand`).
+    Demand,
 }
 
 /// How capped models are shared between client keys (`routing.fairness`).
@@ -271,7 +274,7 @@ impl Default for Routing {
             cooldown_on_429: Duration::from_secs(90),
             cooldown_on_5xx: Duration::from_secs(90),
             health_interval: Duration::from_secs(300),
-            pacing: Pacing::Off,
+            pacing: Pacing::default(),
             fairness: Fairness::Weighted,
         }
     }
@@ -877,9 +880,13 @@ fn validate_routing(r: RawRouting) -> anyhow::Result<Routing> {
         cooldown_on_5xx: dur("cooldown_on_5xx", r.cooldown_on_5xx, d.cooldown_on_5xx)?,
         health_interval: dur("health_interval", r.health_interval, d.health_interval)?,
         pacing: match r.pacing.as_deref() {
-            None | Some("off") => Pacing::Off,
+            None => Pacing::default(),
+            Some("off") => Pacing::Off,
             Some("even") => Pacing::Even,
-            Some(other) => bail!("routing.pacing: {other:?} must be \"off\" or \"even\""),
+            Some("demand") => Pacing::Demand,
+            Some(other) => {
+                bail!("routing.pacing: {other:?} must be \"off\", \"even\" or \"demand\"")
+            }
         },
         fairness: match r.fairness.as_deref() {
             None | Some("weighted") => Fairness::Weighted,

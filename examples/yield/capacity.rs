@@ -10,7 +10,7 @@
 //! models'. The keys' capacity is the sum over pools. It is an upper bound: it assumes each
 //! pool gets exactly the requests it can take, whenever it has room.
 
-use crate::trace::{Req, START_MS};
+use crate::trace::{Req, start_ms};
 use crate::truth::{Caps, Day, ModelFact, ProviderFact, Status};
 use crate::window::{DAY_MS, next_midnight};
 
@@ -29,8 +29,8 @@ fn stretches(day: Day) -> Vec<f64> {
     match day {
         Day::Rolling => vec![1440.0],
         Day::Midnight(tz) => {
-            let reset = next_midnight(tz, START_MS, false);
-            let first = ((reset - START_MS).min(DAY_MS) as f64) / 60_000.0;
+            let reset = next_midnight(tz, start_ms(), false);
+            let first = ((reset - start_ms()).min(DAY_MS) as f64) / 60_000.0;
             vec![first, 1440.0 - first]
                 .into_iter()
                 .filter(|m| *m > 0.0)

@@ -133,11 +133,13 @@ pub fn render(i: &Inputs) -> String {
     let _ = writeln!(s, "# Quota yield: two client keys, one simulated day\n");
     let _ = writeln!(
         s,
-        "`bench/yield.sh --clients two` ({}). Simulated Tuesday 2026-12-01, 00:00–24:00 in \
+        "`bench/yield.sh --clients two` ({}). Simulated {}, profile `{}`, 00:00–24:00 in \
          Europe/Berlin (Google's day resets at 09:00 Berlin). Keys: {}. Two client keys through \
          one Freeway, `api_keys = [{{ name = \"interactive\", … }}, {{ name = \"batch\", … }}]`, \
          weights {wi} and {wb}{}:\n",
         i.machine,
+        crate::report::day_label(),
+        trace::day().name,
         i.keys,
         if (wi, wb) == (1, 1) {
             " (Freeway's default; no `[auth.limits]`)".to_string()

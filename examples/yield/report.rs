@@ -135,12 +135,14 @@ pub fn render(i: &Inputs) -> String {
     let _ = writeln!(s, "# Quota yield: one simulated day\n");
     let _ = writeln!(
         s,
-        "`bench/yield.sh` ({}). Simulated Tuesday 2026-12-01, 00:00–24:00 in Europe/Berlin (the \
-         user's working day; Google's day resets at 09:00 Berlin, midnight US Pacific). Keys: {}. \
+        "`bench/yield.sh` ({}). Simulated {}, 00:00–24:00 in Europe/Berlin, profile `{}` \
+         (bench/README.md; Google's day resets at 09:00 Berlin, midnight US Pacific). Keys: {}. \
          {} requests (seed {}), each simulated second's requests sent together, {} at a time, \
          over HTTP to Freeway on 127.0.0.1; mock providers on 127.0.0.1 enforce their own caps \
          on the same simulated clock.\n",
         i.machine,
+        day_label(),
+        trace::day().name,
         i.keys,
         thousands(i.trace.len() as u64),
         i.seed,
@@ -230,15 +232,18 @@ pub fn render(i: &Inputs) -> String {
             mark(f.overshoot == 0)
         ));
     }
-    if let (Some(st), Some(even)) = (&i.strongest, runs.iter().find(|r| r.pacing == "even")) {
-        let late = even
-            .outcomes
-            .iter()
-            .any(|o| o.hour == last_busy && served_by(o, &st.references));
-        goals.push(format!(
-            "with pacing `even` the strongest daily-capped model serving in the last busy hour {}",
-            mark(late)
-        ));
+    if let Some(st) = &i.strongest {
+        for r in runs.iter().filter(|r| r.pacing != "off") {
+            let late = r
+                .outcomes
+                .iter()
+                .any(|o| o.hour == last_busy && served_by(o, &st.references));
+            goals.push(format!(
+                "with pacing `{}` the strongest daily-capped model serving in the last busy hour {}",
+                r.pacing,
+                mark(late)
+            ));
+        }
     }
     let _ = writeln!(s, "\nGoals: {}.", goals.join("; "));
 
@@ -387,6 +392,62 @@ pub fn render(i: &Inputs) -> String {
         s,
         "5. Rank from Freeway's catalog (1 = strongest), of the model in `X-Routed-Via`."
     );
+    s
+}
+
+/// The simulated date, e.g. "Tuesday 2026-12-01".
+pub fn day_label() -> String {
+    use chrono::TimeZone;
+    chrono::Utc
+        .timestamp_millis_opt(trace::start_ms() + 3_600_000)
+        .single()
+        .map(|t| {
+            t.with_timezone(&trace::USER_TZ)
+                .format("%A %Y-%m-%d")
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+/// One tab-separated line per run, for the table of every profile (`bench/yield.sh
+/// --profiles`): profile, pacing, served, servable, overshoot 429s, the last busy hour, what
+/// the strongest daily-capped model served in it, and the last hour it served at all (`-`:
+/// never).
+pub fn summary(i: &Inputs) -> String {
+    let busy = trace::busy_hours();
+    let last_busy = busy.last().copied().unwrap_or(23);
+    let refs: Vec<String> = i
+        .strongest
+        .as_ref()
+        .map(|st| st.references.clone())
+        .unwrap_or_default();
+    let mut s = String::new();
+    for r in i.runs {
+        let f = figures(r);
+        let top: Vec<usize> = r
+            .outcomes
+            .iter()
+            .filter(|o| served_by(o, &refs))
+            .map(|o| o.hour)
+            .collect();
+        let in_last = top.iter().filter(|h| **h == last_busy).count();
+        let last = top
+            .iter()
+            .max()
+            .map_or("-".to_string(), |h| format!("{h:02}"));
+        let _ = writeln!(
+            s,
+            "{}\t{}\t{}\t{}\t{}\t{:02}\t{}\t{}",
+            trace::day().name,
+            r.pacing,
+            f.served,
+            f.servable,
+            f.overshoot,
+            last_busy,
+            in_last,
+            last
+        );
+    }
     s
 }
 

@@ -1,6 +1,7 @@
-//! A day of traffic, seeded: a European working day (night low, morning ramp, two peaks around
-//! lunch, an evening tail) with a few bursts, mixed prompt sizes, sessions that come back to the
-//! same conversation, tools, images, streams and some requests that name a model.
+//! A day of traffic, seeded, in the shape of a profile ([`Day`]; by default a European working
+//! day: night low, morning ramp, two peaks around lunch, an evening tail) with bursts, mixed
+//! prompt sizes, sessions that come back to the same conversation, tools, images, streams and
+//! some requests that name a model.
 
 use chrono::{TimeZone, Timelike};
 use chrono_tz::Tz;
@@ -13,25 +14,121 @@ use crate::window::Charge;
 
 /// The simulated user's zone: their day is the calendar day simulated.
 pub const USER_TZ: Tz = chrono_tz::Europe::Berlin;
-/// Tuesday 2026-12-01, 00:00 in Berlin (23:00 UTC the day before). Google's day resets at
-/// midnight US Pacific, 09:00 here: inside the simulated day, at the start of the morning peak.
-pub const START_MS: i64 = 1_796_079_600_000;
+/// Tuesday 2026-12-01, 00:00 in Berlin (23:00 UTC the day before): the default `--start`.
+/// Google's day resets at midnight US Pacific, 09:00 here: inside the simulated day, at the
+/// start of the office morning peak.
+pub const DEFAULT_START_MS: i64 = 1_796_079_600_000;
 /// Simulated time between two moments requests are sent at.
 pub const TICK_MS: i64 = 1000;
 pub const TICKS: i64 = 86_400_000 / TICK_MS;
+pub const DAY_MS: i64 = 86_400_000;
 
-/// Relative load per local hour (1.0 = the peak).
-const PROFILE: [f64; 24] = [
+/// Relative load per local hour (1.0 = the peak) of the built-in profiles.
+/// `office`: a European working day: night low, morning ramp, two peaks around lunch, an evening
+/// tail.
+const OFFICE: [f64; 24] = [
     0.12, 0.08, 0.06, 0.05, 0.05, 0.07, 0.14, 0.32, 0.65, 0.95, 1.0, 0.95, // 00–11
     0.7, 0.85, 1.0, 1.0, 0.9, 0.75, 0.55, 0.4, 0.32, 0.26, 0.2, 0.15, // 12–23
 ];
+/// `night`: the office day of a team nine hours west (US Pacific) seen from Berlin: busy from
+/// 17:00 to 04:00, quiet through the European morning.
+const NIGHT: [f64; 24] = [
+    1.0, 0.9, 0.75, 0.55, 0.4, 0.32, 0.26, 0.2, 0.15, 0.12, 0.08, 0.06, // 00–11
+    0.05, 0.05, 0.07, 0.14, 0.32, 0.65, 0.95, 1.0, 0.95, 0.7, 0.85, 1.0, // 12–23
+];
+/// `flat`: a backend with users everywhere: the same load every hour.
+const FLAT: [f64; 24] = [1.0; 24];
+/// `bursty`: a modest working day (08–20 at half the peak, quiet otherwise) that jobs hit in
+/// bursts: most of the peak is bursts.
+const BURSTY: [f64; 24] = [
+    0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.2, 0.5, 0.5, 0.5, 0.5, // 00–11
+    0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.2, 0.2, 0.1, 0.1, // 12–23
+];
+
+/// The simulated day: its start, its name and hourly shape, and its bursts. Set once by
+/// `main` (`--profile`, `--start`) before any trace is made or judged.
+#[derive(Debug, Clone)]
+pub struct Day {
+    /// 00:00 of the simulated day in [`USER_TZ`], UTC ms.
+    pub start_ms: i64,
+    /// `office`, `night`, `flat`, `bursty` or the file's name.
+    pub name: String,
+    /// Relative load per local hour, 1.0 at the peak.
+    pub profile: [f64; 24],
+    /// Bursts (a batch job, a CI run, an agent loop): this many, each this long, at this
+    /// multiple of the peak rate on top of the profile, at seeded moments of busy hours.
+    pub bursts: usize,
+    pub burst_minutes: i64,
+    pub burst_factor: f64,
+}
+
+impl Day {
+    /// A built-in profile by name, or a file of 24 numbers (requests per hour; whitespace or
+    /// commas between them, `#` starts a comment).
+    pub fn new(profile: &str, start_ms: i64) -> anyhow::Result<Day> {
+        let (name, shape, bursts, factor) = match profile {
+            "office" => ("office".to_string(), OFFICE, 6, 1.5),
+            "night" => ("night".to_string(), NIGHT, 6, 1.5),
+            "flat" => ("flat".to_string(), FLAT, 0, 0.0),
+            "bursty" => ("bursty".to_string(), BURSTY, 24, 3.0),
+            path => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    anyhow::anyhow!(
+                        "--profile {path}: not office, night, flat or bursty, and not a file ({e})"
+                    )
+                })?;
+                let numbers: Vec<f64> = text
+                    .lines()
+                    .map(|l| l.split('#').next().unwrap_or(""))
+                    .flat_map(|l| l.split(|c: char| c == ',' || c.is_whitespace()))
+                    .filter(|w| !w.is_empty())
+                    .map(|w| w.parse::<f64>())
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| anyhow::anyhow!("--profile {path}: {e}"))?;
+                let shape: [f64; 24] = numbers.try_into().map_err(|v: Vec<f64>| {
+                    anyhow::anyhow!("--profile {path}: {} numbers, not 24", v.len())
+                })?;
+                let max = shape.iter().cloned().fold(0.0, f64::max);
+                let valid = |x: &f64| x.is_finite() && *x >= 0.0;
+                if max <= 0.0 || !shape.iter().all(valid) {
+                    anyhow::bail!("--profile {path}: requests per hour must be ≥ 0, some > 0");
+                }
+                let name = std::path::Path::new(path)
+                    .file_stem()
+                    .map_or(path.to_string(), |s| s.to_string_lossy().into_owned());
+                (name, shape.map(|x| x / max), 0, 0.0)
+            }
+        };
+        Ok(Day {
+            start_ms,
+            name,
+            profile: shape,
+            bursts,
+            burst_minutes: 12,
+            burst_factor: factor,
+        })
+    }
+}
+
+static DAY: std::sync::OnceLock<Day> = std::sync::OnceLock::new();
+
+/// Fix the simulated day (once, first thing in `main`).
+pub fn set_day(day: Day) {
+    let _ = DAY.set(day);
+}
+
+/// The simulated day (the office day from the default start if `main` set none).
+pub fn day() -> &'static Day {
+    DAY.get_or_init(|| Day::new("office", DEFAULT_START_MS).expect("built-in profile"))
+}
+
+/// 00:00 of the simulated day, UTC ms.
+pub fn start_ms() -> i64 {
+    day().start_ms
+}
+
 /// Hours whose load is at least this are "busy"; the last of them is where pacing must show.
 pub const BUSY: f64 = 0.5;
-/// Bursts (a batch job, a CI run, an agent loop): this many, each this long, at this multiple of
-/// the peak rate on top of the profile, at seeded moments of busy hours.
-const BURSTS: usize = 6;
-const BURST_MINUTES: i64 = 12;
-const BURST_FACTOR: f64 = 1.5;
 
 /// Which client key sends a request (`--clients two`; with one client every request is
 /// `Interactive`).
@@ -66,7 +163,7 @@ pub struct Req {
     /// Its index in the day's trace (the mocks find a request's answer length by it).
     pub id: u32,
     pub client: Client,
-    /// Milliseconds after [`START_MS`].
+    /// Milliseconds after [`start_ms`].
     pub at: i64,
     pub ask: Ask,
     /// A conversation this request continues (it then carries an assistant turn).
@@ -245,7 +342,7 @@ pub fn charge(provider: &ProviderFact, prompt: u64, max_tokens: Option<u64>) -> 
 /// Local hour (0–23) of a moment `at` ms after the start.
 pub fn local_hour(at: i64) -> usize {
     chrono::Utc
-        .timestamp_millis_opt(START_MS + at)
+        .timestamp_millis_opt(start_ms() + at)
         .single()
         .expect("valid time")
         .with_timezone(&USER_TZ)
@@ -254,7 +351,7 @@ pub fn local_hour(at: i64) -> usize {
 
 /// The hours whose load makes them busy.
 pub fn busy_hours() -> Vec<usize> {
-    (0..24).filter(|&h| PROFILE[h] >= BUSY).collect()
+    (0..24).filter(|&h| day().profile[h] >= BUSY).collect()
 }
 
 /// Relative load at `at` ms after the start, linear between hour midpoints.
@@ -262,8 +359,9 @@ fn load(at: i64) -> f64 {
     let h = at as f64 / 3_600_000.0 - 0.5;
     let i = h.floor();
     let frac = h - i;
-    let a = PROFILE[(i as i64).rem_euclid(24) as usize];
-    let b = PROFILE[((i as i64) + 1).rem_euclid(24) as usize];
+    let profile = &day().profile;
+    let a = profile[(i as i64).rem_euclid(24) as usize];
+    let b = profile[((i as i64) + 1).rem_euclid(24) as usize];
     a + (b - a) * frac
 }
 
@@ -288,13 +386,15 @@ pub fn generate(seed: u64, total: f64) -> Vec<Req> {
     let mut rng = StdRng::seed_from_u64(seed);
     let area: f64 = (0..TICKS).map(|t| load(t * TICK_MS)).sum::<f64>();
     let busy: Vec<usize> = busy_hours();
-    let bursts: Vec<i64> = (0..BURSTS)
+    let d = day();
+    let (burst_minutes, burst_factor) = (d.burst_minutes, d.burst_factor);
+    let bursts: Vec<i64> = (0..d.bursts)
         .map(|_| {
             let h = busy[rng.random_range(0..busy.len())] as i64;
-            h * 3_600_000 + rng.random_range(0..60 - BURST_MINUTES) * 60_000
+            h * 3_600_000 + rng.random_range(0..60 - burst_minutes) * 60_000
         })
         .collect();
-    let burst_area = (BURSTS as i64 * BURST_MINUTES * 60_000 / TICK_MS) as f64 * BURST_FACTOR;
+    let burst_area = (d.bursts as i64 * burst_minutes * 60_000 / TICK_MS) as f64 * burst_factor;
     let per_unit = total / (area + burst_area);
     let mut reqs = Vec::new();
     // Sessions: (id, last turn at); a session ends after 30 idle minutes.
@@ -305,8 +405,8 @@ pub fn generate(seed: u64, total: f64) -> Vec<Req> {
         let at = t * TICK_MS + rng.random_range(0..TICK_MS);
         let in_burst = bursts
             .iter()
-            .any(|&b| at >= b && at < b + BURST_MINUTES * 60_000);
-        let mean = per_unit * (load(at) + if in_burst { BURST_FACTOR } else { 0.0 });
+            .any(|&b| at >= b && at < b + burst_minutes * 60_000);
+        let mean = per_unit * (load(at) + if in_burst { burst_factor } else { 0.0 });
         for _ in 0..poisson(&mut rng, mean) {
             sessions.retain(|&(_, last)| at - last < 30 * 60_000);
             let session = if rng.random_bool(0.4) {

@@ -5,6 +5,8 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::PACE_BURST;
+use super::demand::{Curve, Demand};
 use super::journal::Journal;
 use super::quota::{QuotaWindow, UpstreamQuota};
 use super::{
@@ -124,8 +126,6 @@ fn checks<'a>(
     ]
 }
 
-/// Share of a day's cap an even pace allows beyond the elapsed share: a tenth of the cap.
-const PACE_BURST: f64 = 0.1;
 /// Share of what an even pace saves for the rest of the day that [`Pace::Reserve`] keeps.
 const PACE_RESERVE: f64 = 0.5;
 
@@ -137,12 +137,131 @@ struct Use {
     tokens: bool,
 }
 
-/// Pacing: the use of a daily cap (plus what is asked) against the cap spread evenly over the
-/// day, plus a burst of a tenth. For a calendar day, what the day so far allows; for a rolling
-/// day, the last hour's use against an hour's share, or the day's use within the burst.
-/// [`Pace::Reserve`] allows more: everything but half of what the even pace keeps for the rest
-/// of the day (half the cap, on a rolling day). Denied with when the pace allows it again.
+/// Pacing: the use of a daily cap (plus what is asked) against the cap spread over the day,
+/// plus a burst of a tenth. Evenly ([`Pace::Even`]) or along the demand curve of the provider's
+/// day ([`Pace::Demand`], `demand`). For a calendar day, what the day so far allows; for a
+/// rolling day paced evenly, the last hour's use against an hour's share, or the day's use
+/// within the burst; a rolling day paced by demand is paced as a day of UTC hours that starts
+/// at the curve's quietest hour ([`Demand::rolling_day`]). [`Pace::Reserve`] allows more:
+/// everything but half of what the pace keeps for the rest of the day (half the cap, on a
+/// rolling day paced evenly). Denied with when the pace allows it again.
 fn pace(
+    c: &Counters,
+    u: Use,
+    mode: Pace,
+    at: Moment<'_>,
+    name: &'static str,
+) -> Result<(), Denied> {
+    let Moment { day, now, demand } = at;
+    let pick = |(r, t): (u64, u64)| if u.tokens { t } else { r };
+    // The day the pace runs over: its start, length and curve, and the use counted in it.
+    let (start, len, curve, used) = match day {
+        Span::Calendar(tz) => {
+            let start = day.bucket_start(now);
+            let len = day.expiry(start) - start;
+            let curve = if mode.by_demand() {
+                demand.curve(tz, start)
+            } else {
+                Curve::even()
+            };
+            (start, len, curve, pick(c.day.totals()))
+        }
+        _ if mode.by_demand() => return pace_rolling_demand(c, u, mode, at, name),
+        _ => return pace_rolling(c, u, mode, day, now, name),
+    };
+    let cap = u.cap as f64;
+    let burst = (cap * PACE_BURST).ceil();
+    let len = len.max(1) as f64;
+    let used = (used + u.want) as f64;
+    let elapsed = (now - start) as f64 / len;
+    let share = curve.allowed(elapsed);
+    // The share of the day's curve that must have passed for `used` to be within the pace.
+    let (allowed, needed) = if mode.is_reserve() {
+        let kept = PACE_RESERVE * (1.0 - share);
+        let needed = ((used - burst) / cap - (1.0 - PACE_RESERVE)) / PACE_RESERVE;
+        (cap * (1.0 - kept) + burst, needed)
+    } else {
+        (cap * share + burst, (used - burst) / cap)
+    };
+    if used <= allowed {
+        return Ok(());
+    }
+    // The even curve's inverse is the share itself (exact, where the curve's is within a ms).
+    let when = if mode.by_demand() {
+        curve.when(needed)
+    } else {
+        Some(needed)
+    };
+    let at = match when {
+        Some(e) => start + (e * len).ceil() as i64,
+        None => start + len as i64,
+    };
+    Err(Denied::Paced {
+        cap: name,
+        frees_at_ms: at.max(now + 1),
+    })
+}
+
+/// A rolling day paced by demand. A request counted now holds its place in the window for a
+/// day, through every hour ahead; so it is allowed while, at each of the next 24 hours, what
+/// will still count then (today's use that has not left the window by then, plus this request)
+/// and what the demand curve expects until then (the UTC curve, `Demand::between`) fit within
+/// the cap plus a burst of a tenth. The reserve pass expects half, without the burst. On a day
+/// that follows the curve this uses each hour's share as the same hour of the day before frees
+/// it; on a fresh window it keeps room for the busy hours ahead instead of spending the cap at
+/// night.
+fn pace_rolling_demand(
+    c: &Counters,
+    u: Use,
+    mode: Pace,
+    at: Moment<'_>,
+    name: &'static str,
+) -> Result<(), Denied> {
+    let Moment { day, now, demand } = at;
+    let cap = u.cap as f64;
+    let burst = (cap * PACE_BURST).ceil();
+    // The reserve pass expects half, and has no burst of its own: on a saturated day it would
+    // spend the burst the last busy hour needs (bench/yield.sh: OpenRouter's 50 gone by 17:00).
+    let (expect, burst) = if mode.is_reserve() {
+        (PACE_RESERVE, 0.0)
+    } else {
+        (1.0, burst)
+    };
+    let hours: Vec<i64> = (1..=24).map(|k| now + k * 3_600_000).collect();
+    let counting = c.day.counting_at(day, &hours);
+    let mut excess = 0.0f64;
+    for (t, (r, tk)) in hours.iter().zip(counting) {
+        let still = if u.tokens { tk } else { r };
+        let ahead = cap * expect * demand.between(chrono_tz::UTC, now, *t);
+        excess = excess.max((still + u.want) as f64 + ahead - cap - burst);
+    }
+    if excess <= 0.0 {
+        return Ok(());
+    }
+    // When that much of the window has left it (the hours ahead move on too: an estimate).
+    let over = excess.ceil() as u64;
+    let frees = if u.tokens {
+        c.day.frees_at(day, 0, over)
+    } else {
+        c.day.frees_at(day, over, 0)
+    };
+    Err(Denied::Paced {
+        cap: name,
+        frees_at_ms: frees.unwrap_or(now + 60_000).max(now + 1),
+    })
+}
+
+/// Where and when a pace is checked: the day's span, now, and the demand curves.
+#[derive(Clone, Copy)]
+struct Moment<'a> {
+    day: Span,
+    now: i64,
+    demand: &'a Demand,
+}
+
+/// A rolling day paced evenly: the last hour's use within an hour's share, or the whole
+/// window's use within the burst (granted once a day, not once an hour).
+fn pace_rolling(
     c: &Counters,
     u: Use,
     mode: Pace,
@@ -156,66 +275,37 @@ fn pace(
         let (r, t) = w.totals();
         if u.tokens { t } else { r }
     };
-    let reserve = mode == Pace::Reserve;
-    match day {
-        Span::Calendar(_) => {
-            let start = day.bucket_start(now);
-            let len = (day.expiry(start) - start).max(1) as f64;
-            let used = (pick(&c.day) + u.want) as f64;
-            let elapsed = (now - start) as f64 / len;
-            // The share of the day that must have passed for `used` to be within the pace.
-            let (allowed, needed) = if reserve {
-                let kept = PACE_RESERVE * (1.0 - elapsed);
-                let needed = ((used - burst) / cap - (1.0 - PACE_RESERVE)) / PACE_RESERVE;
-                (cap * (1.0 - kept) + burst, needed)
-            } else {
-                (cap * elapsed + burst, (used - burst) / cap)
-            };
-            if used <= allowed {
-                return Ok(());
-            }
-            let at = start + (needed * len).ceil() as i64;
-            Err(Denied::Paced {
-                cap: name,
-                frees_at_ms: at.max(now + 1),
-            })
-        }
-        _ => {
-            // A rolling day: the last hour's use within an hour's share, or the whole window's
-            // use within the burst (granted once a day, not once an hour).
-            let hour = pick(&c.hour) + u.want;
-            let day_used = (pick(&c.day) + u.want) as f64;
-            let share = (cap / 24.0).max(1.0);
-            let free = if reserve {
-                burst.max(cap * (1.0 - PACE_RESERVE))
-            } else {
-                burst
-            };
-            if hour as f64 <= share || day_used <= free {
-                return Ok(());
-            }
-            let excess = (hour as f64 - share).ceil() as u64;
-            let frees = if u.tokens {
-                c.hour.frees_at(Span::HOUR, 0, excess)
-            } else {
-                c.hour.frees_at(Span::HOUR, excess, 0)
-            };
-            // An ask larger than an hour's share never fits the hour: it waits for the day's
-            // use to fall within what is free of pacing.
-            let frees = frees.or_else(|| {
-                let over = (day_used - free).max(1.0).ceil() as u64;
-                if u.tokens {
-                    c.day.frees_at(day, 0, over)
-                } else {
-                    c.day.frees_at(day, over, 0)
-                }
-            });
-            Err(Denied::Paced {
-                cap: name,
-                frees_at_ms: frees.unwrap_or(now + 60_000),
-            })
-        }
+    let hour = pick(&c.hour) + u.want;
+    let day_used = (pick(&c.day) + u.want) as f64;
+    let share = (cap / 24.0).max(1.0);
+    let free = if mode.is_reserve() {
+        burst.max(cap * (1.0 - PACE_RESERVE))
+    } else {
+        burst
+    };
+    if hour as f64 <= share || day_used <= free {
+        return Ok(());
     }
+    let excess = (hour as f64 - share).ceil() as u64;
+    let frees = if u.tokens {
+        c.hour.frees_at(Span::HOUR, 0, excess)
+    } else {
+        c.hour.frees_at(Span::HOUR, excess, 0)
+    };
+    // An ask larger than an hour's share never fits the hour: it waits for the day's
+    // use to fall within what is free of pacing.
+    let frees = frees.or_else(|| {
+        let over = (day_used - free).max(1.0).ceil() as u64;
+        if u.tokens {
+            c.day.frees_at(day, 0, over)
+        } else {
+            c.day.frees_at(day, over, 0)
+        }
+    });
+    Err(Denied::Paced {
+        cap: name,
+        frees_at_ms: frees.unwrap_or(now + 60_000),
+    })
 }
 
 #[derive(Default)]
@@ -227,6 +317,9 @@ struct Inner {
     cooldowns_dirty: bool,
     /// Every reservation, written as it is made (when the ledger persists).
     journal: Option<Journal>,
+    /// The demand curves `routing.pacing = "demand"` paces by, learned from the request log
+    /// by a background task ([`MemoryLedger::set_demand`]); even until then.
+    demand: Arc<Demand>,
 }
 
 /// What changed since the last snapshot, to save.
@@ -294,6 +387,7 @@ impl MemoryLedger {
         if !ask.account.is_empty() {
             scopes.push((pool_scope, ask.account, true));
         }
+        let demand = Arc::clone(&inner.demand);
         for (scope, limits, account) in &scopes {
             let c = inner.counters.entry(scope.clone()).or_default();
             c.prune(day, month, now);
@@ -322,13 +416,18 @@ impl MemoryLedger {
             }
             if ask.pace != Pace::Off {
                 let mode = ask.pace;
+                let moment = Moment {
+                    day,
+                    now,
+                    demand: &demand,
+                };
                 if let Some(cap) = limits.rpd {
                     let use_ = Use {
                         cap,
                         want: 1,
                         tokens: false,
                     };
-                    pace(c, use_, mode, day, now, cap_label(*account, "rpd"))?;
+                    pace(c, use_, mode, moment, cap_label(*account, "rpd"))?;
                 }
                 if let Some(cap) = limits.tpd {
                     let use_ = Use {
@@ -336,7 +435,7 @@ impl MemoryLedger {
                         want: ask.tokens,
                         tokens: true,
                     };
-                    pace(c, use_, mode, day, now, cap_label(*account, "tpd"))?;
+                    pace(c, use_, mode, moment, cap_label(*account, "tpd"))?;
                 }
             }
         }
@@ -379,6 +478,16 @@ impl MemoryLedger {
             cooldowns,
             seq,
         })
+    }
+
+    /// Pace `demand` by these curves from now on (learned from the request log).
+    pub fn set_demand(&self, demand: Demand) {
+        self.lock().demand = Arc::new(demand);
+    }
+
+    /// The demand curves in force.
+    pub fn demand(&self) -> Arc<Demand> {
+        Arc::clone(&self.lock().demand)
     }
 
     /// A snapshot is in the database: the journal up to it can go.
@@ -437,6 +546,33 @@ impl MemoryLedger {
 }
 
 impl Ledger for MemoryLedger {
+    fn pace_share(&self, reset: Reset, pace: Pace) -> Option<f64> {
+        if pace == Pace::Off {
+            return None;
+        }
+        let now = self.now_ms();
+        let demand = self.demand();
+        let (start, len, curve) = match (day_span(reset), pace.by_demand()) {
+            (day @ Span::Calendar(tz), by_demand) => {
+                let start = day.bucket_start(now);
+                let curve = if by_demand {
+                    demand.curve(tz, start)
+                } else {
+                    Curve::even()
+                };
+                (start, day.expiry(start) - start, curve)
+            }
+            // A rolling day is paced by the hours ahead, not as a share of a day.
+            _ => return None,
+        };
+        let share = curve.allowed((now - start) as f64 / len.max(1) as f64);
+        Some(if pace.is_reserve() {
+            1.0 - PACE_RESERVE * (1.0 - share)
+        } else {
+            share
+        })
+    }
+
     fn now_ms(&self) -> i64 {
         self.clock.now_ms()
     }
@@ -775,6 +911,77 @@ mod tests {
                 frees_at_ms: None
             })
         );
+    }
+
+    /// Two weeks of requests logged per UTC hour: busy 08:00–18:00 (10 an hour), nothing else.
+    fn office_log(midnight: i64) -> Demand {
+        let hours: Vec<(i64, u64)> = (1..=14)
+            .flat_map(|d| (8..18).map(move |h| (midnight - d * 86_400_000 + h * 3_600_000, 10)))
+            .collect();
+        Demand::learn(&hours, &[chrono_tz::UTC], midnight)
+    }
+
+    #[test]
+    fn pacing_by_demand_follows_the_curve_and_survives_a_restart_at_noon() {
+        let midnight = 1_790_035_200_000;
+        let hour = 3_600_000;
+        let (l, clock) = memory_at(midnight + 7 * hour);
+        l.set_demand(office_log(midnight));
+        let mut a = ask(
+            Limits {
+                rpd: Some(100),
+                ..Limits::default()
+            },
+            1,
+        );
+        a.reset = Reset::Midnight(chrono_tz::UTC);
+        a.pace = Pace::Demand;
+        let dl: Arc<dyn Ledger> = l.clone();
+        let fill = |a: &Ask| {
+            let mut n = 0;
+            loop {
+                match dl.reserve(a) {
+                    Ok(_) => n += 1,
+                    Err(Denied::Paced { frees_at_ms, .. }) => return (n, frees_at_ms),
+                    Err(other) => panic!("{other:?}"),
+                }
+            }
+        };
+        // 07:00, before the logged day starts: only the burst; the next is due at 08:00 plus
+        // the time a tenth of the busy hour's share takes.
+        assert_eq!(fill(&a), (10, midnight + 8 * hour + hour / 10));
+        // 09:30: 15 % of the day's demand is behind (1.5 of 10 busy hours), plus the burst.
+        clock.set(midnight + 9 * hour + hour / 2);
+        assert_eq!(fill(&a).0, 15);
+        // Even would have allowed 39.6 by now: the demand pace did not hold the morning back
+        // for the night.
+        let share = dl.pace_share(a.reset, Pace::Demand).unwrap_or(0.0);
+        assert!((share - 0.15).abs() < 1e-9, "{share}");
+        // Noon: 40 % of the demand; a restart restores the counters and learns the same curve
+        // from the same log, and allows exactly what the running ledger would have.
+        clock.set(midnight + 12 * hour);
+        let saved = l.snapshot().expect("counters changed").scopes;
+        let (restarted, _) = memory_at(midnight + 12 * hour);
+        restarted.restore(&saved, &[]);
+        restarted.set_demand(office_log(midnight));
+        let again: Arc<dyn Ledger> = restarted.clone();
+        let mut n = 0;
+        while again.reserve(&a).is_ok() {
+            n += 1;
+        }
+        assert_eq!(
+            n,
+            50 - 25,
+            "40 of the cap plus 10 of burst, 25 used before the restart"
+        );
+        assert_eq!(fill(&a).0, 25, "the running ledger allows the same");
+        // The reserve pass keeps half of what the demand pace keeps for later: 100 - 30 + 10.
+        a.pace = Pace::DemandReserve;
+        assert_eq!(fill(&a).0, 80 - 50);
+        // A fresh install (nothing learned) paces evenly.
+        let (fresh, _) = memory_at(midnight + 12 * hour);
+        let share = (fresh as Arc<dyn Ledger>).pace_share(a.reset, Pace::Demand);
+        assert!((share.unwrap_or(0.0) - 0.5).abs() < 1e-9, "{share:?}");
     }
 
     #[test]

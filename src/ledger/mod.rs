@@ -10,11 +10,13 @@
 //! [`MemoryLedger`] keeps everything in memory and lets a background task persist it; another
 //! implementation (counters shared by several replicas) can stand behind the same trait.
 
+pub mod demand;
 mod journal;
 mod memory;
 pub mod quota;
 pub mod window;
 
+pub use demand::{Curve, Demand};
 pub use memory::{MemoryLedger, Snapshot};
 pub use quota::{QuotaWindow, UpstreamQuota, parse_quota_headers};
 pub use window::{Span, Window};
@@ -139,7 +141,8 @@ pub enum Denied {
         cap: &'static str,
         frees_at_ms: Option<i64>,
     },
-    /// Pacing (`routing.pacing = "even"`): today's use is ahead of the cap spread over the day.
+    /// Pacing (`routing.pacing = "even"` or `"demand"`): today's use is ahead of the cap spread
+    /// over the day (evenly, or along the demand this gateway expects).
     Paced { cap: &'static str, frees_at_ms: i64 },
     /// Fair share (`routing.fairness = "weighted"`): this client key used its share of the
     /// model's day while another that used less still asks.
@@ -164,7 +167,7 @@ impl std::fmt::Display for Denied {
         match self {
             Denied::Cooling { reason, .. } => write!(f, "cooling down ({reason})"),
             Denied::Capped { cap, .. } => write!(f, "{cap} cap reached"),
-            Denied::Paced { cap, .. } => write!(f, "paced ({cap} ahead of an even day)"),
+            Denied::Paced { cap, .. } => write!(f, "paced ({cap} ahead of its pace for the day)"),
             Denied::Shared { .. } => {
                 write!(f, "held for other client keys' fair share of its daily cap")
             }
@@ -186,9 +189,12 @@ pub struct Ask {
     pub reset: Reset,
     /// Estimated tokens: prompt plus the answer reserve.
     pub tokens: u64,
-    /// How daily caps are paced (`routing.pacing = "even"`, `auto` requests).
+    /// How daily caps are paced (`routing.pacing`, `auto` requests).
     pub pace: Pace,
 }
+
+/// Share of a day's cap a pace allows beyond the share of the day passed: a tenth of the cap.
+pub const PACE_BURST: f64 = 0.1;
 
 /// How an ask is held to its daily caps beyond the caps themselves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -202,6 +208,33 @@ pub enum Pace {
     /// even pace saves for the rest of the day (on a rolling day, half the cap), so the model
     /// still serves later at half its even rate.
     Reserve,
+    /// Within the cap spread along the demand this gateway expects for each hour of the
+    /// provider's day ([`demand`]), plus a burst of a tenth (SPEC 3.7, `"demand"`).
+    Demand,
+    /// [`Pace::Reserve`] along the demand curve: everything but half of what the demand pace
+    /// keeps for the rest of the day.
+    DemandReserve,
+}
+
+impl Pace {
+    /// The looser pace the router retries a held-back model with before refusing a request.
+    pub fn looser(self) -> Option<Pace> {
+        match self {
+            Pace::Even => Some(Pace::Reserve),
+            Pace::Demand => Some(Pace::DemandReserve),
+            _ => None,
+        }
+    }
+
+    /// Whether this pace follows the demand curve.
+    pub fn by_demand(self) -> bool {
+        matches!(self, Pace::Demand | Pace::DemandReserve)
+    }
+
+    /// Whether this is a reserve pass.
+    pub fn is_reserve(self) -> bool {
+        matches!(self, Pace::Reserve | Pace::DemandReserve)
+    }
 }
 
 impl Ask {
@@ -354,6 +387,10 @@ pub trait Ledger: Send + Sync + 'static {
     /// When the oldest of a scope's counted requests (or tokens) in a capped window leaves it:
     /// the reset time shown for that window (`None`: nothing counted).
     fn resets_at(&self, scope: &Scope, span: Span) -> Option<i64>;
+    /// The share of a daily cap `pace` allows by now in a calendar day of `reset`, burst left
+    /// out (`None`: `Off`, or a rolling day, which is paced by the hours around now rather than
+    /// as a share of a day).
+    fn pace_share(&self, reset: Reset, pace: Pace) -> Option<f64>;
 }
 
 /// A granted claim. Settle or release it; dropped unsettled (the client went away, a panic),

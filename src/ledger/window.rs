@@ -248,6 +248,26 @@ impl Window {
     pub fn is_empty(&self) -> bool {
         self.buckets.is_empty()
     }
+
+    /// What will still count (requests, tokens) at each of `at` (ascending moments), if
+    /// nothing more is added: one pass over the buckets.
+    pub fn counting_at(&self, span: Span, at: &[i64]) -> Vec<(u64, u64)> {
+        let (mut gone_r, mut gone_t) = (0u64, 0u64);
+        let mut buckets = self.buckets.iter().peekable();
+        at.iter()
+            .map(|&t| {
+                // Buckets leave in the order they started.
+                while let Some(b) = buckets.next_if(|b| span.expiry(b.start) <= t) {
+                    gone_r += b.req;
+                    gone_t += b.tok;
+                }
+                (
+                    self.req.saturating_sub(gone_r),
+                    self.tok.saturating_sub(gone_t),
+                )
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 
 use super::{Error, Ops, Result};
 use crate::catalog::Limits;
-use crate::ledger::{Ask, Scope};
+use crate::config::Pacing;
+use crate::ledger::{Ask, Pace, Scope};
 use crate::store::ChainRow;
 
 /// One model in the chain, with today's usage summed over its usable keys.
@@ -43,6 +44,22 @@ pub struct ChainEntry {
     pub learned: Vec<(String, String)>,
     /// Tried last until then (ms), and why: its streams kept breaking (SPEC 3.9).
     pub benched: Option<(i64, String)>,
+    /// Pacing (`routing.pacing`, SPEC 3.7) of its daily request cap over all its pools.
+    pub paced: Option<Paced>,
+}
+
+/// What pacing allows of a model's daily request cap today (all its pools together).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Paced {
+    /// `even` or `demand`.
+    pub by: &'static str,
+    /// The day's cap over all pools.
+    pub cap: u64,
+    /// What the pace allows by now (the burst of a tenth included; the reserve pass allows
+    /// more when nothing else has room).
+    pub allowed: u64,
+    /// What is held for later today: the cap less what is allowed by now.
+    pub held: u64,
 }
 
 impl Ops {
@@ -120,9 +137,30 @@ impl Ops {
                         })
                         .unwrap_or_default(),
                     benched: self.live.benched(&m.reference, self.ledger.now_ms()),
+                    paced: limits
+                        .rpd
+                        .and_then(|cap| self.paced(p.reset, cap * pools.len().max(1) as u64)),
                 })
             })
             .collect()
+    }
+
+    /// What the configured pace allows of a daily cap `cap` by now.
+    fn paced(&self, reset: crate::catalog::Reset, cap: u64) -> Option<Paced> {
+        let (by, pace) = match self.config.routing.pacing {
+            Pacing::Off => return None,
+            Pacing::Even => ("even", Pace::Even),
+            Pacing::Demand => ("demand", Pace::Demand),
+        };
+        let share = self.ledger.pace_share(reset, pace)?;
+        let burst = (cap as f64 * crate::ledger::PACE_BURST).ceil();
+        let allowed = ((cap as f64 * share + burst).floor() as u64).min(cap);
+        Some(Paced {
+            by,
+            cap,
+            allowed,
+            held: cap - allowed,
+        })
     }
 
     /// The stored form of the current chain: every model in order, with the switches the user

@@ -304,15 +304,18 @@ impl Router {
             .map_err(|error| Failed { error, attempts: 0 })?;
         let deadline = started + self.settings.time_budget;
         let mut tally = Tally::default();
-        // Pacing holds `auto` requests to an even use of daily caps (SPEC 3.7), so the strongest
-        // still serve late in the day. What it held back is tried again before the request is
-        // refused, with a looser pace that still keeps half of what the even pace saves for
-        // later: when nothing else has room a paced model beats a 429, yet is not spent by the
-        // first busy hour either.
-        let mut pace = match self.settings.pacing {
-            Pacing::Even if inc.req.facts.model.is_none() => Pace::Even,
-            _ => Pace::Off,
+        // Pacing holds `auto` requests to a paced use of daily caps (SPEC 3.7: evenly, or along
+        // the demand the gateway expects), so the strongest still serve late in the day. What
+        // it held back is tried again before the request is refused, with a looser pace that
+        // still keeps half of what the pace saves for later: when nothing else has room a
+        // paced model beats a 429, yet is not spent by the first busy hour either.
+        let first_pace = match self.settings.pacing {
+            _ if inc.req.facts.model.is_some() => Pace::Off,
+            Pacing::Even => Pace::Even,
+            Pacing::Demand => Pace::Demand,
+            Pacing::Off => Pace::Off,
         };
+        let mut pace = first_pace;
         let mut queue = models;
         loop {
             let mut held_back: Vec<&Model> = Vec::new();
@@ -368,7 +371,7 @@ impl Router {
                     };
                     let reservation = match Reservation::take(&self.ledger, &ask) {
                         Ok(r) => r,
-                        Err(Denied::Paced { .. }) if pace == Pace::Even => {
+                        Err(Denied::Paced { .. }) if pace == first_pace => {
                             unmark(&self.fair);
                             if !held_back.iter().any(|m| m.reference == model.reference) {
                                 held_back.push(model);
@@ -508,14 +511,17 @@ impl Router {
                     }
                 }
             }
-            if pace != Pace::Even
-                || held_back.is_empty()
+            let looser = match pace.looser() {
+                Some(p) if pace == first_pace => p,
+                _ => break,
+            };
+            if held_back.is_empty()
                 || tally.out_of_budget
                 || tally.attempts >= self.settings.max_attempts
             {
                 break;
             }
-            pace = Pace::Reserve;
+            pace = looser;
             queue = held_back;
         }
         let error = tally.exhausted(&self.settings, self.ledger.now_ms());

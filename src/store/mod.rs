@@ -685,6 +685,21 @@ impl Store {
         Ok(rows)
     }
 
+    /// Requests logged per hour from `from_ms` on: (hour start, requests), from the rollups
+    /// (what pacing by demand learns from).
+    pub fn requests_per_hour(&self, from_ms: i64) -> anyhow::Result<Vec<(i64, u64)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT hour, SUM(requests) FROM rollups WHERE hour >= ?1 GROUP BY hour ORDER BY hour",
+        )?;
+        let rows = stmt
+            .query_map([from_ms], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?.max(0) as u64))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
     /// The newest requests, newest first, with their attempts.
     pub fn recent_requests(&self, limit: usize) -> anyhow::Result<Vec<RequestRow>> {
         self.requests_before(None, limit)

@@ -352,3 +352,91 @@ async fn pacing_even_keeps_the_strong_model_for_later() {
         assert_eq!(t.chat(ask("auto")).await.headers()["x-routed-via"], "a/m");
     }
 }
+
+#[tokio::test]
+async fn pacing_demand_follows_the_logged_day_where_even_would_not() {
+    // Tuesday 2026-12-08, 00:30 UTC. Custom providers have a rolling day: paced by demand, a
+    // request must leave room for the demand the UTC curve expects in the hours ahead while it
+    // still counts.
+    const START: i64 = 1_796_689_800_000;
+    const HOUR: i64 = 3_600_000;
+    let midnight = START - 30 * 60_000;
+    // Two weeks of an office day in the request log: requests per UTC hour.
+    let mut office = [0u64; 24];
+    office[8..20].copy_from_slice(&[4, 9, 10, 9, 6, 8, 10, 10, 8, 5, 2, 1]);
+    let seeded = || {
+        let dir = tempfile::tempdir().unwrap();
+        let store = freeway::store::Store::open(dir.path()).unwrap();
+        let mut rows = Vec::new();
+        for day in 1..=14 {
+            for (h, n) in office.iter().enumerate() {
+                for i in 0..*n {
+                    rows.push(freeway::record::RequestRow {
+                        id: format!("d{day}h{h}r{i}"),
+                        at_ms: midnight - day * 24 * HOUR + h as i64 * HOUR + i as i64 * 1000,
+                        requested_model: "auto".into(),
+                        status: 200,
+                        ..Default::default()
+                    });
+                }
+            }
+        }
+        store.insert_requests(&rows).unwrap();
+        dir
+    };
+    // `a` is stronger and capped at 240 a (rolling) day; `b` has no cap.
+    let run = |pacing: &'static str| async move {
+        let a = Mock::start().await;
+        a.always(Reply::ok("strong"));
+        let b = Mock::start().await;
+        b.always(Reply::ok("weak"));
+        let dir = seeded();
+        let clock = Arc::new(ManualClock::new(START));
+        let toml = format!(
+            "[routing]\npacing = \"{pacing}\"\n[custom.a]\nbase_url = \"{}\"\nmodels = [{{ id = \"m\", rank = 1, rpd = 240 }}]\n[custom.b]\nbase_url = \"{}\"\nmodels = [{{ id = \"w\", rank = 2 }}]\n",
+            a.url("/v1"),
+            b.url("/v1")
+        );
+        let t = TestApp::start(Options::new(toml).dir(dir.path()).clock(clock.clone()))
+            .await
+            .unwrap();
+        // How many of `n` auto requests the strong model serves now.
+        let strong = |n: usize| {
+            let t = &t;
+            async move {
+                let mut served = 0;
+                for _ in 0..n {
+                    let resp = t.chat(ask("auto")).await;
+                    assert_eq!(resp.status(), 200);
+                    served += usize::from(resp.headers()["x-routed-via"] == "a/m");
+                }
+                served
+            }
+        };
+        // 00:30, the night: the day's burst (a tenth of the cap), either way.
+        let night = strong(30).await;
+        // 02:00, still quiet.
+        clock.set(midnight + 2 * HOUR);
+        let quiet = strong(20).await;
+        // 10:00–10:40, the busiest stretch of the logged day.
+        let mut busy = 0;
+        for minutes in [0, 20, 40] {
+            clock.set(midnight + 10 * HOUR + minutes * 60_000);
+            busy += strong(20).await;
+        }
+        t.stop().await;
+        (night, quiet, busy)
+    };
+    let even = run("even").await;
+    let demand = run("demand").await;
+    assert_eq!(even.0, 24);
+    assert_eq!(demand.0, 24);
+    // Quiet: an even pace frees 10 an hour; by demand nothing is due before 08:00.
+    assert_eq!(even.1, 10);
+    assert_eq!(demand.1, 0);
+    // Busy: an even pace still 10 an hour. By demand 20 at 10:00 and 20 at 10:20; at 10:40
+    // the hours ahead need their room (the night's 24 count until 00:31 tomorrow, while
+    // tomorrow's 08:00–10:00 expect their share of the cap): 12 more.
+    assert_eq!(even.2, 10);
+    assert_eq!(demand.2, 52, "{demand:?}");
+}

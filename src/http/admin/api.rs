@@ -43,6 +43,7 @@ pub fn chain_json(e: &ChainEntry) -> Value {
         "limits": {"rpm": e.limits.rpm, "rpd": e.limits.rpd, "tpm": e.limits.tpm, "tpd": e.limits.tpd},
         "keys": e.keys,
         "used_today": {"requests": e.requests_today, "tokens": e.tokens_today},
+        "paced": e.paced,
         "available": e.available,
         "frees_at": rfc3339(e.frees_at_ms),
         "learned": e.learned.iter().map(|(lesson, why)| json!({"lesson": lesson, "reason": why})).collect::<Vec<_>>(),

@@ -474,6 +474,11 @@ fn chain_row(e: &ChainEntry, first: bool, last: bool) -> Markup {
                 @if e.limits.tpd.is_some() || e.tokens_today > 0 {
                     (usage_bar("tokens", e.tokens_today, e.limits.tpd.map(|c| c * pools)))
                 }
+                @if let Some(p) = &e.paced {
+                    div.muted title={ "routing.pacing = \"" (p.by) "\": what the pace allows of the day's " (p.cap) " requests by now" } {
+                        "paced (" (p.by) "): " (p.allowed) " allowed so far, " (p.held) " held for later"
+                    }
+                }
             }
             td.now data-label="Now" {
                 @if let Some(why) = &e.retired { span.pill.off title=(why) { "retired" } div.muted { (why) } }
