@@ -180,13 +180,14 @@ if cpu_stream is not None:
     record("cpu_s_per_1000_streams", cpu_stream)
 
 # d2) the other dialects' streams, against chat measured in the same stretch
-surf = {s: load(f"surface_{s}.json") for s in ("chat", "messages", "responses")}
+SURFACES = ("chat", "messages", "responses", "gemini")
+surf = {s: load(f"surface_{s}.json") for s in SURFACES}
 base_ttfb = sget(sd, "ttfb_ms", "p50")
 chat_s = surf["chat"]
 chat_added = None if chat_s is None or base_ttfb is None else chat_s["ttfb_ms"]["p50"] - base_ttfb
 n_chat = (chat_s["streams"] + chat_s["concurrency"]) if chat_s else None
 chat_cpu = cpu_per_1000("cpu_surface_chat_before", "cpu_surface_chat_after", n_chat)
-for s in ("chat", "messages", "responses"):
+for s in SURFACES:
     d = surf[s]
     if d is None:
         continue
@@ -200,7 +201,8 @@ for s in ("chat", "messages", "responses"):
         # Added TTFB differences under 0.5 ms are noise on this machine, whatever the ratio.
         ok_ttfb = added is not None and chat_added is not None and (added <= chat_added * 1.25 or added - chat_added <= 0.5)
         met = "met" if ok_cpu and ok_ttfb else "**missed**"
-    row("d2", f"/v1/{'chat/completions' if s == 'chat' else s} streams: TTFB p50 / CPU s per 1000 streams",
+    route = {"chat": "/v1/chat/completions", "gemini": "/v1beta …:streamGenerateContent"}.get(s, f"/v1/{s}")
+    row("d2", f"{route} streams: TTFB p50 / CPU s per 1000 streams",
         fmt(base_ttfb, nd=2), fmt(d["ttfb_ms"]["p50"], nd=2),
         f"{signed(added, ' ms added', 2)}; {fmt(c, ' s CPU', 3)}; {d['ok']}/{d['streams']} ok", target, met)
     record(f"surface_{s}_added_ttfb_p50_ms", added)
@@ -263,7 +265,7 @@ for name in ("warm_freeway", "thr_freeway", "rate_freeway", "c1_freeway", "thr_d
     errs = {k: v for k, v in d["errors"].items() if "deadline" not in k}
     if bad or errs:
         problems.append(f"- `{name}`: non-200 {bad or '{}'}, errors {errs or '{}'}")
-for name in ("stream_direct", "stream_freeway", "surface_chat", "surface_messages", "surface_responses"):
+for name in ("stream_direct", "stream_freeway") + tuple(f"surface_{s}" for s in SURFACES):
     d = load(name + ".json")
     if d and d["failed"]:
         problems.append(f"- `{name}`: {d['failed']} failed streams, statuses {d['statuses']}, e.g. {d['errors'][:2]}")

@@ -313,9 +313,11 @@ done
 # of passed through. Chat is measured again right before them, so the three compare within
 # one stretch of time on this noisy machine.
 FW_BASE=http://$FW_ADDR/v1
-for s in chat messages responses; do
+for s in chat messages responses gemini; do
     case $s in
         chat) path=chat/completions ;;
+        # Gemini's own API: the model and action are in the URL.
+        gemini) path="beta/models/mock-model:streamGenerateContent?alt=sse" ;;
         *) path=$s ;;
     esac
     settle
@@ -324,7 +326,7 @@ for s in chat messages responses; do
         --rounds "$STREAM_ROUNDS" --timeout-secs 60 >"$R/surface_$s.json"
     settle
     cpu_ticks "$FW_PID" >"$R/cpu_surface_${s}_after"
-    log "  /v1/$path: $(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("ok=%d/%d ttfb p50=%.2fms events=%s" % (d["ok"], d["streams"], d["ttfb_ms"]["p50"] or 0, d["events_per_stream"]["p50"]))' "$R/surface_$s.json")"
+    log "  /v1$( [ $s = gemini ] || echo /)$path: $(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("ok=%d/%d ttfb p50=%.2fms events=%s" % (d["ok"], d["streams"], d["ttfb_ms"]["p50"] or 0, d["events_per_stream"]["p50"]))' "$R/surface_$s.json")"
 done
 
 # ---------------------------------------------------------------- g: embeddings, answer cache
@@ -450,6 +452,14 @@ if rows:
     fmt = lambda v: "-" if v is None else f"{v:.3f}"
     for name, rps, dp, fp, add, c, st in rows:
         print(f"| {name} | {rps:.0f} | {fmt(dp)} | {fmt(fp)} | {fmt(add)} | {fmt(c)} | {st} |")
+    by = {r[0]: r for r in rows}
+    chat, emb = by.get("/v1/chat/completions"), by.get("/v1/embeddings (16 inputs)")
+    hit, prox = by.get("chat, answer cache hit"), by.get("chat, answer cache proxied")
+    print()
+    if chat and emb and chat[5] and chat[4]:
+        print(f"- embeddings / chat: CPU per request {emb[5] / chat[5]:.2f}x, added p50 {emb[4] / chat[4]:.2f}x (goal: within 1.25x)")
+    if hit and prox and prox[5]:
+        print(f"- a cache hit costs {hit[5] / prox[5]:.2f}x the CPU of a proxied answer (goal: less than 1x)")
 PY
 cat "$OUT"
 log "wrote $OUT"

@@ -32,11 +32,6 @@ pub async fn embeddings(
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
-    let key = match super::idempotent::key_of(&headers) {
-        Ok(Some(k)) => k,
-        Ok(None) => return embed_bytes(&server, client, request_id, bytes).await,
-        Err(e) => return e.into_response(),
-    };
     let run = {
         let (server, client) = (Arc::clone(&server), Arc::clone(&client));
         move |bytes| {
@@ -44,12 +39,17 @@ pub async fn embeddings(
                 as futures_util::future::BoxFuture<'static, Response>
         }
     };
-    let now = server.router.ledger.now_ms();
-    let keeper = &server.idempotency;
-    keeper
-        .answer(&client.name, key, "embeddings", bytes, now, run)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+    let refuse = IntoResponse::into_response;
+    super::idempotent::guard(
+        &server,
+        &client.name,
+        "embeddings",
+        &headers,
+        bytes,
+        run,
+        refuse,
+    )
+    .await
 }
 
 /// An embeddings request whose body has arrived, answered.

@@ -54,6 +54,64 @@ pub(super) async fn action(
         return surface.error(e, &request_id, 0);
     };
     let model = model.strip_prefix("models/").unwrap_or(model).to_string();
+    // Inference goes through the Idempotency-Key keeper (SPEC 2.8); the URL's model, action
+    // and form are part of what makes two requests the same.
+    if matches!(
+        action,
+        "generateContent" | "streamGenerateContent" | "embedContent" | "batchEmbedContents"
+    ) && headers.contains_key("idempotency-key")
+    {
+        let bytes = match read_body(&server, &headers, body).await {
+            Ok(b) => b,
+            Err(e) => return surface.error(e, &request_id, 0),
+        };
+        let alt = q.get("alt").cloned().unwrap_or_default();
+        let route = format!("gemini {model}:{action} {alt}");
+        let run = {
+            let (server, client, headers) =
+                (Arc::clone(&server), Arc::clone(&client), headers.clone());
+            let (request_id, q, action) = (request_id.clone(), q.clone(), action.to_string());
+            move |bytes: bytes::Bytes| {
+                Box::pin(async move {
+                    let body = Body::from(bytes);
+                    dispatch(
+                        &server, client, request_id, &headers, &q, body, model, &action,
+                    )
+                    .await
+                }) as futures_util::future::BoxFuture<'static, Response>
+            }
+        };
+        let refuse = |e| surface.error(e, &request_id, 0);
+        return super::idempotent::guard(
+            &server,
+            &client.name,
+            &route,
+            &headers,
+            bytes,
+            run,
+            refuse,
+        )
+        .await;
+    }
+    dispatch(
+        &server, client, request_id, &headers, &q, body, model, action,
+    )
+    .await
+}
+
+/// One action on one model.
+#[allow(clippy::too_many_arguments)]
+async fn dispatch(
+    server: &Arc<Server>,
+    client: Arc<crate::keys::Client>,
+    request_id: String,
+    headers: &HeaderMap,
+    q: &HashMap<String, String>,
+    body: Body,
+    model: String,
+    action: &str,
+) -> Response {
+    let surface = Surface::Gemini;
     let form = match q.get("alt").map(String::as_str) {
         Some("sse") => gemini::Form::Sse,
         _ => gemini::Form::Array,

@@ -170,6 +170,35 @@ pub fn key_of(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     Ok(Some(k.to_string()))
 }
 
+/// Answer a request through the keeper when it carries an `Idempotency-Key`, else at once:
+/// `run` answers its body; `route` tells requests with the same body apart (the surface, and
+/// what a URL carries); `refuse` renders an error in the surface's shape.
+pub async fn guard(
+    server: &Arc<super::Server>,
+    client: &str,
+    route: &str,
+    headers: &HeaderMap,
+    body: Bytes,
+    run: impl FnOnce(Bytes) -> futures_util::future::BoxFuture<'static, Response>,
+    refuse: impl FnOnce(ApiError) -> Response,
+) -> Response {
+    match key_of(headers) {
+        Ok(None) => run(body).await,
+        Ok(Some(key)) => {
+            let now = server.router.ledger.now_ms();
+            match server
+                .idempotency
+                .answer(client, key, route, body, now, run)
+                .await
+            {
+                Ok(resp) => resp,
+                Err(e) => refuse(e),
+            }
+        }
+        Err(e) => refuse(e),
+    }
+}
+
 /// What a request with a key is to do.
 enum Turn {
     /// Read this recording (a duplicate of a running or kept answer).

@@ -424,6 +424,30 @@ async fn embedding(
         Ok(b) => b,
         Err(e) => return error(&e),
     };
+    let run = {
+        let (server, client) = (Arc::clone(server), Arc::clone(&client));
+        move |bytes| {
+            Box::pin(async move { embed_bytes(&server, client, request_id, bytes, legacy).await })
+                as futures_util::future::BoxFuture<'static, Response>
+        }
+    };
+    let route = if legacy {
+        "ollama-embeddings"
+    } else {
+        "ollama-embed"
+    };
+    let refuse = |e: ApiError| error(&e);
+    super::idempotent::guard(server, &client.name, route, headers, bytes, run, refuse).await
+}
+
+/// An embedding request whose body has arrived, answered.
+async fn embed_bytes(
+    server: &Server,
+    client: Arc<Client>,
+    request_id: String,
+    bytes: bytes::Bytes,
+    legacy: bool,
+) -> Response {
     let e = match ollama::parse_embed(&bytes, legacy) {
         Ok(e) => e,
         Err(m) => return error(&ApiError::InvalidRequest(m)),

@@ -343,11 +343,6 @@ pub(crate) async fn answer_as(
         Ok(b) => b,
         Err(e) => return surface.error(e, &request_id, 0),
     };
-    let key = match super::idempotent::key_of(headers) {
-        Ok(Some(k)) => k,
-        Ok(None) => return answer_bytes(server, surface, client, request_id, headers, bytes).await,
-        Err(e) => return surface.error(e, &request_id, 0),
-    };
     let run = {
         let (server, client, headers) = (Arc::clone(server), Arc::clone(&client), headers.clone());
         let request_id = request_id.clone();
@@ -357,15 +352,9 @@ pub(crate) async fn answer_as(
             }) as futures_util::future::BoxFuture<'static, Response>
         }
     };
-    let now = server.router.ledger.now_ms();
-    let keeper = &server.idempotency;
-    match keeper
-        .answer(&client.name, key, surface.name(), bytes, now, run)
-        .await
-    {
-        Ok(resp) => resp,
-        Err(e) => surface.error(e, &request_id, 0),
-    }
+    let refuse = |e| surface.error(e, &request_id, 0);
+    let name = surface.name();
+    super::idempotent::guard(server, &client.name, name, headers, bytes, run, refuse).await
 }
 
 /// A request whose body has arrived, answered.

@@ -386,3 +386,24 @@ async fn models_lists_embedding_models_as_their_own_kind() {
             .any(|m| m["id"] == "mock-embed")
     );
 }
+
+#[tokio::test]
+async fn an_idempotent_retry_spends_nothing_twice() {
+    let mock = Mock::start().await;
+    openai_embedder(&mock);
+    let t = TestApp::spawn(&custom_embedder(&mock, "")).await;
+    let send = |key: &'static str, input: &'static str| {
+        t.client
+            .post(t.url("/v1/embeddings"))
+            .bearer_auth(CLIENT_KEY)
+            .header("idempotency-key", key)
+            .json(&json!({"model": "mock-embed", "input": input}))
+            .send()
+    };
+    let first: Value = send("e-1", "abc").await.unwrap().json().await.unwrap();
+    let again = send("e-1", "abc").await.unwrap();
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.json::<Value>().await.unwrap(), first);
+    assert_eq!(embed_calls(&mock).len(), 1);
+    assert_eq!(send("e-1", "other").await.unwrap().status(), 422);
+}

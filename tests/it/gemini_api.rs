@@ -743,3 +743,27 @@ async fn embed_content_and_batches_answer_in_googles_shape() {
     .await;
     assert!(e["message"].as_str().unwrap().contains("content"), "{e}");
 }
+
+#[tokio::test]
+async fn an_idempotent_retry_is_replayed_on_the_gemini_surface() {
+    let (mock, t) = setup("").await;
+    let path = "/v1beta/models/mock-model:generateContent";
+    let send = |model_path: &'static str| {
+        t.client
+            .post(t.url(model_path))
+            .header("x-goog-api-key", CLIENT_KEY)
+            .header("idempotency-key", "g-1")
+            .json(&user("hi"))
+            .send()
+    };
+    let first: Value = send(path).await.unwrap().json().await.unwrap();
+    let again = send(path).await.unwrap();
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.json::<Value>().await.unwrap(), first);
+    assert_eq!(mock.chat_calls().len(), 1);
+    // The same body on another action of the URL is another request: the key is reused.
+    let other = send("/v1beta/models/mock-model:streamGenerateContent")
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 422);
+}
