@@ -117,26 +117,13 @@ async fn dispatch(
         _ => gemini::Form::Array,
     };
     match action {
-        "generateContent" => {
-            generate(&server, client, request_id, &headers, body, model, None).await
-        }
+        "generateContent" => generate(server, client, request_id, headers, body, model, None).await,
         "streamGenerateContent" => {
-            generate(
-                &server,
-                client,
-                request_id,
-                &headers,
-                body,
-                model,
-                Some(form),
-            )
-            .await
+            generate(server, client, request_id, headers, body, model, Some(form)).await
         }
-        "countTokens" => count_tokens(&server, request_id, &headers, body, model).await,
-        "embedContent" => embed(&server, client, request_id, &headers, body, model, false).await,
-        "batchEmbedContents" => {
-            embed(&server, client, request_id, &headers, body, model, true).await
-        }
+        "countTokens" => count_tokens(server, request_id, headers, body, model).await,
+        "embedContent" => embed(server, client, request_id, headers, body, model, false).await,
+        "batchEmbedContents" => embed(server, client, request_id, headers, body, model, true).await,
         other => {
             let shown: String = other.chars().take(100).collect();
             surface.error(
