@@ -7,9 +7,12 @@
 //! the user message carries the text. Without `max_tokens` the official default of 16 applies.
 
 use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use super::Frames;
+use super::read::Lenient;
 use crate::chat::{self, Event, Finish, Message, Piece, Usage};
 use crate::sse;
 
@@ -36,101 +39,123 @@ pub struct Parsed {
     pub include_usage: bool,
 }
 
-fn wrong(field: &str, want: &str) -> String {
-    format!("`{field}` must be {want}")
+/// A completions body as read: what Freeway looks at is typed; what it only passes on to the
+/// chat request (sampling settings, `stop`, `user`) stays JSON text, checked there.
+#[derive(Deserialize)]
+struct Body<'a> {
+    #[serde(default, borrow)]
+    model: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    prompt: Option<&'a RawValue>,
+    #[serde(default)]
+    suffix: Option<String>,
+    #[serde(default)]
+    max_tokens: Option<u64>,
+    #[serde(default)]
+    n: Lenient<u64>,
+    #[serde(default)]
+    best_of: Lenient<u64>,
+    #[serde(default)]
+    echo: Lenient<bool>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    stream_options: Lenient<StreamOptions>,
+    #[serde(default, borrow)]
+    temperature: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    top_p: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    presence_penalty: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    frequency_penalty: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    stop: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    seed: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    user: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: bool,
+}
+
+/// What `prompt` may be.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Prompt {
+    One(String),
+    Strings(Vec<String>),
+}
+
+/// The prompt's one text, or why it is not one.
+fn prompt_of(raw: Option<&RawValue>) -> Result<String, String> {
+    let Some(raw) = raw else {
+        return Err("`prompt` is required: a string".into());
+    };
+    match serde_json::from_str::<Prompt>(raw.get()) {
+        Ok(Prompt::One(s)) => Ok(s),
+        Ok(Prompt::Strings(mut list)) if list.len() == 1 => Ok(list.swap_remove(0)),
+        Ok(Prompt::Strings(_)) => {
+            Err("`prompt` may hold one string only: send one request per prompt".into())
+        }
+        Err(_) => Err(
+            "`prompt` must be a string or a one-element array of strings (token arrays are not supported)"
+                .into(),
+        ),
+    }
 }
 
 /// Parse a completions request.
 pub fn parse(bytes: &[u8]) -> Result<Parsed, String> {
-    let body: Map<String, Value> = match serde_json::from_slice::<Value>(bytes) {
-        Ok(Value::Object(m)) => m,
-        Ok(_) => return Err("the request body must be a JSON object with `prompt`".into()),
-        Err(e) => {
-            return Err(format!(
-                "the request body is not valid JSON ({e}); send a JSON object with `prompt`"
-            ));
-        }
-    };
-    let prompt = match body.get("prompt") {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(list)) if list.len() == 1 && list[0].is_string() => {
-            list[0].as_str().unwrap_or_default().to_string()
-        }
-        Some(Value::Array(list)) if list.iter().all(Value::is_string) => {
-            return Err("`prompt` may hold one string only: send one request per prompt".into());
-        }
-        None | Some(Value::Null) => return Err("`prompt` is required: a string".into()),
-        Some(_) => {
-            return Err(
-                "`prompt` must be a string or a one-element array of strings (token arrays are not supported)"
-                    .into(),
-            );
-        }
-    };
-    if body.get("n").and_then(Value::as_u64).is_some_and(|n| n > 1) {
+    let body: Body = super::read::body(bytes, "`prompt`")?;
+    let prompt = prompt_of(body.prompt)?;
+    if body.n.0.is_some_and(|n| n > 1) {
         return Err("`n` above 1 is not supported: send one request per completion".into());
     }
-    if body
-        .get("best_of")
-        .and_then(Value::as_u64)
-        .is_some_and(|n| n > 1)
-    {
+    if body.best_of.0.is_some_and(|n| n > 1) {
         return Err("`best_of` above 1 is not supported".into());
     }
-    if body.get("echo") == Some(&Value::Bool(true)) {
+    if body.echo.0 == Some(true) {
         return Err("`echo` is not supported: the answer holds the completion only".into());
     }
-    let suffix = match body.get("suffix") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(_) => return Err(wrong("suffix", "a string")),
-    };
-    let messages = match &suffix {
-        Some(suffix) => {
-            let (system, user) = fill_in_the_middle(&prompt, suffix);
-            vec![
-                json!({"role": "system", "content": system}),
-                json!({"role": "user", "content": user}),
-            ]
-        }
-        None => vec![
-            json!({"role": "system", "content": CONTINUE}),
-            json!({"role": "user", "content": prompt}),
-        ],
+    let (system, user) = match &body.suffix {
+        Some(suffix) => fill_in_the_middle(&prompt, suffix),
+        None => (CONTINUE, prompt),
     };
     let mut out = Map::new();
-    if let Some(m) = body.get("model").filter(|v| !v.is_null()) {
-        out.insert("model".into(), m.clone());
+    let raw = |v: &RawValue| serde_json::from_str::<Value>(v.get()).unwrap_or(Value::Null);
+    if let Some(m) = body.model {
+        out.insert("model".into(), raw(m));
     }
-    out.insert("messages".into(), Value::Array(messages));
-    let max_tokens = match body.get("max_tokens") {
-        None | Some(Value::Null) => DEFAULT_MAX_TOKENS,
-        Some(v) => v
-            .as_u64()
-            .ok_or_else(|| wrong("max_tokens", "a non-negative integer"))?,
-    };
+    out.insert(
+        "messages".into(),
+        json!([{"role": "system", "content": system}, {"role": "user", "content": user}]),
+    );
+    let max_tokens = body.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
     out.insert("max_tokens".into(), json!(max_tokens.max(1)));
-    for key in [
-        "temperature",
-        "top_p",
-        "presence_penalty",
-        "frequency_penalty",
-        "stop",
-        "seed",
-        "user",
-        "stream",
+    for (key, v) in [
+        ("temperature", body.temperature),
+        ("top_p", body.top_p),
+        ("presence_penalty", body.presence_penalty),
+        ("frequency_penalty", body.frequency_penalty),
+        ("stop", body.stop),
+        ("seed", body.seed),
+        ("user", body.user),
     ] {
-        if let Some(v) = body.get(key).filter(|v| !v.is_null()) {
-            out.insert(key.into(), v.clone());
+        if let Some(v) = v {
+            out.insert(key.into(), raw(v));
         }
     }
-    let include_usage = body
-        .get("stream_options")
-        .and_then(|o| o.get("include_usage"))
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    if body.get("stream") == Some(&Value::Bool(true)) {
-        out.insert("stream_options".into(), json!({"include_usage": true}));
+    let include_usage = body.stream_options.0.is_some_and(|o| o.include_usage);
+    if let Some(stream) = body.stream {
+        out.insert("stream".into(), json!(stream));
+        if stream {
+            out.insert("stream_options".into(), json!({"include_usage": true}));
+        }
     }
     let req = chat::Request::from_map(out)?;
     Ok(Parsed { req, include_usage })
@@ -234,6 +259,30 @@ mod tests {
 
     fn p(v: Value) -> Result<Parsed, String> {
         parse(v.to_string().as_bytes())
+    }
+
+    #[test]
+    fn a_wrong_field_is_named() {
+        for (body, field) in [
+            (json!({"prompt": "x", "max_tokens": "ten"}), "`max_tokens`"),
+            (json!({"prompt": "x", "suffix": 5}), "`suffix`"),
+            (json!({"prompt": "x", "stream": "yes"}), "`stream`"),
+            (json!({"prompt": 5}), "`prompt`"),
+            (json!({"prompt": ["a", "b"]}), "one string only"),
+            (json!({"model": "m"}), "`prompt` is required"),
+            (json!({"prompt": "x", "n": 2}), "`n`"),
+            (json!({"prompt": "x", "echo": true}), "`echo`"),
+            (json!([1, 2]), "JSON object"),
+        ] {
+            let e = p(body.clone()).err().unwrap();
+            assert!(e.contains(field), "{body}: {e}");
+        }
+        assert!(parse(b"{nope").unwrap_err().contains("not valid JSON"));
+        // Extras of another type are ignored, as they always were.
+        let ok = p(json!({"prompt": "x", "n": "one", "stream_options": 3})).unwrap();
+        assert!(!ok.include_usage);
+        let one = p(json!({"prompt": ["only"], "max_tokens": null})).unwrap();
+        assert!(one.req.to_map()["messages"][1]["content"] == "only");
     }
 
     #[test]
