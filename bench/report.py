@@ -191,7 +191,8 @@ for s in SURFACES:
     d = surf[s]
     if d is None:
         continue
-    added = None if base_ttfb is None else d["ttfb_ms"]["p50"] - base_ttfb
+    ttfb = d["ttfb_ms"]["p50"]
+    added = None if base_ttfb is None or ttfb is None else ttfb - base_ttfb
     n = d["streams"] + d["concurrency"]
     c = cpu_per_1000(f"cpu_surface_{s}_before", f"cpu_surface_{s}_after", n)
     target, met = "(baseline)", ""

@@ -312,21 +312,20 @@ done
 # The same streams through /v1/messages and /v1/responses: translated event by event instead
 # of passed through. Chat is measured again right before them, so the three compare within
 # one stretch of time on this noisy machine.
-FW_BASE=http://$FW_ADDR/v1
 for s in chat messages responses gemini; do
     case $s in
-        chat) path=chat/completions ;;
+        chat) path=/v1/chat/completions ;;
         # Gemini's own API: the model and action are in the URL.
-        gemini) path="beta/models/mock-model:streamGenerateContent?alt=sse" ;;
-        *) path=$s ;;
+        gemini) path="/v1beta/models/mock-model:streamGenerateContent?alt=sse" ;;
+        *) path=/v1/$s ;;
     esac
     settle
     cpu_ticks "$FW_PID" >"$R/cpu_surface_${s}_before"
-    "$PROBE" --url "$FW_BASE/$path" --surface "$s" --key "$KEY" --concurrency "$STREAMS" --warmup 1 \
+    "$PROBE" --url "http://$FW_ADDR$path" --surface "$s" --key "$KEY" --concurrency "$STREAMS" --warmup 1 \
         --rounds "$STREAM_ROUNDS" --timeout-secs 60 >"$R/surface_$s.json"
     settle
     cpu_ticks "$FW_PID" >"$R/cpu_surface_${s}_after"
-    log "  /v1$( [ $s = gemini ] || echo /)$path: $(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("ok=%d/%d ttfb p50=%.2fms events=%s" % (d["ok"], d["streams"], d["ttfb_ms"]["p50"] or 0, d["events_per_stream"]["p50"]))' "$R/surface_$s.json")"
+    log "  $path: $(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("ok=%d/%d ttfb p50=%.2fms events=%s" % (d["ok"], d["streams"], d["ttfb_ms"]["p50"] or 0, d["events_per_stream"]["p50"]))' "$R/surface_$s.json")"
 done
 
 # ---------------------------------------------------------------- g: embeddings, answer cache

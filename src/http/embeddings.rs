@@ -76,6 +76,7 @@ async fn embed_bytes(
         inputs: p.inputs,
         dims: p.dims,
         query: p.query,
+        pass: !p.base64,
     };
     let default = server.embeddings.default.as_deref();
     let done = match server.router.embed(req, default).await {
@@ -87,6 +88,15 @@ async fn embed_bytes(
             return resp;
         }
     };
+    if let Some(raw) = done.raw {
+        let mut resp = Response::new(Body::from(raw));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        routed_headers(&mut resp, &done.routed_via, done.attempts);
+        return resp;
+    }
     // Floats pass through as the upstream wrote them; base64 reads every number, which for a
     // large batch is done on the blocking pool.
     let text: usize = done.vectors.iter().map(|v| v.get().len()).sum();

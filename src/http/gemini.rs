@@ -370,6 +370,7 @@ async fn embed(
             .collect(),
         dims: e.dims,
         query: e.query,
+        pass: false,
     };
     let default = server.embeddings.default.as_deref();
     match server.router.embed(req, default).await {

@@ -465,6 +465,7 @@ async fn embed_bytes(
             .collect(),
         dims: e.dims,
         query: false,
+        pass: false,
     };
     let default = server.embeddings.default.as_deref();
     match server.router.embed(req, default).await {

@@ -49,6 +49,9 @@ pub fn numbers(v: &Vector) -> Result<Vec<f32>, String> {
 /// The vectors of one call, in input order, and the tokens the upstream counted.
 pub struct Vectors {
     pub vectors: Vec<Vector>,
+    /// The upstream's whole answer, to pass on as it came (see [`passable`]); `vectors` is
+    /// then empty.
+    pub raw: Option<Bytes>,
     pub tokens: Option<u64>,
 }
 
@@ -199,6 +202,48 @@ struct CohereUnits {
     input_tokens: Option<f64>,
 }
 
+/// An OpenAI-dialect answer that can go to an OpenAI client as it came (floats asked, one
+/// call): a look at its bytes, not a parse, finds `inputs` vectors (`"embedding": [`), their
+/// `"index"`es (if any) in order, and the `prompt_tokens` it reports. Reading and writing a
+/// batch of long vectors would otherwise cost several times the rest of the request. `None`:
+/// read it whole.
+pub fn passable(body: &Bytes, inputs: usize) -> Option<(Bytes, Option<u64>)> {
+    use memchr::memmem;
+    let first = body.iter().find(|b| !b.is_ascii_whitespace())?;
+    if *first != b'{' || !body.trim_ascii_end().ends_with(b"}") {
+        return None;
+    }
+    let mut vectors = 0;
+    for at in memmem::find_iter(body, b"\"embedding\":") {
+        let rest = body[at + 12..].trim_ascii_start();
+        if rest.first() != Some(&b'[') {
+            return None;
+        }
+        vectors += 1;
+    }
+    if vectors != inputs {
+        return None;
+    }
+    for (i, at) in memmem::find_iter(body, b"\"index\":").enumerate() {
+        if number_at(&body[at + 8..]) != Some(i as u64) {
+            return None;
+        }
+    }
+    let tokens =
+        memmem::rfind(body, b"\"prompt_tokens\":").and_then(|at| number_at(&body[at + 16..]));
+    Some((body.clone(), tokens))
+}
+
+/// The unsigned number at the start of `text` (after blanks).
+fn number_at(text: &[u8]) -> Option<u64> {
+    let t = text.trim_ascii_start();
+    let end = t
+        .iter()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(t.len());
+    std::str::from_utf8(&t[..end]).ok()?.parse().ok()
+}
+
 /// The vectors of a 200 answer to a call of `inputs` inputs.
 pub fn read(api: EmbedApi, body: &[u8], inputs: usize) -> Result<Vectors, Failure> {
     let bad = |e: serde_json::Error| {
@@ -213,6 +258,7 @@ pub fn read(api: EmbedApi, body: &[u8], inputs: usize) -> Result<Vectors, Failur
                 data.sort_by_key(|d| d.index);
             }
             Vectors {
+                raw: None,
                 vectors: data.into_iter().map(|d| d.embedding).collect(),
                 tokens: a.usage.and_then(|u| u.prompt_tokens.or(u.total_tokens)),
             }
@@ -220,6 +266,7 @@ pub fn read(api: EmbedApi, body: &[u8], inputs: usize) -> Result<Vectors, Failur
         EmbedApi::Gemini => {
             let a: GeminiAnswer = serde_json::from_slice(body).map_err(bad)?;
             Vectors {
+                raw: None,
                 vectors: a.embeddings.into_iter().map(|e| e.values).collect(),
                 tokens: None,
             }
@@ -227,6 +274,7 @@ pub fn read(api: EmbedApi, body: &[u8], inputs: usize) -> Result<Vectors, Failur
         EmbedApi::Cohere => {
             let a: CohereAnswer = serde_json::from_slice(body).map_err(bad)?;
             Vectors {
+                raw: None,
                 vectors: a.embeddings.float,
                 tokens: a
                     .meta
@@ -332,6 +380,25 @@ mod tests {
             url(m, e, "http://127.0.0.1:9/x"),
             "http://127.0.0.1:9/v2/embed"
         );
+    }
+
+    #[test]
+    fn an_answer_passes_on_only_when_it_looks_whole_and_in_order() {
+        let ok = Bytes::from_static(
+            br#"{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.1]},{"object": "embedding", "index": 1, "embedding": [0.2]}],"usage":{"prompt_tokens": 9,"total_tokens":9}}"#,
+        );
+        assert_eq!(passable(&ok, 2).map(|(_, t)| t), Some(Some(9)));
+        assert!(passable(&ok, 3).is_none(), "a vector short");
+        let swapped = Bytes::from_static(
+            br#"{"data":[{"index":1,"embedding":[0.1]},{"index":0,"embedding":[0.2]}]}"#,
+        );
+        assert!(
+            passable(&swapped, 2).is_none(),
+            "out of order: read and sorted"
+        );
+        let base64 = Bytes::from_static(br#"{"data":[{"index":0,"embedding":"AAAA"}]}"#);
+        assert!(passable(&base64, 1).is_none());
+        assert!(passable(&Bytes::from_static(b"[]"), 0).is_none());
     }
 
     #[test]

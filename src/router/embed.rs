@@ -38,6 +38,9 @@ pub struct EmbedRequest {
     pub dims: Option<u32>,
     /// The inputs are search queries (else documents).
     pub query: bool,
+    /// The client takes an OpenAI-dialect answer of floats as the upstream wrote it (see
+    /// `providers::embed::passable`).
+    pub pass: bool,
 }
 
 /// One call of one model through one key.
@@ -48,11 +51,16 @@ struct EmbedCall<'a> {
     embed: &'a crate::catalog::Embedding,
     key: &'a crate::keys::ProviderKey,
     ask: &'a Ask,
+    /// The answer may pass on as it came.
+    pass: bool,
 }
 
 /// The vectors of a request, in input order.
 pub struct Embedded {
     pub vectors: Vec<embed::Vector>,
+    /// The upstream's answer to pass on as it came, when the request asked for it and one
+    /// OpenAI-dialect call answered it all (`vectors` is then empty).
+    pub raw: Option<bytes::Bytes>,
     /// Input tokens, as the upstreams counted them (else estimated).
     pub tokens: u64,
     /// `provider/model` of the last call (the headers of SPEC 2.2).
@@ -249,6 +257,8 @@ impl Router {
         let mut vectors = Vec::with_capacity(req.inputs.len());
         let mut tokens = 0;
         let mut routed_via = String::new();
+        let mut raw = None;
+        let pass = req.pass && req.inputs.len() <= batch;
         for chunk in req.inputs.chunks(batch) {
             let b = Batch {
                 inputs: chunk,
@@ -256,8 +266,9 @@ impl Router {
                 query: req.query,
             };
             let (got, via) = self
-                .embed_one(&models, &b, &mut tally, deadline, req, row)
+                .embed_one(&models, &b, &mut tally, deadline, req, row, pass)
                 .await?;
+            raw = got.raw;
             tokens += got
                 .tokens
                 .unwrap_or_else(|| chunk.iter().map(Input::estimate).sum());
@@ -267,6 +278,7 @@ impl Router {
         row.served_by = Some(routed_via.clone());
         Ok(Embedded {
             vectors,
+            raw,
             tokens,
             routed_via,
             model: models[0].canonical.clone(),
@@ -275,6 +287,7 @@ impl Router {
     }
 
     /// One upstream call's worth of inputs, walked over the candidates and their keys.
+    #[allow(clippy::too_many_arguments)]
     async fn embed_one(
         &self,
         models: &[&Model],
@@ -283,6 +296,7 @@ impl Router {
         deadline: Instant,
         req: &EmbedRequest,
         row: &mut RequestRow,
+        pass: bool,
     ) -> Result<(Vectors, String), Failed> {
         let snap = self.live.snapshot();
         let tokens: u64 = b.inputs.iter().map(Input::estimate).sum();
@@ -335,6 +349,7 @@ impl Router {
                             embed: e,
                             key: &key,
                             ask: &ask,
+                            pass,
                         },
                         &base,
                         body.clone(),
@@ -405,6 +420,7 @@ impl Router {
             embed: e,
             key,
             ask,
+            pass,
         } = *c;
         let (base, mut headers) =
             crate::providers::credentials(provider, key.secret.expose(), base);
@@ -452,6 +468,15 @@ impl Router {
         let body = upstream::read_limited(resp, stall, MAX_ANSWER)
             .await
             .map_err(|m| AttemptError(Failure::BadAnswer(m), Some(status)))?;
+        if pass && e.api == EmbedApi::Openai {
+            if let Some((raw, tokens)) = embed::passable(&body, inputs) {
+                return Ok(Vectors {
+                    vectors: Vec::new(),
+                    raw: Some(raw),
+                    tokens,
+                });
+            }
+        }
         embed::read(e.api, &body, inputs).map_err(|f| AttemptError(f, Some(status)))
     }
 }

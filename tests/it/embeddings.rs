@@ -407,3 +407,33 @@ async fn an_idempotent_retry_spends_nothing_twice() {
     assert_eq!(embed_calls(&mock).len(), 1);
     assert_eq!(send("e-1", "other").await.unwrap().status(), 422);
 }
+
+#[tokio::test]
+async fn one_call_of_floats_passes_on_as_the_upstream_wrote_it() {
+    let mock = Mock::start().await;
+    mock.always(Reply::Json {
+        status: 200,
+        body: json!({"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [0.125, 2]}],
+            "model": "mock-embed", "usage": {"prompt_tokens": 6, "total_tokens": 6}, "vendor_extra": 1}),
+        headers: vec![],
+    });
+    let t = TestApp::spawn(&custom_embedder(&mock, "")).await;
+    let r = embed(&t, json!({"model": "mock-embed", "input": "x"})).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-routed-via"], "mock/mock-embed");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["vendor_extra"], 1, "passed on as it came: {v}");
+    assert_eq!(v["data"][0]["embedding"], json!([0.125, 2]));
+    // base64 is Freeway's work: read and encoded.
+    let r = embed(
+        &t,
+        json!({"model": "mock-embed", "input": "x", "encoding_format": "base64"}),
+    )
+    .await;
+    let v: Value = r.json().await.unwrap();
+    assert!(v.get("vendor_extra").is_none());
+    assert!(v["data"][0]["embedding"].is_string());
+    // Counted with the usage the upstream reported.
+    let rows = t.logged(2, 5).await;
+    assert!(rows.iter().all(|r| r.tokens_in == 6), "{rows:?}");
+}
