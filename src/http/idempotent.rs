@@ -275,6 +275,12 @@ impl Idempotency {
                 let fut = run(body);
                 let writer = Arc::clone(&rec);
                 tokio::spawn(async move {
+                    // Should the run panic, the readers are told and the key is free again.
+                    let _unfinished = Unfinished {
+                        keeper: Arc::clone(&me),
+                        id: id.clone(),
+                        rec: Arc::clone(&writer),
+                    };
                     let keep = record(fut, &writer).await;
                     me.finish(id, fingerprint, &writer, keep, now_ms).await;
                 });
@@ -372,7 +378,44 @@ impl Idempotency {
                 );
             }
         }
-        self.lock().running.remove(&id);
+        let mut inner = self.lock();
+        if inner
+            .running
+            .get(&id)
+            .is_some_and(|(_, r)| std::ptr::eq(Arc::as_ptr(r), rec))
+        {
+            inner.running.remove(&id);
+        }
+    }
+}
+
+/// A run in its task: if it ends without finishing its recording (a panic), its readers get
+/// the end of what there was (a 500 if nothing), and the key is free for a retry.
+struct Unfinished {
+    keeper: Arc<Idempotency>,
+    id: (String, String),
+    rec: Arc<Recording>,
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if self.rec.lock().done {
+            return;
+        }
+        self.rec.update(|s| {
+            if s.head.is_none() {
+                s.head = Some((StatusCode::INTERNAL_SERVER_ERROR, HeaderMap::new()));
+            }
+            s.done = true;
+        });
+        let mut inner = self.keeper.lock();
+        if inner
+            .running
+            .get(&self.id)
+            .is_some_and(|(_, r)| Arc::ptr_eq(r, &self.rec))
+        {
+            inner.running.remove(&self.id);
+        }
     }
 }
 
