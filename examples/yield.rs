@@ -389,17 +389,12 @@ fn config_toml(
             }
         }
     }
-    // `off` is the default: the off run needs nothing a Freeway without pacing would refuse.
-    let mut routing = String::new();
-    if setup.pacing != "off" {
-        routing.push_str(&format!("pacing = \"{}\"\n", setup.pacing));
-    }
+    // Always said: `demand` is the default, and the off run must not be paced.
+    let mut routing = format!("pacing = \"{}\"\n", setup.pacing);
     if let Some(fairness) = setup.fairness {
         routing.push_str(&format!("fairness = \"{fairness}\"\n"));
     }
-    if !routing.is_empty() {
-        t.push_str(&format!("\n[routing]\n{routing}"));
-    }
+    t.push_str(&format!("\n[routing]\n{routing}"));
     for p in providers {
         let keys: Vec<String> = p.keys.iter().map(|k| format!("\"{k}\"")).collect();
         t.push_str(&format!(
