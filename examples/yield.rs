@@ -389,17 +389,12 @@ fn config_toml(
             }
         }
     }
-    // `off` is the default: the off run needs nothing a Freeway without pacing would refuse.
-    let mut routing = String::new();
-    if setup.pacing != "off" {
-        routing.push_str(&format!("pacing = \"{}\"\n", setup.pacing));
-    }
+    // Always said: `demand` is the default, and the off run must not be paced.
+    let mut routing = format!("pacing = \"{}\"\n", setup.pacing);
     if let Some(fairness) = setup.fairness {
         routing.push_str(&format!("fairness = \"{fairness}\"\n"));
     }
-    if !routing.is_empty() {
-        t.push_str(&format!("\n[routing]\n{routing}"));
-    }
+    t.push_str(&format!("\n[routing]\n{routing}"));
     for p in providers {
         let keys: Vec<String> = p.keys.iter().map(|k| format!("\"{k}\"")).collect();
         t.push_str(&format!(
@@ -573,10 +568,24 @@ async fn run(
             .await;
         batch.sort_by_key(|(j, _)| *j);
         for (j, mut outcome) in batch {
-            judge(&mut outcome, &trace[order[i + j]], mock, debug.as_ref());
+            judge(
+                &mut outcome,
+                &trace[order[i + j]],
+                mock,
+                outcomes.len(),
+                debug.as_ref(),
+            );
             outcomes.push(outcome);
         }
         i = end;
+    }
+    // A refused request judged servable by a room that a later served request took was not
+    // servable after all: one room, one request (`Mock::withdrawn`).
+    for credit in mock.withdrawn() {
+        if let Some(o) = outcomes.get_mut(credit) {
+            o.servable = false;
+            o.room = None;
+        }
     }
     if let Some(debug) = &debug {
         debug.compare(&mock);
@@ -774,11 +783,11 @@ async fn send(
 /// Judge a refused request once every request of its simulated second has been answered: did
 /// some key have room for it? Asked while other requests of that second are still on their
 /// way, the mocks would not yet count them and would offer their slots a second time.
-fn judge(outcome: &mut Outcome, req: &Req, mock: &Mock, debug: Option<&Debug>) {
+fn judge(outcome: &mut Outcome, req: &Req, mock: &Mock, credit: usize, debug: Option<&Debug>) {
     if outcome.servable {
         return;
     }
-    let room = mock.could_serve(req);
+    let room = mock.could_serve(req, credit);
     if let (Some(room), Some(debug)) = (&room, debug) {
         eprintln!(
             "[yield] refused while {room} had room: {req:?} → {}; Freeway's view: {}",

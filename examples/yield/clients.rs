@@ -579,7 +579,8 @@ pub fn render(i: &Inputs) -> String {
          refused at a moment when some live model that fits the request had room in every pool \
          it counts in, by the mock providers' own counters right after the refusal (charged the \
          real answer length). Each room found is taken in shadow counters shared by both keys, \
-         so one free slot excuses one refused request, whichever key's. The batch key asks for \
+         so one free slot excuses one refused request, whichever key's (and none once a \
+         request served later takes that slot). The batch key asks for \
          more than the keys can take whenever anything frees up, so its servable is bounded by \
          capacity: the slots left free at the moments its requests came, not its offered load. \
          A request held back by fair share from a model that had room, and refused because \

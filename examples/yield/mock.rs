@@ -44,6 +44,11 @@ struct Counters {
     /// The same pools, also charged with every refused request judged servable: so that one
     /// free slot makes one refused request servable, not every request refused at that moment.
     shadow: HashMap<PoolId, Pool>,
+    /// Per shadow pool, the refused requests judged servable by a room in it (their credit
+    /// ids, oldest first), and the credits withdrawn because a later served request took that
+    /// same room (see `decide`).
+    credits: HashMap<PoolId, Vec<usize>>,
+    withdrawn: Vec<usize>,
     calls: Vec<Call>,
 }
 
@@ -79,6 +84,8 @@ impl Mock {
             counters: Mutex::new(Counters {
                 pools: HashMap::new(),
                 shadow: HashMap::new(),
+                credits: HashMap::new(),
+                withdrawn: Vec::new(),
                 calls: Vec::new(),
             }),
         });
@@ -117,7 +124,9 @@ impl Mock {
     /// that fits it, with room in every pool it counts in for what the provider charges up
     /// front and for the whole answer (known here, not to Freeway). The room is then taken in
     /// the shadow pools (what was served plus what was judged servable), never in the real ones.
-    pub fn could_serve(&self, req: &Req) -> Option<String> {
+    /// `credit`: the refused request's id, in case a later served request takes that room
+    /// ([`Mock::withdrawn`]).
+    pub fn could_serve(&self, req: &Req, credit: usize) -> Option<String> {
         let now = self.clock.now_ms();
         let mut c = self.counters.lock().expect("mock lock");
         for (pi, p) in self.providers.iter().enumerate() {
@@ -135,6 +144,7 @@ impl Mock {
                             if let Some(pool) = c.shadow.get_mut(&id) {
                                 pool.record(now, used);
                             }
+                            c.credits.entry(id).or_default().push(credit);
                         }
                         return Some(format!("{}/{}", p.id, m.id));
                     }
@@ -142,6 +152,15 @@ impl Mock {
             }
         }
         None
+    }
+
+    /// The credits (ids given to [`Mock::could_serve`]) withdrawn: a refused request was judged
+    /// servable by a room that a request served later took (a daily slot held for later, a
+    /// minute's slot): one room, one request, so that refused request was not servable after
+    /// all. Without this a room counts twice, once served and once refused, and servable can
+    /// exceed what the keys can take.
+    pub fn withdrawn(&self) -> Vec<usize> {
+        self.counters.lock().expect("mock lock").withdrawn.clone()
     }
 
     /// A refusal before any counter is looked at, logged.
@@ -242,15 +261,39 @@ impl Mock {
             return Verdict::Refuse(status, body, headers);
         }
         let used = prompt + completion;
+        // A room already credited to a refused request (its shadow pool is full): this request
+        // takes it, and takes the place that request held in the shadow pools (`withdrawn`).
+        let mut need = upfront;
+        need.minute = need.minute.max(used);
+        need.day = need.day.max(used);
+        let ids = pool_ids(p, pi, owner, mi, m);
+        let mut taken = None;
+        for &id in &ids {
+            let caps = if id.2.is_some() { m.caps } else { p.account };
+            let shadow = c.shadow.entry(id).or_insert_with(|| Pool::new(caps, p.day));
+            if shadow.check(now, need).is_err() {
+                taken = c.credits.get_mut(&id).and_then(|v| v.pop());
+                break;
+            }
+        }
+        if let Some(credit) = taken {
+            c.withdrawn.push(credit);
+        }
         let mut headers = Vec::new();
-        for id in pool_ids(p, pi, owner, mi, m) {
+        for id in ids {
             let pool = c.pools.get_mut(&id).expect("checked pool exists");
             pool.record(now, used);
             headers.extend(ratelimit_headers(p, id.2.is_some(), pool));
-            let caps = if id.2.is_some() { m.caps } else { p.account };
+            if let Some(credit) = taken
+                && let Some(v) = c.credits.get_mut(&id)
+                && let Some(k) = v.iter().rposition(|&x| x == credit)
+            {
+                v.remove(k);
+                continue;
+            }
             c.shadow
-                .entry(id)
-                .or_insert_with(|| Pool::new(caps, p.day))
+                .get_mut(&id)
+                .expect("shadow pool exists")
                 .record(now, used);
         }
         c.calls

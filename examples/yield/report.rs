@@ -374,8 +374,10 @@ pub fn render(i: &Inputs) -> String {
          counts in, by the mock providers' own counters right after the refusal, charging the \
          request its real answer \
          length (which Freeway cannot know) and the provider's up-front charge. Each room found is \
-         then taken in shadow counters, so one free slot makes one refused request servable. \
-         Counters reflect what Freeway chose earlier: this is the share Freeway served of what \
+         then taken in shadow counters, so one free slot makes one refused request servable; \
+         and when a request Freeway serves later takes a slot so credited (a daily slot paced \
+         for a later hour, a minute's slot), that credit is withdrawn: one slot, one request, \
+         whoever asked first. Counters reflect what Freeway chose earlier: this is the share Freeway served of what \
          was still possible at each moment, not against a clairvoyant plan for the whole day."
     );
     let _ = writeln!(

@@ -132,6 +132,10 @@ pub struct Learned {
     pub weekday: Curve,
     pub weekend: Curve,
     pub days: (u32, u32),
+    /// How far the days of each kind (weekday, weekend) strayed from their curve: the mean
+    /// (weighted as the curve) of each day's total variation distance to the learned shape, 0
+    /// when every day had the same shape, up to 1.
+    pub spread: (f64, f64),
 }
 
 /// Learn one zone's curves from `(hour start ms, requests)` counts, for the day that starts at
@@ -170,10 +174,35 @@ pub fn learn(hours: &[(i64, u64)], tz: Tz, today_ms: i64) -> Learned {
         let trust = (counted[k] as f64 / FULL_DAYS).min(1.0);
         Curve::from_weights(sums[k]).blend(&Curve::even(), trust)
     };
+    // Each day's shape against its kind's learned shape.
+    let shape = |k: usize| Curve::from_weights(sums[k]);
+    let shapes = [shape(0), shape(1)];
+    let mut spread = [(0.0f64, 0.0f64); 2];
+    for (date, counts) in &days {
+        let total: f64 = counts.iter().sum();
+        if total <= 0.0 {
+            continue;
+        }
+        let w = 0.5f64.powf((today - *date).num_days() as f64 / HALF_LIFE_DAYS);
+        let k = Kind::of(date.weekday()) as usize;
+        let tv = 0.5
+            * counts
+                .iter()
+                .enumerate()
+                .map(|(h, n)| (n / total - shapes[k].hour(h)).abs())
+                .sum::<f64>();
+        spread[k].0 += w * tv;
+        spread[k].1 += w;
+    }
+    let spread = |k: usize| {
+        let (sum, w) = spread[k];
+        if w > 0.0 { (sum / w).min(1.0) } else { 0.0 }
+    };
     Learned {
         weekday: curve(Kind::Weekday as usize),
         weekend: curve(Kind::Weekend as usize),
         days: (counted[0], counted[1]),
+        spread: (spread(0), spread(1)),
     }
 }
 
@@ -223,6 +252,22 @@ impl Demand {
             Some(Kind::Weekend) => learned.weekend,
             _ => learned.weekday,
         }
+    }
+
+    /// How far the curve of the day `at_ms` falls in, in `tz`, can be trusted to say when
+    /// requests come: the days of its kind (weekday, weekend) with requests, out of
+    /// [`FULL_DAYS`] (0 when nothing was learned), times how alike those days were (1 less
+    /// their spread): 1 for a learned day that repeats, less for days whose busy hours move
+    /// (bursts at other hours each day).
+    pub fn trust(&self, tz: Tz, at_ms: i64) -> f64 {
+        let Some(learned) = self.zones.get(tz.name()) else {
+            return 0.0;
+        };
+        let (days, spread) = match local(tz, at_ms).map(|t| Kind::of(t.weekday())) {
+            Some(Kind::Weekend) => (learned.days.1, learned.spread.1),
+            _ => (learned.days.0, learned.spread.0),
+        };
+        (days as f64 / FULL_DAYS).min(1.0) * (1.0 - spread)
     }
 
     /// The share of the hour of the day `now_ms` falls in, in `tz`.
@@ -297,6 +342,36 @@ mod tests {
         assert_eq!(d.zone(BERLIN).map(|l| l.days), Some((0, 0)));
         // A zone never learned is even too.
         assert_eq!(d.curve(PACIFIC, 0), Curve::even());
+    }
+
+    #[test]
+    fn trust_grows_with_the_days_learned() {
+        // Tuesday 2026-09-22, 00:00 UTC.
+        let midnight = 1_790_035_200_000;
+        assert_eq!(Demand::default().trust(chrono_tz::UTC, midnight), 0.0);
+        let days = |n: i64| -> Vec<(i64, u64)> {
+            (1..=n)
+                .map(|d| (midnight - d * 24 * HOUR_MS + 9 * HOUR_MS, 10))
+                .collect()
+        };
+        // Monday, Sunday, Saturday: one weekday of the five that make a weekday curve learned.
+        let some = Demand::learn(&days(3), &[chrono_tz::UTC], midnight);
+        assert!((some.trust(chrono_tz::UTC, midnight) - 0.2).abs() < 1e-9);
+        let full = Demand::learn(&days(14), &[chrono_tz::UTC], midnight);
+        assert_eq!(full.trust(chrono_tz::UTC, midnight), 1.0);
+        // Fourteen days whose busy hour moves (a burst at 08:00, 12:00 or 16:00 in turn):
+        // each day is far from the learned shape, so the curve is trusted much less.
+        let moving: Vec<(i64, u64)> = (1..=14)
+            .map(|d| {
+                (
+                    midnight - d * 24 * HOUR_MS + (8 + 4 * (d % 3)) * HOUR_MS,
+                    10,
+                )
+            })
+            .collect();
+        let moving = Demand::learn(&moving, &[chrono_tz::UTC], midnight);
+        let trust = moving.trust(chrono_tz::UTC, midnight);
+        assert!(trust > 0.0 && trust < 0.5, "{trust}");
     }
 
     #[test]

@@ -144,7 +144,8 @@ struct Use {
 /// within the burst; a rolling day paced by demand is paced as a day of UTC hours that starts
 /// at the curve's quietest hour ([`Demand::rolling_day`]). [`Pace::Reserve`] allows more:
 /// everything but half of what the pace keeps for the rest of the day (half the cap, on a
-/// rolling day paced evenly). Denied with when the pace allows it again.
+/// rolling day paced evenly; a rolling day paced by demand has no looser pass). Denied with
+/// when the pace allows it again.
 fn pace(
     c: &Counters,
     u: Use,
@@ -166,7 +167,7 @@ fn pace(
             };
             (start, len, curve, pick(c.day.totals()))
         }
-        _ if mode.by_demand() => return pace_rolling_demand(c, u, mode, at, name),
+        _ if mode.by_demand() => return pace_rolling_demand(c, u, at, name),
         _ => return pace_rolling(c, u, mode, day, now, name),
     };
     let cap = u.cap as f64;
@@ -206,33 +207,32 @@ fn pace(
 /// day, through every hour ahead; so it is allowed while, at each of the next 24 hours, what
 /// will still count then (today's use that has not left the window by then, plus this request)
 /// and what the demand curve expects until then (the UTC curve, `Demand::between`) fit within
-/// the cap plus a burst of a tenth. The reserve pass expects half, without the burst. On a day
-/// that follows the curve this uses each hour's share as the same hour of the day before frees
-/// it; on a fresh window it keeps room for the busy hours ahead instead of spending the cap at
-/// night.
+/// the cap plus a burst. On a day that follows the curve this uses each hour's share as the
+/// same hour of the day before frees it; on a fresh window it keeps room for the busy hours
+/// ahead instead of spending the cap at night. The burst is a tenth of the cap while the curve
+/// is even, and shrinks to nothing as it is learned ([`Demand::trust`]): a burst taken from a
+/// window is not back for a day, so on a fresh window it is taken from the last hours the
+/// window covers (bench/yield.sh: OpenRouter's 50 spent by 21:00 on the `flat` profile,
+/// whose last busy hour is 23:00), while a learned curve already allows each hour its share.
+/// The reserve pass is this same pace: the window's allowance is already spread along the next
+/// 24 hours' demand, so a looser pass could only take what a later busy hour of the window
+/// needs (expecting half of it spent OpenRouter's 50 by 21:00 on the `night` profile).
 fn pace_rolling_demand(
     c: &Counters,
     u: Use,
-    mode: Pace,
     at: Moment<'_>,
     name: &'static str,
 ) -> Result<(), Denied> {
     let Moment { day, now, demand } = at;
     let cap = u.cap as f64;
-    let burst = (cap * PACE_BURST).ceil();
-    // The reserve pass expects half, and has no burst of its own: on a saturated day it would
-    // spend the burst the last busy hour needs (bench/yield.sh: OpenRouter's 50 gone by 17:00).
-    let (expect, burst) = if mode.is_reserve() {
-        (PACE_RESERVE, 0.0)
-    } else {
-        (1.0, burst)
-    };
-    let hours: Vec<i64> = (1..=24).map(|k| now + k * 3_600_000).collect();
+    let burst = (cap * PACE_BURST * (1.0 - demand.trust(chrono_tz::UTC, now))).round();
+    // Every hour ahead while this request still counts: it leaves the window a day on.
+    let hours: Vec<i64> = (1..24).map(|k| now + k * 3_600_000).collect();
     let counting = c.day.counting_at(day, &hours);
     let mut excess = 0.0f64;
     for (t, (r, tk)) in hours.iter().zip(counting) {
         let still = if u.tokens { tk } else { r };
-        let ahead = cap * expect * demand.between(chrono_tz::UTC, now, *t);
+        let ahead = cap * demand.between(chrono_tz::UTC, now, *t);
         excess = excess.max((still + u.want) as f64 + ahead - cap - burst);
     }
     if excess <= 0.0 {
@@ -982,6 +982,71 @@ mod tests {
         let (fresh, _) = memory_at(midnight + 12 * hour);
         let share = (fresh as Arc<dyn Ledger>).pace_share(a.reset, Pace::Demand);
         assert!((share.unwrap_or(0.0) - 0.5).abs() < 1e-9, "{share:?}");
+    }
+
+    /// A rolling day (OpenRouter's 50 a day) paced by demand, from a fresh window at the start
+    /// of the busy day, every hour saturated (each hour takes all that the demand pass and
+    /// then the reserve pass allow): the reserve pass takes nothing the demand pace keeps for
+    /// later, and the last busy hour still gets its share.
+    #[test]
+    fn a_rolling_day_paced_by_demand_keeps_the_last_busy_hours_share() {
+        let midnight = 1_790_035_200_000;
+        let hour = 3_600_000;
+        let (l, clock) = memory_at(midnight + 8 * hour);
+        l.set_demand(office_log(midnight));
+        let dl: Arc<dyn Ledger> = l.clone();
+        let mut a = ask(
+            Limits {
+                rpd: Some(50),
+                ..Limits::default()
+            },
+            1,
+        );
+        let fill = |a: &Ask| {
+            let mut n = 0;
+            while dl.reserve(a).is_ok() {
+                n += 1;
+            }
+            n
+        };
+        // Every quarter of an hour from 08:00 to 18:00: what each hour got.
+        let mut served = [0u64; 24];
+        for q in 8 * 4..18 * 4 {
+            clock.set(midnight + q * hour / 4);
+            a.pace = Pace::Demand;
+            let paced = fill(&a);
+            a.pace = Pace::DemandReserve;
+            let reserve = fill(&a);
+            assert_eq!(
+                reserve, 0,
+                "quarter {q}: the reserve pass took {reserve} more"
+            );
+            served[(q / 4) as usize] += paced;
+        }
+        // The curve is learned (14 days): no burst, so each busy hour gets about its share (5
+        // of 50), paced within the hour (asked a quarter-hour apart, a little of each hour's
+        // share lags into its next quarter), the last (17:00) too.
+        assert!(
+            served[8..18].iter().all(|&n| (3..=6).contains(&n)),
+            "{served:?}"
+        );
+        assert!(served.iter().sum::<u64>() <= 50, "{served:?}");
+        // The quiet evening spends nothing of what tomorrow's busy hours need: they get their
+        // shares as today's leave the window.
+        clock.set(midnight + 20 * hour);
+        a.pace = Pace::Demand;
+        assert_eq!(fill(&a), 0);
+        clock.set(midnight + 32 * hour + hour / 2);
+        assert!(fill(&a) >= 2, "tomorrow 08:30");
+        // A fresh install (nothing learned: the even curve) keeps the burst of a tenth: 5, and
+        // the hour's share (50 / 24) that leaves the window a day on.
+        let (fresh, _) = memory_at(midnight + 8 * hour);
+        let fresh: Arc<dyn Ledger> = fresh;
+        let mut n = 0;
+        while fresh.reserve(&a).is_ok() {
+            n += 1;
+        }
+        assert_eq!(n, 7);
     }
 
     #[test]

@@ -351,6 +351,7 @@ async fn a_busy_key_takes_its_fair_share_of_a_capped_model_and_no_more() {
 api_keys = [{{ name = "person", key = "fw-person-key" }}, {{ name = "batch", key = "fw-batch-key" }}]
 [routing]
 fairness = "{fairness}"
+pacing = "off"
 chain = ["a/m", "b/m"]
 [custom.a]
 base_url = "{}"
