@@ -130,6 +130,8 @@ pub struct Collector {
     calls: Vec<Call>,
     finish: Option<Finish>,
     usage: Option<crate::chat::Usage>,
+    /// Tool calls came with a gap in their indexes: not an answer worth replaying.
+    broken: bool,
 }
 
 impl Collector {
@@ -140,8 +142,7 @@ impl Collector {
             Event::ToolCall(d) => {
                 let i = d.index as usize;
                 if i > self.calls.len() {
-                    // A gap in the indexes: not an answer worth replaying.
-                    self.finish = None;
+                    self.broken = true;
                     return;
                 }
                 if i == self.calls.len() {
@@ -171,6 +172,9 @@ impl Collector {
 
     /// The message, if the stream finished.
     pub fn message(self, model: &str) -> Option<Message> {
+        if self.broken {
+            return None;
+        }
         Some(Message {
             model: model.to_string(),
             text: self.text,
@@ -256,5 +260,16 @@ mod tests {
         let mut cut = Collector::default();
         cut.add(&Event::Text("half".into()));
         assert!(cut.message("m").is_none());
+        // A call at index 1 without one at 0: never kept, even once the stream finished.
+        let mut gap = Collector::default();
+        gap.add(&Event::ToolCall(crate::chat::CallDelta {
+            index: 1,
+            id: Some("c".into()),
+            name: Some("f".into()),
+            arguments: "{}".into(),
+            extra: None,
+        }));
+        gap.add(&Event::Finish(Finish::ToolCalls));
+        assert!(gap.message("m").is_none());
     }
 }

@@ -255,17 +255,9 @@ impl Idempotency {
                 if let Some(kept) = stored {
                     self.remember(id.clone(), Arc::new(kept));
                 }
-                // Decided again: another request may have claimed the key meanwhile.
-                match self.turn(&id, &fingerprint, now_ms)? {
-                    Some(t) => t,
-                    None => {
-                        let rec = Recording::new();
-                        self.lock()
-                            .running
-                            .insert(id.clone(), (fingerprint.clone(), Arc::clone(&rec)));
-                        Turn::Run(rec)
-                    }
-                }
+                // Decided again, and claimed under the same lock: another request may have
+                // claimed the key meanwhile.
+                self.turn_or_claim(&id, &fingerprint, now_ms)?
             }
         };
         match turn {
@@ -296,7 +288,34 @@ impl Idempotency {
         fingerprint: &[u8],
         now_ms: i64,
     ) -> Result<Option<Turn>, ApiError> {
+        Self::decide(&mut self.lock(), id, fingerprint, now_ms)
+    }
+
+    /// From memory: a replay or a refusal; else the key is claimed for this request (one
+    /// lock for both, so two requests with one key cannot both run).
+    fn turn_or_claim(
+        &self,
+        id: &(String, String),
+        fingerprint: &[u8],
+        now_ms: i64,
+    ) -> Result<Turn, ApiError> {
         let mut inner = self.lock();
+        if let Some(t) = Self::decide(&mut inner, id, fingerprint, now_ms)? {
+            return Ok(t);
+        }
+        let rec = Recording::new();
+        inner
+            .running
+            .insert(id.clone(), (fingerprint.to_vec(), Arc::clone(&rec)));
+        Ok(Turn::Run(rec))
+    }
+
+    fn decide(
+        inner: &mut Inner,
+        id: &(String, String),
+        fingerprint: &[u8],
+        now_ms: i64,
+    ) -> Result<Option<Turn>, ApiError> {
         let reused = || {
             ApiError::IdempotencyKeyReused(
                 "this Idempotency-Key was used with another request; use a new key for a new request".into(),

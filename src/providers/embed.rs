@@ -213,10 +213,16 @@ pub fn passable(body: &Bytes, inputs: usize) -> Option<(Bytes, Option<u64>)> {
     if *first != b'{' || !body.trim_ascii_end().ends_with(b"}") {
         return None;
     }
+    let values = |key: &'static [u8]| {
+        memmem::find_iter(body, key).filter_map(move |at| {
+            // `"key"` then blanks then `:`; the value's text after blanks.
+            let rest = body[at + key.len()..].trim_ascii_start();
+            rest.strip_prefix(b":").map(<[u8]>::trim_ascii_start)
+        })
+    };
     let mut vectors = 0;
-    for at in memmem::find_iter(body, b"\"embedding\":") {
-        let rest = body[at + 12..].trim_ascii_start();
-        if rest.first() != Some(&b'[') {
+    for v in values(b"\"embedding\"") {
+        if v.first() != Some(&b'[') {
             return None;
         }
         vectors += 1;
@@ -224,10 +230,16 @@ pub fn passable(body: &Bytes, inputs: usize) -> Option<(Bytes, Option<u64>)> {
     if vectors != inputs {
         return None;
     }
-    for (i, at) in memmem::find_iter(body, b"\"index\":").enumerate() {
-        if number_at(&body[at + 8..]) != Some(i as u64) {
+    // Indexes: none at all, or one per vector, 0, 1, 2… in order.
+    let mut indexes = 0;
+    for (i, v) in values(b"\"index\"").enumerate() {
+        if number_at(v) != Some(i as u64) {
             return None;
         }
+        indexes += 1;
+    }
+    if indexes != 0 && indexes != inputs {
+        return None;
     }
     let tokens =
         memmem::rfind(body, b"\"prompt_tokens\":").and_then(|at| number_at(&body[at + 16..]));
@@ -256,6 +268,11 @@ pub fn read(api: EmbedApi, body: &[u8], inputs: usize) -> Result<Vectors, Failur
             let mut data = a.data;
             if data.iter().all(|d| d.index.is_some()) {
                 data.sort_by_key(|d| d.index);
+                if data.iter().enumerate().any(|(i, d)| d.index != Some(i)) {
+                    return Err(Failure::BadAnswer(
+                        "the upstream's vector indexes are not 0, 1, 2…".into(),
+                    ));
+                }
             }
             Vectors {
                 raw: None,
@@ -396,6 +413,21 @@ mod tests {
             passable(&swapped, 2).is_none(),
             "out of order: read and sorted"
         );
+        let spaced = Bytes::from_static(
+            br#"{"data":[{"index" : 1, "embedding" : [0.1]},{"index" : 0, "embedding" : [0.2]}]}"#,
+        );
+        assert!(
+            passable(&spaced, 2).is_none(),
+            "spacing does not hide the order"
+        );
+        let partial =
+            Bytes::from_static(br#"{"data":[{"index":0,"embedding":[0.1]},{"embedding":[0.2]}]}"#);
+        assert!(
+            passable(&partial, 2).is_none(),
+            "an index on some vectors only"
+        );
+        let twice = br#"{"data":[{"index":0,"embedding":[1]},{"index":0,"embedding":[2]}]}"#;
+        assert!(read(EmbedApi::Openai, twice, 2).is_err(), "indexes 0, 0");
         let base64 = Bytes::from_static(br#"{"data":[{"index":0,"embedding":"AAAA"}]}"#);
         assert!(passable(&base64, 1).is_none());
         assert!(passable(&Bytes::from_static(b"[]"), 0).is_none());

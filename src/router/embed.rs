@@ -118,7 +118,7 @@ pub fn candidates<'a>(
         )));
     }
     let enabled: Vec<&Model> = named.into_iter().filter(usable).collect();
-    let Some(first) = enabled.first() else {
+    let Some(first) = enabled.first().copied() else {
         return Err(ApiError::ModelNotFound(format!(
             "the embedding model `{name}` is disabled or its provider is; enable it in the config ([[providers.X.models]] enabled = true)"
         )));
@@ -134,8 +134,16 @@ pub fn candidates<'a>(
             .iter()
             .any(|m| m.embed.as_ref().is_some_and(|e| e.gives(d)))
         {
+            let sizes = match first.embed.as_ref().map(|e| &e.shrinks) {
+                Some(crate::config::Shrink::Any(true)) => format!("any size up to {own}"),
+                Some(crate::config::Shrink::Sizes(s)) if !s.is_empty() => {
+                    let s: Vec<String> = s.iter().map(u32::to_string).collect();
+                    format!("{own} or {}", s.join(", "))
+                }
+                _ => format!("{own} only"),
+            };
             return Err(ApiError::InvalidRequest(format!(
-                "`dimensions`: {name} gives {own}-dimensional vectors and cannot give {d}"
+                "`dimensions`: {name} gives {own}-dimensional vectors and cannot give {d} (it gives {sizes})"
             )));
         }
     }

@@ -174,7 +174,10 @@ impl Router {
         let Some(cache) = self.cache.clone() else {
             return self.route_upstream(inc).await;
         };
-        if !inc.use_cache {
+        // A key with limits or allowed models takes the whole path: its limits and models are
+        // checked there, and a hit must not answer what the key may not ask.
+        let limits = &inc.client.limits;
+        if !inc.use_cache || limits.counts() || !limits.models.is_empty() {
             let mut reply = self.route_upstream(inc).await?;
             reply.cache = "bypass";
             return Ok(reply);

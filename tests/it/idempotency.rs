@@ -329,3 +329,30 @@ async fn the_cache_is_off_by_default() {
     post(&t, "/v1/chat/completions", None, &ask("mock-model"), &[]).await;
     assert_eq!(chat_calls(&mock), 2);
 }
+
+#[tokio::test]
+async fn a_key_with_limits_or_allowed_models_is_never_answered_from_the_cache() {
+    let mock = Mock::start().await;
+    let config = format!(
+        "[cache]\nenabled = true\nshared = true\n[auth]\napi_keys = [{{ name = \"narrow\", key = \"fw-narrow-key\" }}]\n[auth.limits.narrow]\nmodels = [\"other/*\"]\n{}",
+        custom(&mock, "")
+    );
+    let t = TestApp::spawn(&config).await;
+    // Cached by an unrestricted key...
+    assert_eq!(
+        post(&t, "/v1/chat/completions", None, &ask("mock-model"), &[])
+            .await
+            .status(),
+        200
+    );
+    // ...never handed to a key that may not use the model: it takes the whole path (403).
+    let r = t
+        .client
+        .post(t.url("/v1/chat/completions"))
+        .bearer_auth("fw-narrow-key")
+        .json(&ask("mock-model"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+}
