@@ -44,22 +44,9 @@ enum Inputs {
     TokenLists(Vec<Vec<u32>>),
 }
 
-/// A body read into `T`; a wrong field is named (`dimensions: invalid type …`).
-pub(crate) fn read<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, String> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        if path == "." || path.is_empty() {
-            format!("invalid JSON body: {}", e.inner())
-        } else {
-            format!("invalid JSON body: `{path}`: {}", e.inner())
-        }
-    })
-}
-
 /// Read a request body.
 pub fn parse(bytes: &[u8]) -> Result<Parsed, String> {
-    let body: Body = read(bytes)?;
+    let body: Body = super::read::body(bytes, "`model` and `input`")?;
     let model = body.model.filter(|m| !m.trim().is_empty()).ok_or(
         "`model` is required: name an embedding model (a vector space is never chosen for you)",
     )?;

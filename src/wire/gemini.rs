@@ -190,27 +190,6 @@ pub struct Parsed {
     pub notes: Vec<String>,
 }
 
-/// Read `bytes` as `T`, naming the field that is wrong.
-fn typed<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, String> {
-    // serde would take an array for a struct's fields in order: only an object is a request.
-    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
-    if first.is_some_and(|b| *b != b'{') && serde_json::from_slice::<Value>(bytes).is_ok() {
-        return Err("the request body must be a GenerateContentRequest object".into());
-    }
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            format!("the request body is not valid JSON ({inner})")
-        } else if path == "." {
-            format!("the request body must be a GenerateContentRequest object ({inner})")
-        } else {
-            format!("`{path}`: {inner}")
-        }
-    })
-}
-
 /// Parse a `generateContent` / `streamGenerateContent` body for `model` (from the URL);
 /// `route_model` turns the requested model into the one to route.
 pub fn parse(
@@ -219,7 +198,7 @@ pub fn parse(
     stream: bool,
     route_model: impl Fn(&str) -> String,
 ) -> Result<Parsed, String> {
-    let body: Body = typed(bytes)?;
+    let body: Body = super::read::body(bytes, "`contents` (a GenerateContentRequest)")?;
     translate(body, model, stream, &route_model)
 }
 
@@ -229,7 +208,7 @@ pub fn parse_count(
     model: &str,
     route_model: impl Fn(&str) -> String,
 ) -> Result<Parsed, String> {
-    let mut body: Body = typed(bytes)?;
+    let mut body: Body = super::read::body(bytes, "`contents` (a GenerateContentRequest)")?;
     let body = match body.generate_content_request.take() {
         Some(inner) if body.contents.is_empty() => *inner,
         _ => body,
@@ -1068,9 +1047,9 @@ pub struct Embed {
 /// Read `:embedContent` (`batch = false`) or `:batchEmbedContents`.
 pub fn parse_embed(bytes: &[u8], batch: bool) -> Result<Embed, String> {
     let requests = if batch {
-        super::embeddings::read::<EmbedBatch>(bytes)?.requests
+        super::read::body::<EmbedBatch>(bytes, "`requests`")?.requests
     } else {
-        vec![super::embeddings::read::<EmbedOne>(bytes)?]
+        vec![super::read::body::<EmbedOne>(bytes, "`content`")?]
     };
     let Some(first) = requests.first() else {
         return Err("`requests`: give at least one content to embed".into());

@@ -214,32 +214,9 @@ struct Options {
     frequency_penalty: Option<f64>,
 }
 
-/// Read a body into `T`; the error names the field at fault.
-fn read<'a, T: Deserialize<'a>>(bytes: &'a [u8], what: &str) -> Result<T, ApiError> {
-    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
-    if first != Some(&b'{') {
-        return Err(ApiError::InvalidRequest(format!(
-            "the request body must be a JSON object {what}"
-        )));
-    }
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if inner.is_syntax() || inner.is_eof() || path == "." {
-            ApiError::InvalidRequest(format!(
-                "the request body is not valid JSON ({inner}); send a JSON object {what}"
-            ))
-        } else {
-            ApiError::InvalidRequest(format!("`{path}`: {inner}"))
-        }
-    })?;
-    de.end().map_err(|e| {
-        ApiError::InvalidRequest(format!(
-            "the request body is not valid JSON ({e}); send a JSON object {what}"
-        ))
-    })?;
-    Ok(value)
+/// Read a body into `T` (`wants`: what it must hold); the error names the field at fault.
+fn read<'a, T: Deserialize<'a>>(bytes: &'a [u8], wants: &str) -> Result<T, ApiError> {
+    super::read::body(bytes, wants).map_err(ApiError::InvalidRequest)
 }
 
 fn invalid(msg: impl Into<String>) -> ApiError {
@@ -339,7 +316,7 @@ pub fn parse(
     let mut notes = Vec::new();
     let (model, messages, tools, common) = match mode {
         Mode::Chat => {
-            let b: ChatBody = read(bytes, "with `model` and `messages`")?;
+            let b: ChatBody = read(bytes, "`model` and `messages`")?;
             let messages = chat_messages(b.messages.unwrap_or_default())?;
             let common = Common {
                 format: b.format,
@@ -350,7 +327,7 @@ pub fn parse(
             (b.model, messages, b.tools.unwrap_or_default(), common)
         }
         Mode::Generate => {
-            let b: GenerateBody = read(bytes, "with `model` and `prompt`")?;
+            let b: GenerateBody = read(bytes, "`model` and `prompt`")?;
             if b.raw == Some(true) {
                 return Err(invalid(
                     "`raw` is not supported: Freeway's models are hosted chat models that apply their own prompt template; send the prompt without `raw`",
@@ -1127,7 +1104,7 @@ pub struct Embed {
 
 /// Read `/api/embed` (`legacy = false`) or `/api/embeddings` (`legacy = true`).
 pub fn parse_embed(bytes: &[u8], legacy: bool) -> Result<Embed, String> {
-    let b: EmbedBody = super::embeddings::read(bytes)?;
+    let b: EmbedBody = super::read::body(bytes, "`model` and `input`")?;
     let model = b
         .model
         .filter(|m| !m.trim().is_empty())
