@@ -4,12 +4,12 @@
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 
 use super::surfaces::parse_sized;
-use super::{RequestId, Server, authenticate, read_body, routed_headers};
+use super::{RequestId, Server, authenticate, read_body};
 use crate::error::ApiError;
 use crate::router::embed::EmbedRequest;
 use crate::wire::embeddings;
@@ -89,13 +89,7 @@ async fn embed_bytes(
         }
     };
     if let Some(raw) = done.raw {
-        let mut resp = Response::new(Body::from(raw));
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        routed_headers(&mut resp, &done.routed_via, done.attempts);
-        return resp;
+        return super::routed_json(raw, &done.routed_via, done.attempts);
     }
     // Floats pass through as the upstream wrote them; base64 reads every number, which for a
     // large batch is done on the blocking pool.
@@ -119,11 +113,5 @@ async fn embed_bytes(
             .into_response();
         }
     };
-    let mut resp = Response::new(Body::from(body));
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    routed_headers(&mut resp, &done.routed_via, done.attempts);
-    resp
+    super::routed_json(body, &done.routed_via, done.attempts)
 }

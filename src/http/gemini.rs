@@ -374,15 +374,11 @@ async fn embed(
     };
     let default = server.embeddings.default.as_deref();
     match server.router.embed(req, default).await {
-        Ok(done) => {
-            let mut r = Response::new(Body::from(gemini::embed_body(&done.vectors, batch)));
-            r.headers_mut().insert(
-                axum::http::header::CONTENT_TYPE,
-                axum::http::HeaderValue::from_static("application/json"),
-            );
-            super::routed_headers(&mut r, &done.routed_via, done.attempts);
-            r
-        }
+        Ok(done) => super::routed_json(
+            gemini::embed_body(&done.vectors, batch),
+            &done.routed_via,
+            done.attempts,
+        ),
         Err(failed) => surface.error(failed.error, &request_id, failed.attempts),
     }
 }

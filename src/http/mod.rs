@@ -416,6 +416,17 @@ fn sse_response(body: Body) -> Response {
 }
 
 /// `X-Routed-Via` and `X-Fallback-Attempts` (SPEC 2.2).
+/// A JSON answer from the router with the routing headers of SPEC 2.2.
+fn routed_json(body: impl Into<Body>, routed_via: &str, attempts: u32) -> Response {
+    let mut resp = Response::new(body.into());
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    routed_headers(&mut resp, routed_via, attempts);
+    resp
+}
+
 fn routed_headers(resp: &mut Response, routed_via: &str, attempts: u32) {
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(routed_via) {

@@ -472,13 +472,7 @@ async fn embed_bytes(
         Ok(done) => {
             let nanos = started.elapsed().as_nanos() as u64;
             let body = ollama::embed_body(&e.model, &done.vectors, done.tokens, nanos, legacy);
-            let mut r = Response::new(Body::from(body));
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            super::routed_headers(&mut r, &done.routed_via, done.attempts);
-            r
+            super::routed_json(body, &done.routed_via, done.attempts)
         }
         Err(failed) => error(&failed.error),
     }
