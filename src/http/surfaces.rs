@@ -432,15 +432,23 @@ pub(super) async fn answer_prepared(
         }
         router::Body::Stream(pieces) => {
             // A stream that breaks is an answer not to keep for a retry (SPEC 2.8).
-            let broke = super::idempotent::Broke::default();
-            let flag = broke.clone();
-            let pieces = pieces
-                .inspect(move |p| {
-                    if matches!(p, Piece::Interrupted(_)) {
-                        flag.0.store(true, std::sync::atomic::Ordering::Relaxed);
-                    }
-                })
-                .boxed();
+            // Watched only for the idempotency keeper: other streams pass as they are.
+            let broke = headers
+                .contains_key("idempotency-key")
+                .then(super::idempotent::Broke::default);
+            let pieces = match &broke {
+                Some(b) => {
+                    let flag = b.clone();
+                    pieces
+                        .inspect(move |p| {
+                            if matches!(p, Piece::Interrupted(_)) {
+                                flag.0.store(true, std::sync::atomic::Ordering::Relaxed);
+                            }
+                        })
+                        .boxed()
+                }
+                None => pieces,
+            };
             let array = matches!(
                 render,
                 Render::Gemini {
@@ -507,7 +515,9 @@ pub(super) async fn answer_prepared(
                 }
                 _ => super::sse_response(body),
             };
-            resp.extensions_mut().insert(broke);
+            if let Some(b) = broke {
+                resp.extensions_mut().insert(b);
+            }
             resp
         }
     };

@@ -356,3 +356,29 @@ async fn a_key_with_limits_or_allowed_models_is_never_answered_from_the_cache() 
         .unwrap();
     assert_eq!(r.status(), 403);
 }
+
+#[tokio::test]
+async fn a_stream_that_broke_is_not_kept_for_the_retry() {
+    let mock = Mock::start().await;
+    // Content, then the upstream goes away without a finish.
+    mock.on(|r, _| Reply::Stream(vec![Piece::Raw(chunk(&r.model(), "half an answer"))]));
+    let t = TestApp::spawn(&custom(&mock, "")).await;
+    let body = json!({"model": "mock-model", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let r = post(&t, "/v1/chat/completions", Some("cut-1"), &body, &[]).await;
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("half an answer"), "{text}");
+    // Forgotten once it ended (the writer task may still be finishing): the retry runs afresh.
+    let mut replayed = true;
+    for _ in 0..100 {
+        let r = post(&t, "/v1/chat/completions", Some("cut-1"), &body, &[]).await;
+        replayed = r.headers().contains_key("idempotent-replayed");
+        let _ = r.text().await;
+        if !replayed {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(!replayed);
+    assert!(chat_calls(&mock) >= 2);
+}
