@@ -92,6 +92,8 @@ pub struct App {
     pub cache: Option<Arc<crate::cache::AnswerCache>>,
     /// Answers kept for `Idempotency-Key` retries (SPEC 2.8).
     pub idempotency: Arc<crate::http::idempotent::Idempotency>,
+    /// The ledger, cooldowns and sticky sessions shared with other replicas (`[cluster]`).
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// Open the data directory and check the encryption key: the part the CLI needs too.
@@ -163,6 +165,16 @@ impl App {
         let (store, sealer, _) = open_data(&config)?;
         let catalog = Arc::new(Catalog::from_config(&config)?);
         let ledger = Arc::new(MemoryLedger::new(Arc::clone(&clock)));
+        let cluster = match &config.cluster.redis_url {
+            Some(url) => Some(crate::cluster::Cluster::new(
+                url.expose(),
+                &config.cluster.prefix,
+                ledger.clone(),
+                Arc::clone(&clock),
+                config.routing.sticky_ttl,
+            )?),
+            None => None,
+        };
         let admin = Arc::new(crate::admin::Admin::new(
             Arc::clone(&store),
             config.auth.admin_password.clone(),
@@ -190,14 +202,17 @@ impl App {
             http: http.clone(),
             dialects: Arc::clone(&dialects),
         };
-        let ops = Arc::new(Ops::new(
-            Arc::clone(&config),
-            Arc::clone(&store),
-            Arc::clone(&sealer),
-            Arc::clone(&live),
-            ledger.clone(),
-            prober,
-        )?);
+        let ops = Arc::new(
+            Ops::new(
+                Arc::clone(&config),
+                Arc::clone(&store),
+                Arc::clone(&sealer),
+                Arc::clone(&live),
+                ledger.clone(),
+                prober,
+            )?
+            .with_cluster(cluster.clone()),
+        );
         let idempotency = Arc::new(crate::http::idempotent::Idempotency::new(Arc::clone(&ops)));
         Ok(Arc::new(App {
             config,
@@ -215,6 +230,7 @@ impl App {
             log_writer: Mutex::new(None),
             cache,
             idempotency,
+            cluster,
         }))
     }
 
@@ -228,6 +244,7 @@ impl App {
             Arc::clone(&self.log),
             self.config.routing.clone(),
         );
+        let router = router.with_cluster(self.cluster.clone());
         match &self.cache {
             Some(c) => router.with_cache(Arc::clone(c)),
             None => router,
@@ -272,6 +289,9 @@ impl App {
     /// Start the background tasks: request-log writer, persistence, reloads, retention and
     /// health probes.
     pub fn start_background(self: &Arc<Self>) {
+        if let Some(c) = &self.cluster {
+            c.start(&self.tasks, self.stop.clone());
+        }
         if let Some(writer) = self.log.start(Arc::clone(&self.store)) {
             *self.log_writer.lock().unwrap_or_else(|e| e.into_inner()) = Some(writer);
         }

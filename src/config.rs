@@ -62,6 +62,8 @@ pub struct Config {
     pub cache: Cache,
     /// The key-less listener for Ollama clients (`[ollama]`).
     pub ollama: Ollama,
+    /// `[cluster]`: state shared by several replicas (SPEC 5.1).
+    pub cluster: Cluster,
     /// Log filter (`FREEWAY_LOG`), e.g. `info` or `freeway=debug`.
     pub log: Option<String>,
     /// Log lines as JSON objects (for log collectors) instead of text.
@@ -459,6 +461,25 @@ struct RawConfig {
     cache: RawCache,
     #[serde(default)]
     ollama: RawOllama,
+    #[serde(default)]
+    cluster: RawCluster,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    redis_url: Option<String>,
+    prefix: Option<String>,
+}
+
+/// `[cluster]` (SPEC 5.1): the Redis (or Valkey) that replicas share their ledger through.
+#[derive(Debug, Clone, Default)]
+pub struct Cluster {
+    /// `redis://[user:password@]host:port/db` (`FREEWAY_REDIS_URL` wins); `None`: one replica,
+    /// its ledger in memory.
+    pub redis_url: Option<Secret>,
+    /// What every key Freeway writes in Redis starts with, so gateways can share one server.
+    pub prefix: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -727,6 +748,34 @@ impl Config {
             );
         }
         let ollama = validate_ollama(raw.ollama)?;
+        let cluster = Cluster {
+            redis_url: match env("FREEWAY_REDIS_URL").filter(|v| !v.is_empty()) {
+                Some(v) => Some(Secret::new(v)),
+                None => raw
+                    .cluster
+                    .redis_url
+                    .as_deref()
+                    .map(|v| secret("cluster.redis_url", v))
+                    .transpose()?,
+            },
+            prefix: raw.cluster.prefix.unwrap_or_else(|| "freeway".into()),
+        };
+        if let Some(url) = &cluster.redis_url {
+            let u = url.expose();
+            if !(u.starts_with("redis://")
+                || u.starts_with("rediss://")
+                || u.starts_with("redis+unix://")
+                || u.starts_with("unix://"))
+            {
+                bail!("cluster.redis_url: it must start with redis:// (or rediss://, unix://)");
+            }
+        }
+        if cluster.prefix.is_empty() || cluster.prefix.contains(char::is_whitespace) {
+            bail!(
+                "cluster.prefix: {:?} must be a word without spaces",
+                cluster.prefix
+            );
+        }
         let log_json = match raw.log_format.as_deref() {
             None | Some("text") => false,
             Some("json") => true,
@@ -775,6 +824,7 @@ impl Config {
             embeddings,
             cache,
             ollama,
+            cluster,
             log: env("FREEWAY_LOG").or(raw.log),
             log_json,
             encryption_key,

@@ -9,6 +9,7 @@ pub mod cache;
 pub mod catalog;
 pub mod chat;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod crypto;
 pub mod error;

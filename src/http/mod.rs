@@ -710,8 +710,17 @@ fn client_quota(server: &Server, client: &crate::keys::Client) -> Value {
 }
 
 async fn readyz(State(server): State<Arc<Server>>) -> Response {
+    // With replicas (SPEC 5.1): whether the ledger is shared, or a local share while Redis is
+    // away (still ready: the replica serves, within its share).
+    let cluster = server.ops.cluster().map(|c| {
+        let h = c.health();
+        json!({"ledger": h.ledger, "replicas": h.replicas, "reason": h.why, "detail": h.line()})
+    });
     match server.ops.readiness() {
-        Ok(()) => axum::Json(json!({"status": "ready"})).into_response(),
+        Ok(()) => match cluster {
+            Some(c) => axum::Json(json!({"status": "ready", "cluster": c})).into_response(),
+            None => axum::Json(json!({"status": "ready"})).into_response(),
+        },
         Err(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
             axum::Json(json!({"status": "unavailable", "reason": reason})),

@@ -710,6 +710,21 @@ impl Ledger for MemoryLedger {
         w.frees_at(span, 1, 0)
     }
 
+    fn mirror(&self, scope: &Scope, reset: Reset, requests: u64, tokens: u64) {
+        let now = self.now_ms();
+        let day = day_span(reset);
+        let mut inner = self.lock();
+        let c = inner.counters.entry(scope.clone()).or_default();
+        c.day.prune(day, now);
+        let (r, t) = c.day.totals();
+        let (more_r, more_t) = (requests.saturating_sub(r), tokens.saturating_sub(t));
+        if more_r > 0 || more_t > 0 {
+            c.day.add(day, now, more_r, more_t);
+            c.calendar_tz = calendar_name(day);
+            inner.dirty.insert(scope.clone());
+        }
+    }
+
     fn observe(&self, ask: &Ask, quotas: &[UpstreamQuota]) {
         let now = self.now_ms();
         let scope = ask.model_scope();
@@ -782,7 +797,8 @@ fn calendar_name(span: Span) -> Option<String> {
     }
 }
 
-fn cap_label(account: bool, name: &'static str) -> &'static str {
+/// A cap's name, as said of a provider account's cap when `account`.
+pub fn cap_label(account: bool, name: &'static str) -> &'static str {
     if !account {
         return name;
     }

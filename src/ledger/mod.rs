@@ -17,7 +17,7 @@ pub mod quota;
 pub mod window;
 
 pub use demand::{Curve, Demand};
-pub use memory::{MemoryLedger, Snapshot};
+pub use memory::{MemoryLedger, Snapshot, cap_label};
 pub use quota::{QuotaWindow, UpstreamQuota, parse_quota_headers};
 pub use window::{Span, Window};
 
@@ -391,6 +391,10 @@ pub trait Ledger: Send + Sync + 'static {
     /// out (`None`: `Off`, or a rolling day, which is paced by the hours around now rather than
     /// as a share of a day).
     fn pace_share(&self, reset: Reset, pace: Pace) -> Option<f64>;
+    /// Another replica's use, as the shared ledger counts it (`cluster`): raise this scope's
+    /// day to `requests` and `tokens` if it holds less, so pacing and the dashboards see the
+    /// whole cluster's use.
+    fn mirror(&self, _scope: &Scope, _reset: Reset, _requests: u64, _tokens: u64) {}
 }
 
 /// A granted claim. Settle or release it; dropped unsettled (the client went away, a panic),
@@ -399,6 +403,8 @@ pub struct Reservation {
     ledger: Arc<dyn Ledger>,
     ticket: Ticket,
     done: bool,
+    /// The same claim in the ledger several replicas share, when there is one.
+    shared: Option<(Arc<crate::cluster::Cluster>, crate::cluster::Claim)>,
 }
 
 impl Reservation {
@@ -409,24 +415,66 @@ impl Reservation {
             ledger: Arc::clone(ledger),
             ticket,
             done: false,
+            shared: None,
         })
+    }
+
+    /// Reserve `ask` in `ledger`, then in the shared ledger of `cluster` if there is one (one
+    /// round trip); refused there, the local claim goes back.
+    pub async fn take_shared(
+        ledger: &Arc<dyn Ledger>,
+        cluster: Option<&Arc<crate::cluster::Cluster>>,
+        ask: &Ask,
+    ) -> Result<Reservation, Denied> {
+        Self::take(ledger, ask)?.share(cluster, ask).await
+    }
+
+    /// Count this claim in the shared ledger of `cluster` too (nothing without one); refused
+    /// there, it is given back as never sent.
+    pub async fn share(
+        mut self,
+        cluster: Option<&Arc<crate::cluster::Cluster>>,
+        ask: &Ask,
+    ) -> Result<Reservation, Denied> {
+        let Some(cluster) = cluster else {
+            return Ok(self);
+        };
+        match cluster.reserve(ask).await {
+            Ok(claim) => {
+                self.shared = Some((Arc::clone(cluster), claim));
+                Ok(self)
+            }
+            Err(denied) => {
+                self.unsent();
+                Err(denied)
+            }
+        }
     }
 
     /// The request succeeded and used `tokens` in all (`None`: the estimate stands).
     pub fn settle(mut self, tokens: Option<u64>) {
         self.ledger.settle(&self.ticket, tokens);
+        if let Some((c, claim)) = &self.shared {
+            c.settle(claim, tokens);
+        }
         self.done = true;
     }
 
     /// The request was sent and failed: its tokens go back.
     pub fn release(mut self) {
-        self.ledger.release(&self.ticket, true);
-        self.done = true;
+        self.give_back(true);
     }
 
     /// The request was never sent: give back the request too.
     pub fn unsent(mut self) {
-        self.ledger.release(&self.ticket, false);
+        self.give_back(false);
+    }
+
+    fn give_back(&mut self, sent: bool) {
+        self.ledger.release(&self.ticket, sent);
+        if let Some((c, claim)) = &self.shared {
+            c.release(claim, sent);
+        }
         self.done = true;
     }
 }
@@ -434,7 +482,7 @@ impl Reservation {
 impl Drop for Reservation {
     fn drop(&mut self) {
         if !self.done {
-            self.ledger.release(&self.ticket, true);
+            self.give_back(true);
         }
     }
 }

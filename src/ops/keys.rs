@@ -340,6 +340,12 @@ impl Ops {
         for s in &scopes {
             self.ledger.clear(s);
         }
+        if let Some(c) = &self.cluster {
+            // Other replicas' cooldowns of this key: those this one knows, and the key's own.
+            for s in scopes.iter().chain([&Scope::key(&k.provider, &k.id)]) {
+                c.clear(s);
+            }
+        }
         Ok(scopes.len())
     }
 

@@ -57,6 +57,8 @@ pub struct Ops {
     prober: Prober,
     /// The store's data version last seen, to notice other processes' changes.
     data_version: Mutex<i64>,
+    /// Cooldowns shared with other replicas (`[cluster]`).
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl Ops {
@@ -77,9 +79,21 @@ impl Ops {
             ledger,
             prober,
             data_version: Mutex::new(0),
+            cluster: None,
         };
         ops.reload()?;
         Ok(ops)
+    }
+
+    /// With cooldowns shared with other replicas.
+    pub fn with_cluster(mut self, cluster: Option<Arc<crate::cluster::Cluster>>) -> Ops {
+        self.cluster = cluster;
+        self
+    }
+
+    /// The shared ledger's state, when several replicas share one.
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
+        self.cluster.as_ref()
     }
 
     pub fn live(&self) -> &Arc<Live> {

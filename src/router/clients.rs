@@ -105,7 +105,7 @@ impl Gate {
 }
 
 /// The 429 for a client key over one of its limits, naming it.
-fn over(name: &str, limits: &ClientLimits, denied: &Denied, now: i64) -> ApiError {
+pub fn over(name: &str, limits: &ClientLimits, denied: &Denied, now: i64) -> ApiError {
     let (what, value) = match denied {
         Denied::Capped { cap: "rpm", .. } => ("requests per minute", limits.rpm),
         Denied::Capped { cap: "rpd", .. } => ("requests per day", limits.rpd),

@@ -188,7 +188,7 @@ impl Router {
                 ..RequestRow::default()
             },
         };
-        let result = match self.gate.admit(&self.ledger, &req.client, estimate) {
+        let result = match self.admit(&req.client, estimate).await {
             Ok(mut admission) => {
                 let result = self.embed_all(&req, default, &mut pending.row).await;
                 match &result {
@@ -334,7 +334,9 @@ impl Router {
                     break 'models;
                 }
                 let ask = Ask::new(provider, model, &key.id, tokens);
-                let reservation = match Reservation::take(&self.ledger, &ask) {
+                let taken =
+                    Reservation::take_shared(&self.ledger, self.cluster.as_ref(), &ask).await;
+                let reservation = match taken {
                     Ok(r) => r,
                     Err(denied) => {
                         tally.denied(&model.reference, &denied, self.ledger.now_ms());

@@ -68,6 +68,8 @@ pub struct Router {
     fair: fair::Fair,
     /// The exact answer cache, when `[cache] enabled` (SPEC 2.8).
     cache: Option<Arc<crate::cache::AnswerCache>>,
+    /// The ledger, cooldowns and sticky sessions several replicas share (`[cluster]`).
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// One request as a client surface hands it over.
@@ -149,6 +151,7 @@ impl Router {
             gate: clients::Gate::default(),
             fair: fair::Fair::default(),
             cache: None,
+            cluster: None,
             flaky: Arc::new(Flaky::new(
                 Arc::clone(&ledger),
                 Arc::clone(&live),
@@ -167,6 +170,37 @@ impl Router {
     pub fn with_cache(mut self, cache: Arc<crate::cache::AnswerCache>) -> Router {
         self.cache = Some(cache);
         self
+    }
+
+    /// Sharing the ledger, cooldowns and sticky sessions with other replicas (SPEC 5.1).
+    pub fn with_cluster(mut self, cluster: Option<Arc<crate::cluster::Cluster>>) -> Router {
+        self.cluster = cluster;
+        self
+    }
+
+    /// Admit a request of `tokens` from `client` under its own limits, in this replica's
+    /// ledger and the shared one.
+    async fn admit(
+        &self,
+        client: &crate::keys::Client,
+        tokens: u64,
+    ) -> Result<clients::Admission, ApiError> {
+        let mut admission = self.gate.admit(&self.ledger, client, tokens)?;
+        if let (Some(cluster), Some(r)) = (&self.cluster, admission.reservation.take()) {
+            let ask = Ask::client(&client.name, &client.limits, tokens);
+            match r.share(Some(cluster), &ask).await {
+                Ok(r) => admission.reservation = Some(r),
+                Err(denied) => {
+                    return Err(clients::over(
+                        &client.name,
+                        &client.limits,
+                        &denied,
+                        self.ledger.now_ms(),
+                    ));
+                }
+            }
+        }
+        Ok(admission)
     }
 
     /// Route one request: from the answer cache when it holds the answer, else upstream.
@@ -266,10 +300,7 @@ impl Router {
             },
         };
         // The client key's own limits, before any upstream call.
-        let result = match self
-            .gate
-            .admit(&self.ledger, &inc.client, facts.token_estimate())
-        {
+        let result = match self.admit(&inc.client, facts.token_estimate()).await {
             Ok(mut admission) => {
                 let result = self
                     .walk(&inc, &mut pending.row, started, &mut admission)
@@ -302,9 +333,23 @@ impl Router {
         admission: &mut clients::Admission,
     ) -> Result<Reply, Failed> {
         let snap = self.live.snapshot();
-        let (models, sticky_id) = self
+        let (mut models, sticky_id) = self
             .candidates(&snap, inc)
             .map_err(|error| Failed { error, attempts: 0 })?;
+        // A conversation another replica answered stays on its model (one round trip, only
+        // for a later turn this replica does not know).
+        if let (Some(cluster), Some(id)) = (&self.cluster, &sticky_id) {
+            let now = self.ledger.now_ms();
+            if inc.req.facts.has_assistant && self.sticky.get(id, now).is_none() {
+                if let Some(m) = cluster.sticky(id).await {
+                    if let Some(pos) = models.iter().position(|x| x.reference == m) {
+                        let first = models.remove(pos);
+                        models.insert(0, first);
+                    }
+                    self.sticky.put(id.clone(), &m, now);
+                }
+            }
+        }
         let deadline = started + self.settings.time_budget;
         let mut tally = Tally::default();
         // Pacing holds `auto` requests to a paced use of daily caps (SPEC 3.7: evenly, or along
@@ -372,7 +417,9 @@ impl Router {
                             fair.uncount(resource, &inc.client.name, day, at);
                         }
                     };
-                    let reservation = match Reservation::take(&self.ledger, &ask) {
+                    let taken =
+                        Reservation::take_shared(&self.ledger, self.cluster.as_ref(), &ask).await;
+                    let reservation = match taken {
                         Ok(r) => r,
                         Err(Denied::Paced { .. }) if pace == first_pace => {
                             unmark(&self.fair);
@@ -431,6 +478,9 @@ impl Router {
                             let ok = attempt_row(model, &key, "ok", Some(200), t0, None);
                             row.attempts.push(ok);
                             if let Some(id) = sticky_id {
+                                if let Some(c) = &self.cluster {
+                                    c.stick(&id, &model.reference);
+                                }
                                 self.sticky.put(id, &model.reference, self.ledger.now_ms());
                             }
                             self.live.keys.mark_success(&key.id, self.ledger.now_ms());
@@ -694,6 +744,9 @@ impl Router {
                 Rest::Model => Scope::model(&provider.id, &model.id, &key.id),
                 Rest::Key => Scope::key(&provider.id, &key.id),
             };
+            if let Some(c) = &self.cluster {
+                c.cool(&scope, *until, why);
+            }
             self.ledger.cool(scope, *until, why);
         }
         match d.key {

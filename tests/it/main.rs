@@ -20,6 +20,8 @@ mod ollama;
 mod process;
 mod proxy;
 mod quota;
+mod redis_server;
+mod replicas;
 mod routing;
 mod surfaces;
 mod tenants;

@@ -1,0 +1,1044 @@
+//! State several replicas share through Redis or Valkey (SPEC 5.1, `[cluster] redis_url`).
+//!
+//! **The shared ledger.** Every reservation the local ledger grants (cooldowns, pacing and the
+//! caps as this replica sees them) is then reserved in Redis by one server-side script
+//! (`reserve.lua`): one round trip checks every counter the request counts in (each cap's
+//! window of the model and its provider account, or a client key's own limits) and the shared
+//! cooldowns, and counts it in all of them or in none. So N replicas together never send a
+//! key more than its caps allow. Settling and releasing go to Redis from a background task,
+//! off the request path. A request in flight stays counted with its estimate until settled:
+//! a replica killed with -9 leaves the others at most what it had in flight short.
+//!
+//! Windows: a minute is counted in 1 s buckets and a rolling day in 10 min buckets (a bucket
+//! counts until its last millisecond has left the span, as in the local ledger: never shorter
+//! than the provider counts); calendar days, months and credits are one counter each. The
+//! script answers what each counter held, and the day counts are mirrored into the local
+//! ledger, so pacing and the dashboards see the whole cluster's use of the pools it touches.
+//!
+//! **When Redis cannot be reached**, each replica goes on alone with a share: for each
+//! counter, 1/N of what it had left when last seen (N = replicas seen in the last
+//! [`REPLICA_TTL_MS`]); a minute window 1/N of its cap, counted by the local ledger. What it
+//! used meanwhile is added to Redis when Redis answers again, and the shared ledger is used
+//! again from then on. `/readyz`, `freeway status` and the logs say which mode is on.
+//!
+//! Also shared: cooldowns (set by any replica, honoured by the script), sticky sessions, and
+//! the replicas' heartbeats.
+
+use redis::aio::ConnectionManager;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+use crate::ledger::{
+    Ask, CLIENT_SCOPE, Clock, Denied, Ledger, Scope, Span, cap_label, day_span, month_span,
+};
+
+/// A replica counts as alive this long after its last heartbeat.
+pub const REPLICA_TTL_MS: i64 = 5_000;
+/// How often a replica beats (and, when alone, tries Redis again).
+const BEAT: Duration = Duration::from_secs(1);
+/// How long a command may take before Redis counts as unreachable.
+const RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
+/// Settlements and cooldowns kept while Redis is away at most (the oldest go first).
+const MAX_PENDING: usize = 100_000;
+/// A minute's buckets.
+const MINUTE: Window = Window {
+    span_ms: 60_000,
+    width_ms: 1_000,
+};
+/// A rolling day's buckets.
+const ROLLING_DAY: Window = Window {
+    span_ms: 86_400_000,
+    width_ms: 600_000,
+};
+
+#[derive(Clone, Copy, Debug)]
+struct Window {
+    span_ms: i64,
+    width_ms: i64,
+}
+
+impl Window {
+    fn bucket(&self, now: i64) -> i64 {
+        now - now.rem_euclid(self.width_ms)
+    }
+    /// The oldest bucket start that still counts at `now`.
+    fn cutoff(&self, now: i64) -> i64 {
+        now - self.span_ms - self.width_ms + 2
+    }
+    fn frees_at(&self, oldest: i64) -> i64 {
+        oldest + self.width_ms - 1 + self.span_ms
+    }
+}
+
+/// Which caps a counter holds.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Kind {
+    Minute,
+    Day,
+    Month,
+    Credit,
+}
+
+impl Kind {
+    fn names(self) -> (&'static str, &'static str) {
+        match self {
+            Kind::Minute => ("rpm", "tpm"),
+            Kind::Day => ("rpd", "tpd"),
+            Kind::Month => ("requests per month", "tokens per month"),
+            Kind::Credit => ("credit", "credit"),
+        }
+    }
+}
+
+/// One counter a request counts in.
+#[derive(Debug)]
+struct Counter {
+    key: String,
+    kind: Kind,
+    account: bool,
+    scope: Scope,
+    /// `Some`: a rolling window in buckets; `None`: one fixed counter.
+    rolling: Option<(Window, i64)>,
+    /// When a fixed counter's window ends (`None`: never).
+    ends_ms: Option<i64>,
+    rcap: Option<u64>,
+    tcap: Option<u64>,
+    ttl_ms: i64,
+}
+
+impl Counter {
+    fn fields(&self) -> (String, String) {
+        match self.rolling {
+            Some((_, bucket)) => (format!("r:{bucket}"), format!("t:{bucket}")),
+            None => ("r".into(), "t".into()),
+        }
+    }
+}
+
+/// Where one reservation was counted: (hash key, request field, token field) per counter.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    marks: Vec<(String, String, String, i64)>,
+    tokens: u64,
+    /// Counted in Redis (else in this replica's share while Redis was away).
+    shared: bool,
+}
+
+/// Work for Redis that need not hold up a request.
+#[derive(Debug, Clone)]
+enum Op {
+    Adjust {
+        marks: Vec<(String, String, String, i64)>,
+        dreq: i64,
+        dtok: i64,
+    },
+    Cool {
+        key: String,
+        until_ms: i64,
+        reason: String,
+    },
+    Clear(String),
+    Sticky {
+        key: String,
+        model: String,
+        ttl_ms: i64,
+    },
+}
+
+/// Whether the ledger is shared right now.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mode {
+    Shared,
+    /// Redis could not be reached since then: serving from a local share.
+    Alone {
+        since_ms: i64,
+        why: String,
+    },
+}
+
+/// What `/readyz` and `freeway status` show.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Health {
+    /// `"shared"` or `"local share"`.
+    pub ledger: &'static str,
+    /// Replicas seen in the last few seconds (this one included).
+    pub replicas: u64,
+    /// Why the ledger is local, and since when (ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since_ms: Option<i64>,
+    /// Settlements and cooldowns waiting for Redis, and those dropped because too many waited.
+    pub pending: usize,
+    pub dropped: u64,
+}
+
+impl Health {
+    /// One line for logs and the CLI.
+    pub fn line(&self) -> String {
+        match &self.why {
+            None => format!("shared ledger on Redis, {} replica(s) seen", self.replicas),
+            Some(why) => format!(
+                "local share (1/{} of what each pool had left): Redis unreachable ({why})",
+                self.replicas
+            ),
+        }
+    }
+}
+
+/// A counter as last seen.
+#[derive(Debug, Clone, Copy, Default)]
+struct Seen {
+    requests: u64,
+    tokens: u64,
+    /// A rolling window (buckets), else one fixed counter.
+    rolling: bool,
+    ttl_ms: i64,
+    /// Forgotten after this (ms): its window is over.
+    until_ms: i64,
+}
+
+struct State {
+    mode: Mode,
+    /// N: replicas seen at the last heartbeat.
+    replicas: u64,
+    /// What day, month and credit counters held when last seen (refreshed every heartbeat).
+    seen: HashMap<String, Seen>,
+    /// Use counted in this replica's share while Redis was away: (key, request field) →
+    /// (token field, requests, tokens, ttl).
+    alone: HashMap<(String, String), (String, i64, i64, i64)>,
+    /// Work that failed while Redis was away, sent when it answers again.
+    pending: VecDeque<Op>,
+    dropped: u64,
+}
+
+/// The connection to Redis and what this replica knows of the others.
+pub struct Cluster {
+    conn: ConnectionManager,
+    prefix: String,
+    replica: String,
+    clock: Arc<dyn Clock>,
+    ledger: Arc<dyn Ledger>,
+    state: Mutex<State>,
+    ops: mpsc::UnboundedSender<Op>,
+    rx: Mutex<Option<mpsc::UnboundedReceiver<Op>>>,
+    reserve: redis::Script,
+    sticky_ttl_ms: i64,
+}
+
+impl Cluster {
+    /// Connect lazily to `url` (the first command connects; a Redis that is down at start
+    /// means a local share until it answers). Call [`Cluster::start`] to run the heartbeat.
+    pub fn new(
+        url: &str,
+        prefix: &str,
+        ledger: Arc<dyn Ledger>,
+        clock: Arc<dyn Clock>,
+        sticky_ttl: Duration,
+    ) -> anyhow::Result<Arc<Cluster>> {
+        let client = redis::Client::open(url)
+            .map_err(|e| anyhow::anyhow!("cluster.redis_url: {}", redact_url(&e.to_string())))?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_connection_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|e| anyhow::anyhow!("cluster.redis_url: {}", redact_url(&e.to_string())))?;
+        let (ops, rx) = mpsc::unbounded_channel();
+        let replica = format!("{:016x}", rand::random::<u64>());
+        Ok(Arc::new(Cluster {
+            conn,
+            prefix: prefix.to_string(),
+            replica,
+            clock,
+            ledger,
+            state: Mutex::new(State {
+                mode: Mode::Shared,
+                replicas: 1,
+                seen: HashMap::new(),
+                alone: HashMap::new(),
+                pending: VecDeque::new(),
+                dropped: 0,
+            }),
+            ops,
+            rx: Mutex::new(Some(rx)),
+            reserve: redis::Script::new(include_str!("reserve.lua")),
+            sticky_ttl_ms: sticky_ttl.as_millis() as i64,
+        }))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// This replica's id in the heartbeat set.
+    pub fn replica(&self) -> &str {
+        &self.replica
+    }
+
+    /// The mode, the replicas seen and what waits for Redis.
+    pub fn health(&self) -> Health {
+        let st = self.lock();
+        let (ledger, why, since_ms) = match &st.mode {
+            Mode::Shared => ("shared", None, None),
+            Mode::Alone { since_ms, why } => ("local share", Some(why.clone()), Some(*since_ms)),
+        };
+        Health {
+            ledger,
+            replicas: st.replicas,
+            why,
+            since_ms,
+            pending: st.pending.len(),
+            dropped: st.dropped,
+        }
+    }
+
+    fn scope_id(&self, scope: &Scope) -> String {
+        format!(
+            "{}/{}/{}",
+            scope.provider,
+            scope.model.as_deref().unwrap_or(""),
+            scope.key
+        )
+    }
+
+    fn cool_key(&self, scope: &Scope) -> String {
+        format!("{}:cool:{}", self.prefix, self.scope_id(scope))
+    }
+
+    /// The counters an ask counts in, at `now`.
+    fn counters(&self, ask: &Ask, now: i64) -> Vec<Counter> {
+        let mut scopes = vec![(ask.model_scope(), ask.limits, false)];
+        if !ask.account.is_empty() {
+            scopes.push((Scope::key(&ask.provider, &ask.pool), ask.account, true));
+        }
+        let mut out = Vec::new();
+        for (scope, l, account) in scopes {
+            let id = format!("{}:c:{}", self.prefix, self.scope_id(&scope));
+            let counter = |key: String, kind, rolling, ends_ms, rcap, tcap, ttl_ms| Counter {
+                key,
+                kind,
+                account,
+                scope: scope.clone(),
+                rolling,
+                ends_ms,
+                rcap,
+                tcap,
+                ttl_ms,
+            };
+            if l.rpm.is_some() || l.tpm.is_some() {
+                let w = MINUTE;
+                let ttl = w.span_ms + 2 * w.width_ms;
+                out.push(counter(
+                    format!("{id}:m"),
+                    Kind::Minute,
+                    Some((w, w.bucket(now))),
+                    None,
+                    l.rpm,
+                    l.tpm,
+                    ttl,
+                ));
+            }
+            if l.rpd.is_some() || l.tpd.is_some() {
+                match day_span(ask.reset) {
+                    Span::Calendar(_) => {
+                        let span = day_span(ask.reset);
+                        let start = span.bucket_start(now);
+                        let end = span.expiry(start);
+                        out.push(counter(
+                            format!("{id}:d:{start}"),
+                            Kind::Day,
+                            None,
+                            Some(end),
+                            l.rpd,
+                            l.tpd,
+                            end - now + 3_600_000,
+                        ));
+                    }
+                    _ => {
+                        let w = ROLLING_DAY;
+                        out.push(counter(
+                            format!("{id}:rd"),
+                            Kind::Day,
+                            Some((w, w.bucket(now))),
+                            None,
+                            l.rpd,
+                            l.tpd,
+                            w.span_ms + 2 * w.width_ms,
+                        ));
+                    }
+                }
+            }
+            if l.rpmo.is_some() || l.tpmo.is_some() {
+                let span = month_span(ask.reset);
+                let start = span.bucket_start(now);
+                let end = span.expiry(start);
+                out.push(counter(
+                    format!("{id}:mo:{start}"),
+                    Kind::Month,
+                    None,
+                    Some(end),
+                    l.rpmo,
+                    l.tpmo,
+                    end - now + 86_400_000,
+                ));
+            }
+            if l.credit.is_some() {
+                out.push(counter(
+                    format!("{id}:all"),
+                    Kind::Credit,
+                    None,
+                    None,
+                    None,
+                    l.credit,
+                    0,
+                ));
+            }
+        }
+        out
+    }
+
+    /// The scopes whose shared cooldowns an ask honours (a client key's own limits have none).
+    fn cooling_scopes(ask: &Ask) -> Vec<Scope> {
+        if ask.provider == CLIENT_SCOPE {
+            return Vec::new();
+        }
+        let mut scopes = vec![
+            ask.model_scope(),
+            Scope::key(&ask.provider, &ask.pool),
+            Scope::key(&ask.provider, &ask.key),
+            Scope::model(&ask.provider, &ask.model, &ask.key),
+        ];
+        scopes.dedup();
+        scopes
+    }
+
+    /// Reserve `ask` in the shared ledger (after the local ledger granted it): one round trip.
+    /// Redis unreachable: from this replica's share.
+    pub async fn reserve(&self, ask: &Ask) -> Result<Claim, Denied> {
+        let now = self.clock.now_ms();
+        let counters = self.counters(ask, now);
+        let cooling = Self::cooling_scopes(ask);
+        if counters.is_empty() && cooling.is_empty() {
+            return Ok(Claim {
+                marks: Vec::new(),
+                tokens: ask.tokens,
+                shared: true,
+            });
+        }
+        if matches!(self.lock().mode, Mode::Alone { .. }) {
+            return self.reserve_alone(ask, &counters, now);
+        }
+        let mut inv = self.reserve.prepare_invoke();
+        for s in &cooling {
+            inv.key(self.cool_key(s));
+        }
+        for c in &counters {
+            inv.key(&c.key);
+        }
+        inv.arg(now).arg(cooling.len()).arg(ask.tokens);
+        for c in &counters {
+            let (kind, bucket, cutoff) = match c.rolling {
+                Some((w, bucket)) => ("r", bucket, w.cutoff(now)),
+                None => ("f", 0, 0),
+            };
+            let cap = |v: Option<u64>| v.map_or(-1, |v| v as i64);
+            inv.arg(kind)
+                .arg(bucket)
+                .arg(cutoff)
+                .arg(cap(c.rcap))
+                .arg(cap(c.tcap))
+                .arg(c.ttl_ms.max(0));
+        }
+        let mut conn = self.conn.clone();
+        let answer: Result<Vec<redis::Value>, _> = inv.invoke_async(&mut conn).await;
+        let answer = match answer {
+            Ok(a) => a,
+            Err(e) if unreachable(&e) => {
+                self.alone(now, &e);
+                return self.reserve_alone(ask, &counters, now);
+            }
+            Err(e) => {
+                // Not a lost connection (a script error, a full or read-only server): this
+                // replica goes on alone for this request, and says why.
+                tracing::error!(error = %redact_url(&e.to_string()), "Redis refused a reservation");
+                return self.reserve_alone(ask, &counters, now);
+            }
+        };
+        let int = |i: usize| -> i64 {
+            match answer.get(i) {
+                Some(redis::Value::Int(v)) => *v,
+                _ => 0,
+            }
+        };
+        match int(0) {
+            1 => {
+                let mut st = self.lock();
+                let mut marks = Vec::with_capacity(counters.len());
+                for (j, c) in counters.iter().enumerate() {
+                    let r = int(1 + 2 * j).max(0) as u64 + 1;
+                    let t = int(2 + 2 * j).max(0) as u64 + ask.tokens;
+                    if c.kind != Kind::Minute {
+                        let until_ms = match c.ends_ms {
+                            Some(end) => end,
+                            None => now + c.ttl_ms.max(86_400_000),
+                        };
+                        let seen = Seen {
+                            requests: r,
+                            tokens: t,
+                            rolling: c.rolling.is_some(),
+                            ttl_ms: c.ttl_ms,
+                            until_ms,
+                        };
+                        st.seen.insert(c.key.clone(), seen);
+                    }
+                    if c.kind == Kind::Day {
+                        self.ledger.mirror(&c.scope, ask.reset, r, t);
+                    }
+                    let (rf, tf) = c.fields();
+                    marks.push((c.key.clone(), rf, tf, c.ttl_ms));
+                }
+                Ok(Claim {
+                    marks,
+                    tokens: ask.tokens,
+                    shared: true,
+                })
+            }
+            2 => {
+                let i = int(1).max(1) as usize - 1;
+                let text = match answer.get(2) {
+                    Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+                    _ => String::new(),
+                };
+                let (until, reason) = text.split_once(' ').unwrap_or((&text, ""));
+                let until_ms = until.parse().unwrap_or(now + 1_000);
+                let reason = format!("{reason} (another replica)");
+                if let Some(scope) = cooling.get(i) {
+                    self.ledger.cool(scope.clone(), until_ms, &reason);
+                }
+                Err(Denied::Cooling { until_ms, reason })
+            }
+            _ => {
+                let j = int(1).max(1) as usize - 1;
+                let Some(c) = counters.get(j) else {
+                    return Err(Denied::Capped {
+                        cap: "rpm",
+                        frees_at_ms: Some(now + 1_000),
+                    });
+                };
+                let (r, t, oldest) = (int(2).max(0) as u64, int(3).max(0) as u64, int(4));
+                if c.kind == Kind::Day {
+                    self.ledger.mirror(&c.scope, ask.reset, r, t);
+                }
+                Err(denied(c, r, ask.tokens, oldest, now))
+            }
+        }
+    }
+
+    /// Redis failed: serve alone from now on, until a heartbeat gets an answer.
+    fn alone(&self, now: i64, e: &redis::RedisError) {
+        let mut st = self.lock();
+        if st.mode == Mode::Shared {
+            let why = redact_url(&e.to_string());
+            tracing::warn!(
+                replicas = st.replicas,
+                error = %why,
+                "Redis cannot be reached: serving from a local share of each pool (1/{} of what it had left)",
+                st.replicas
+            );
+            st.mode = Mode::Alone { since_ms: now, why };
+        }
+    }
+
+    /// A reservation from this replica's share while Redis is away.
+    fn reserve_alone(&self, ask: &Ask, counters: &[Counter], now: i64) -> Result<Claim, Denied> {
+        let mut st = self.lock();
+        let n = st.replicas.max(1);
+        for c in counters {
+            for (cap, want, tokens) in [(c.rcap, 1u64, false), (c.tcap, ask.tokens, true)] {
+                let Some(cap) = cap else { continue };
+                let (used, share) = if c.kind == Kind::Minute {
+                    // A minute is short: 1/N of its cap, as this replica's own ledger counts
+                    // it (which already holds this request).
+                    let u = self.ledger.usage(&c.scope, ask.reset);
+                    let own = if tokens {
+                        u.minute_tokens.saturating_sub(want)
+                    } else {
+                        u.minute_requests.saturating_sub(1)
+                    };
+                    (own, cap / n)
+                } else {
+                    let seen = st.seen.get(&c.key).copied().unwrap_or_default();
+                    let mine = st
+                        .alone
+                        .iter()
+                        .filter(|((k, _), _)| *k == c.key)
+                        .map(|(_, v)| if tokens { v.2 } else { v.1 })
+                        .sum::<i64>()
+                        .max(0) as u64;
+                    let seen = if tokens { seen.tokens } else { seen.requests };
+                    (mine, cap.saturating_sub(seen) / n)
+                };
+                if used + want > share {
+                    let name = if tokens {
+                        c.kind.names().1
+                    } else {
+                        c.kind.names().0
+                    };
+                    let frees_at_ms = match c.kind {
+                        Kind::Minute => Some(now + 1_000),
+                        Kind::Credit => None,
+                        _ => c.ends_ms.or(Some(now + 60_000)),
+                    };
+                    return Err(Denied::Capped {
+                        cap: cap_label(c.account, name),
+                        frees_at_ms,
+                    });
+                }
+            }
+        }
+        let mut marks = Vec::with_capacity(counters.len());
+        for c in counters {
+            let (rf, tf) = c.fields();
+            let e =
+                st.alone
+                    .entry((c.key.clone(), rf.clone()))
+                    .or_insert((tf.clone(), 0, 0, c.ttl_ms));
+            e.1 += 1;
+            e.2 += ask.tokens as i64;
+            marks.push((c.key.clone(), rf, tf, c.ttl_ms));
+        }
+        Ok(Claim {
+            marks,
+            tokens: ask.tokens,
+            shared: false,
+        })
+    }
+
+    fn adjust(&self, claim: &Claim, dreq: i64, dtok: i64) {
+        if claim.marks.is_empty() || (dreq == 0 && dtok == 0) {
+            return;
+        }
+        if !claim.shared {
+            let mut st = self.lock();
+            let mut all = true;
+            for (key, rf, _, _) in &claim.marks {
+                match st.alone.get_mut(&(key.clone(), rf.clone())) {
+                    Some(e) => {
+                        e.1 += dreq;
+                        e.2 += dtok;
+                    }
+                    None => all = false,
+                }
+            }
+            if all {
+                return;
+            }
+        }
+        self.send(Op::Adjust {
+            marks: claim.marks.clone(),
+            dreq,
+            dtok,
+        });
+    }
+
+    /// The request was answered and used `tokens` in all (`None`: the estimate stands).
+    pub fn settle(&self, claim: &Claim, tokens: Option<u64>) {
+        if let Some(used) = tokens {
+            self.adjust(claim, 0, used as i64 - claim.tokens as i64);
+        }
+    }
+
+    /// The request failed: its tokens go back (and the request too when it was never sent).
+    pub fn release(&self, claim: &Claim, sent: bool) {
+        self.adjust(claim, if sent { 0 } else { -1 }, -(claim.tokens as i64));
+    }
+
+    /// Cool `scope` down for every replica.
+    pub fn cool(&self, scope: &Scope, until_ms: i64, reason: &str) {
+        self.send(Op::Cool {
+            key: self.cool_key(scope),
+            until_ms,
+            reason: reason.to_string(),
+        });
+    }
+
+    /// End `scope`'s cooldown for every replica.
+    pub fn clear(&self, scope: &Scope) {
+        self.send(Op::Clear(self.cool_key(scope)));
+    }
+
+    fn sticky_key(&self, id: &str) -> String {
+        format!("{}:sticky:{id}", self.prefix)
+    }
+
+    /// Remember for every replica that `model` serves the conversation `id`.
+    pub fn stick(&self, id: &str, model: &str) {
+        self.send(Op::Sticky {
+            key: self.sticky_key(id),
+            model: model.to_string(),
+            ttl_ms: self.sticky_ttl_ms,
+        });
+    }
+
+    /// The model another replica keeps the conversation `id` on (`None` too when Redis is
+    /// away: the conversation goes on where this replica routes it).
+    pub async fn sticky(&self, id: &str) -> Option<String> {
+        if self.lock().mode != Mode::Shared {
+            return None;
+        }
+        let mut conn = self.conn.clone();
+        redis::cmd("GET")
+            .arg(self.sticky_key(id))
+            .query_async::<Option<String>>(&mut conn)
+            .await
+            .ok()
+            .flatten()
+    }
+
+    fn send(&self, op: Op) {
+        if self.ops.send(op).is_err() {
+            // The background task is gone (shutting down): nothing more to share.
+        }
+    }
+
+    /// Run the heartbeat and the background writer until `stop`.
+    pub fn start(
+        self: &Arc<Self>,
+        tasks: &tokio_util::task::TaskTracker,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        let Some(mut rx) = self.rx.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            return;
+        };
+        let me = Arc::clone(self);
+        tasks.spawn(crate::offload::on_loop(async move {
+            let mut beat = tokio::time::interval(BEAT);
+            beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = beat.tick() => me.beat().await,
+                    op = rx.recv() => {
+                        let Some(op) = op else { break };
+                        let mut batch = vec![op];
+                        while batch.len() < 512 {
+                            match rx.try_recv() {
+                                Ok(op) => batch.push(op),
+                                Err(_) => break,
+                            }
+                        }
+                        me.write(batch).await;
+                    }
+                    _ = stop.cancelled() => {
+                        let mut batch = Vec::new();
+                        while let Ok(op) = rx.try_recv() {
+                            batch.push(op);
+                        }
+                        me.write(batch).await;
+                        me.leave().await;
+                        break;
+                    }
+                }
+            }
+        }));
+    }
+
+    /// Send queued work; kept for later when Redis is away.
+    async fn write(&self, batch: Vec<Op>) {
+        if batch.is_empty() {
+            return;
+        }
+        if self.lock().mode != Mode::Shared {
+            self.keep(batch);
+            return;
+        }
+        let pipe = self.pipeline(&batch, self.clock.now_ms());
+        let mut conn = self.conn.clone();
+        if let Err(e) = pipe.query_async::<()>(&mut conn).await {
+            if unreachable(&e) {
+                self.alone(self.clock.now_ms(), &e);
+                self.keep(batch);
+            } else {
+                tracing::error!(error = %redact_url(&e.to_string()), "Redis refused shared ledger work");
+            }
+        }
+    }
+
+    fn keep(&self, batch: Vec<Op>) {
+        let mut st = self.lock();
+        for op in batch {
+            if st.pending.len() >= MAX_PENDING {
+                st.pending.pop_front();
+                st.dropped += 1;
+            }
+            st.pending.push_back(op);
+        }
+    }
+
+    fn pipeline(&self, batch: &[Op], now: i64) -> redis::Pipeline {
+        let mut pipe = redis::pipe();
+        self.add_ops(&mut pipe, batch, now);
+        pipe
+    }
+
+    fn add_ops(&self, pipe: &mut redis::Pipeline, batch: &[Op], now: i64) {
+        for op in batch {
+            match op {
+                Op::Adjust { marks, dreq, dtok } => {
+                    for (key, rf, tf, _) in marks {
+                        if *dreq != 0 {
+                            pipe.hincr(key, rf, *dreq).ignore();
+                        }
+                        if *dtok != 0 {
+                            pipe.hincr(key, tf, *dtok).ignore();
+                        }
+                    }
+                }
+                Op::Cool {
+                    key,
+                    until_ms,
+                    reason,
+                } => {
+                    if *until_ms > now {
+                        pipe.cmd("EVAL")
+                            .arg(include_str!("cool.lua"))
+                            .arg(1)
+                            .arg(key)
+                            .arg(until_ms)
+                            .arg(reason)
+                            .arg(until_ms - now)
+                            .ignore();
+                    }
+                }
+                Op::Clear(key) => {
+                    pipe.del(key).ignore();
+                }
+                Op::Sticky { key, model, ttl_ms } => {
+                    pipe.cmd("SET")
+                        .arg(key)
+                        .arg(model)
+                        .arg("PX")
+                        .arg((*ttl_ms).max(1))
+                        .ignore();
+                }
+            }
+        }
+    }
+
+    /// One heartbeat: count the replicas; when alone, try to share again.
+    async fn beat(&self) {
+        let now = self.clock.now_ms();
+        let key = format!("{}:replicas", self.prefix);
+        let mut conn = self.conn.clone();
+        let counted: Result<(u64,), _> = redis::pipe()
+            .zadd(&key, &self.replica, now)
+            .ignore()
+            .zrembyscore(&key, "-inf", now - REPLICA_TTL_MS)
+            .ignore()
+            .zcard(&key)
+            .query_async(&mut conn)
+            .await;
+        let n = match counted {
+            Ok((n,)) => n.max(1),
+            Err(e) => {
+                self.alone(now, &e);
+                return;
+            }
+        };
+        let (back, known) = {
+            let mut st = self.lock();
+            st.replicas = n;
+            st.seen.retain(|_, v| v.until_ms > now);
+            let known: Vec<(String, bool)> = st
+                .seen
+                .iter()
+                .map(|(k, v)| (k.clone(), v.rolling))
+                .collect();
+            (!matches!(st.mode, Mode::Shared), known)
+        };
+        if back {
+            self.rejoin(now).await;
+        } else if !known.is_empty() {
+            self.refresh(known, now).await;
+        }
+    }
+
+    /// Read again what the counters this replica knows hold, so a share taken when Redis
+    /// goes away is of what was left at most a heartbeat before.
+    async fn refresh(&self, keys: Vec<(String, bool)>, now: i64) {
+        let mut pipe = redis::pipe();
+        for (k, rolling) in &keys {
+            pipe.cmd("EVAL")
+                .arg(include_str!("read.lua"))
+                .arg(1)
+                .arg(k)
+                .arg(if *rolling { "r" } else { "f" })
+                .arg(ROLLING_DAY.cutoff(now));
+        }
+        let mut conn = self.conn.clone();
+        let Ok(values) = pipe.query_async::<Vec<(u64, u64)>>(&mut conn).await else {
+            return;
+        };
+        let mut st = self.lock();
+        for ((k, _), (r, t)) in keys.iter().zip(values) {
+            if let Some(seen) = st.seen.get_mut(k) {
+                seen.requests = r;
+                seen.tokens = t;
+            }
+        }
+    }
+
+    /// Redis answers again: add what this replica used alone, send what waited, share again.
+    async fn rejoin(&self, now: i64) {
+        let (alone, pending, seen) = {
+            let mut st = self.lock();
+            let seen: Vec<(String, Seen)> = st.seen.iter().map(|(k, v)| (k.clone(), *v)).collect();
+            (
+                std::mem::take(&mut st.alone),
+                std::mem::take(&mut st.pending),
+                seen,
+            )
+        };
+        let mut pipe = redis::pipe();
+        // A Redis that restarted empty forgot the day: it holds at least what was last seen,
+        // then what this replica used alone is added.
+        for (key, v) in &seen {
+            let kind = if v.rolling { "r" } else { "f" };
+            pipe.cmd("EVAL")
+                .arg(include_str!("raise.lua"))
+                .arg(1)
+                .arg(key)
+                .arg(kind)
+                .arg(ROLLING_DAY.bucket(now))
+                .arg(v.requests)
+                .arg(v.tokens)
+                .arg(v.ttl_ms.max(0))
+                .ignore();
+        }
+        self.add_ops(&mut pipe, &pending.iter().cloned().collect::<Vec<_>>(), now);
+        for ((key, rf), (tf, r, t, ttl)) in &alone {
+            pipe.hincr(key, rf, *r).ignore();
+            pipe.hincr(key, tf, *t).ignore();
+            if *ttl > 0 {
+                pipe.pexpire(key, *ttl).ignore();
+            }
+        }
+        let mut conn = self.conn.clone();
+        match pipe.query_async::<()>(&mut conn).await {
+            Ok(()) => {
+                let mut st = self.lock();
+                if let Mode::Alone { since_ms, .. } = st.mode {
+                    tracing::info!(
+                        alone_ms = now - since_ms,
+                        "Redis answers again: the ledger is shared again"
+                    );
+                }
+                st.mode = Mode::Shared;
+            }
+            Err(e) => {
+                let mut st = self.lock();
+                for (k, v) in alone {
+                    let e = st.alone.entry(k).or_insert((v.0.clone(), 0, 0, v.3));
+                    e.1 += v.1;
+                    e.2 += v.2;
+                }
+                let mut pending = pending;
+                pending.extend(st.pending.drain(..));
+                st.pending = pending;
+                drop(st);
+                self.alone(now, &e);
+            }
+        }
+    }
+
+    /// Leave the heartbeat set (a clean shutdown: the others' shares grow at once).
+    async fn leave(&self) {
+        let mut conn = self.conn.clone();
+        let _: Result<(), _> = redis::cmd("ZREM")
+            .arg(format!("{}:replicas", self.prefix))
+            .arg(&self.replica)
+            .query_async(&mut conn)
+            .await;
+    }
+}
+
+/// The denial for counter `c`, full at `used` requests (`tokens` asked).
+fn denied(c: &Counter, used_requests: u64, _tokens: u64, oldest: i64, now: i64) -> Denied {
+    let (rname, tname) = c.kind.names();
+    let requests_full = c.rcap.is_some_and(|cap| used_requests + 1 > cap);
+    let name = if requests_full { rname } else { tname };
+    let frees_at_ms = match (c.rolling, c.ends_ms) {
+        (Some((w, _)), _) if oldest >= 0 => Some(w.frees_at(oldest).max(now + 1)),
+        (Some((w, _)), _) => Some(now + w.width_ms),
+        (None, end) => end,
+    };
+    Denied::Capped {
+        cap: cap_label(c.account, name),
+        frees_at_ms,
+    }
+}
+
+/// Whether an error means Redis cannot be reached (rather than that it refused a command).
+fn unreachable(e: &redis::RedisError) -> bool {
+    e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
+}
+
+/// A Redis URL or error text with any password taken out.
+pub fn redact_url(text: &str) -> String {
+    // redis://user:password@host → redis://user:***@host
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| c.is_whitespace() || c == '/' || c == '"')
+            .unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match authority.rfind('@') {
+            Some(at) => {
+                let user = authority[..at].split(':').next().unwrap_or("");
+                out.push_str(user);
+                out.push_str(":***");
+                out.push_str(&authority[at..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_lose_their_password() {
+        assert_eq!(
+            redact_url("cannot reach redis://app:s3cret@db:6379/0 now"),
+            "cannot reach redis://app:***@db:6379/0 now"
+        );
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+    }
+
+    #[test]
+    fn buckets_count_until_their_last_millisecond_leaves_the_span() {
+        let w = MINUTE;
+        let now = 1_000_000;
+        let b = w.bucket(now - 60_000);
+        // The bucket that started 60 s before this second still holds requests from its last
+        // millisecond, which are inside the minute.
+        assert!(b >= w.cutoff(now) || b + w.width_ms - 1 + w.span_ms <= now);
+        assert!(w.bucket(now) >= w.cutoff(now));
+        assert!(w.cutoff(now) + w.width_ms - 1 + w.span_ms > now);
+        assert!(w.cutoff(now) - 1 + w.width_ms - 1 + w.span_ms <= now);
+    }
+}

@@ -1,0 +1,295 @@
+//! Several replicas sharing one Redis (SPEC 5.1): caps held across replicas to the request,
+//! client limits, cooldowns and sticky sessions shared, and Redis stopped under load.
+//!
+//! Each replica is a whole Freeway (its own data directory) started in this process; the
+//! Redis is Debian's `redis-server` on a loopback port with throwaway data.
+
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+
+use freeway::ledger::Ledger;
+
+use crate::harness::{CLIENT_KEY, Mock, Options, Reply, TestApp, ask};
+use crate::redis_server::RedisServer;
+
+/// A config sharing `redis` with a custom endpoint `mock` serving `mock-model` with
+/// `limits` (TOML fields of the model entry).
+fn shared(redis: &RedisServer, mock: &Mock, limits: &str, extra: &str) -> String {
+    format!(
+        "[cluster]\nredis_url = \"{}\"\n\
+         [custom.mock]\nbase_url = \"{url}\"\nkeys = [\"sk-mock-upstream-key\"]\n\
+         models = [{{ id = \"mock-model\" {limits} }}]\n\
+         [custom.spare]\nbase_url = \"{url}\"\nkeys = [\"sk-spare-upstream-key\"]\n\
+         models = [{{ id = \"other-model\" }}]\n{extra}",
+        redis.url(),
+        url = mock.url("/v1")
+    )
+}
+
+async fn replicas(n: usize, toml: &str) -> Vec<Arc<TestApp>> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(Arc::new(TestApp::start(Options::new(toml)).await.unwrap()));
+    }
+    out
+}
+
+/// `total` requests for `model` spread round-robin over `apps`, all at once; the statuses.
+async fn burst(apps: &[Arc<TestApp>], model: &str, total: usize) -> Vec<u16> {
+    let mut tasks = Vec::new();
+    for i in 0..total {
+        let app = Arc::clone(&apps[i % apps.len()]);
+        let model = model.to_string();
+        tasks.push(tokio::spawn(async move {
+            app.chat(ask(&model)).await.status().as_u16()
+        }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+async fn readyz(app: &TestApp) -> Value {
+    app.client
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Wait until `/readyz` of `app` says the ledger is `mode` (10 s at most).
+async fn until_ledger(app: &TestApp, mode: &str) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..100 {
+        last = readyz(app).await;
+        if last["cluster"]["ledger"] == mode {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the ledger never became {mode:?}: {last}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_replicas_hold_a_daily_cap_to_the_request_under_90_concurrent_requests() {
+    let redis = RedisServer::start();
+    let mock = Mock::start().await;
+    mock.on(|_, _| {
+        std::thread::sleep(Duration::from_millis(5));
+        Reply::ok("hi")
+    });
+    let apps = replicas(3, &shared(&redis, &mock, ", rpd = 30", "")).await;
+    let statuses = burst(&apps, "mock/mock-model", 90).await;
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    // Exactly the cap: none over (the upstream never sees request 31), none lost to a
+    // replica that believed the cap full while it was not.
+    assert_eq!(mock.count(), 30, "upstream calls, statuses: {statuses:?}");
+    assert_eq!(ok, 30);
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 429),
+        "{statuses:?}"
+    );
+    // The dashboards of every replica see the whole cluster's day.
+    let used = apps[0].get_json("/v1/quota").await;
+    let text = used.to_string();
+    assert!(text.contains("mock-model"), "{text}");
+    // A replica that served nothing itself still paces by what the others used.
+    let seen = apps[2]
+        .app
+        .ledger
+        .usage(
+            &freeway::ledger::Scope::model("mock", "mock-model", &key_id(&apps[2])),
+            freeway::catalog::Reset::Midnight(chrono_tz::UTC),
+        )
+        .day_requests;
+    assert!(seen >= 10, "replica 3 sees {seen} requests of the day");
+}
+
+/// The id of the one provider key of `app`.
+fn key_id(app: &TestApp) -> String {
+    app.app.live.keys.rotated("mock")[0].id.clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_keys_daily_limit_holds_across_replicas() {
+    let redis = RedisServer::start();
+    let mock = Mock::start().await;
+    mock.always(Reply::ok("hi"));
+    let team = "[auth]\napi_keys = [{ name = \"team\", key = \"fw-team-key-0123456789\" }]\n\
+                [auth.limits.team]\nrpd = 7\n";
+    let apps = replicas(3, &shared(&redis, &mock, "", team)).await;
+    let mut tasks = Vec::new();
+    for i in 0..21 {
+        let app = Arc::clone(&apps[i % 3]);
+        tasks.push(tokio::spawn(async move {
+            app.client
+                .post(app.url("/v1/chat/completions"))
+                .bearer_auth("fw-team-key-0123456789")
+                .json(&ask("mock/mock-model"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    assert_eq!(ok, 7, "{statuses:?}");
+    assert_eq!(mock.count(), 7);
+    // The other client key has no limit of its own.
+    assert_eq!(apps[1].chat(ask("mock/mock-model")).await.status(), 200);
+    let _ = CLIENT_KEY;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rate_limit_seen_by_one_replica_cools_the_model_on_every_replica() {
+    let redis = RedisServer::start();
+    let mock = Mock::start().await;
+    mock.on(|r, _| {
+        if r.model() == "mock-model" {
+            Reply::status(429, "slow down").with_header("retry-after", "120")
+        } else {
+            Reply::ok("from the other model")
+        }
+    });
+    let apps = replicas(2, &shared(&redis, &mock, "", "")).await;
+    let first = apps[0].chat(ask("auto")).await;
+    assert_eq!(first.status(), 200);
+    let before = mock
+        .chat_calls()
+        .iter()
+        .filter(|c| c.model() == "mock-model")
+        .count();
+    assert_eq!(before, 1, "the first replica tried the model once");
+    // Give the cooldown its trip to Redis (written in the background).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..3 {
+        let r = apps[1].chat(ask("auto")).await;
+        assert_eq!(r.status(), 200);
+    }
+    let after = mock
+        .chat_calls()
+        .iter()
+        .filter(|c| c.model() == "mock-model")
+        .count();
+    assert_eq!(
+        after, 1,
+        "the second replica never sent the cooling model a request"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_conversation_stays_on_its_model_whichever_replica_takes_the_next_turn() {
+    let redis = RedisServer::start();
+    let mock = Mock::start().await;
+    mock.on(|r, _| Reply::ok(&format!("answered by {}", r.model())));
+    // Replica 1 has only the spare model (say its mock key was removed there); replica 2 has
+    // both and prefers mock-model.
+    let only_spare = format!(
+        "[cluster]\nredis_url = \"{}\"\n[custom.spare]\nbase_url = \"{}\"\n\
+         keys = [\"sk-spare-upstream-key\"]\nmodels = [{{ id = \"other-model\" }}]\n",
+        redis.url(),
+        mock.url("/v1")
+    );
+    let apps = [
+        Arc::new(TestApp::start(Options::new(only_spare)).await.unwrap()),
+        Arc::new(
+            TestApp::start(Options::new(shared(&redis, &mock, "", "")))
+                .await
+                .unwrap(),
+        ),
+    ];
+    let turn = |assistant: Option<&str>| {
+        let mut messages = vec![json!({"role": "user", "content": "plan a trip"})];
+        if let Some(a) = assistant {
+            messages.push(json!({"role": "assistant", "content": a}));
+            messages.push(json!({"role": "user", "content": "and then?"}));
+        }
+        json!({"model": "auto", "messages": messages})
+    };
+    let first: Value = apps[0].chat(turn(None)).await.json().await.unwrap();
+    let said = first["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(said, "answered by other-model");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Replica 2 would pick mock-model, but the conversation is on other-model.
+    let second: Value = apps[1].chat(turn(Some(&said))).await.json().await.unwrap();
+    assert_eq!(
+        second["choices"][0]["message"]["content"], "answered by other-model",
+        "{second}"
+    );
+    // A new conversation on replica 2 takes its preferred model.
+    let fresh: Value = apps[1]
+        .chat(json!({"model": "auto", "messages": [{"role": "user", "content": "new"}]}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        fresh["choices"][0]["message"]["content"],
+        "answered by mock-model"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_stopped_under_load_each_replica_serves_its_share_and_no_cap_is_exceeded() {
+    let mut redis = RedisServer::start();
+    let mock = Mock::start().await;
+    mock.always(Reply::ok("hi"));
+    let apps = replicas(3, &shared(&redis, &mock, ", rpd = 60", "")).await;
+    for app in &apps {
+        until_ledger(app, "shared").await;
+    }
+    // Let every replica see the others' heartbeats (N = 3).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let statuses = burst(&apps, "mock/mock-model", 30).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(mock.count(), 30);
+    // A heartbeat later every replica has read what the pool holds (a share is taken of what
+    // was left as last seen: at most a heartbeat old).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    redis.stop();
+    // Load while Redis is away: each replica may use 1/3 of the 30 left, as last seen.
+    let statuses = burst(&apps, "mock/mock-model", 60).await;
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    assert!(
+        mock.count() <= 60,
+        "the cap was exceeded: {} upstream calls",
+        mock.count()
+    );
+    assert!(
+        ok > 0,
+        "the replicas kept serving from their shares: {statuses:?}"
+    );
+    let r = until_ledger(&apps[0], "local share").await;
+    assert!(
+        r["cluster"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("Redis unreachable"),
+        "{r}"
+    );
+    // Redis returns: back to the shared ledger, with what was used meanwhile counted there.
+    redis.restart();
+    for app in &apps {
+        until_ledger(app, "shared").await;
+    }
+    let _ = burst(&apps, "mock/mock-model", 60).await;
+    assert!(
+        mock.count() <= 60,
+        "the cap was exceeded: {} upstream calls",
+        mock.count()
+    );
+}
