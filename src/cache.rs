@@ -7,7 +7,8 @@
 //! dialect asks and streamed when the client asks for a stream. Only whole, successful answers
 //! are kept (a stream that broke is not); entries live `ttl` and the cache holds at most
 //! `max_bytes` of them (the least recently used go first). It lives in memory: a restart
-//! empties it.
+//! empties it. With `[cluster]`, the router also keeps each answer in Redis and looks there on
+//! a miss, so one replica's answer is a hit on every other ([`crate::cluster::shared`]).
 
 use lru::LruCache;
 use sha2::{Digest, Sha256};
@@ -84,8 +85,8 @@ impl AnswerCache {
         None
     }
 
-    /// Keep a whole, successful answer.
-    pub fn put(&self, key: Key, message: Message, routed_via: &str, now_ms: i64) {
+    /// Keep a whole, successful answer; `false` when it is too large to keep.
+    pub fn put(&self, key: Key, message: Message, routed_via: &str, now_ms: i64) -> bool {
         let size = 256
             + message.text.len()
             + message.reasoning.len()
@@ -95,7 +96,7 @@ impl AnswerCache {
                 .map(|c| c.id.len() + c.name.len() + c.arguments.len() + 64)
                 .sum::<usize>();
         if size > self.settings.max_bytes {
-            return;
+            return false;
         }
         let hit = Hit {
             message,
@@ -113,6 +114,23 @@ impl AnswerCache {
                 Some((_, old)) => inner.bytes -= old.size,
                 None => break,
             }
+        }
+        true
+    }
+
+    /// How long entries live.
+    pub fn ttl(&self) -> std::time::Duration {
+        self.settings.ttl
+    }
+
+    /// An answer another replica cached (at `at_ms`): kept here too, and the hit it makes.
+    pub fn adopt(&self, key: Key, message: Message, routed_via: String, at_ms: i64) -> Hit {
+        self.put(key, message.clone(), &routed_via, at_ms);
+        Hit {
+            message,
+            routed_via,
+            at_ms,
+            size: 0,
         }
     }
 

@@ -22,7 +22,9 @@
 //! again from then on. `/readyz`, `freeway status` and the logs say which mode is on.
 //!
 //! Also shared: cooldowns (set by any replica, honoured by the script), sticky sessions, and
-//! the replicas' heartbeats.
+//! the replicas' heartbeats; in-flight Idempotency-Keys and the answer cache ([`shared`]).
+
+pub mod shared;
 
 use redis::aio::ConnectionManager;
 use std::collections::{HashMap, VecDeque};
@@ -143,6 +145,13 @@ enum Op {
     Sticky {
         key: String,
         model: String,
+        ttl_ms: i64,
+    },
+    /// A value only worth having while Redis answers (an answer cache entry): never kept
+    /// for later.
+    Set {
+        key: String,
+        value: Vec<u8>,
         ttl_ms: i64,
     },
 }
@@ -770,6 +779,9 @@ impl Cluster {
     fn keep(&self, batch: Vec<Op>) {
         let mut st = self.lock();
         for op in batch {
+            if matches!(op, Op::Set { .. }) {
+                continue;
+            }
             if st.pending.len() >= MAX_PENDING {
                 st.pending.pop_front();
                 st.dropped += 1;
@@ -820,6 +832,14 @@ impl Cluster {
                     pipe.cmd("SET")
                         .arg(key)
                         .arg(model)
+                        .arg("PX")
+                        .arg((*ttl_ms).max(1))
+                        .ignore();
+                }
+                Op::Set { key, value, ttl_ms } => {
+                    pipe.cmd("SET")
+                        .arg(key)
+                        .arg(value)
                         .arg("PX")
                         .arg((*ttl_ms).max(1))
                         .ignore();

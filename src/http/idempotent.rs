@@ -27,6 +27,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
+use crate::cluster::Cluster;
+use crate::cluster::shared::{self, Held, Idem};
 use crate::error::ApiError;
 use crate::ops::Ops;
 use crate::record::Kept;
@@ -100,19 +102,28 @@ impl Recording {
     /// A recording of a kept answer, already whole.
     fn of(kept: &Kept) -> Arc<Recording> {
         let rec = Recording::new();
+        rec.fill(kept, false);
+        rec
+    }
+
+    /// Write a kept answer whole (`replayed`: saying so in its headers).
+    fn fill(&self, kept: &Kept, replayed: bool) {
         let mut headers = HeaderMap::new();
         for (n, v) in &kept.headers {
             if let (Ok(n), Ok(v)) = (HeaderName::try_from(n.as_str()), HeaderValue::try_from(v)) {
                 headers.insert(n, v);
             }
         }
+        if replayed {
+            headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+        }
         let status = StatusCode::from_u16(kept.status).unwrap_or(StatusCode::OK);
-        rec.update(|s| {
+        self.update(|s| {
             s.head = Some((status, headers));
+            s.bytes = kept.body.len();
             s.chunks.push(Bytes::from(kept.body.clone()));
             s.done = true;
         });
-        rec
     }
 
     /// The response as a reader sees it: once the head is known, the body from its start.
@@ -260,24 +271,117 @@ impl Idempotency {
                 self.turn_or_claim(&id, &fingerprint, now_ms)?
             }
         };
-        match turn {
-            Turn::Replay(rec) => Ok(rec.response(true).await),
-            Turn::Run(rec) => {
-                let me = Arc::clone(self);
-                let fut = run(body);
-                let writer = Arc::clone(&rec);
-                tokio::spawn(async move {
-                    // Should the run panic, the readers are told and the key is free again.
-                    let _unfinished = Unfinished {
-                        keeper: Arc::clone(&me),
-                        id: id.clone(),
-                        rec: Arc::clone(&writer),
-                    };
-                    let keep = record(fut, &writer).await;
-                    me.finish(id, fingerprint, &writer, keep, now_ms).await;
-                });
-                Ok(rec.response(false).await)
+        let rec = match turn {
+            Turn::Replay(rec) => return Ok(rec.response(true).await),
+            Turn::Run(rec) => rec,
+        };
+        // Should this future be dropped (the client went away) or the run panic, the readers
+        // are told and the key is free again.
+        let unfinished = Unfinished {
+            keeper: Arc::clone(self),
+            id: id.clone(),
+            rec: Arc::clone(&rec),
+        };
+        // Other replicas: one round trip, for requests with the header only.
+        let cluster = self.ops.cluster().cloned();
+        let shared = match &cluster {
+            Some(c) => c.idem_claim(&id.0, &id.1, &fingerprint).await,
+            None => Idem::Local,
+        };
+        match shared {
+            Idem::Kept(kept) if kept.fingerprint != fingerprint => {
+                self.refuse(&id, &rec).await;
+                return Err(reused());
             }
+            Idem::Running(fp) if fp != fingerprint => {
+                self.refuse(&id, &rec).await;
+                return Err(reused());
+            }
+            Idem::Kept(kept) => {
+                self.adopt(id, kept, &rec).await;
+                return Ok(rec.response(false).await);
+            }
+            _ => {}
+        }
+        let me = Arc::clone(self);
+        let fut = run(body);
+        let writer = Arc::clone(&rec);
+        tokio::spawn(async move {
+            let _unfinished = unfinished;
+            let held = match (shared, &cluster) {
+                (Idem::Run(held), _) => Some(held),
+                (Idem::Running(_), Some(c)) => match wait(c, &id, &fingerprint).await {
+                    Waited::Run(held) => Some(held),
+                    Waited::Local => None,
+                    Waited::Kept(kept) => {
+                        me.adopt(id, kept, &writer).await;
+                        return;
+                    }
+                    Waited::Refused(e) => {
+                        let resp = axum::response::IntoResponse::into_response(e);
+                        record(Box::pin(async move { resp }), &writer).await;
+                        me.forget(&id, &writer);
+                        return;
+                    }
+                },
+                _ => None,
+            };
+            let keep = match (&held, &cluster) {
+                (Some(held), Some(c)) => {
+                    // The claim is renewed while the run goes on, so only a replica that
+                    // died lets it lapse.
+                    let renewing = async {
+                        loop {
+                            tokio::time::sleep(shared::RENEW).await;
+                            if !c.idem_renew(held).await {
+                                break;
+                            }
+                        }
+                        std::future::pending::<()>().await;
+                    };
+                    tokio::select! {
+                        keep = record(fut, &writer) => keep,
+                        () = renewing => false,
+                    }
+                }
+                _ => record(fut, &writer).await,
+            };
+            me.finish(id, fingerprint, &writer, keep, now_ms, cluster.zip(held))
+                .await;
+        });
+        Ok(rec.response(false).await)
+    }
+
+    /// Another replica's answer: this request's too, replayed, and kept here as well.
+    async fn adopt(&self, id: (String, String), kept: Kept, rec: &Recording) {
+        rec.fill(&kept, true);
+        let kept = Arc::new(kept);
+        self.remember(id.clone(), Arc::clone(&kept));
+        self.forget(&id, rec);
+        let ops = Arc::clone(&self.ops);
+        let saved = crate::offload::run(move || ops.keep_idempotent(&id.0, &id.1, &kept)).await;
+        if !matches!(saved, Ok(Ok(()))) {
+            tracing::warn!("an answer for an Idempotency-Key could not be stored");
+        }
+    }
+
+    /// This request is refused (another replica holds the key for another body): readers of
+    /// its recording (local duplicates with the same body) get the same refusal.
+    async fn refuse(&self, id: &(String, String), rec: &Recording) {
+        let resp = axum::response::IntoResponse::into_response(reused());
+        record(Box::pin(async move { resp }), rec).await;
+        self.forget(id, rec);
+    }
+
+    /// `rec` no longer runs for `id`.
+    fn forget(&self, id: &(String, String), rec: &Recording) {
+        let mut inner = self.lock();
+        if inner
+            .running
+            .get(id)
+            .is_some_and(|(_, r)| std::ptr::eq(Arc::as_ptr(r), rec))
+        {
+            inner.running.remove(id);
         }
     }
 
@@ -316,11 +420,6 @@ impl Idempotency {
         fingerprint: &[u8],
         now_ms: i64,
     ) -> Result<Option<Turn>, ApiError> {
-        let reused = || {
-            ApiError::IdempotencyKeyReused(
-                "this Idempotency-Key was used with another request; use a new key for a new request".into(),
-            )
-        };
         if let Some((fp, rec)) = inner.running.get(id) {
             if fp != fingerprint {
                 return Err(reused());
@@ -366,6 +465,7 @@ impl Idempotency {
         rec: &Recording,
         keep: bool,
         now_ms: i64,
+        held: Option<(Arc<Cluster>, Held)>,
     ) {
         let kept = keep.then(|| {
             let s = rec.lock();
@@ -386,6 +486,10 @@ impl Idempotency {
                 at_ms: now_ms,
             })
         });
+        if let Some((cluster, held)) = &held {
+            // Before the store: the replicas waiting for it poll Redis.
+            cluster.idem_done(held, kept.as_deref()).await;
+        }
         if let Some(kept) = &kept {
             self.remember(id.clone(), Arc::clone(kept));
             let ops = Arc::clone(&self.ops);
@@ -397,13 +501,54 @@ impl Idempotency {
                 );
             }
         }
-        let mut inner = self.lock();
-        if inner
-            .running
-            .get(&id)
-            .is_some_and(|(_, r)| std::ptr::eq(Arc::as_ptr(r), rec))
-        {
-            inner.running.remove(&id);
+        self.forget(&id, rec);
+    }
+}
+
+fn reused() -> ApiError {
+    ApiError::IdempotencyKeyReused(
+        "this Idempotency-Key was used with another request; use a new key for a new request"
+            .into(),
+    )
+}
+
+/// What waiting for another replica's run came to.
+enum Waited {
+    /// Its answer.
+    Kept(Kept),
+    /// It ended without an answer to keep: this replica holds the key now.
+    Run(Held),
+    /// Redis went away: this replica runs it alone.
+    Local,
+    Refused(ApiError),
+}
+
+/// The longest a duplicate waits for another replica's run.
+const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Wait for the replica running `id` to finish: its answer, or the key to run it here.
+async fn wait(cluster: &Cluster, id: &(String, String), fingerprint: &[u8]) -> Waited {
+    let deadline = tokio::time::Instant::now() + MAX_WAIT;
+    loop {
+        if tokio::time::Instant::now() >= deadline {
+            return Waited::Refused(ApiError::UpstreamFailed(format!(
+                "another replica has been answering this Idempotency-Key for over {} s; try again later",
+                MAX_WAIT.as_secs()
+            )));
+        }
+        tokio::time::sleep(shared::POLL).await;
+        match cluster.idem_claim(&id.0, &id.1, fingerprint).await {
+            Idem::Running(fp) if fp == fingerprint => continue,
+            Idem::Running(_) => return Waited::Refused(reused()),
+            Idem::Kept(k) if k.fingerprint != fingerprint => return Waited::Refused(reused()),
+            Idem::Kept(k) => return Waited::Kept(k),
+            Idem::Run(held) => return Waited::Run(held),
+            Idem::Local => {
+                tracing::warn!(
+                    "Redis went away while another replica ran this Idempotency-Key: running it here"
+                );
+                return Waited::Local;
+            }
         }
     }
 }

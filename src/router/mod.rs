@@ -222,21 +222,36 @@ impl Router {
         if let Some(hit) = cache.get(&key, self.ledger.now_ms()) {
             return Ok(self.answer_cached(&inc, hit));
         }
+        // Another replica may have answered it.
+        if let Some(cluster) = &self.cluster {
+            if let Some((m, via, at_ms)) = cluster.cache_get(&key).await {
+                let hit = cache.adopt(key, m, via, at_ms);
+                return Ok(self.answer_cached(&inc, hit));
+            }
+        }
         let mut reply = self.route_upstream(inc).await?;
         reply.cache = "miss";
         let now = self.ledger.now_ms();
+        let cluster = self.cluster.clone();
+        let keep = move |m: crate::chat::Message, via: &str| {
+            let shared = cluster.as_ref().map(|_| m.clone());
+            if cache.put(key, m, via, now) {
+                if let (Some(c), Some(m)) = (&cluster, shared) {
+                    c.cache_put(&key, &m, via, now, cache.ttl());
+                }
+            }
+        };
         reply.body = match reply.body {
             Body::Answer(answer) => {
                 if let Ok(m) = answer.message() {
-                    cache.put(key, m, &reply.routed_via, now);
+                    keep(m, &reply.routed_via);
                 }
                 Body::Answer(answer)
             }
             Body::Stream(pieces) => {
-                let keep = Arc::clone(&cache);
                 let via = reply.routed_via.clone();
                 let model = reply.model.clone();
-                Body::Stream(caching(pieces, model, move |m| keep.put(key, m, &via, now)))
+                Body::Stream(caching(pieces, model, move |m| keep(m, &via)))
             }
         };
         Ok(reply)

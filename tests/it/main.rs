@@ -22,6 +22,7 @@ mod proxy;
 mod quota;
 mod redis_server;
 mod replicas;
+mod replicas_shared;
 mod routing;
 mod surfaces;
 mod tenants;
