@@ -60,6 +60,17 @@ async fn redis_keys(redis: &RedisServer, pattern: &str) -> Vec<String> {
         .unwrap()
 }
 
+/// The time `key` has left in Redis (ms; negative when it has no TTL or does not exist).
+async fn pttl(redis: &RedisServer, key: &str) -> i64 {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("PTTL")
+        .arg(key)
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_key_running_on_one_replica_is_waited_for_and_replayed_by_another() {
     let redis = RedisServer::start();
@@ -119,6 +130,11 @@ async fn a_stream_running_on_one_replica_is_replayed_whole_by_another() {
     // B waits while A's stream is half way; then A's stream ends.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!second.is_finished(), "B answered before A's run ended");
+    // A's claim lapses on its own unless renewed: a replica killed mid-run frees the key.
+    let claims = redis_keys(&redis, "freeway:idem:*:run").await;
+    assert_eq!(claims.len(), 1, "{claims:?}");
+    let ttl = pttl(&redis, &claims[0]).await;
+    assert!(ttl > 0 && ttl <= 30_000, "the claim's TTL: {ttl} ms");
     gate.notify_one();
     let (first, second) = (first.await.unwrap(), second.await.unwrap());
     assert_eq!(second.headers()["idempotent-replayed"], "true");
@@ -182,6 +198,11 @@ async fn a_failed_run_on_one_replica_lets_the_waiting_replica_run_it_afresh() {
     assert_eq!(second.status(), 200);
     assert!(second.text().await.unwrap().contains("fine now"));
     assert_eq!(mock.chat_calls().len(), 2, "a failure is not kept");
+    assert_eq!(
+        mock.max_in_flight(),
+        1,
+        "B ran it only once A's run had ended"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -228,4 +249,30 @@ async fn an_answer_cached_on_one_replica_is_a_hit_on_another() {
         "{:?}",
         rows.iter().map(|r| &r.served_by).collect::<Vec<_>>()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_redis_idempotency_and_the_cache_are_the_replicas_own() {
+    let mut redis = RedisServer::start();
+    let mock = Mock::start().await;
+    mock.on(|_, n| Reply::ok(&format!("answer number {n}")));
+    let toml = shared(&redis, &mock, "[cache]\nenabled = true\n");
+    let a = Arc::new(TestApp::start(Options::new(toml)).await.unwrap());
+    redis.stop();
+    let body = json!({"model": "mock-model", "messages": [{"role": "user", "content": "key"}]});
+    let first = send(&a, "order-20", body.clone()).await.unwrap();
+    assert_eq!(first.status(), 200);
+    let again = send(&a, "order-20", body).await.unwrap();
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(mock.chat_calls().len(), 1);
+    assert_eq!(
+        a.chat(ask("mock-model")).await.headers()["x-freeway-cache"],
+        "miss"
+    );
+    assert_eq!(
+        a.chat(ask("mock-model")).await.headers()["x-freeway-cache"],
+        "hit"
+    );
+    assert_eq!(mock.chat_calls().len(), 2);
 }
