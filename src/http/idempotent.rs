@@ -15,6 +15,10 @@
 //! larger than [`MAX_KEPT`] (a larger answer is still shared with the duplicates in flight, but
 //! not kept). An answer in flight is held whole while it runs, so a duplicate can start from
 //! its beginning: memory bounded by the requests in flight times the largest answer.
+//!
+//! With `[cluster]`, a key is also claimed in Redis before it runs, so a duplicate that
+//! reaches another replica waits for this one's answer (or is refused) instead of running
+//! again ([`crate::cluster::shared`]).
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
