@@ -200,13 +200,12 @@ impl Cluster {
         }
     }
 
-    /// The run ended: keep its answer for every replica (when there is one), then release
-    /// the claim.
-    pub async fn idem_done(&self, held: &Held, kept: Option<&Kept>) {
+    /// The run ended: keep its answer for every replica (when there is one) until `keep_ms`
+    /// after it was asked, then release the claim.
+    pub async fn idem_done(&self, held: &Held, kept: Option<&Kept>, keep_ms: i64) {
         let (value, ttl_ms) = match kept {
             Some(k) => {
-                let left = crate::http::idempotent::KEEP_MS
-                    .saturating_sub(self.clock.now_ms().saturating_sub(k.at_ms));
+                let left = keep_ms.saturating_sub(self.clock.now_ms().saturating_sub(k.at_ms));
                 let ttl = if k.body.len() <= SMALL_ANSWER {
                     left
                 } else {

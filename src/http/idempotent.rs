@@ -492,7 +492,7 @@ impl Idempotency {
         });
         if let Some((cluster, held)) = &held {
             // Before the store: the replicas waiting for it poll Redis.
-            cluster.idem_done(held, kept.as_deref()).await;
+            cluster.idem_done(held, kept.as_deref(), KEEP_MS).await;
         }
         if let Some(kept) = &kept {
             self.remember(id.clone(), Arc::clone(kept));
