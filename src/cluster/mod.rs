@@ -31,8 +31,60 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::ledger::{
-    Ask, CLIENT_SCOPE, Clock, Denied, Ledger, Scope, Span, cap_label, day_span, month_span,
+    Ask, CLIENT_SCOPE, Clock, Denied, Ledger, Reservation, Scope, SharedClaim, Span, cap_label,
+    day_span, month_span,
 };
+
+/// Reserve `ask` in `ledger`, then in the shared ledger of `cluster` if there is one (one
+/// round trip); refused there, the local claim goes back.
+pub async fn take(
+    ledger: &Arc<dyn Ledger>,
+    cluster: Option<&Arc<Cluster>>,
+    ask: &Ask,
+) -> Result<Reservation, Denied> {
+    let r = Reservation::take(ledger, ask)?;
+    match cluster {
+        Some(c) => share(r, c, ask).await,
+        None => Ok(r),
+    }
+}
+
+/// Count a local reservation in the shared ledger too; refused there, it is given back as
+/// never sent.
+pub async fn share(
+    mut r: Reservation,
+    cluster: &Arc<Cluster>,
+    ask: &Ask,
+) -> Result<Reservation, Denied> {
+    match cluster.reserve(ask).await {
+        Ok(claim) => {
+            r.also(Box::new(Held {
+                cluster: Arc::clone(cluster),
+                claim,
+            }));
+            Ok(r)
+        }
+        Err(denied) => {
+            r.unsent();
+            Err(denied)
+        }
+    }
+}
+
+/// A claim in the shared ledger, settled with its local reservation.
+struct Held {
+    cluster: Arc<Cluster>,
+    claim: Claim,
+}
+
+impl SharedClaim for Held {
+    fn settle(&self, tokens: Option<u64>) {
+        self.cluster.settle(&self.claim, tokens);
+    }
+    fn release(&self, sent: bool) {
+        self.cluster.release(&self.claim, sent);
+    }
+}
 
 /// A replica counts as alive this long after its last heartbeat.
 pub const REPLICA_TTL_MS: i64 = 5_000;
@@ -962,6 +1014,33 @@ impl Cluster {
             .arg(&self.replica)
             .query_async(&mut conn)
             .await;
+    }
+}
+
+/// What `freeway status` says of the cluster (it runs apart from the replicas): whether Redis
+/// answers, and how many replicas beat in the last [`REPLICA_TTL_MS`].
+pub async fn probe(url: &str, prefix: &str, now_ms: i64) -> String {
+    let asked = async {
+        let client = redis::Client::open(url)?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        let key = format!("{prefix}:replicas");
+        redis::cmd("ZCOUNT")
+            .arg(&key)
+            .arg(now_ms - REPLICA_TTL_MS)
+            .arg("+inf")
+            .query_async::<u64>(&mut conn)
+            .await
+    };
+    match tokio::time::timeout(Duration::from_secs(2), asked).await {
+        Ok(Ok(n)) => format!(
+            "shared ledger on Redis ({}), {n} replica(s) beating",
+            redact_url(url)
+        ),
+        Ok(Err(e)) => format!(
+            "Redis unreachable ({}): each replica serves from a local share (1/N of what each pool had left)",
+            redact_url(&e.to_string())
+        ),
+        Err(_) => "Redis did not answer within 2 s: each replica serves from a local share (1/N of what each pool had left)".to_string(),
     }
 }
 
