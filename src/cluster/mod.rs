@@ -178,6 +178,22 @@ pub struct Claim {
     shared: bool,
 }
 
+/// A client key's place among its requests in flight on every replica; given back when
+/// dropped.
+pub struct Seat {
+    cluster: Arc<Cluster>,
+    key: String,
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        self.cluster.send(Op::Leave {
+            key: std::mem::take(&mut self.key),
+            field: self.cluster.replica.clone(),
+        });
+    }
+}
+
 /// Work for Redis that need not hold up a request.
 #[derive(Debug, Clone)]
 enum Op {
@@ -192,6 +208,11 @@ enum Op {
         reason: String,
     },
     Clear(String),
+    /// A request in flight of a client key ended on this replica.
+    Leave {
+        key: String,
+        field: String,
+    },
     Sticky {
         key: String,
         model: String,
@@ -723,6 +744,38 @@ impl Cluster {
         self.send(Op::Clear(self.cool_key(scope)));
     }
 
+    /// Take a place among `client`'s requests in flight on every replica, at most `max`
+    /// (`Ok(None)`: Redis is away, this replica's own count is all there is).
+    pub async fn enter(self: &Arc<Self>, client: &str, max: u32) -> Result<Option<Seat>, ()> {
+        if self.lock().mode != Mode::Shared {
+            return Ok(None);
+        }
+        let key = format!("{}:inflight:{client}", self.prefix);
+        let now = self.clock.now_ms();
+        let mut conn = self.conn.clone();
+        let entered = redis::Script::new(include_str!("enter.lua"))
+            .key(&key)
+            .key(format!("{}:replicas", self.prefix))
+            .arg(&self.replica)
+            .arg(max)
+            .arg(now - REPLICA_TTL_MS)
+            .invoke_async::<i64>(&mut conn)
+            .await;
+        match entered {
+            Ok(1) => Ok(Some(Seat {
+                cluster: Arc::clone(self),
+                key,
+            })),
+            Ok(_) => Err(()),
+            Err(e) => {
+                if unreachable(&e) {
+                    self.alone(now, &e);
+                }
+                Ok(None)
+            }
+        }
+    }
+
     fn sticky_key(&self, id: &str) -> String {
         format!("{}:sticky:{id}", self.prefix)
     }
@@ -867,6 +920,9 @@ impl Cluster {
                 }
                 Op::Clear(key) => {
                     pipe.del(key).ignore();
+                }
+                Op::Leave { key, field } => {
+                    pipe.hincr(key, field, -1).ignore();
                 }
                 Op::Sticky { key, model, ttl_ms } => {
                     pipe.cmd("SET")

@@ -189,6 +189,12 @@ impl Router {
         let Some(cluster) = &self.cluster else {
             return Ok(admission);
         };
+        if let Some(max) = client.limits.concurrent {
+            match cluster.enter(&client.name, max).await {
+                Ok(seat) => admission.seat = seat,
+                Err(()) => return Err(clients::busy(&client.name, max)),
+            }
+        }
         if let Some(r) = admission.reservation.take() {
             let ask = Ask::client(&client.name, &client.limits, tokens);
             match crate::cluster::share(r, cluster, &ask).await {

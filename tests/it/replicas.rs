@@ -152,6 +152,54 @@ async fn a_client_keys_daily_limit_holds_across_replicas() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_keys_requests_in_flight_are_counted_across_replicas() {
+    let redis = RedisServer::start();
+    let mock = Mock::start().await;
+    mock.on(|_, _| {
+        std::thread::sleep(Duration::from_millis(600));
+        Reply::ok("hi")
+    });
+    let team = "[auth]\napi_keys = [{ name = \"team\", key = \"fw-team-key-0123456789\" }]\n\
+                [auth.limits.team]\nconcurrent = 2\n";
+    let apps = replicas(3, &shared(&redis, &mock, "", team)).await;
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let app = Arc::clone(&apps[i % 3]);
+        tasks.push(tokio::spawn(async move {
+            app.client
+                .post(app.url("/v1/chat/completions"))
+                .bearer_auth("fw-team-key-0123456789")
+                .json(&ask("mock/mock-model"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    assert_eq!(
+        ok, 2,
+        "two in flight at once over three replicas: {statuses:?}"
+    );
+    // The places are given back: the next ones pass.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = apps[2]
+        .client
+        .post(apps[2].url("/v1/chat/completions"))
+        .bearer_auth("fw-team-key-0123456789")
+        .json(&ask("mock/mock-model"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rate_limit_seen_by_one_replica_cools_the_model_on_every_replica() {
     let redis = RedisServer::start();
     let mock = Mock::start().await;
