@@ -165,16 +165,27 @@ impl App {
         let (store, sealer, _) = open_data(&config)?;
         let catalog = Arc::new(Catalog::from_config(&config)?);
         let ledger = Arc::new(MemoryLedger::new(Arc::clone(&clock)));
+        // Only a server shares its ledger (the CLI opens the App outside any runtime, and
+        // asks Redis itself: `freeway status`).
+        let serving = tokio::runtime::Handle::try_current().is_ok();
         let cluster = match &config.cluster.redis_url {
-            Some(url) => Some(crate::cluster::Cluster::new(
+            Some(url) if serving => Some(crate::cluster::Cluster::new(
                 url.expose(),
                 &config.cluster.prefix,
                 ledger.clone(),
                 Arc::clone(&clock),
                 config.routing.sticky_ttl,
             )?),
-            None => None,
+            _ => None,
         };
+        if let Some(url) = &config.cluster.redis_url {
+            if serving {
+                tracing::info!(
+                    redis = %crate::cluster::redact_url(url.expose()),
+                    "several replicas: the ledger, cooldowns and sticky sessions are shared through Redis"
+                );
+            }
+        }
         let admin = Arc::new(crate::admin::Admin::new(
             Arc::clone(&store),
             config.auth.admin_password.clone(),

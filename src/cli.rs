@@ -613,6 +613,14 @@ fn status_cmd(config: Config) -> anyhow::Result<()> {
     let app = App::open(config)?;
     let now = now_ms();
     let (providers, soonest) = app.ops.status();
+    if let Some(url) = &app.config.cluster.redis_url {
+        let said = runtime()?.block_on(crate::cluster::probe(
+            url.expose(),
+            &app.config.cluster.prefix,
+            now,
+        ));
+        out!("cluster: {said}");
+    }
     for p in providers {
         out!(
             "{} ({}): {} key(s), {} usable{}",

@@ -33,8 +33,60 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::ledger::{
-    Ask, CLIENT_SCOPE, Clock, Denied, Ledger, Scope, Span, cap_label, day_span, month_span,
+    Ask, CLIENT_SCOPE, Clock, Denied, Ledger, Reservation, Scope, SharedClaim, Span, cap_label,
+    day_span, month_span,
 };
+
+/// Reserve `ask` in `ledger`, then in the shared ledger of `cluster` if there is one (one
+/// round trip); refused there, the local claim goes back.
+pub async fn take(
+    ledger: &Arc<dyn Ledger>,
+    cluster: Option<&Arc<Cluster>>,
+    ask: &Ask,
+) -> Result<Reservation, Denied> {
+    let r = Reservation::take(ledger, ask)?;
+    match cluster {
+        Some(c) => share(r, c, ask).await,
+        None => Ok(r),
+    }
+}
+
+/// Count a local reservation in the shared ledger too; refused there, it is given back as
+/// never sent.
+pub async fn share(
+    mut r: Reservation,
+    cluster: &Arc<Cluster>,
+    ask: &Ask,
+) -> Result<Reservation, Denied> {
+    match cluster.reserve(ask).await {
+        Ok(claim) => {
+            r.also(Box::new(Held {
+                cluster: Arc::clone(cluster),
+                claim,
+            }));
+            Ok(r)
+        }
+        Err(denied) => {
+            r.unsent();
+            Err(denied)
+        }
+    }
+}
+
+/// A claim in the shared ledger, settled with its local reservation.
+struct Held {
+    cluster: Arc<Cluster>,
+    claim: Claim,
+}
+
+impl SharedClaim for Held {
+    fn settle(&self, tokens: Option<u64>) {
+        self.cluster.settle(&self.claim, tokens);
+    }
+    fn release(&self, sent: bool) {
+        self.cluster.release(&self.claim, sent);
+    }
+}
 
 /// A replica counts as alive this long after its last heartbeat.
 pub const REPLICA_TTL_MS: i64 = 5_000;
@@ -128,6 +180,22 @@ pub struct Claim {
     shared: bool,
 }
 
+/// A client key's place among its requests in flight on every replica; given back when
+/// dropped.
+pub struct Seat {
+    cluster: Arc<Cluster>,
+    key: String,
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        self.cluster.send(Op::Leave {
+            key: std::mem::take(&mut self.key),
+            field: self.cluster.replica.clone(),
+        });
+    }
+}
+
 /// Work for Redis that need not hold up a request.
 #[derive(Debug, Clone)]
 enum Op {
@@ -142,6 +210,11 @@ enum Op {
         reason: String,
     },
     Clear(String),
+    /// A request in flight of a client key ended on this replica.
+    Leave {
+        key: String,
+        field: String,
+    },
     Sticky {
         key: String,
         model: String,
@@ -680,6 +753,38 @@ impl Cluster {
         self.send(Op::Clear(self.cool_key(scope)));
     }
 
+    /// Take a place among `client`'s requests in flight on every replica, at most `max`
+    /// (`Ok(None)`: Redis is away, this replica's own count is all there is).
+    pub async fn enter(self: &Arc<Self>, client: &str, max: u32) -> Result<Option<Seat>, ()> {
+        if self.lock().mode != Mode::Shared {
+            return Ok(None);
+        }
+        let key = format!("{}:inflight:{client}", self.prefix);
+        let now = self.clock.now_ms();
+        let mut conn = self.conn.clone();
+        let entered = redis::Script::new(include_str!("enter.lua"))
+            .key(&key)
+            .key(format!("{}:replicas", self.prefix))
+            .arg(&self.replica)
+            .arg(max)
+            .arg(now - REPLICA_TTL_MS)
+            .invoke_async::<i64>(&mut conn)
+            .await;
+        match entered {
+            Ok(1) => Ok(Some(Seat {
+                cluster: Arc::clone(self),
+                key,
+            })),
+            Ok(_) => Err(()),
+            Err(e) => {
+                if unreachable(&e) {
+                    self.alone(now, &e);
+                }
+                Ok(None)
+            }
+        }
+    }
+
     fn sticky_key(&self, id: &str) -> String {
         format!("{}:sticky:{id}", self.prefix)
     }
@@ -827,6 +932,9 @@ impl Cluster {
                 }
                 Op::Clear(key) => {
                     pipe.del(key).ignore();
+                }
+                Op::Leave { key, field } => {
+                    pipe.hincr(key, field, -1).ignore();
                 }
                 Op::Sticky { key, model, ttl_ms } => {
                     pipe.cmd("SET")
@@ -982,6 +1090,33 @@ impl Cluster {
             .arg(&self.replica)
             .query_async(&mut conn)
             .await;
+    }
+}
+
+/// What `freeway status` says of the cluster (it runs apart from the replicas): whether Redis
+/// answers, and how many replicas beat in the last [`REPLICA_TTL_MS`].
+pub async fn probe(url: &str, prefix: &str, now_ms: i64) -> String {
+    let asked = async {
+        let client = redis::Client::open(url)?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        let key = format!("{prefix}:replicas");
+        redis::cmd("ZCOUNT")
+            .arg(&key)
+            .arg(now_ms - REPLICA_TTL_MS)
+            .arg("+inf")
+            .query_async::<u64>(&mut conn)
+            .await
+    };
+    match tokio::time::timeout(Duration::from_secs(2), asked).await {
+        Ok(Ok(n)) => format!(
+            "shared ledger on Redis ({}), {n} replica(s) beating",
+            redact_url(url)
+        ),
+        Ok(Err(e)) => format!(
+            "Redis unreachable ({}): each replica serves from a local share (1/N of what each pool had left)",
+            redact_url(&e.to_string())
+        ),
+        Err(_) => "Redis did not answer within 2 s: each replica serves from a local share (1/N of what each pool had left)".to_string(),
     }
 }
 

@@ -397,6 +397,15 @@ pub trait Ledger: Send + Sync + 'static {
     fn mirror(&self, _scope: &Scope, _reset: Reset, _requests: u64, _tokens: u64) {}
 }
 
+/// The same claim counted somewhere else too (the ledger several replicas share), settled
+/// and released with the local one.
+pub trait SharedClaim: Send + Sync {
+    /// The request was answered and used `tokens` in all (`None`: the estimate stands).
+    fn settle(&self, tokens: Option<u64>);
+    /// The request failed (`sent`) or never left.
+    fn release(&self, sent: bool);
+}
+
 /// A granted claim. Settle or release it; dropped unsettled (the client went away, a panic),
 /// it releases itself as a request that was sent.
 pub struct Reservation {
@@ -404,7 +413,7 @@ pub struct Reservation {
     ticket: Ticket,
     done: bool,
     /// The same claim in the ledger several replicas share, when there is one.
-    shared: Option<(Arc<crate::cluster::Cluster>, crate::cluster::Claim)>,
+    shared: Option<Box<dyn SharedClaim>>,
 }
 
 impl Reservation {
@@ -419,43 +428,16 @@ impl Reservation {
         })
     }
 
-    /// Reserve `ask` in `ledger`, then in the shared ledger of `cluster` if there is one (one
-    /// round trip); refused there, the local claim goes back.
-    pub async fn take_shared(
-        ledger: &Arc<dyn Ledger>,
-        cluster: Option<&Arc<crate::cluster::Cluster>>,
-        ask: &Ask,
-    ) -> Result<Reservation, Denied> {
-        Self::take(ledger, ask)?.share(cluster, ask).await
-    }
-
-    /// Count this claim in the shared ledger of `cluster` too (nothing without one); refused
-    /// there, it is given back as never sent.
-    pub async fn share(
-        mut self,
-        cluster: Option<&Arc<crate::cluster::Cluster>>,
-        ask: &Ask,
-    ) -> Result<Reservation, Denied> {
-        let Some(cluster) = cluster else {
-            return Ok(self);
-        };
-        match cluster.reserve(ask).await {
-            Ok(claim) => {
-                self.shared = Some((Arc::clone(cluster), claim));
-                Ok(self)
-            }
-            Err(denied) => {
-                self.unsent();
-                Err(denied)
-            }
-        }
+    /// Count this claim in another ledger too: settled and released with this one.
+    pub fn also(&mut self, claim: Box<dyn SharedClaim>) {
+        self.shared = Some(claim);
     }
 
     /// The request succeeded and used `tokens` in all (`None`: the estimate stands).
     pub fn settle(mut self, tokens: Option<u64>) {
         self.ledger.settle(&self.ticket, tokens);
-        if let Some((c, claim)) = &self.shared {
-            c.settle(claim, tokens);
+        if let Some(c) = &self.shared {
+            c.settle(tokens);
         }
         self.done = true;
     }
@@ -472,8 +454,8 @@ impl Reservation {
 
     fn give_back(&mut self, sent: bool) {
         self.ledger.release(&self.ticket, sent);
-        if let Some((c, claim)) = &self.shared {
-            c.release(claim, sent);
+        if let Some(c) = &self.shared {
+            c.release(sent);
         }
         self.done = true;
     }

@@ -23,6 +23,8 @@ use crate::ledger::{Ask, Denied, Ledger, Reservation};
 pub struct Admission {
     pub reservation: Option<Reservation>,
     _in_flight: Option<InFlight>,
+    /// Its place among the key's requests in flight on every replica (`[cluster]`).
+    pub seat: Option<crate::cluster::Seat>,
 }
 
 impl Admission {
@@ -79,13 +81,7 @@ impl Gate {
             let mut m = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
             let n = m.entry(client.name.clone()).or_default();
             if *n >= max {
-                return Err(ApiError::ClientQuota {
-                    message: format!(
-                        "the client key `{}` has {max} request(s) in flight, its limit (concurrent = {max}); wait for one to finish",
-                        client.name
-                    ),
-                    retry_after: Some(std::time::Duration::from_secs(1)),
-                });
+                return Err(busy(&client.name, max));
             }
             *n += 1;
             admission._in_flight = Some(InFlight {
@@ -101,6 +97,16 @@ impl Gate {
             }
         }
         Ok(admission)
+    }
+}
+
+/// The 429 for a client key with `max` requests in flight already.
+pub fn busy(name: &str, max: u32) -> ApiError {
+    ApiError::ClientQuota {
+        message: format!(
+            "the client key `{name}` has {max} request(s) in flight, its limit (concurrent = {max}); wait for one to finish"
+        ),
+        retry_after: Some(std::time::Duration::from_secs(1)),
     }
 }
 

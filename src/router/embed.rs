@@ -16,7 +16,7 @@ use crate::catalog::{Catalog, Model, Provider};
 use crate::config::EmbedApi;
 use crate::error::ApiError;
 use crate::keys::Client;
-use crate::ledger::{Ask, Reservation, parse_quota_headers};
+use crate::ledger::{Ask, parse_quota_headers};
 use crate::providers::embed::{self, Batch, Input, Vectors};
 use crate::providers::{Failure, classify};
 use crate::record::RequestRow;
@@ -334,8 +334,7 @@ impl Router {
                     break 'models;
                 }
                 let ask = Ask::new(provider, model, &key.id, tokens);
-                let taken =
-                    Reservation::take_shared(&self.ledger, self.cluster.as_ref(), &ask).await;
+                let taken = crate::cluster::take(&self.ledger, self.cluster.as_ref(), &ask).await;
                 let reservation = match taken {
                     Ok(r) => r,
                     Err(denied) => {

@@ -186,9 +186,18 @@ impl Router {
         tokens: u64,
     ) -> Result<clients::Admission, ApiError> {
         let mut admission = self.gate.admit(&self.ledger, client, tokens)?;
-        if let (Some(cluster), Some(r)) = (&self.cluster, admission.reservation.take()) {
+        let Some(cluster) = &self.cluster else {
+            return Ok(admission);
+        };
+        if let Some(max) = client.limits.concurrent {
+            match cluster.enter(&client.name, max).await {
+                Ok(seat) => admission.seat = seat,
+                Err(()) => return Err(clients::busy(&client.name, max)),
+            }
+        }
+        if let Some(r) = admission.reservation.take() {
             let ask = Ask::client(&client.name, &client.limits, tokens);
-            match r.share(Some(cluster), &ask).await {
+            match crate::cluster::share(r, cluster, &ask).await {
                 Ok(r) => admission.reservation = Some(r),
                 Err(denied) => {
                     return Err(clients::over(
@@ -433,7 +442,7 @@ impl Router {
                         }
                     };
                     let taken =
-                        Reservation::take_shared(&self.ledger, self.cluster.as_ref(), &ask).await;
+                        crate::cluster::take(&self.ledger, self.cluster.as_ref(), &ask).await;
                     let reservation = match taken {
                         Ok(r) => r,
                         Err(Denied::Paced { .. }) if pace == first_pace => {

@@ -152,6 +152,54 @@ async fn a_client_keys_daily_limit_holds_across_replicas() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_keys_requests_in_flight_are_counted_across_replicas() {
+    let redis = RedisServer::start();
+    let mock = Mock::start().await;
+    mock.on(|_, _| {
+        std::thread::sleep(Duration::from_millis(600));
+        Reply::ok("hi")
+    });
+    let team = "[auth]\napi_keys = [{ name = \"team\", key = \"fw-team-key-0123456789\" }]\n\
+                [auth.limits.team]\nconcurrent = 2\n";
+    let apps = replicas(3, &shared(&redis, &mock, "", team)).await;
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let app = Arc::clone(&apps[i % 3]);
+        tasks.push(tokio::spawn(async move {
+            app.client
+                .post(app.url("/v1/chat/completions"))
+                .bearer_auth("fw-team-key-0123456789")
+                .json(&ask("mock/mock-model"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    assert_eq!(
+        ok, 2,
+        "two in flight at once over three replicas: {statuses:?}"
+    );
+    // The places are given back: the next ones pass.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = apps[2]
+        .client
+        .post(apps[2].url("/v1/chat/completions"))
+        .bearer_auth("fw-team-key-0123456789")
+        .json(&ask("mock/mock-model"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rate_limit_seen_by_one_replica_cools_the_model_on_every_replica() {
     let redis = RedisServer::start();
     let mock = Mock::start().await;
@@ -292,4 +340,72 @@ async fn redis_stopped_under_load_each_replica_serves_its_share_and_no_cap_is_ex
         "the cap was exceeded: {} upstream calls",
         mock.count()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_killed_with_sigkill_under_load_never_lets_the_others_exceed_a_cap() {
+    use crate::process::start_server;
+    let redis = RedisServer::start();
+    let mock = Mock::start().await;
+    // Slow answers, so the killed replica has requests in flight when it dies.
+    mock.on(|_, _| {
+        std::thread::sleep(Duration::from_millis(300));
+        Reply::ok("hi")
+    });
+    let toml = shared(&redis, &mock, ", rpd = 40", "");
+    let mut dirs = Vec::new();
+    let mut servers = Vec::new();
+    for _ in 0..3 {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("freeway.toml"), &toml).unwrap();
+        let env = [
+            ("FREEWAY_LISTEN", "127.0.0.1:0"),
+            ("FREEWAY_API_KEY", CLIENT_KEY),
+        ];
+        servers.push(start_server(dir.path(), &env).unwrap());
+        dirs.push(dir);
+    }
+    let urls: Vec<String> = servers
+        .iter()
+        .map(|s| s.url("/v1/chat/completions"))
+        .collect();
+    let client = reqwest::Client::new();
+    let send = |url: String| {
+        let client = client.clone();
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .bearer_auth(CLIENT_KEY)
+                .json(&ask("mock/mock-model"))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        })
+    };
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        tasks.push(send(urls[i % 3].clone()));
+    }
+    // Kill replica 3 while its requests are in flight.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    servers.pop().unwrap().kill9();
+    let mut ok = 0;
+    for t in tasks {
+        ok += usize::from(t.await.unwrap() == 200);
+    }
+    // The survivors go on until the pool is spent.
+    let mut more = Vec::new();
+    for i in 0..30 {
+        more.push(send(urls[i % 2].clone()));
+    }
+    for t in more {
+        ok += usize::from(t.await.unwrap() == 200);
+    }
+    let upstream = mock.count();
+    assert!(upstream <= 40, "cap 40, the upstream received {upstream}");
+    // What the killed replica had in flight stays counted: the survivors' answers plus what
+    // reached the upstream from the dead one never pass the cap.
+    assert!(ok <= 40, "{ok} answered");
+    assert!(ok >= 20, "the survivors kept serving: {ok} answered");
 }
