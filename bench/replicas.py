@@ -55,6 +55,8 @@ def report(r):
     meta = dict(line.rstrip("\n").split("=", 1) for line in open(os.path.join(r, "meta.txt")) if "=" in line)
     tck = int(meta["clk_tck"])
     shared = meta["shared"] == "1"
+    pg = meta.get("store") == "postgres"
+    engines = "PostgreSQL + Redis" if pg else "SQLite each + Redis"
 
     def j(name):
         p = os.path.join(r, name + ".json")
@@ -80,35 +82,42 @@ def report(r):
     mb = lambda kb: "-" if not kb else f"{int(kb) / 1024:.1f}"
     label = {
         "a": "(a) 1 replica, SQLite",
-        "b": "(b) 1 replica, PostgreSQL + Redis" if shared else "(b) 1 replica, SQLite (dry run)",
-        "c": "(c) 3 replicas, PostgreSQL + Redis" if shared else "(c) 3 replicas, SQLite each (dry run)",
+        "b": f"(b) 1 replica, {engines}" if shared else "(b) 1 replica, SQLite (dry run)",
+        "c": f"(c) 3 replicas, {engines}" if shared else "(c) 3 replicas, SQLite each (dry run)",
     }
     members = {"a": ["a"], "b": ["b"], "c": ["c1", "c2", "c3"]}
     out = []
     w = out.append
     w("# Freeway as several replicas: `bench/replicas.sh`")
     w("")
+    if shared and not pg:
+        w("**Redis only (`REPL_STORE=sqlite`)**: (b) and (c) share the ledger through Redis, but each")
+        w("replica keeps its own SQLite store (no PostgreSQL).")
+        w("")
     if not shared:
         w("**Dry run (`REPL_SHARED=0`)**: (b) and (c) ran on SQLite, each replica with its own data")
         w("dir and ledger; nothing was shared. These figures test the script, not replicas.")
         w("")
     w(f"- date: {meta['date']}; commit {meta['commit']}")
     w(f"- machine: {meta['nproc']} CPUs, {meta['cpu']}, {meta['kernel']}; the load generator, the mock,")
-    w("  every replica, PostgreSQL and Redis share these CPUs, with no pinning")
-    if shared:
+    w("  every replica and the engines share these CPUs, with no pinning")
+    if shared and pg:
         w(f"- load generator: {meta['driver']}; {meta['postgres']} with fsync=off; Redis {meta['redis']} without persistence")
+    elif shared:
+        w(f"- load generator: {meta['driver']}; Redis {meta['redis']} without persistence; no PostgreSQL")
     else:
         w(f"- load generator: {meta['driver']}; no PostgreSQL or Redis (dry run)")
     w("- the same mock upstream for every row; `mock-model` has caps far above the load (rpm 10^8,")
     w("  rpd 10^9), so every request reserves a ledger pool; pacing off")
     if shared:
-        w("- (b) and (c) run side by side on the same PostgreSQL and Redis, each idle while the other is measured")
+        w(f"- (b) and (c) run side by side on the same {'PostgreSQL and Redis' if pg else 'Redis'}, each idle while the other is measured")
     w("- (c): the load is spread round-robin by client connection: one oha per replica, each with a")
     w("  third of the connections (and of the rate), started together; latencies merged over the three")
     w("- added = Freeway's percentile − the mock direct's percentile (a difference of percentiles)")
     w("- CPU per 1000 requests: utime + stime from /proc, from before a load until every process is")
     w("  idle again (the request-log writers' work counts); Freeway summed over the setup's replicas;")
-    w("  PostgreSQL (the postmaster and its backends) and Redis beside it")
+    w("  PostgreSQL (the postmaster and its backends) and Redis beside it (in the rows of (a), Redis's")
+    w("  figure is its idle work for the other replicas, which stay connected)")
     w("")
 
     d = j("thr_direct")
@@ -127,7 +136,7 @@ def report(r):
         add50 = x["p50_ms"] - d["p50_ms"] if d else None
         add99 = x["p99_ms"] - d["p99_ms"] if d else None
         w(f"| {label[s]} | {x['rps']:.0f} | {share} | {f3(x['p50_ms'])} | {f3(x['p99_ms'])} | {f3(add50)} | {f3(add99)} "
-          f"| {f3(c[0])} | {f3(c[1] if shared else None)} | {f3(c[2] if shared else None)} | {mb(text(f'thr_{s}.rss_kb'))} | {x['statuses']} |")
+          f"| {f3(c[0])} | {f3(c[1] if pg else None)} | {f3(c[2] if shared else None)} | {mb(text(f'thr_{s}.rss_kb'))} | {x['statuses']} |")
     w("")
 
     rounds = int(meta["rounds"])
@@ -151,7 +160,7 @@ def report(r):
         cs = [cpu(f"rate_{s}.r{i}", x["completed"]) for i, x in enumerate(xs, 1)]
         c = [med([v[k] for v in cs]) for k in range(3)]
         w(f"| {label[s]} | {f3(med([x['p50_ms'] for x in xs]))} | {f3(a50)} | {f3(med([x['p99_ms'] for x in xs]))} | {f3(a99)} "
-          f"| {f3(c[0])} | {f3(c[1] if shared else None)} | {f3(c[2] if shared else None)} | {sum(x['completed'] - x['ok'] for x in xs)} |")
+          f"| {f3(c[0])} | {f3(c[1] if pg else None)} | {f3(c[2] if shared else None)} | {sum(x['completed'] - x['ok'] for x in xs)} |")
     w("")
     if "a" in added50 and "b" in added50:
         diff = added50["b"] - added50["a"]
