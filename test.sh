@@ -6,13 +6,24 @@ cd "$(dirname "$0")"
 if ! command -v cargo-nextest >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi
-# The dashboard's browser tests drive Debian's Chromium through ChromeDriver. If they cannot be
-# installed, those tests fail and say so.
+# Debian packages some tests need, installed with apt-get when missing (one `apt-get update`
+# for all of them). If one cannot be installed, the tests that need it fail and say so.
+# - The dashboard's browser tests drive Debian's Chromium through ChromeDriver.
+# - The replica tests run a real Redis (tests/it/redis_server.rs) on a loopback port.
+sudo=""
+[ "$(id -u)" -ne 0 ] && sudo="sudo"
+apt_updated=0
+apt_install() { # what-for PACKAGE...
+  local what=$1; shift
+  { [ "$apt_updated" = 1 ] || { $sudo apt-get update -q && apt_updated=1; }; } \
+    && $sudo apt-get install -y -q "$@" \
+    || echo "could not install $*: the $what tests will fail" >&2
+}
 if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
-  sudo=""
-  [ "$(id -u)" -ne 0 ] && sudo="sudo"
-  $sudo apt-get update -q && $sudo apt-get install -y -q chromium chromium-driver \
-    || echo "could not install chromium and chromium-driver: the browser tests will fail" >&2
+  apt_install browser chromium chromium-driver
+fi
+if [ ! -x /usr/bin/redis-server ]; then
+  apt_install replica redis-server
 fi
 # The client tests (tests/it/clients.rs) drive Freeway with the official clients: the anthropic
 # and openai Python SDKs in a venv, Claude Code and Codex CLI from the npm registry, run offline

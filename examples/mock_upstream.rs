@@ -20,10 +20,14 @@
 //!   (this one survives a gateway that forwards neither headers nor query strings).
 //!
 //! Defaults also come from the environment: `MOCK_CHUNKS`, `MOCK_CHUNK_DELAY_MS`.
+//!
+//! `--count-model ID` counts the chat requests received for that model (the upstream truth of
+//! `bench/replicas.sh`'s capped key); `GET /stats` answers `{"model": ID, "chat_requests": N}`.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -47,6 +51,10 @@ struct Shared {
     settings: Settings,
     completion: Bytes,
     models: Bytes,
+    /// The model whose chat requests are counted (`--count-model`), if any.
+    counted_model: Option<String>,
+    /// Chat requests received for `counted_model`.
+    counted: AtomicU64,
 }
 
 #[derive(Deserialize)]
@@ -88,7 +96,7 @@ fn main() -> std::io::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "-h" || a == "--help") {
         eprintln!(
-            "mock_upstream --port P [--chunks N] [--chunk-delay-ms MS] [--slow-chunks N] [--slow-chunk-delay-ms MS] [--threads T]"
+            "mock_upstream --port P [--chunks N] [--chunk-delay-ms MS] [--slow-chunks N] [--slow-chunk-delay-ms MS] [--threads T] [--count-model ID]"
         );
         return Ok(());
     }
@@ -105,16 +113,22 @@ fn main() -> std::io::Result<()> {
         ),
     };
     let threads = num(&args, "--threads", "MOCK_THREADS", 0) as usize;
+    let counted_model = arg_value(&args, "--count-model");
 
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     rt.enable_all();
     if threads > 0 {
         rt.worker_threads(threads);
     }
-    rt.build()?.block_on(serve(port as u16, settings))
+    rt.build()?
+        .block_on(serve(port as u16, settings, counted_model))
 }
 
-async fn serve(port: u16, settings: Settings) -> std::io::Result<()> {
+async fn serve(
+    port: u16,
+    settings: Settings,
+    counted_model: Option<String>,
+) -> std::io::Result<()> {
     let completion = serde_json::json!({
         "id": "chatcmpl-mock",
         "object": "chat.completion",
@@ -138,6 +152,8 @@ async fn serve(port: u16, settings: Settings) -> std::io::Result<()> {
         settings,
         completion: Bytes::from(serde_json::to_vec(&completion).expect("json")),
         models: Bytes::from(serde_json::to_vec(&models).expect("json")),
+        counted_model,
+        counted: AtomicU64::new(0),
     });
 
     let app = Router::new()
@@ -145,6 +161,7 @@ async fn serve(port: u16, settings: Settings) -> std::io::Result<()> {
         .route("/v1/models", get(list_models))
         .route("/v1/embeddings", post(embeddings))
         .route("/livez", get(|| async { "ok" }))
+        .route("/stats", get(stats))
         .with_state(shared);
 
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
@@ -198,6 +215,15 @@ async fn list_models(State(s): State<Arc<Shared>>) -> Response {
     json_response(s.models.clone())
 }
 
+/// `GET /stats`: how many chat requests the counted model (`--count-model`) received.
+async fn stats(State(s): State<Arc<Shared>>) -> Response {
+    let body = serde_json::json!({
+        "model": s.counted_model,
+        "chat_requests": s.counted.load(Ordering::Relaxed),
+    });
+    json_response(Bytes::from(body.to_string()))
+}
+
 fn json_response(body: Bytes) -> Response {
     let mut r = Response::new(Body::from(body));
     r.headers_mut().insert(
@@ -231,6 +257,9 @@ async fn chat(
                 .into_response();
         }
     };
+    if req.model.is_some() && req.model == s.counted_model.as_deref() {
+        s.counted.fetch_add(1, Ordering::Relaxed);
+    }
     if !req.stream {
         return json_response(s.completion.clone());
     }
