@@ -114,14 +114,25 @@ pub fn open_data(config: &Config) -> anyhow::Result<(Arc<Store>, Arc<Sealer>, Ke
                 )
             })?;
     }
-    let store = Store::open(&config.data_dir)?;
+    // With `[store] url` the state is in PostgreSQL; the key file (unless
+    // FREEWAY_ENCRYPTION_KEY is given) stays in data_dir, and every replica needs the same key.
+    let (store, holder) = match &config.store_url {
+        Some(url) => {
+            let store = Store::connect(url.expose())?;
+            let holder = format!("the store ({})", store.describe());
+            (store, holder)
+        }
+        None => (
+            Store::open(&config.data_dir)?,
+            format!("the data directory {}", config.data_dir.display()),
+        ),
+    };
     let canary = store.setting("canary")?;
     let key_file = config.data_dir.join(KEY_FILE);
     if canary.is_some() && config.encryption_key.is_none() && !key_file.exists() {
         bail!(
-            "the data directory {} holds encrypted provider keys, but its key file {} is missing. \
+            "{holder} holds encrypted provider keys, but the key file {} is missing. \
              Restore the file, or set FREEWAY_ENCRYPTION_KEY to the key it held.",
-            config.data_dir.display(),
             key_file.display()
         );
     }
@@ -135,14 +146,23 @@ pub fn open_data(config: &Config) -> anyhow::Result<(Arc<Store>, Arc<Sealer>, Ke
                     KeySource::File(p) | KeySource::Created(p) => p.display().to_string(),
                 };
                 bail!(
-                    "the encryption key from {from} is not the one the data directory {} was created with. \
+                    "the encryption key from {from} is not the one {holder} was created with. \
                      Set FREEWAY_ENCRYPTION_KEY to the original key (or restore the original key file). \
                      Freeway refuses to start rather than misread the stored provider keys.",
-                    config.data_dir.display()
                 );
             }
         }
-        None => store.set_setting("canary", &sealer.seal(b"freeway", CANARY_AAD))?,
+        None => {
+            // Replicas starting at once on an empty store: the first canary written wins, and
+            // a replica whose key does not open it stops here.
+            let kept = store.set_setting_once("canary", &sealer.seal(b"freeway", CANARY_AAD))?;
+            if sealer.open(&kept, CANARY_AAD).is_err() {
+                bail!(
+                    "another replica set up {holder} with a different encryption key at the same \
+                     moment. Give every replica the same FREEWAY_ENCRYPTION_KEY."
+                );
+            }
+        }
     }
     Ok((Arc::new(store), Arc::new(sealer), source))
 }

@@ -73,6 +73,9 @@ pub struct Config {
     /// Runtime worker threads: 1 (the default) = one event-loop thread, measured best for a
     /// proxy whose work is waiting on sockets; 0 = one per core; n = n threads.
     pub workers: usize,
+    /// `[store] url` / `FREEWAY_STORE_URL`: PostgreSQL instead of SQLite in `data_dir` (SPEC
+    /// 5.1). A secret: it may hold a password.
+    pub store_url: Option<Secret>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -459,6 +462,16 @@ struct RawConfig {
     cache: RawCache,
     #[serde(default)]
     ollama: RawOllama,
+    #[serde(default)]
+    store: RawStore,
+}
+
+/// `[store]`: where the state lives when not in SQLite under `data_dir`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    /// `postgres://user:password@host:port/db`, or `env:NAME`.
+    url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -759,7 +772,9 @@ impl Config {
                 "workers: {workers} is more threads than any machine here needs (0 = one per core)"
             );
         }
+        let store_url = validate_store_url(raw.store.url.as_deref(), env)?;
         Ok(Config {
+            store_url,
             workers,
             listen,
             data_dir,
@@ -1111,6 +1126,28 @@ fn resolve_secret(
         },
         None => Ok(Secret::new(value)),
     }
+}
+
+/// `FREEWAY_STORE_URL` (wins) or `[store] url`: a PostgreSQL url; none = SQLite.
+fn validate_store_url(
+    raw: Option<&str>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<Option<Secret>> {
+    let (key, url) = match env("FREEWAY_STORE_URL").filter(|v| !v.is_empty()) {
+        Some(v) => ("FREEWAY_STORE_URL", Secret::new(v)),
+        None => match raw {
+            Some(v) => ("store.url", resolve_secret("store.url", v, env)?),
+            None => return Ok(None),
+        },
+    };
+    let text = url.expose();
+    if !(text.starts_with("postgres://") || text.starts_with("postgresql://")) {
+        bail!(
+            "{key}: {:?} must be a PostgreSQL url, postgres://user:password@host:port/database",
+            crate::store::redact(text)
+        );
+    }
+    Ok(Some(url))
 }
 
 fn check_url(key: &str, url: &str) -> anyhow::Result<()> {

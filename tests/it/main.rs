@@ -21,6 +21,8 @@ mod process;
 mod proxy;
 mod quota;
 mod routing;
+mod servers;
+mod store;
 mod surfaces;
 mod tenants;
 mod tools;
