@@ -33,8 +33,11 @@ use crate::upstream;
 const CANARY_AAD: &[u8] = b"freeway:canary";
 /// How long in-flight requests and streams may take to finish after a shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
-/// How often background state is persisted and the database checked for CLI changes.
+/// How often background state is persisted.
 const TICK: Duration = Duration::from_secs(2);
+/// How often the store's data version is read, so a change made elsewhere (the CLI, another
+/// replica) serves here within 2 s.
+const RELOAD_TICK: Duration = Duration::from_secs(1);
 /// Request-log rows deleted in one transaction when old ones are pruned: the store's lock is
 /// let go between batches, so the log writer and the admin side are not held up for long.
 const PRUNE_BATCH: usize = 5_000;
@@ -323,13 +326,6 @@ impl App {
                     }
                     a.persist_ledger();
                     a.ops.persist();
-                    match a.ops.reload_if_changed() {
-                        Ok(true) => {
-                            tracing::info!("reloaded keys and chain after a change in the database")
-                        }
-                        Ok(false) => {}
-                        Err(e) => tracing::error!(error = %e, "could not reload keys"),
-                    }
                     if prune {
                         let before = a.ledger.now_ms() - a.config.log_retention.as_millis() as i64;
                         match a.store.prune_requests(before, PRUNE_BATCH) {
@@ -355,7 +351,45 @@ impl App {
             })
             .await;
         }));
+        self.spawn_reloads();
         self.spawn_probes();
+    }
+
+    /// Notice changes another process made (the CLI beside a server, another replica on the
+    /// same PostgreSQL) every [`RELOAD_TICK`], so they serve here within 2 s.
+    fn spawn_reloads(self: &Arc<Self>) {
+        let app = Arc::clone(self);
+        self.tasks.spawn(offload::on_loop(async move {
+            let mut tick = tokio::time::interval(RELOAD_TICK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // Said once when the store stops answering, and once when it answers again.
+            let mut failing = false;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = app.stop.cancelled() => break,
+                }
+                let a = Arc::clone(&app);
+                let Ok(result) = offload::run(move || a.ops.reload_if_changed()).await else {
+                    continue;
+                };
+                match result {
+                    Ok(reloaded) => {
+                        if reloaded {
+                            tracing::info!("reloaded keys and chain after a change in the database");
+                        }
+                        if std::mem::take(&mut failing) {
+                            tracing::info!("the store answers again");
+                        }
+                    }
+                    Err(e) if !failing => {
+                        failing = true;
+                        tracing::error!(error = %format!("{e:#}"), "could not reload keys (serving with the keys held)");
+                    }
+                    Err(_) => {}
+                }
+            }
+        }));
     }
 
     /// The periodic health probe (SPEC 3.6).

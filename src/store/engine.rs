@@ -327,12 +327,13 @@ impl Pool {
         .into()
     }
 
-    fn take(&self) -> anyhow::Result<Conn> {
+    /// A connection: an idle one (`true`) or a new one.
+    fn take(&self) -> anyhow::Result<(Conn, bool)> {
         loop {
             let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
             match idle {
                 Some(c) if c.client.is_closed() => continue,
-                Some(c) => return Ok(c),
+                Some(c) => return Ok((c, true)),
                 None => break,
             }
         }
@@ -340,10 +341,18 @@ impl Pool {
             .config
             .connect(postgres::NoTls)
             .map_err(|e| self.unavailable(e))?;
-        Ok(Conn {
-            client,
-            stmts: HashMap::new(),
-        })
+        Ok((
+            Conn {
+                client,
+                stmts: HashMap::new(),
+            },
+            false,
+        ))
+    }
+
+    /// Forget every idle connection (the server restarted: they are all dead).
+    fn drop_idle(&self) {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     fn give_back(&self, conn: Conn) {
@@ -374,36 +383,49 @@ impl Pool {
     }
 
     fn tx_here<R>(&self, f: impl FnOnce(&mut Db) -> anyhow::Result<R>) -> anyhow::Result<R> {
-        let mut conn = self.take()?;
-        let result: anyhow::Result<R> = (|| {
+        let mut f = Some(f);
+        loop {
+            let (mut conn, reused) = self.take()?;
             let Conn { client, stmts } = &mut conn;
-            let mut tx = client.transaction()?;
-            let out = f(&mut Db::Pg {
+            let mut tx = match client.transaction() {
+                Ok(tx) => tx,
+                // An idle connection the server closed meanwhile (it restarted): nothing ran
+                // yet, so a new connection may try.
+                Err(e) if reused && connection_error(&e) => {
+                    self.drop_idle();
+                    continue;
+                }
+                Err(e) => return Err(self.unavailable(e)),
+            };
+            let Some(f) = f.take() else {
+                return Err(anyhow::anyhow!("a store call ran twice"));
+            };
+            let result = f(&mut Db::Pg {
                 tx: &mut tx,
                 cache: stmts,
-            })?;
-            tx.commit()?;
-            Ok(out)
-        })();
-        match result {
-            Ok(out) => {
-                self.give_back(conn);
-                Ok(out)
-            }
-            Err(e) => {
-                let lost = conn.client.is_closed()
-                    || e.chain()
-                        .filter_map(|c| c.downcast_ref::<postgres::Error>())
-                        .any(connection_error);
-                if lost {
-                    Err(self.unavailable(format!("{e:#}")))
-                } else {
-                    // A failed statement leaves the connection usable (the transaction was
-                    // rolled back when dropped).
+            })
+            .and_then(|out| Ok(tx.commit().map(|()| out)?));
+            return match result {
+                Ok(out) => {
                     self.give_back(conn);
-                    Err(e)
+                    Ok(out)
                 }
-            }
+                Err(e) => {
+                    let lost = conn.client.is_closed()
+                        || e.chain()
+                            .filter_map(|c| c.downcast_ref::<postgres::Error>())
+                            .any(connection_error);
+                    if lost {
+                        self.drop_idle();
+                        Err(self.unavailable(format!("{e:#}")))
+                    } else {
+                        // A failed statement leaves the connection usable (the transaction
+                        // was rolled back when dropped).
+                        self.give_back(conn);
+                        Err(e)
+                    }
+                }
+            };
         }
     }
 
@@ -413,7 +435,7 @@ impl Pool {
         f: impl FnOnce(&mut postgres::Client) -> anyhow::Result<R> + Send,
     ) -> anyhow::Result<R> {
         let run = || {
-            let mut conn = self.take()?;
+            let (mut conn, _) = self.take()?;
             let out = f(&mut conn.client);
             // Statements prepared before a schema change would be stale.
             conn.stmts.clear();

@@ -145,11 +145,16 @@ impl Postgres {
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         );
-        let mut admin = postgres::Client::connect(&self.url("postgres"), postgres::NoTls)
-            .expect("connect to the test server");
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .expect("create a database");
+        let admin = self.url("postgres");
+        let create = format!("CREATE DATABASE {name}");
+        // A thread of its own: the sync client may not block inside an async test.
+        std::thread::spawn(move || {
+            postgres::Client::connect(&admin, postgres::NoTls)
+                .and_then(|mut c| c.batch_execute(&create))
+        })
+        .join()
+        .expect("the thread creating a database")
+        .expect("create a database");
         self.url(&name)
     }
 

@@ -521,3 +521,105 @@ fn a_store_that_goes_away_is_reported_and_reconnected() {
     pg.start_again();
     assert_eq!(store.setting("x").unwrap().as_deref(), Some(&b"1"[..]));
 }
+
+// ---- Freeway on PostgreSQL ----
+
+/// Every replica must be given the same encryption key.
+const ENCRYPTION_KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+/// A Freeway on the PostgreSQL at `url`, with an OpenAI-compatible `mock` provider (`keys`
+/// from the config, or none).
+async fn replica(url: &str, mock: &crate::harness::Mock, keys: bool) -> crate::harness::TestApp {
+    let keys = if keys { "keys = [\"sk-up\"]\n" } else { "" };
+    let toml = format!(
+        "[store]\nurl = \"{url}\"\n[custom.mock]\nbase_url = \"{}\"\n{keys}models = [{{ id = \"mock-model\" }}]\n",
+        mock.url("/v1")
+    );
+    crate::harness::TestApp::start(
+        crate::harness::Options::new(toml).env("FREEWAY_ENCRYPTION_KEY", ENCRYPTION_KEY),
+    )
+    .await
+    .unwrap()
+}
+
+/// A key added on one replica serves on another (they poll the change counter every second),
+/// and every replica's admin API shows it.
+#[tokio::test]
+async fn replicas_on_postgres_share_keys_and_the_request_log() {
+    use crate::harness::{Mock, ask};
+    let pg = Postgres::start();
+    let url = pg.database();
+    let mock = Mock::start().await;
+    let a = replica(&url, &mock, false).await;
+    let b = replica(&url, &mock, false).await;
+    // A custom endpoint also serves without a key; the key shows in what the upstream gets.
+    let bearer = |mock: &Mock| mock.chat_calls().last().and_then(|c| c.bearer());
+    assert_eq!(b.chat(ask("mock/mock-model")).await.status(), 200);
+    assert_eq!(bearer(&mock), None, "no key yet");
+
+    let admin = crate::admin::setup(&a).await;
+    let (status, _) = admin
+        .post(
+            "/admin/api/keys",
+            serde_json::json!({"provider": "mock", "key": "sk-added-on-a"}),
+        )
+        .await;
+    assert!(status < 300, "{status}");
+    let mut served = false;
+    for _ in 0..200 {
+        let status = b.chat(ask("mock/mock-model")).await.status();
+        if status == 200 && bearer(&mock).as_deref() == Some("sk-added-on-a") {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(served, "the key added on a never served on b");
+    // The admin side of a shows the key, and the request b served.
+    let (status, keys) = admin.get("/admin/api/keys").await;
+    assert_eq!(status, 200);
+    assert!(
+        keys.to_string().contains("mock"),
+        "the key is listed: {keys}"
+    );
+    let rows = a.logged(1, 10).await;
+    assert!(
+        rows.iter()
+            .any(|r| r.status == 200 && r.served_by.as_deref() == Some("mock/mock-model"))
+    );
+}
+
+/// PostgreSQL stops: `/v1` keeps serving, the admin side answers 503 saying why (no password),
+/// and the request-log rows written meanwhile arrive when it is back.
+#[tokio::test]
+async fn with_the_store_down_v1_serves_and_admin_answers_503() {
+    use crate::harness::{Mock, ask};
+    let pg = Postgres::start();
+    let url = pg.database().replace("freeway@", "freeway:hunter2@");
+    let mock = Mock::start().await;
+    let t = replica(&url, &mock, true).await;
+    let admin = crate::admin::setup(&t).await;
+    assert_eq!(t.chat(ask("mock/mock-model")).await.status(), 200);
+    t.logged(1, 10).await;
+
+    pg.stop();
+    for _ in 0..3 {
+        assert_eq!(t.chat(ask("mock/mock-model")).await.status(), 200);
+    }
+    let (status, body) = admin.get("/admin/api/keys").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "store_unavailable");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("cannot be reached"), "{message}");
+    assert!(!message.contains("hunter2"), "{message}");
+
+    pg.start_again();
+    let rows = t.logged(4, 10).await;
+    assert_eq!(
+        rows.len(),
+        4,
+        "every row written while the store was down arrived"
+    );
+    let (status, _) = admin.get("/admin/api/keys").await;
+    assert_eq!(status, 200);
+}
