@@ -623,3 +623,54 @@ async fn with_the_store_down_v1_serves_and_admin_answers_503() {
     let (status, _) = admin.get("/admin/api/keys").await;
     assert_eq!(status, 200);
 }
+
+/// The CLI on the store of `FREEWAY_STORE_URL`: a key added from one machine (its own data
+/// directory, the shared encryption key) is listed from another; a wrong key is refused, and
+/// `freeway status` names the store without its password.
+#[test]
+fn the_cli_uses_the_postgresql_store() {
+    use crate::process::{run, text};
+    let pg = Postgres::start();
+    let url = pg.database().replace("freeway@", "freeway:hunter2@");
+    let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let env = [
+        ("FREEWAY_STORE_URL", url.as_str()),
+        ("FREEWAY_ENCRYPTION_KEY", ENCRYPTION_KEY),
+    ];
+    let out = run(
+        one.path(),
+        &env,
+        &["keys", "add", "groq"],
+        "gsk_on_pg_1234567890\n",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(two.path(), &env, &["keys", "list"], "");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("groq"), "{}", text(&out.stdout));
+
+    let wrong = "b".repeat(64);
+    let out = run(
+        two.path(),
+        &[
+            ("FREEWAY_STORE_URL", url.as_str()),
+            ("FREEWAY_ENCRYPTION_KEY", &wrong),
+        ],
+        &["keys", "list"],
+        "",
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("is not the one"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = run(two.path(), &env, &["status"], "");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains(&format!("store: postgresql 127.0.0.1:{}/", pg.port)),
+        "{shown}"
+    );
+    assert!(!shown.contains("hunter2") && !text(&out.stderr).contains("hunter2"));
+}
