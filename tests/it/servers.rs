@@ -7,7 +7,7 @@
 //! PostgreSQL refuses to run as root, and the tests run as root on CI: then `initdb` and the
 //! server run as `nobody` (`setpriv`), in a directory given to `nobody`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -88,7 +88,8 @@ impl Postgres {
         self.dir.path().join("data").display().to_string()
     }
 
-    fn run(&self, program: &str, args: &[&str]) {
+    /// One of the server's programs, as `nobody` when we are root.
+    fn command(&self, program: &str) -> Command {
         let exe = self.bin.join(program);
         let mut cmd = if self.as_nobody {
             let mut c = Command::new("setpriv");
@@ -99,11 +100,16 @@ impl Postgres {
             Command::new(&exe)
         };
         // A working directory nobody may enter would make the programs complain.
-        let out = cmd
+        cmd.current_dir(self.dir.path());
+        cmd
+    }
+
+    fn run(&self, program: &str, args: &[&str]) {
+        let out = self
+            .command(program)
             .args(args)
-            .current_dir(self.dir.path())
             .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", exe.display()));
+            .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
         assert!(
             out.status.success(),
             "{program} failed: {}{}",
@@ -157,28 +163,14 @@ impl Postgres {
         .expect("create a database");
         self.url(&name)
     }
-
-    #[allow(dead_code)]
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
 }
 
 impl Drop for Postgres {
     fn drop(&mut self) {
         let data = self.data();
-        let exe = self.bin.join("pg_ctl");
-        let mut cmd = if self.as_nobody {
-            let mut c = Command::new("setpriv");
-            c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-                .arg(&exe);
-            c
-        } else {
-            Command::new(&exe)
-        };
-        let _ = cmd
+        let _ = self
+            .command("pg_ctl")
             .args(["-D", &data, "-m", "immediate", "-w", "stop"])
-            .current_dir(self.dir.path())
             .output();
     }
 }

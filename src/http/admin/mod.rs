@@ -180,12 +180,9 @@ impl IntoResponse for Error {
                 return resp;
             }
             // PostgreSQL is down (SPEC 5.1): say so, and that it is not the caller's fault.
-            Error::Internal(e) if crate::store::is_unavailable(&e) => {
+            Error::Internal(e) if crate::ops::store_unreachable(&e).is_some() => {
                 tracing::warn!(error = %format!("{e:#}"), "admin request: the store cannot be reached");
-                let reason = e
-                    .chain()
-                    .find_map(|c| c.downcast_ref::<crate::store::Unavailable>())
-                    .map_or_else(|| e.to_string(), ToString::to_string);
+                let reason = crate::ops::store_unreachable(&e).unwrap_or_default();
                 let body = json!({"error": {
                     "message": format!("{reason}; /v1 keeps serving with the keys it holds, try the admin side again when the store is back"),
                     "type": "server_error",
