@@ -1409,6 +1409,43 @@ public = false
     }
 
     #[test]
+    fn the_store_url_from_the_file_an_env_reference_or_the_environment() {
+        let none = |_: &str| None;
+        assert!(Config::from_toml("", &none).unwrap().store_url.is_none());
+        let file = "[store]\nurl = \"postgres://fw:pw@db/freeway\"";
+        let c = Config::from_toml(file, &none).unwrap();
+        assert_eq!(c.store_url.unwrap().expose(), "postgres://fw:pw@db/freeway");
+        let env = |n: &str| match n {
+            "DB_URL" => Some("postgresql://fw:pw@db2/freeway".to_string()),
+            "FREEWAY_STORE_URL" => Some("postgres://env@db3/freeway".to_string()),
+            _ => None,
+        };
+        let c = Config::from_toml("[store]\nurl = \"env:DB_URL\"", &|n| {
+            (n == "DB_URL").then(|| env(n)).flatten()
+        })
+        .unwrap();
+        assert_eq!(
+            c.store_url.unwrap().expose(),
+            "postgresql://fw:pw@db2/freeway"
+        );
+        let c = Config::from_toml(file, &env).unwrap();
+        assert_eq!(
+            c.store_url.unwrap().expose(),
+            "postgres://env@db3/freeway",
+            "the environment wins"
+        );
+        let err = Config::from_toml("[store]\nurl = \"mysql://fw:hunter2@db/x\"", &none)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("store.url") && !err.contains("hunter2"),
+            "{err}"
+        );
+        assert!(Config::from_toml("[store]\nurl = \"env:MISSING\"", &none).is_err());
+        assert!(Config::from_toml("[store]\nuri = \"x\"", &none).is_err());
+    }
+
+    #[test]
     fn secrets_do_not_debug_print() {
         let s = Secret::new("gsk_supersecret");
         assert!(!format!("{s:?}").contains("supersecret"));
