@@ -371,8 +371,7 @@ impl Pool {
         &self,
         f: impl FnOnce(&mut Db) -> anyhow::Result<R> + Send,
     ) -> anyhow::Result<R> {
-        if tokio::runtime::Handle::try_current().is_ok() {
-            // Maybe inside `block_on` (the CLI): the sync client may not block here.
+        if must_hop() {
             return std::thread::scope(|s| {
                 s.spawn(|| self.tx_here(f))
                     .join()
@@ -442,7 +441,7 @@ impl Pool {
             self.give_back(conn);
             out
         };
-        if tokio::runtime::Handle::try_current().is_ok() {
+        if must_hop() {
             return std::thread::scope(|s| {
                 s.spawn(run)
                     .join()
@@ -451,6 +450,13 @@ impl Pool {
         }
         run()
     }
+}
+
+/// Whether a call here must move to a thread of its own: inside a runtime (the CLI's
+/// `block_on`, an async test) the synchronous client may not block, except on the blocking
+/// pool's threads (`offload::run`), where the server's calls run.
+fn must_hop() -> bool {
+    tokio::runtime::Handle::try_current().is_ok() && !crate::offload::on_pool_thread()
 }
 
 /// `host:port/db` of a PostgreSQL config: what logs and errors show.

@@ -612,6 +612,14 @@ async fn with_the_store_down_v1_serves_and_admin_answers_503() {
     let message = body["error"]["message"].as_str().unwrap();
     assert!(message.contains("cannot be reached"), "{message}");
     assert!(!message.contains("hunter2"), "{message}");
+    let page = t
+        .client
+        .get(t.url("/admin/keys"))
+        .header("cookie", admin.cookie_header())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 503, "the pages too");
 
     pg.start_again();
     let rows = t.logged(4, 10).await;
