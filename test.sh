@@ -25,6 +25,14 @@ fi
 if [ ! -x /usr/bin/redis-server ]; then
   apt_install replica redis-server
 fi
+# The store tests (tests/it/store.rs) start a throwaway PostgreSQL (initdb, pg_ctl): from the
+# machine, or Debian's postgresql package. If it cannot be installed, those tests fail and say so.
+if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -q && $sudo apt-get install -y -q postgresql \
+    || echo "could not install postgresql: the PostgreSQL store tests will fail" >&2
+fi
 # The client tests (tests/it/clients.rs) drive Freeway with the official clients: the anthropic
 # and openai Python SDKs in a venv, Claude Code and Codex CLI from the npm registry, run offline
 # in a loopback-only network namespace (unshare, ip). Installed once under target/clients and

@@ -33,8 +33,11 @@ use crate::upstream;
 const CANARY_AAD: &[u8] = b"freeway:canary";
 /// How long in-flight requests and streams may take to finish after a shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
-/// How often background state is persisted and the database checked for CLI changes.
+/// How often background state is persisted.
 const TICK: Duration = Duration::from_secs(2);
+/// How often the store's data version is read, so a change made elsewhere (the CLI, another
+/// replica) serves here within 2 s.
+const RELOAD_TICK: Duration = Duration::from_secs(1);
 /// Request-log rows deleted in one transaction when old ones are pruned: the store's lock is
 /// let go between batches, so the log writer and the admin side are not held up for long.
 const PRUNE_BATCH: usize = 5_000;
@@ -116,14 +119,25 @@ pub fn open_data(config: &Config) -> anyhow::Result<(Arc<Store>, Arc<Sealer>, Ke
                 )
             })?;
     }
-    let store = Store::open(&config.data_dir)?;
+    // With `[store] url` the state is in PostgreSQL; the key file (unless
+    // FREEWAY_ENCRYPTION_KEY is given) stays in data_dir, and every replica needs the same key.
+    let (store, holder) = match &config.store_url {
+        Some(url) => {
+            let store = Store::connect(url.expose())?;
+            let holder = format!("the store ({})", store.describe());
+            (store, holder)
+        }
+        None => (
+            Store::open(&config.data_dir)?,
+            format!("the data directory {}", config.data_dir.display()),
+        ),
+    };
     let canary = store.setting("canary")?;
     let key_file = config.data_dir.join(KEY_FILE);
     if canary.is_some() && config.encryption_key.is_none() && !key_file.exists() {
         bail!(
-            "the data directory {} holds encrypted provider keys, but its key file {} is missing. \
+            "{holder} holds encrypted provider keys, but the key file {} is missing. \
              Restore the file, or set FREEWAY_ENCRYPTION_KEY to the key it held.",
-            config.data_dir.display(),
             key_file.display()
         );
     }
@@ -137,14 +151,23 @@ pub fn open_data(config: &Config) -> anyhow::Result<(Arc<Store>, Arc<Sealer>, Ke
                     KeySource::File(p) | KeySource::Created(p) => p.display().to_string(),
                 };
                 bail!(
-                    "the encryption key from {from} is not the one the data directory {} was created with. \
+                    "the encryption key from {from} is not the one {holder} was created with. \
                      Set FREEWAY_ENCRYPTION_KEY to the original key (or restore the original key file). \
                      Freeway refuses to start rather than misread the stored provider keys.",
-                    config.data_dir.display()
                 );
             }
         }
-        None => store.set_setting("canary", &sealer.seal(b"freeway", CANARY_AAD))?,
+        None => {
+            // Replicas starting at once on an empty store: the first canary written wins, and
+            // a replica whose key does not open it stops here.
+            let kept = store.set_setting_once("canary", &sealer.seal(b"freeway", CANARY_AAD))?;
+            if sealer.open(&kept, CANARY_AAD).is_err() {
+                bail!(
+                    "another replica set up {holder} with a different encryption key at the same \
+                     moment. Give every replica the same FREEWAY_ENCRYPTION_KEY."
+                );
+            }
+        }
     }
     Ok((Arc::new(store), Arc::new(sealer), source))
 }
@@ -334,13 +357,6 @@ impl App {
                     }
                     a.persist_ledger();
                     a.ops.persist();
-                    match a.ops.reload_if_changed() {
-                        Ok(true) => {
-                            tracing::info!("reloaded keys and chain after a change in the database")
-                        }
-                        Ok(false) => {}
-                        Err(e) => tracing::error!(error = %e, "could not reload keys"),
-                    }
                     if prune {
                         let before = a.ledger.now_ms() - a.config.log_retention.as_millis() as i64;
                         match a.store.prune_requests(before, PRUNE_BATCH) {
@@ -366,7 +382,45 @@ impl App {
             })
             .await;
         }));
+        self.spawn_reloads();
         self.spawn_probes();
+    }
+
+    /// Notice changes another process made (the CLI beside a server, another replica on the
+    /// same PostgreSQL) every [`RELOAD_TICK`], so they serve here within 2 s.
+    fn spawn_reloads(self: &Arc<Self>) {
+        let app = Arc::clone(self);
+        self.tasks.spawn(offload::on_loop(async move {
+            let mut tick = tokio::time::interval(RELOAD_TICK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // Said once when the store stops answering, and once when it answers again.
+            let mut failing = false;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = app.stop.cancelled() => break,
+                }
+                let a = Arc::clone(&app);
+                let Ok(result) = offload::run(move || a.ops.reload_if_changed()).await else {
+                    continue;
+                };
+                match result {
+                    Ok(reloaded) => {
+                        if reloaded {
+                            tracing::info!("reloaded keys and chain after a change in the database");
+                        }
+                        if std::mem::take(&mut failing) {
+                            tracing::info!("the store answers again");
+                        }
+                    }
+                    Err(e) if !failing => {
+                        failing = true;
+                        tracing::error!(error = %format!("{e:#}"), "could not reload keys (serving with the keys held)");
+                    }
+                    Err(_) => {}
+                }
+            }
+        }));
     }
 
     /// The periodic health probe (SPEC 3.6).

@@ -278,6 +278,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
     rt.block_on(async move {
         let listen = config.listen;
         let app = App::open(config)?;
+        tracing::info!(store = %app.store.describe(), "store opened");
         let first_key = ops::ensure_first_client_key(&app.store, now_ms())?;
         if first_key.is_some() {
             app.ops.reload()?;
@@ -728,6 +729,8 @@ fn status_cmd(config: Config) -> anyhow::Result<()> {
             );
         }
     }
+    out!("");
+    out!("store: {}", app.store.describe());
     Ok(())
 }
 

@@ -75,6 +75,9 @@ pub struct Config {
     /// Runtime worker threads: 1 (the default) = one event-loop thread, measured best for a
     /// proxy whose work is waiting on sockets; 0 = one per core; n = n threads.
     pub workers: usize,
+    /// `[store] url` / `FREEWAY_STORE_URL`: PostgreSQL instead of SQLite in `data_dir` (SPEC
+    /// 5.1). A secret: it may hold a password.
+    pub store_url: Option<Secret>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -463,6 +466,8 @@ struct RawConfig {
     ollama: RawOllama,
     #[serde(default)]
     cluster: RawCluster,
+    #[serde(default)]
+    store: RawStore,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -480,6 +485,14 @@ pub struct Cluster {
     pub redis_url: Option<Secret>,
     /// What every key Freeway writes in Redis starts with, so gateways can share one server.
     pub prefix: String,
+}
+
+/// `[store]`: where the state lives when not in SQLite under `data_dir`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    /// `postgres://user:password@host:port/db`, or `env:NAME`.
+    url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -808,7 +821,9 @@ impl Config {
                 "workers: {workers} is more threads than any machine here needs (0 = one per core)"
             );
         }
+        let store_url = validate_store_url(raw.store.url.as_deref(), env)?;
         Ok(Config {
+            store_url,
             workers,
             listen,
             data_dir,
@@ -1163,6 +1178,28 @@ fn resolve_secret(
     }
 }
 
+/// `FREEWAY_STORE_URL` (wins) or `[store] url`: a PostgreSQL url; none = SQLite.
+fn validate_store_url(
+    raw: Option<&str>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<Option<Secret>> {
+    let (key, url) = match env("FREEWAY_STORE_URL").filter(|v| !v.is_empty()) {
+        Some(v) => ("FREEWAY_STORE_URL", Secret::new(v)),
+        None => match raw {
+            Some(v) => ("store.url", resolve_secret("store.url", v, env)?),
+            None => return Ok(None),
+        },
+    };
+    let text = url.expose();
+    if !(text.starts_with("postgres://") || text.starts_with("postgresql://")) {
+        bail!(
+            "{key}: {:?} must be a PostgreSQL url, postgres://user:password@host:port/database",
+            crate::store::redact(text)
+        );
+    }
+    Ok(Some(url))
+}
+
 fn check_url(key: &str, url: &str) -> anyhow::Result<()> {
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         bail!("{key}: {url:?} must start with http:// or https://");
@@ -1419,6 +1456,43 @@ public = false
         assert_eq!(c.listen.port(), 4000);
         assert_eq!(c.data_dir, PathBuf::from("/tmp/fw"));
         assert_eq!(c.auth.api_keys[0].key.expose(), "fw-env");
+    }
+
+    #[test]
+    fn the_store_url_from_the_file_an_env_reference_or_the_environment() {
+        let none = |_: &str| None;
+        assert!(Config::from_toml("", &none).unwrap().store_url.is_none());
+        let file = "[store]\nurl = \"postgres://fw:pw@db/freeway\"";
+        let c = Config::from_toml(file, &none).unwrap();
+        assert_eq!(c.store_url.unwrap().expose(), "postgres://fw:pw@db/freeway");
+        let env = |n: &str| match n {
+            "DB_URL" => Some("postgresql://fw:pw@db2/freeway".to_string()),
+            "FREEWAY_STORE_URL" => Some("postgres://env@db3/freeway".to_string()),
+            _ => None,
+        };
+        let c = Config::from_toml("[store]\nurl = \"env:DB_URL\"", &|n| {
+            (n == "DB_URL").then(|| env(n)).flatten()
+        })
+        .unwrap();
+        assert_eq!(
+            c.store_url.unwrap().expose(),
+            "postgresql://fw:pw@db2/freeway"
+        );
+        let c = Config::from_toml(file, &env).unwrap();
+        assert_eq!(
+            c.store_url.unwrap().expose(),
+            "postgres://env@db3/freeway",
+            "the environment wins"
+        );
+        let err = Config::from_toml("[store]\nurl = \"mysql://fw:hunter2@db/x\"", &none)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("store.url") && !err.contains("hunter2"),
+            "{err}"
+        );
+        assert!(Config::from_toml("[store]\nurl = \"env:MISSING\"", &none).is_err());
+        assert!(Config::from_toml("[store]\nuri = \"x\"", &none).is_err());
     }
 
     #[test]

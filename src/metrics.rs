@@ -203,6 +203,11 @@ impl Metrics {
         self.log_dropped.inc();
     }
 
+    /// The dropped-rows counter, for the request-log writer thread.
+    pub fn log_dropped_counter(&self) -> Counter {
+        self.log_dropped.clone()
+    }
+
     /// Set the scrape-time gauges and render the text format.
     pub fn render(
         &self,

@@ -92,6 +92,7 @@ pub async fn run<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R
     // The semaphore is never closed, so acquiring cannot fail.
     let permit = Arc::clone(&BLOCKING).acquire_owned().await.ok();
     tokio::task::spawn_blocking(move || {
+        POOL_THREAD.with(|p| p.set(true));
         let out = f();
         drop(permit);
         out
@@ -122,6 +123,17 @@ pub fn hash<R: Send + 'static>(
         rx.await
             .map_err(|_| Error::Failed("a password check failed".into()))
     }
+}
+
+thread_local! {
+    /// Set on the blocking pool's threads once they ran a closure of [`run`].
+    static POOL_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this thread is one of the blocking pool's, running [`run`]'s closures: it may block,
+/// even on a runtime of its own (a synchronous database client's).
+pub fn on_pool_thread() -> bool {
+    POOL_THREAD.with(std::cell::Cell::get)
 }
 
 /// Mark `fut` as event-loop work: blocking calls inside it (outside [`run`]) are caught.

@@ -4,7 +4,7 @@
 //! analytics that count it.
 
 /// One request in the request log.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RequestRow {
     pub id: String,
     pub at_ms: i64,
@@ -26,7 +26,7 @@ pub struct RequestRow {
 }
 
 /// One upstream attempt (or skipped candidate) of a request.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AttemptRow {
     pub target: String,
     pub key_id: Option<String>,

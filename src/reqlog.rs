@@ -6,6 +6,11 @@
 //! CPU cost of logging flat at low rates and batched at high ones. If the writer falls a whole
 //! queue behind, rows are counted as dropped rather than slowing requests. On shutdown the
 //! writer drains what is queued before it exits.
+//!
+//! When the store cannot be reached (PostgreSQL down), the batch is kept and tried again every
+//! [`RETRY`]; rows keep queueing meanwhile, and only those that find the queue full are dropped
+//! (and counted). A batch the store refuses for another reason is logged and let go, so one bad
+//! row cannot stop the log.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
@@ -22,6 +27,8 @@ const QUEUE: usize = 32_768;
 const BATCH: usize = 4_096;
 /// How often the writer wakes.
 const TICK: Duration = Duration::from_millis(50);
+/// How often a batch is tried again while the store cannot be reached.
+const RETRY: Duration = Duration::from_secs(1);
 
 /// The sending side, held by the App.
 pub struct RequestLog {
@@ -69,9 +76,10 @@ impl RequestLog {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let queued = Arc::clone(&self.queued);
+        let dropped = self.metrics.log_dropped_counter();
         let handle = std::thread::Builder::new()
             .name("freeway-reqlog".into())
-            .spawn(move || run(&store, &rx, &flag, &queued))
+            .spawn(move || run(&store, &rx, &flag, &queued, &dropped))
             .ok()?;
         Some(Writer { stop, handle })
     }
@@ -88,19 +96,50 @@ impl Writer {
     }
 }
 
-fn run(store: &Store, rx: &Receiver<RequestRow>, stop: &AtomicBool, queued: &AtomicUsize) {
+fn run(
+    store: &Store,
+    rx: &Receiver<RequestRow>,
+    stop: &AtomicBool,
+    queued: &AtomicUsize,
+    dropped: &prometheus_client::metrics::counter::Counter,
+) {
     let mut batch = Vec::with_capacity(BATCH);
+    // The store could not be reached at the last try: `batch` waits for it.
+    let mut waiting = false;
     loop {
         // Read the flag before draining: rows queued before the stop are all written.
         let stopping = stop.load(Ordering::SeqCst);
         loop {
-            batch.extend(rx.try_iter().take(BATCH - batch.len()));
+            let before = batch.len();
+            batch.extend(rx.try_iter().take(BATCH - before));
+            queued.fetch_sub(batch.len() - before, Ordering::Relaxed);
             if batch.is_empty() {
                 break;
             }
-            queued.fetch_sub(batch.len(), Ordering::Relaxed);
-            if let Err(e) = store.insert_requests(&batch) {
-                tracing::error!(rows = batch.len(), error = %e, "could not write the request log");
+            match store.insert_requests(&batch) {
+                Ok(()) => {
+                    if waiting {
+                        tracing::info!("the store is back: request-log rows are written again");
+                        waiting = false;
+                    }
+                }
+                Err(e) if crate::store::is_unavailable(&e) => {
+                    if stopping {
+                        // Nothing more can be done for them: counted, not silently lost.
+                        let lost = batch.len() + rx.try_iter().count();
+                        dropped.inc_by(lost as u64);
+                        tracing::error!(rows = lost, error = %e, "the store cannot be reached at shutdown: request-log rows lost");
+                        return;
+                    }
+                    if !waiting {
+                        tracing::warn!(rows = batch.len(), error = %e, "the store cannot be reached: request-log rows wait in memory");
+                        waiting = true;
+                    }
+                    break;
+                }
+                Err(e) => {
+                    tracing::error!(rows = batch.len(), error = %e, "could not write the request log");
+                }
             }
             let full = batch.len() == BATCH;
             batch.clear();
@@ -111,6 +150,6 @@ fn run(store: &Store, rx: &Receiver<RequestRow>, stop: &AtomicBool, queued: &Ato
         if stopping {
             return;
         }
-        std::thread::park_timeout(TICK);
+        std::thread::park_timeout(if waiting { RETRY } else { TICK });
     }
 }

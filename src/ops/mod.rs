@@ -47,6 +47,14 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// When `e` says the store could not be reached (PostgreSQL down): what to tell the admin side
+/// (the server and database, never a password). `None` for any other failure.
+pub fn store_unreachable(e: &anyhow::Error) -> Option<String> {
+    e.chain()
+        .find_map(|c| c.downcast_ref::<crate::store::Unavailable>())
+        .map(ToString::to_string)
+}
+
 /// The operations, over the parts they work on.
 pub struct Ops {
     config: Arc<Config>,

@@ -1,6 +1,9 @@
-//! Schema migrations, applied in order and tracked with `PRAGMA user_version`.
+//! Schema migrations, applied in order: SQLite's tracked with `PRAGMA user_version`,
+//! PostgreSQL's (a list of their own, begun at SQLite's eleventh step) in the `schema_version`
+//! table, under an advisory lock so that replicas starting at once migrate once.
 //!
-//! Append new steps; never edit a step that has shipped.
+//! Append new steps (to both lists when both engines need them); never edit a step that has
+//! shipped.
 
 use rusqlite::Connection;
 
@@ -200,5 +203,199 @@ pub fn apply(conn: &Connection) -> anyhow::Result<()> {
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         tx.commit()?;
     }
+    Ok(())
+}
+
+/// PostgreSQL's steps. The first is SQLite's schema after its step 11, in PostgreSQL's types
+/// (BYTEA, BIGINT, BOOLEAN, an identity `seq`), plus the change counter replicas poll
+/// (`Store::data_version`) and the triggers that bump it.
+const PG_STEPS: &[&str] = &[
+    // 1: the schema of SQLite's step 11, and the change counter.
+    "CREATE TABLE settings (
+        key   TEXT PRIMARY KEY,
+        value BYTEA NOT NULL
+    );
+    CREATE TABLE provider_keys (
+        id            TEXT PRIMARY KEY,
+        provider      TEXT NOT NULL,
+        label         TEXT NOT NULL DEFAULT '',
+        sealed        BYTEA NOT NULL,
+        enabled       BOOLEAN NOT NULL DEFAULT TRUE,
+        status        TEXT NOT NULL DEFAULT 'unknown',
+        invalid_count BIGINT NOT NULL DEFAULT 0,
+        last_check_ms BIGINT,
+        last_error    TEXT,
+        base_url      TEXT,
+        created_ms    BIGINT NOT NULL
+    );
+    CREATE TABLE client_keys (
+        id           TEXT PRIMARY KEY,
+        name         TEXT NOT NULL,
+        hash         BYTEA NOT NULL UNIQUE,
+        prefix       TEXT NOT NULL,
+        created_ms   BIGINT NOT NULL,
+        revoked_ms   BIGINT,
+        last_used_ms BIGINT,
+        limits       TEXT
+    );
+    CREATE TABLE chain (
+        position BIGINT PRIMARY KEY,
+        model    TEXT NOT NULL UNIQUE,
+        enabled  BOOLEAN NOT NULL
+    );
+    CREATE TABLE ledger (
+        scope      TEXT PRIMARY KEY,
+        state      TEXT NOT NULL,
+        updated_ms BIGINT NOT NULL
+    );
+    CREATE TABLE cooldowns (
+        scope    TEXT PRIMARY KEY,
+        until_ms BIGINT NOT NULL,
+        reason   TEXT NOT NULL
+    );
+    CREATE TABLE requests (
+        seq             BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        id              TEXT NOT NULL,
+        at_ms           BIGINT NOT NULL,
+        client          TEXT NOT NULL,
+        requested_model TEXT NOT NULL,
+        served_by       TEXT,
+        status          BIGINT NOT NULL,
+        latency_ms      BIGINT NOT NULL,
+        ttft_ms         BIGINT,
+        tokens_in       BIGINT NOT NULL,
+        tokens_out      BIGINT NOT NULL,
+        stream          BOOLEAN NOT NULL,
+        error           TEXT,
+        attempts        TEXT,
+        surface         TEXT,
+        notes           TEXT
+    );
+    CREATE INDEX requests_at ON requests (at_ms);
+    CREATE INDEX requests_id ON requests (id);
+    CREATE TABLE attempts (
+        request_id TEXT NOT NULL,
+        n          BIGINT NOT NULL,
+        target     TEXT NOT NULL,
+        key_id     TEXT,
+        outcome    TEXT NOT NULL,
+        status     BIGINT,
+        latency_ms BIGINT NOT NULL,
+        PRIMARY KEY (request_id, n)
+    );
+    CREATE TABLE sessions (
+        hash       BYTEA PRIMARY KEY,
+        csrf       TEXT NOT NULL,
+        created_ms BIGINT NOT NULL,
+        seen_ms    BIGINT NOT NULL
+    );
+    CREATE TABLE rollups (
+        hour            BIGINT NOT NULL,
+        provider        TEXT NOT NULL,
+        model           TEXT NOT NULL,
+        client          TEXT NOT NULL,
+        requests        BIGINT NOT NULL,
+        succeeded       BIGINT NOT NULL,
+        failed          BIGINT NOT NULL,
+        cancelled       BIGINT NOT NULL,
+        tokens_in       BIGINT NOT NULL,
+        tokens_out      BIGINT NOT NULL,
+        failed_attempts BIGINT NOT NULL,
+        latency         TEXT NOT NULL,
+        ttft            TEXT NOT NULL,
+        PRIMARY KEY (hour, provider, model, client)
+    );
+    CREATE TABLE retired (
+        model  TEXT PRIMARY KEY,
+        reason TEXT NOT NULL,
+        at_ms  BIGINT NOT NULL
+    );
+    CREATE TABLE lessons (
+        model  TEXT NOT NULL,
+        kind   TEXT NOT NULL,
+        field  TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        at_ms  BIGINT NOT NULL,
+        PRIMARY KEY (model, kind, field)
+    );
+    CREATE TABLE idempotency (
+        client      TEXT NOT NULL,
+        key         TEXT NOT NULL,
+        fingerprint BYTEA NOT NULL,
+        status      BIGINT NOT NULL,
+        headers     TEXT NOT NULL,
+        body        BYTEA NOT NULL,
+        at_ms       BIGINT NOT NULL,
+        PRIMARY KEY (client, key)
+    );
+    CREATE INDEX idempotency_at ON idempotency (at_ms);
+
+    -- What replicas must reload changed: bumped in the writing transaction, so a replica that
+    -- sees the new number sees the rows too.
+    CREATE TABLE changes (n BIGINT NOT NULL);
+    INSERT INTO changes (n) VALUES (0);
+    CREATE FUNCTION freeway_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        UPDATE changes SET n = n + 1;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER provider_keys_changed AFTER INSERT OR UPDATE OR DELETE ON provider_keys
+        FOR EACH STATEMENT EXECUTE FUNCTION freeway_changed();
+    CREATE TRIGGER chain_changed AFTER INSERT OR UPDATE OR DELETE ON chain
+        FOR EACH STATEMENT EXECUTE FUNCTION freeway_changed();
+    CREATE TRIGGER retired_changed AFTER INSERT OR UPDATE OR DELETE ON retired
+        FOR EACH STATEMENT EXECUTE FUNCTION freeway_changed();
+    CREATE TRIGGER lessons_changed AFTER INSERT OR UPDATE OR DELETE ON lessons
+        FOR EACH STATEMENT EXECUTE FUNCTION freeway_changed();
+    CREATE TRIGGER client_keys_added AFTER INSERT OR DELETE ON client_keys
+        FOR EACH STATEMENT EXECUTE FUNCTION freeway_changed();
+    -- Not when only last_used_ms moved: every replica writes that every few seconds.
+    CREATE TRIGGER client_keys_changed AFTER UPDATE ON client_keys FOR EACH ROW
+        WHEN ((OLD.name, OLD.hash, OLD.prefix, OLD.revoked_ms, OLD.limits)
+              IS DISTINCT FROM (NEW.name, NEW.hash, NEW.prefix, NEW.revoked_ms, NEW.limits))
+        EXECUTE FUNCTION freeway_changed();
+    -- Not the ledger's save point: every replica writes it every few seconds.
+    CREATE TRIGGER settings_written AFTER INSERT OR UPDATE ON settings FOR EACH ROW
+        WHEN (NEW.key <> 'ledger_seq') EXECUTE FUNCTION freeway_changed();
+    CREATE TRIGGER settings_deleted AFTER DELETE ON settings FOR EACH ROW
+        WHEN (OLD.key <> 'ledger_seq') EXECUTE FUNCTION freeway_changed();",
+];
+
+/// Any number, the same in every replica: the advisory lock that orders their migrations.
+const PG_MIGRATION_LOCK: i64 = 7_046_023_984;
+
+/// Bring a PostgreSQL schema up to date, in one transaction under an advisory lock: replicas
+/// that start at once wait for the first, then find nothing left to do.
+pub fn apply_pg(client: &mut postgres::Client) -> anyhow::Result<()> {
+    let mut tx = client.transaction()?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PG_MIGRATION_LOCK])?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL);
+         INSERT INTO schema_version (version)
+             SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM schema_version);",
+    )?;
+    let version: i64 = tx
+        .query_one("SELECT MAX(version) FROM schema_version", &[])?
+        .get(0);
+    if version as usize > PG_STEPS.len() {
+        anyhow::bail!(
+            "the database was written by a newer Freeway (schema {version}, this build knows {}); upgrade Freeway",
+            PG_STEPS.len()
+        );
+    }
+    let mut applied = version;
+    for step in PG_STEPS.iter().skip(version as usize) {
+        tx.batch_execute(step)?;
+        applied += 1;
+    }
+    if applied != version {
+        tx.execute("UPDATE schema_version SET version = $1", &[&applied])?;
+        tracing::info!(
+            from = version,
+            to = applied,
+            "migrated the PostgreSQL store"
+        );
+    }
+    tx.commit()?;
     Ok(())
 }

@@ -1,25 +1,38 @@
-//! SQLite storage: the only module that writes SQL.
+//! The store: the only module that writes SQL. One [`Store`] type over two engines, SQLite in
+//! `data_dir` (the default) and PostgreSQL (`[store] url`, for several replicas), with the same
+//! methods, so nothing above it knows which one runs (see `engine`).
 //!
-//! One connection behind a `std::sync::Mutex` (never held across an `.await`; async callers go
-//! through `offload::run`, and a call from the event loop is caught by its guard). WAL mode, so the CLI and a running server share the file. The
-//! request path never waits on it: counters live in memory and reach the database from
-//! background tasks.
+//! SQLite is one connection behind a `std::sync::Mutex`, in WAL mode so the CLI and a running
+//! server share the file; PostgreSQL is a small pool of connections. Every call blocks: async
+//! callers go through `offload::run`, and a call from the event loop is caught by its guard.
+//! The request path never waits on the store: counters live in memory and reach the database
+//! from background tasks.
 
 use anyhow::Context;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::Connection;
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 
+mod engine;
 mod migrations;
+
+use engine::{Db, Pool, Row};
+pub use engine::{Unavailable, is_unavailable, redact};
 
 /// The database file inside `data_dir`.
 pub const DB_FILE: &str = "freeway.db";
 
 /// Shared handle to the database.
 pub struct Store {
-    conn: Mutex<Connection>,
+    engine: Engine,
 }
 
+/// Which database holds the state.
+enum Engine {
+    /// One connection: SQLite allows one writer anyway, and the lock orders them.
+    Sqlite(Mutex<Connection>),
+    Postgres(Box<Pool>),
+}
 /// A provider key row, still sealed.
 #[derive(Debug, Clone)]
 pub struct KeyRow {
@@ -97,94 +110,179 @@ impl Store {
     }
 
     fn init(conn: Connection) -> anyhow::Result<Store> {
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
+        engine::sqlite_init(&conn)?;
         migrations::apply(&conn)?;
         Ok(Store {
-            conn: Mutex::new(conn),
+            engine: Engine::Sqlite(Mutex::new(conn)),
         })
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
-        crate::offload::assert_off_loop("a database call");
-        // A panic while holding the lock leaves SQLite consistent (statements are atomic), so a
-        // poisoned lock is still usable.
-        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    /// Connect to PostgreSQL at `url` and bring its schema up to date (once, whichever replica
+    /// comes first: the migration holds a lock). Errors never show the url's password.
+    pub fn connect(url: &str) -> anyhow::Result<Store> {
+        let pool = Pool::new(url)?;
+        pool.with_client(migrations::apply_pg)
+            .with_context(|| format!("cannot open the store at {}", pool.target))?;
+        Ok(Store {
+            engine: Engine::Postgres(Box::new(pool)),
+        })
     }
 
-    /// Changes whenever another connection commits: a cheap "did the CLI change something".
+    /// Which store this is, for logs and `freeway status` (never a password).
+    pub fn describe(&self) -> String {
+        match &self.engine {
+            Engine::Sqlite(c) => {
+                let c = c.lock().unwrap_or_else(|e| e.into_inner());
+                match c.path().filter(|p| !p.is_empty()) {
+                    Some(p) => format!("sqlite {p}"),
+                    None => "sqlite in memory".into(),
+                }
+            }
+            Engine::Postgres(p) => p.target.clone(),
+        }
+    }
+
+    /// One call: on SQLite a statement at a time, on PostgreSQL one transaction.
+    fn run<R: Send>(
+        &self,
+        f: impl FnOnce(&mut Db) -> anyhow::Result<R> + Send,
+    ) -> anyhow::Result<R> {
+        crate::offload::assert_off_loop("a database call");
+        match &self.engine {
+            // A panic while holding the lock leaves SQLite consistent (statements are
+            // atomic), so a poisoned lock is still usable.
+            Engine::Sqlite(c) => f(&mut Db::Sqlite(
+                &c.lock().unwrap_or_else(|e| e.into_inner()),
+            )),
+            Engine::Postgres(p) => p.tx(f),
+        }
+    }
+
+    /// One transaction on either engine.
+    fn tx<R: Send>(
+        &self,
+        f: impl FnOnce(&mut Db) -> anyhow::Result<R> + Send,
+    ) -> anyhow::Result<R> {
+        crate::offload::assert_off_loop("a database call");
+        match &self.engine {
+            Engine::Sqlite(c) => {
+                let mut conn = c.lock().unwrap_or_else(|e| e.into_inner());
+                let tx = conn.transaction()?;
+                let out = f(&mut Db::Sqlite(&tx))?;
+                tx.commit()?;
+                Ok(out)
+            }
+            Engine::Postgres(p) => p.tx(f),
+        }
+    }
+
+    /// Changes whenever something replicas (or a server beside the CLI) must reload was
+    /// committed: on SQLite, any other connection's commit; on PostgreSQL, a counter bumped by
+    /// triggers on keys, client keys, the chain, retirements, lessons and settings (not by
+    /// the writes every replica makes all the time: ledger saves, client keys' last use).
     pub fn data_version(&self) -> anyhow::Result<i64> {
-        Ok(self
-            .conn()
-            .query_row("PRAGMA data_version", [], |r| r.get(0))?)
+        self.run(|db| {
+            let sql = if db.is_pg() {
+                "SELECT n FROM changes"
+            } else {
+                "PRAGMA data_version"
+            };
+            Ok(db.row(sql, &[], |r| r.get(0))?.unwrap_or(0))
+        })
     }
 
     // ---- settings ----
 
     pub fn setting(&self, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
-        Ok(self
-            .conn()
-            .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
-                r.get(0)
-            })
-            .optional()?)
+        self.run(|db| {
+            db.row(
+                "SELECT value FROM settings WHERE key = ?1",
+                &[key.into()],
+                |r| r.get(0),
+            )
+        })
     }
 
     pub fn set_setting(&self, key: &str, value: &[u8]) -> anyhow::Result<()> {
-        self.conn().execute(
-            "INSERT INTO settings (key, value) VALUES (?1, ?2)
-             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            params![key, value],
-        )?;
-        Ok(())
+        self.run(|db| {
+            db.exec(
+                "INSERT INTO settings (key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                &[key.into(), value.into()],
+            )
+            .map(drop)
+        })
+    }
+
+    /// Set `key` unless it is set already; the value it holds afterwards.
+    pub fn set_setting_once(&self, key: &str, value: &[u8]) -> anyhow::Result<Vec<u8>> {
+        self.tx(|db| {
+            db.exec(
+                "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                &[key.into(), value.into()],
+            )?;
+            Ok(db
+                .row(
+                    "SELECT value FROM settings WHERE key = ?1",
+                    &[key.into()],
+                    |r| r.get(0),
+                )?
+                .unwrap_or_default())
+        })
+    }
+
+    pub fn delete_setting(&self, key: &str) -> anyhow::Result<()> {
+        self.run(|db| {
+            db.exec("DELETE FROM settings WHERE key = ?1", &[key.into()])
+                .map(drop)
+        })
     }
 
     // ---- provider keys ----
 
     pub fn insert_key(&self, row: &KeyRow) -> anyhow::Result<()> {
-        self.conn().execute(
-            "INSERT INTO provider_keys (id, provider, label, sealed, enabled, status, created_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
-                row.id,
-                row.provider,
-                row.label,
-                row.sealed,
-                row.enabled,
-                row.status,
-                row.created_ms
-            ],
-        )?;
-        Ok(())
+        self.run(|db| {
+            db.exec(
+                "INSERT INTO provider_keys (id, provider, label, sealed, enabled, status, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                &[
+                    (&row.id).into(),
+                    (&row.provider).into(),
+                    (&row.label).into(),
+                    (&row.sealed).into(),
+                    row.enabled.into(),
+                    (&row.status).into(),
+                    row.created_ms.into(),
+                ],
+            )
+            .map(drop)
+        })
     }
 
     pub fn keys(&self) -> anyhow::Result<Vec<KeyRow>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT id, provider, label, sealed, enabled, status, invalid_count, last_check_ms,
-                    last_error, base_url, created_ms
-             FROM provider_keys ORDER BY provider, created_ms, id",
-        )?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok(KeyRow {
-                    id: r.get(0)?,
-                    provider: r.get(1)?,
-                    label: r.get(2)?,
-                    sealed: r.get(3)?,
-                    enabled: r.get(4)?,
-                    status: r.get(5)?,
-                    invalid_count: r.get(6)?,
-                    last_check_ms: r.get(7)?,
-                    last_error: r.get(8)?,
-                    base_url: r.get(9)?,
-                    created_ms: r.get(10)?,
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+        self.run(|db| {
+            db.query(
+                "SELECT id, provider, label, sealed, enabled, status, invalid_count, last_check_ms,
+                        last_error, base_url, created_ms
+                 FROM provider_keys ORDER BY provider, created_ms, id",
+                &[],
+                |r| {
+                    Ok(KeyRow {
+                        id: r.get(0)?,
+                        provider: r.get(1)?,
+                        label: r.get(2)?,
+                        sealed: r.get(3)?,
+                        enabled: r.get(4)?,
+                        status: r.get(5)?,
+                        invalid_count: u32::try_from(r.get::<i64>(6)?).unwrap_or(u32::MAX),
+                        last_check_ms: r.get(7)?,
+                        last_error: r.get(8)?,
+                        base_url: r.get(9)?,
+                        created_ms: r.get(10)?,
+                    })
+                },
+            )
+        })
     }
 
     /// Rows whose id starts with `prefix` (ids are shown shortened).
@@ -197,21 +295,18 @@ impl Store {
     }
 
     pub fn remove_key(&self, id: &str) -> anyhow::Result<bool> {
-        Ok(self
-            .conn()
-            .execute("DELETE FROM provider_keys WHERE id = ?1", [id])?
-            > 0)
+        self.run(|db| Ok(db.exec("DELETE FROM provider_keys WHERE id = ?1", &[id.into()])? > 0))
     }
 
     /// Enabling a key also clears an `invalid` verdict: the user says it is good again.
     pub fn set_key_enabled(&self, id: &str, enabled: bool) -> anyhow::Result<bool> {
         let sql = if enabled {
-            "UPDATE provider_keys SET enabled = 1, invalid_count = 0,
+            "UPDATE provider_keys SET enabled = TRUE, invalid_count = 0,
                  status = CASE status WHEN 'invalid' THEN 'unknown' ELSE status END WHERE id = ?1"
         } else {
-            "UPDATE provider_keys SET enabled = 0 WHERE id = ?1"
+            "UPDATE provider_keys SET enabled = FALSE WHERE id = ?1"
         };
-        Ok(self.conn().execute(sql, [id])? > 0)
+        self.run(|db| Ok(db.exec(sql, &[id.into()])? > 0))
     }
 
     /// Record a health verdict. `disable` turns the key off (three confirmed rejections).
@@ -224,117 +319,143 @@ impl Store {
         at_ms: i64,
         disable: bool,
     ) -> anyhow::Result<()> {
-        self.conn().execute(
-            "UPDATE provider_keys SET status = ?2, invalid_count = ?3, last_error = ?4,
-                 last_check_ms = ?5, enabled = CASE WHEN ?6 THEN 0 ELSE enabled END
-             WHERE id = ?1",
-            params![id, status, invalid_count, error, at_ms, disable],
-        )?;
-        Ok(())
+        self.run(|db| {
+            db.exec(
+                "UPDATE provider_keys SET status = ?2, invalid_count = ?3, last_error = ?4,
+                     last_check_ms = ?5, enabled = CASE WHEN ?6 THEN FALSE ELSE enabled END
+                 WHERE id = ?1",
+                &[
+                    id.into(),
+                    status.into(),
+                    i64::from(invalid_count).into(),
+                    error.into(),
+                    at_ms.into(),
+                    disable.into(),
+                ],
+            )
+            .map(drop)
+        })
     }
 
     pub fn set_key_label(&self, id: &str, label: &str) -> anyhow::Result<bool> {
-        Ok(self.conn().execute(
-            "UPDATE provider_keys SET label = ?2 WHERE id = ?1",
-            params![id, label],
-        )? > 0)
+        self.run(|db| {
+            Ok(db.exec(
+                "UPDATE provider_keys SET label = ?2 WHERE id = ?1",
+                &[id.into(), label.into()],
+            )? > 0)
+        })
     }
 
     pub fn set_key_base_url(&self, id: &str, base_url: &str) -> anyhow::Result<()> {
-        self.conn().execute(
-            "UPDATE provider_keys SET base_url = ?2 WHERE id = ?1",
-            params![id, base_url],
-        )?;
-        Ok(())
+        self.run(|db| {
+            db.exec(
+                "UPDATE provider_keys SET base_url = ?2 WHERE id = ?1",
+                &[id.into(), base_url.into()],
+            )
+            .map(drop)
+        })
     }
 
     // ---- client keys ----
 
     pub fn insert_client_key(&self, row: &ClientKeyRow) -> anyhow::Result<()> {
-        self.conn().execute(
-            "INSERT INTO client_keys (id, name, hash, prefix, created_ms, limits) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![row.id, row.name, row.hash.as_slice(), row.prefix, row.created_ms, row.limits],
-        )?;
-        Ok(())
+        self.run(|db| {
+            db.exec(
+                "INSERT INTO client_keys (id, name, hash, prefix, created_ms, limits)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                &[
+                    (&row.id).into(),
+                    (&row.name).into(),
+                    row.hash.as_slice().into(),
+                    (&row.prefix).into(),
+                    row.created_ms.into(),
+                    row.limits.as_deref().into(),
+                ],
+            )
+            .map(drop)
+        })
     }
 
     pub fn client_keys(&self) -> anyhow::Result<Vec<ClientKeyRow>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT id, name, hash, prefix, created_ms, revoked_ms, last_used_ms, limits
-             FROM client_keys ORDER BY created_ms, id",
-        )?;
-        let rows = stmt
-            .query_map([], |r| {
-                let hash: Vec<u8> = r.get(2)?;
-                let mut h = [0u8; 32];
-                if hash.len() == 32 {
-                    h.copy_from_slice(&hash);
-                }
-                Ok(ClientKeyRow {
-                    id: r.get(0)?,
-                    name: r.get(1)?,
-                    hash: h,
-                    prefix: r.get(3)?,
-                    created_ms: r.get(4)?,
-                    revoked_ms: r.get(5)?,
-                    last_used_ms: r.get(6)?,
-                    limits: r.get(7)?,
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+        self.run(|db| {
+            db.query(
+                "SELECT id, name, hash, prefix, created_ms, revoked_ms, last_used_ms, limits
+                 FROM client_keys ORDER BY created_ms, id",
+                &[],
+                |r| {
+                    let hash: Vec<u8> = r.get(2)?;
+                    Ok(ClientKeyRow {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                        hash: hash.try_into().unwrap_or([0; 32]),
+                        prefix: r.get(3)?,
+                        created_ms: r.get(4)?,
+                        revoked_ms: r.get(5)?,
+                        last_used_ms: r.get(6)?,
+                        limits: r.get(7)?,
+                    })
+                },
+            )
+        })
     }
 
     /// Set the limits of the live client keys named `name`; how many.
     pub fn set_client_limits(&self, name: &str, limits: Option<&str>) -> anyhow::Result<usize> {
-        Ok(self.conn().execute(
-            "UPDATE client_keys SET limits = ?2 WHERE revoked_ms IS NULL AND name = ?1",
-            params![name, limits],
-        )?)
+        self.run(|db| {
+            db.exec(
+                "UPDATE client_keys SET limits = ?2 WHERE revoked_ms IS NULL AND name = ?1",
+                &[name.into(), limits.into()],
+            )
+        })
     }
 
     /// Revoke by name or id prefix; returns how many keys were revoked.
     pub fn revoke_client_key(&self, name_or_id: &str, at_ms: i64) -> anyhow::Result<usize> {
-        let conn = self.conn();
-        let n = conn.execute(
-            "UPDATE client_keys SET revoked_ms = ?2
-             WHERE revoked_ms IS NULL AND (name = ?1 OR id = ?1)",
-            params![name_or_id, at_ms],
-        )?;
-        Ok(n)
+        self.run(|db| {
+            db.exec(
+                "UPDATE client_keys SET revoked_ms = ?2
+                 WHERE revoked_ms IS NULL AND (name = ?1 OR id = ?1)",
+                &[name_or_id.into(), at_ms.into()],
+            )
+        })
     }
 
     /// When client keys (by id) were last used.
     pub fn touch_client_keys(&self, used: &[(String, i64)]) -> anyhow::Result<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        for (id, at) in used {
-            tx.execute(
-                "UPDATE client_keys SET last_used_ms = MAX(COALESCE(last_used_ms, 0), ?2) WHERE id = ?1",
-                params![id, at],
-            )?;
-        }
-        tx.commit()?;
-        Ok(())
+        self.tx(|db| {
+            for (id, at) in used {
+                db.exec(
+                    "UPDATE client_keys SET last_used_ms = ?2
+                     WHERE id = ?1 AND (last_used_ms IS NULL OR last_used_ms < ?2)",
+                    &[id.into(), (*at).into()],
+                )?;
+            }
+            Ok(())
+        })
     }
 
     // ---- admin sessions ----
 
     pub fn insert_session(&self, row: &SessionRow) -> anyhow::Result<()> {
-        self.conn().execute(
-            "INSERT INTO sessions (hash, csrf, created_ms, seen_ms) VALUES (?1, ?2, ?3, ?4)",
-            params![row.hash.as_slice(), row.csrf, row.created_ms, row.seen_ms],
-        )?;
-        Ok(())
+        self.run(|db| {
+            db.exec(
+                "INSERT INTO sessions (hash, csrf, created_ms, seen_ms) VALUES (?1, ?2, ?3, ?4)",
+                &[
+                    row.hash.as_slice().into(),
+                    (&row.csrf).into(),
+                    row.created_ms.into(),
+                    row.seen_ms.into(),
+                ],
+            )
+            .map(drop)
+        })
     }
 
     pub fn session(&self, hash: &[u8; 32]) -> anyhow::Result<Option<SessionRow>> {
-        Ok(self
-            .conn()
-            .query_row(
+        self.run(|db| {
+            db.row(
                 "SELECT csrf, created_ms, seen_ms FROM sessions WHERE hash = ?1",
-                [hash.as_slice()],
+                &[hash.as_slice().into()],
                 |r| {
                     Ok(SessionRow {
                         hash: *hash,
@@ -344,90 +465,94 @@ impl Store {
                     })
                 },
             )
-            .optional()?)
+        })
     }
 
     pub fn touch_session(&self, hash: &[u8; 32], seen_ms: i64) -> anyhow::Result<()> {
-        self.conn().execute(
-            "UPDATE sessions SET seen_ms = ?2 WHERE hash = ?1",
-            params![hash.as_slice(), seen_ms],
-        )?;
-        Ok(())
+        self.run(|db| {
+            db.exec(
+                "UPDATE sessions SET seen_ms = ?2 WHERE hash = ?1",
+                &[hash.as_slice().into(), seen_ms.into()],
+            )
+            .map(drop)
+        })
     }
 
     /// End one session, or (with `None`) every session; also drops those idle since
     /// `idle_before`.
     pub fn end_sessions(&self, hash: Option<&[u8; 32]>, idle_before: i64) -> anyhow::Result<()> {
-        let conn = self.conn();
-        match hash {
-            Some(h) => conn.execute("DELETE FROM sessions WHERE hash = ?1", [h.as_slice()])?,
-            None => conn.execute("DELETE FROM sessions", [])?,
-        };
-        conn.execute("DELETE FROM sessions WHERE seen_ms < ?1", [idle_before])?;
-        Ok(())
-    }
-
-    pub fn delete_setting(&self, key: &str) -> anyhow::Result<()> {
-        self.conn()
-            .execute("DELETE FROM settings WHERE key = ?1", [key])?;
-        Ok(())
+        self.run(|db| {
+            match hash {
+                Some(h) => db.exec(
+                    "DELETE FROM sessions WHERE hash = ?1",
+                    &[h.as_slice().into()],
+                )?,
+                None => db.exec("DELETE FROM sessions", &[])?,
+            };
+            db.exec(
+                "DELETE FROM sessions WHERE seen_ms < ?1",
+                &[idle_before.into()],
+            )?;
+            Ok(())
+        })
     }
 
     // ---- chain ----
 
     pub fn chain(&self) -> anyhow::Result<Vec<ChainRow>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT model, enabled FROM chain ORDER BY position")?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok(ChainRow {
-                    model: r.get(0)?,
-                    enabled: r.get(1)?,
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+        self.run(|db| {
+            db.query(
+                "SELECT model, enabled FROM chain ORDER BY position",
+                &[],
+                |r| {
+                    Ok(ChainRow {
+                        model: r.get(0)?,
+                        enabled: r.get(1)?,
+                    })
+                },
+            )
+        })
     }
 
     pub fn set_chain(&self, rows: &[ChainRow]) -> anyhow::Result<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        tx.execute("DELETE FROM chain", [])?;
-        for (i, row) in rows.iter().enumerate() {
-            tx.execute(
-                "INSERT INTO chain (position, model, enabled) VALUES (?1, ?2, ?3)",
-                params![i as i64, row.model, row.enabled],
-            )?;
-        }
-        tx.commit()?;
-        Ok(())
+        self.tx(|db| {
+            db.exec("DELETE FROM chain", &[])?;
+            for (i, row) in (0i64..).zip(rows) {
+                db.exec(
+                    "INSERT INTO chain (position, model, enabled) VALUES (?1, ?2, ?3)",
+                    &[i.into(), (&row.model).into(), row.enabled.into()],
+                )?;
+            }
+            Ok(())
+        })
     }
 
     /// Models a provider retired: (reference, why).
     pub fn retired(&self) -> anyhow::Result<Vec<(String, String)>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT model, reason FROM retired ORDER BY at_ms")?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+        self.run(|db| {
+            db.query(
+                "SELECT model, reason FROM retired ORDER BY at_ms, model",
+                &[],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+        })
     }
 
     /// Record that a provider retired a model (a later report keeps the first).
     pub fn retire(&self, model: &str, reason: &str, at_ms: i64) -> anyhow::Result<()> {
-        self.conn().execute(
-            "INSERT OR IGNORE INTO retired (model, reason, at_ms) VALUES (?1, ?2, ?3)",
-            params![model, reason, at_ms],
-        )?;
-        Ok(())
+        self.run(|db| {
+            db.exec(
+                "INSERT INTO retired (model, reason, at_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT DO NOTHING",
+                &[model.into(), reason.into(), at_ms.into()],
+            )
+            .map(drop)
+        })
     }
 
     /// The user enabled a retired model again; whether it was retired.
     pub fn unretire(&self, model: &str) -> anyhow::Result<bool> {
-        Ok(self
-            .conn()
-            .execute("DELETE FROM retired WHERE model = ?1", [model])?
-            > 0)
+        self.run(|db| Ok(db.exec("DELETE FROM retired WHERE model = ?1", &[model.into()])? > 0))
     }
 
     // ---- idempotency (SPEC 2.8) ----
@@ -439,68 +564,76 @@ impl Store {
         key: &str,
         since_ms: i64,
     ) -> anyhow::Result<Option<Kept>> {
-        let conn = self.conn();
-        let row = conn
-            .query_row(
+        self.run(|db| {
+            db.row(
                 "SELECT fingerprint, status, headers, body, at_ms FROM idempotency
                  WHERE client = ?1 AND key = ?2 AND at_ms >= ?3",
-                params![client, key, since_ms],
+                &[client.into(), key.into(), since_ms.into()],
                 |r| {
-                    Ok((
-                        r.get::<_, Vec<u8>>(0)?,
-                        r.get::<_, u16>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, Vec<u8>>(3)?,
-                        r.get::<_, i64>(4)?,
-                    ))
+                    Ok(Kept {
+                        fingerprint: r.get(0)?,
+                        status: u16::try_from(r.get::<i64>(1)?).unwrap_or(500),
+                        headers: serde_json::from_str(&r.get::<String>(2)?).unwrap_or_default(),
+                        body: r.get(3)?,
+                        at_ms: r.get(4)?,
+                    })
                 },
             )
-            .optional()?;
-        Ok(row.map(|(fingerprint, status, headers, body, at_ms)| Kept {
-            fingerprint,
-            status,
-            headers: serde_json::from_str(&headers).unwrap_or_default(),
-            body,
-            at_ms,
-        }))
+        })
     }
 
     /// Keep an answer for an Idempotency-Key (a later one for the same key replaces it).
     pub fn keep_idempotent(&self, client: &str, key: &str, kept: &Kept) -> anyhow::Result<()> {
         let headers = serde_json::to_string(&kept.headers)?;
-        self.conn().execute(
-            "INSERT OR REPLACE INTO idempotency (client, key, fingerprint, status, headers, body, at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![client, key, kept.fingerprint, kept.status, headers, kept.body, kept.at_ms],
-        )?;
-        Ok(())
+        self.run(|db| {
+            db.exec(
+                "INSERT INTO idempotency (client, key, fingerprint, status, headers, body, at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT(client, key) DO UPDATE SET fingerprint = excluded.fingerprint,
+                     status = excluded.status, headers = excluded.headers, body = excluded.body,
+                     at_ms = excluded.at_ms",
+                &[
+                    client.into(),
+                    key.into(),
+                    (&kept.fingerprint).into(),
+                    i64::from(kept.status).into(),
+                    (&headers).into(),
+                    (&kept.body).into(),
+                    kept.at_ms.into(),
+                ],
+            )
+            .map(drop)
+        })
     }
 
     /// Forget answers kept before `before_ms`.
     pub fn prune_idempotent(&self, before_ms: i64) -> anyhow::Result<usize> {
-        Ok(self.conn().execute(
-            "DELETE FROM idempotency WHERE at_ms < ?1",
-            params![before_ms],
-        )?)
+        self.run(|db| {
+            db.exec(
+                "DELETE FROM idempotency WHERE at_ms < ?1",
+                &[before_ms.into()],
+            )
+        })
     }
 
     // ---- lessons (SPEC 3.9) ----
 
     /// Every stored lesson: (model, lesson, the upstream's words), oldest first.
     pub fn lessons(&self) -> anyhow::Result<Vec<(String, Lesson, String)>> {
-        let conn = self.conn();
-        let mut stmt =
-            conn.prepare("SELECT model, kind, field, reason FROM lessons ORDER BY at_ms, rowid")?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                ))
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
+        let rows = self.run(|db| {
+            db.query(
+                "SELECT model, kind, field, reason FROM lessons ORDER BY at_ms, model, kind, field",
+                &[],
+                |r| {
+                    Ok((
+                        r.get::<String>(0)?,
+                        r.get::<String>(1)?,
+                        r.get::<String>(2)?,
+                        r.get::<String>(3)?,
+                    ))
+                },
+            )
+        })?;
         // A kind this build does not know (written by a newer one) is left alone.
         Ok(rows
             .into_iter()
@@ -517,20 +650,27 @@ impl Store {
         at_ms: i64,
     ) -> anyhow::Result<()> {
         let (kind, field) = lesson.encode();
-        self.conn().execute(
-            "INSERT OR IGNORE INTO lessons (model, kind, field, reason, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![model, kind, field, reason, at_ms],
-        )?;
-        Ok(())
+        self.run(|db| {
+            db.exec(
+                "INSERT INTO lessons (model, kind, field, reason, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT DO NOTHING",
+                &[
+                    model.into(),
+                    kind.into(),
+                    field.into(),
+                    reason.into(),
+                    at_ms.into(),
+                ],
+            )
+            .map(drop)
+        })
     }
 
     /// Forget the lessons of `model`, or of every model; how many.
     pub fn forget_lessons(&self, model: Option<&str>) -> anyhow::Result<usize> {
-        Ok(match model {
-            Some(m) => self
-                .conn()
-                .execute("DELETE FROM lessons WHERE model = ?1", [m])?,
-            None => self.conn().execute("DELETE FROM lessons", [])?,
+        self.run(|db| match model {
+            Some(m) => db.exec("DELETE FROM lessons WHERE model = ?1", &[m.into()]),
+            None => db.exec("DELETE FROM lessons", &[]),
         })
     }
 
@@ -545,29 +685,29 @@ impl Store {
         at_ms: i64,
         seq: u64,
     ) -> anyhow::Result<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        for (scope, state) in scopes {
-            tx.execute(
-                "INSERT INTO ledger (scope, state, updated_ms) VALUES (?1, ?2, ?3)
-                 ON CONFLICT(scope) DO UPDATE SET state = excluded.state, updated_ms = excluded.updated_ms",
-                params![scope, state, at_ms],
+        let seq = seq.to_string().into_bytes();
+        self.tx(|db| {
+            for (scope, state) in scopes {
+                db.exec(
+                    "INSERT INTO ledger (scope, state, updated_ms) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(scope) DO UPDATE SET state = excluded.state, updated_ms = excluded.updated_ms",
+                    &[scope.into(), state.into(), at_ms.into()],
+                )?;
+            }
+            db.exec("DELETE FROM cooldowns", &[])?;
+            for (scope, until, reason) in cooldowns {
+                db.exec(
+                    "INSERT INTO cooldowns (scope, until_ms, reason) VALUES (?1, ?2, ?3)",
+                    &[scope.into(), (*until).into(), reason.into()],
+                )?;
+            }
+            db.exec(
+                "INSERT INTO settings (key, value) VALUES ('ledger_seq', ?1)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                &[(&seq).into()],
             )?;
-        }
-        tx.execute("DELETE FROM cooldowns", [])?;
-        for (scope, until, reason) in cooldowns {
-            tx.execute(
-                "INSERT INTO cooldowns (scope, until_ms, reason) VALUES (?1, ?2, ?3)",
-                params![scope, until, reason],
-            )?;
-        }
-        tx.execute(
-            "INSERT INTO settings (key, value) VALUES ('ledger_seq', ?1)
-             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            params![seq.to_string().into_bytes()],
-        )?;
-        tx.commit()?;
-        Ok(())
+            Ok(())
+        })
     }
 
     /// The last reservation-journal entry the saved counters hold.
@@ -579,90 +719,100 @@ impl Store {
     }
 
     pub fn load_ledger(&self) -> anyhow::Result<Vec<(String, String)>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT scope, state FROM ledger")?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+        self.run(|db| {
+            db.query("SELECT scope, state FROM ledger", &[], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+        })
     }
 
     pub fn load_cooldowns(&self) -> anyhow::Result<Vec<(String, i64, String)>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT scope, until_ms, reason FROM cooldowns")?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+        self.run(|db| {
+            db.query("SELECT scope, until_ms, reason FROM cooldowns", &[], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+        })
     }
 
     // ---- request log ----
 
     /// Write a batch of requests with their attempts in one transaction.
     pub fn insert_requests(&self, rows: &[RequestRow]) -> anyhow::Result<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        {
-            let mut req = tx.prepare_cached(
-                "INSERT INTO requests (id, at_ms, client, requested_model, served_by, status,
-                     latency_ms, ttft_ms, tokens_in, tokens_out, stream, error, attempts, surface, notes)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-            )?;
+        self.tx(|db| {
+            if db.is_pg() {
+                // Each replica merges its batch into the same hourly rollups (read, merge,
+                // write): one writer at a time, or two merges of one hour would lose counts.
+                db.exec("SELECT pg_advisory_xact_lock(7046023985)", &[])?;
+            }
             for r in rows {
                 let attempts = serde_json::to_string(&r.attempts).unwrap_or_else(|_| "[]".into());
-                req.execute(params![
-                    r.id,
-                    r.at_ms,
-                    r.client,
-                    r.requested_model,
-                    r.served_by,
-                    r.status,
-                    r.latency_ms as i64,
-                    r.ttft_ms.map(|v| v as i64),
-                    r.tokens_in as i64,
-                    r.tokens_out as i64,
-                    r.stream,
-                    r.error,
-                    attempts,
-                    r.surface,
-                    r.notes
-                ])?;
+                db.exec(
+                    "INSERT INTO requests (id, at_ms, client, requested_model, served_by, status,
+                         latency_ms, ttft_ms, tokens_in, tokens_out, stream, error, attempts, surface, notes)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                    &[
+                        (&r.id).into(),
+                        r.at_ms.into(),
+                        (&r.client).into(),
+                        (&r.requested_model).into(),
+                        r.served_by.as_deref().into(),
+                        i64::from(r.status).into(),
+                        (r.latency_ms as i64).into(),
+                        r.ttft_ms.map(|v| v as i64).into(),
+                        (r.tokens_in as i64).into(),
+                        (r.tokens_out as i64).into(),
+                        r.stream.into(),
+                        r.error.as_deref().into(),
+                        (&attempts).into(),
+                        r.surface.as_deref().into(),
+                        r.notes.as_deref().into(),
+                    ],
+                )?;
             }
-            let mut get = tx.prepare_cached(
-                "SELECT requests, succeeded, failed, cancelled, tokens_in, tokens_out,
-                        failed_attempts, latency, ttft
-                 FROM rollups WHERE hour = ?1 AND provider = ?2 AND model = ?3 AND client = ?4",
-            )?;
-            let mut put = tx.prepare_cached(
-                "INSERT OR REPLACE INTO rollups (hour, provider, model, client, requests, succeeded,
-                     failed, cancelled, tokens_in, tokens_out, failed_attempts, latency, ttft)
-                 VALUES (?1, ?2, ?3, ?13, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-            )?;
             for ((hour, provider, model, client), add) in crate::analytics::rollups(rows) {
-                let mut r = get
-                    .query_row(params![hour, provider, model, client], read_rollup)
-                    .optional()?
+                let mut r = db
+                    .row(
+                        "SELECT requests, succeeded, failed, cancelled, tokens_in, tokens_out,
+                                failed_attempts, latency, ttft
+                         FROM rollups WHERE hour = ?1 AND provider = ?2 AND model = ?3 AND client = ?4",
+                        &[hour.into(), (&provider).into(), (&model).into(), (&client).into()],
+                        read_rollup,
+                    )?
                     .unwrap_or_default();
                 r.merge(&add);
-                put.execute(params![
-                    hour,
-                    provider,
-                    model,
-                    r.requests as i64,
-                    r.succeeded as i64,
-                    r.failed as i64,
-                    r.cancelled as i64,
-                    r.tokens_in as i64,
-                    r.tokens_out as i64,
-                    r.failed_attempts as i64,
+                let (latency, ttft) = (
                     serde_json::to_string(&r.latency).unwrap_or_default(),
                     serde_json::to_string(&r.ttft).unwrap_or_default(),
-                    client,
-                ])?;
+                );
+                db.exec(
+                    "INSERT INTO rollups (hour, provider, model, client, requests, succeeded,
+                         failed, cancelled, tokens_in, tokens_out, failed_attempts, latency, ttft)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                     ON CONFLICT(hour, provider, model, client) DO UPDATE SET
+                         requests = excluded.requests, succeeded = excluded.succeeded,
+                         failed = excluded.failed, cancelled = excluded.cancelled,
+                         tokens_in = excluded.tokens_in, tokens_out = excluded.tokens_out,
+                         failed_attempts = excluded.failed_attempts,
+                         latency = excluded.latency, ttft = excluded.ttft",
+                    &[
+                        hour.into(),
+                        (&provider).into(),
+                        (&model).into(),
+                        (&client).into(),
+                        (r.requests as i64).into(),
+                        (r.succeeded as i64).into(),
+                        (r.failed as i64).into(),
+                        (r.cancelled as i64).into(),
+                        (r.tokens_in as i64).into(),
+                        (r.tokens_out as i64).into(),
+                        (r.failed_attempts as i64).into(),
+                        (&latency).into(),
+                        (&ttft).into(),
+                    ],
+                )?;
             }
-        }
-        tx.commit()?;
-        Ok(())
+            Ok(())
+        })
     }
 
     /// The rollups of every hour from `from_ms` on.
@@ -670,34 +820,31 @@ impl Store {
         &self,
         from_ms: i64,
     ) -> anyhow::Result<Vec<(crate::analytics::Key, crate::analytics::Rollup)>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT requests, succeeded, failed, cancelled, tokens_in, tokens_out,
-                    failed_attempts, latency, ttft, hour, provider, model, client
-             FROM rollups WHERE hour >= ?1 ORDER BY hour",
-        )?;
-        let rows = stmt
-            .query_map([from_ms], |r| {
-                let rollup = read_rollup(r)?;
-                Ok(((r.get(9)?, r.get(10)?, r.get(11)?, r.get(12)?), rollup))
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+        self.run(|db| {
+            db.query(
+                "SELECT requests, succeeded, failed, cancelled, tokens_in, tokens_out,
+                        failed_attempts, latency, ttft, hour, provider, model, client
+                 FROM rollups WHERE hour >= ?1 ORDER BY hour, provider, model, client",
+                &[from_ms.into()],
+                |r| {
+                    let rollup = read_rollup(r)?;
+                    Ok(((r.get(9)?, r.get(10)?, r.get(11)?, r.get(12)?), rollup))
+                },
+            )
+        })
     }
 
     /// Requests logged per hour from `from_ms` on: (hour start, requests), from the rollups
     /// (what pacing by demand learns from).
     pub fn requests_per_hour(&self, from_ms: i64) -> anyhow::Result<Vec<(i64, u64)>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT hour, SUM(requests) FROM rollups WHERE hour >= ?1 GROUP BY hour ORDER BY hour",
-        )?;
-        let rows = stmt
-            .query_map([from_ms], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?.max(0) as u64))
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+        self.run(|db| {
+            db.query(
+                "SELECT hour, CAST(SUM(requests) AS BIGINT) FROM rollups WHERE hour >= ?1
+                 GROUP BY hour ORDER BY hour",
+                &[from_ms.into()],
+                |r| Ok((r.get::<i64>(0)?, r.get::<i64>(1)?.max(0) as u64)),
+            )
+        })
     }
 
     /// The newest requests, newest first, with their attempts.
@@ -711,122 +858,132 @@ impl Store {
         before: Option<&str>,
         limit: usize,
     ) -> anyhow::Result<Vec<RequestRow>> {
-        let conn = self.conn();
-        let before_seq: i64 = match before {
-            Some(id) => conn
-                .query_row("SELECT MAX(seq) FROM requests WHERE id = ?1", [id], |r| {
-                    r.get::<_, Option<i64>>(0)
-                })?
-                .unwrap_or(i64::MIN),
-            None => i64::MAX,
-        };
-        let mut stmt = conn.prepare(
-            "SELECT id, at_ms, client, requested_model, served_by, status, latency_ms, ttft_ms,
-                    tokens_in, tokens_out, stream, error, attempts, surface, notes
-             FROM requests WHERE seq < ?2 ORDER BY seq DESC LIMIT ?1",
-        )?;
-        let mut rows = stmt
-            .query_map(params![limit as i64, before_seq], |r| {
-                Ok(RequestRow {
-                    id: r.get(0)?,
-                    at_ms: r.get(1)?,
-                    client: r.get(2)?,
-                    requested_model: r.get(3)?,
-                    served_by: r.get(4)?,
-                    status: r.get(5)?,
-                    latency_ms: r.get::<_, i64>(6)? as u64,
-                    ttft_ms: r.get::<_, Option<i64>>(7)?.map(|v| v as u64),
-                    tokens_in: r.get::<_, i64>(8)? as u64,
-                    tokens_out: r.get::<_, i64>(9)? as u64,
-                    stream: r.get(10)?,
-                    error: r.get(11)?,
-                    attempts: r
-                        .get::<_, Option<String>>(12)?
-                        .and_then(|j| serde_json::from_str(&j).ok())
-                        .unwrap_or_default(),
-                    surface: r.get(13)?,
-                    notes: r.get(14)?,
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut att = conn.prepare(
-            "SELECT target, key_id, outcome, status, latency_ms FROM attempts
-             WHERE request_id = ?1 ORDER BY n",
-        )?;
-        // Rows from before migration 2 keep their attempts in their own table.
-        for row in rows.iter_mut().filter(|r| r.attempts.is_empty()) {
-            row.attempts = att
-                .query_map([&row.id], |r| {
-                    Ok(AttemptRow {
-                        target: r.get(0)?,
-                        key_id: r.get(1)?,
-                        outcome: r.get(2)?,
-                        status: r.get(3)?,
-                        latency_ms: r.get::<_, i64>(4)? as u64,
-                        error: None,
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.tx(|db| {
+            let before_seq: i64 = match before {
+                Some(id) => db
+                    .row(
+                        "SELECT MAX(seq) FROM requests WHERE id = ?1",
+                        &[id.into()],
+                        |r| r.get::<Option<i64>>(0),
+                    )?
+                    .flatten()
+                    .unwrap_or(i64::MIN),
+                None => i64::MAX,
+            };
+            let mut rows = db.query(
+                "SELECT id, at_ms, client, requested_model, served_by, status, latency_ms, ttft_ms,
+                        tokens_in, tokens_out, stream, error, attempts, surface, notes
+                 FROM requests WHERE seq < ?2 ORDER BY seq DESC LIMIT ?1",
+                &[limit.into(), before_seq.into()],
+                |r| {
+                    Ok(RequestRow {
+                        id: r.get(0)?,
+                        at_ms: r.get(1)?,
+                        client: r.get(2)?,
+                        requested_model: r.get(3)?,
+                        served_by: r.get(4)?,
+                        status: u16::try_from(r.get::<i64>(5)?).unwrap_or(0),
+                        latency_ms: r.get::<i64>(6)?.max(0) as u64,
+                        ttft_ms: r.get::<Option<i64>>(7)?.map(|v| v.max(0) as u64),
+                        tokens_in: r.get::<i64>(8)?.max(0) as u64,
+                        tokens_out: r.get::<i64>(9)?.max(0) as u64,
+                        stream: r.get(10)?,
+                        error: r.get(11)?,
+                        attempts: r
+                            .get::<Option<String>>(12)?
+                            .and_then(|j| serde_json::from_str(&j).ok())
+                            .unwrap_or_default(),
+                        surface: r.get(13)?,
+                        notes: r.get(14)?,
                     })
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-        }
-        Ok(rows)
+                },
+            )?;
+            // Rows from before SQLite migration 2 keep their attempts in their own table.
+            for row in rows.iter_mut().filter(|r| r.attempts.is_empty()) {
+                row.attempts = db.query(
+                    "SELECT target, key_id, outcome, status, latency_ms FROM attempts
+                     WHERE request_id = ?1 ORDER BY n",
+                    &[(&row.id).into()],
+                    |r| {
+                        Ok(AttemptRow {
+                            target: r.get(0)?,
+                            key_id: r.get(1)?,
+                            outcome: r.get(2)?,
+                            status: r.get::<Option<i64>>(3)?.and_then(|s| u16::try_from(s).ok()),
+                            latency_ms: r.get::<i64>(4)?.max(0) as u64,
+                            error: None,
+                        })
+                    },
+                )?;
+            }
+            Ok(rows)
+        })
     }
 
     pub fn count_requests(&self) -> anyhow::Result<u64> {
-        Ok(self
-            .conn()
-            .query_row("SELECT COUNT(*) FROM requests", [], |r| r.get::<_, i64>(0))?
-            as u64)
+        self.run(|db| {
+            Ok(db
+                .row("SELECT COUNT(*) FROM requests", &[], |r| r.get::<i64>(0))?
+                .unwrap_or(0)
+                .max(0) as u64)
+        })
     }
 
     /// Drop requests, and their hourly rollups, older than `before_ms`, `batch` requests per
     /// transaction (the lock is let go between batches); returns how many requests.
     pub fn prune_requests(&self, before_ms: i64, batch: usize) -> anyhow::Result<usize> {
-        let batch = batch.max(1) as i64;
+        let batch = i64::try_from(batch.max(1)).unwrap_or(i64::MAX);
+        // Hours wholly before the cut lose their rollups.
+        let hour_cut = before_ms - before_ms % 3_600_000;
         let mut total = 0;
         loop {
-            let mut conn = self.conn();
-            let tx = conn.transaction()?;
-            let upto: Option<i64> = tx.query_row(
-                "SELECT MAX(id) FROM (SELECT rowid AS id FROM requests WHERE at_ms < ?1 ORDER BY rowid LIMIT ?2)",
-                params![before_ms, batch],
-                |r| r.get(0),
-            )?;
-            let Some(upto) = upto else {
-                tx.execute(
-                    "DELETE FROM rollups WHERE hour < ?1 - (?1 % 3600000)",
-                    [before_ms],
+            let done = self.tx(|db| {
+                let upto = db
+                    .row(
+                        "SELECT MAX(s) FROM (SELECT seq AS s FROM requests WHERE at_ms < ?1
+                             ORDER BY seq LIMIT ?2) AS oldest",
+                        &[before_ms.into(), batch.into()],
+                        |r| r.get::<Option<i64>>(0),
+                    )?
+                    .flatten();
+                let Some(upto) = upto else {
+                    db.exec("DELETE FROM rollups WHERE hour < ?1", &[hour_cut.into()])?;
+                    return Ok(None);
+                };
+                db.exec(
+                    "DELETE FROM attempts WHERE request_id IN
+                     (SELECT id FROM requests WHERE at_ms < ?1 AND seq <= ?2)",
+                    &[before_ms.into(), upto.into()],
                 )?;
-                tx.commit()?;
-                return Ok(total);
-            };
-            tx.execute(
-                "DELETE FROM attempts WHERE request_id IN \
-                 (SELECT id FROM requests WHERE at_ms < ?1 AND rowid <= ?2)",
-                params![before_ms, upto],
-            )?;
-            total += tx.execute(
-                "DELETE FROM requests WHERE at_ms < ?1 AND rowid <= ?2",
-                params![before_ms, upto],
-            )?;
-            tx.commit()?;
+                Ok(Some(db.exec(
+                    "DELETE FROM requests WHERE at_ms < ?1 AND seq <= ?2",
+                    &[before_ms.into(), upto.into()],
+                )?))
+            })?;
+            match done {
+                Some(n) => total += n,
+                None => return Ok(total),
+            }
         }
     }
 }
 
 /// A rollup from a row whose first nine columns are its counts and histograms.
-fn read_rollup(r: &rusqlite::Row) -> rusqlite::Result<crate::analytics::Rollup> {
-    let hist = |i: usize| -> rusqlite::Result<crate::analytics::Histogram> {
+fn read_rollup(r: &Row) -> anyhow::Result<crate::analytics::Rollup> {
+    let hist = |i: usize| -> anyhow::Result<crate::analytics::Histogram> {
         let text: String = r.get(i)?;
         Ok(serde_json::from_str(&text).unwrap_or_default())
     };
+    let count = |i: usize| -> anyhow::Result<u64> { Ok(r.get::<i64>(i)?.max(0) as u64) };
     Ok(crate::analytics::Rollup {
-        requests: r.get::<_, i64>(0)? as u64,
-        succeeded: r.get::<_, i64>(1)? as u64,
-        failed: r.get::<_, i64>(2)? as u64,
-        cancelled: r.get::<_, i64>(3)? as u64,
-        tokens_in: r.get::<_, i64>(4)? as u64,
-        tokens_out: r.get::<_, i64>(5)? as u64,
-        failed_attempts: r.get::<_, i64>(6)? as u64,
+        requests: count(0)?,
+        succeeded: count(1)?,
+        failed: count(2)?,
+        cancelled: count(3)?,
+        tokens_in: count(4)?,
+        tokens_out: count(5)?,
+        failed_attempts: count(6)?,
         latency: hist(7)?,
         ttft: hist(8)?,
     })
@@ -852,15 +1009,6 @@ pub fn private_file(path: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn migrations_apply_and_settings_round_trip() {
-        let s = Store::memory().unwrap();
-        assert_eq!(s.setting("x").unwrap(), None);
-        s.set_setting("x", b"1").unwrap();
-        s.set_setting("x", b"2").unwrap();
-        assert_eq!(s.setting("x").unwrap().as_deref(), Some(&b"2"[..]));
-    }
 
     /// A database written before migration 3 keeps its rows and their attempts.
     #[test]
@@ -900,72 +1048,5 @@ mod tests {
             ("old", "groq/x")
         );
         assert_eq!(rows[1].ttft_ms, Some(3));
-    }
-
-    #[test]
-    fn request_log_round_trip_and_prune() {
-        let s = Store::memory().unwrap();
-        let row = RequestRow {
-            id: "r1".into(),
-            at_ms: 1000,
-            client: "default".into(),
-            requested_model: "auto".into(),
-            served_by: Some("groq/x".into()),
-            status: 200,
-            attempts: vec![
-                AttemptRow {
-                    target: "a/b".into(),
-                    outcome: "429".into(),
-                    ..Default::default()
-                },
-                AttemptRow {
-                    target: "groq/x".into(),
-                    outcome: "ok".into(),
-                    ..Default::default()
-                },
-            ],
-            ..Default::default()
-        };
-        s.insert_requests(std::slice::from_ref(&row)).unwrap();
-        let got = s.recent_requests(10).unwrap();
-        assert_eq!(got.len(), 1);
-        assert_eq!(got[0].attempts.len(), 2);
-        assert_eq!(got[0].attempts[1].outcome, "ok");
-        assert_eq!(s.prune_requests(2000, 1).unwrap(), 1);
-        assert_eq!(s.count_requests().unwrap(), 0);
-    }
-
-    #[test]
-    fn pruning_the_log_prunes_its_hourly_rollups() {
-        const HOUR: i64 = 3_600_000;
-        let s = Store::memory().unwrap();
-        let at = |id: &str, at_ms: i64| RequestRow {
-            id: id.into(),
-            at_ms,
-            served_by: Some("groq/x".into()),
-            status: 200,
-            ..Default::default()
-        };
-        s.insert_requests(&[
-            at("old", 10),
-            at("mid", HOUR + 10),
-            at("new", 2 * HOUR + 10),
-        ])
-        .unwrap();
-        let hours = |s: &Store| -> Vec<i64> {
-            s.rollups(0)
-                .unwrap()
-                .into_iter()
-                .map(|((h, _, _, _), _)| h)
-                .collect()
-        };
-        assert_eq!(hours(&s), vec![0, HOUR, 2 * HOUR]);
-        // The cut falls inside the second hour: its requests before the cut go, and the hour
-        // wholly before the cut loses its rollup; the hour the cut falls in keeps its own.
-        assert_eq!(s.prune_requests(HOUR + 20, 1).unwrap(), 2);
-        assert_eq!(hours(&s), vec![HOUR, 2 * HOUR]);
-        assert_eq!(s.prune_requests(3 * HOUR, 1000).unwrap(), 1);
-        assert!(hours(&s).is_empty());
-        assert_eq!(s.count_requests().unwrap(), 0);
     }
 }

@@ -24,6 +24,8 @@ mod redis_server;
 mod replicas;
 mod replicas_shared;
 mod routing;
+mod servers;
+mod store;
 mod surfaces;
 mod tenants;
 mod tools;

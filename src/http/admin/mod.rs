@@ -119,7 +119,8 @@ pub enum Error {
     SlowDown(Duration),
     /// 503: too many password checks at once; try again in a second.
     Busy,
-    /// 500: logged, and said without detail.
+    /// 500: logged, and said without detail; 503 `store_unavailable` when the store cannot be
+    /// reached.
     Internal(anyhow::Error),
 }
 
@@ -176,6 +177,20 @@ impl IntoResponse for Error {
                 let mut resp = (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
                 resp.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                return resp;
+            }
+            // PostgreSQL is down (SPEC 5.1): say so, and that it is not the caller's fault.
+            Error::Internal(e) if crate::ops::store_unreachable(&e).is_some() => {
+                tracing::warn!(error = %format!("{e:#}"), "admin request: the store cannot be reached");
+                let reason = crate::ops::store_unreachable(&e).unwrap_or_default();
+                let body = json!({"error": {
+                    "message": format!("{reason}; /v1 keeps serving with the keys it holds, try the admin side again when the store is back"),
+                    "type": "server_error",
+                    "code": "store_unavailable",
+                }});
+                let mut resp = (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
                 return resp;
             }
             Error::Internal(e) => {
