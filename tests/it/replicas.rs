@@ -409,3 +409,59 @@ async fn a_replica_killed_with_sigkill_under_load_never_lets_the_others_exceed_a
     assert!(ok <= 40, "{ok} answered");
     assert!(ok >= 20, "the survivors kept serving: {ok} answered");
 }
+
+/// The whole of SPEC 5.1 at once: three replicas on one PostgreSQL and one Redis. A key added
+/// through one replica's admin API serves on the others, and its daily cap holds to the
+/// request across all three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_replicas_on_postgres_and_redis_share_a_key_added_on_one_and_its_cap() {
+    let pg = crate::servers::Postgres::start();
+    let url = pg.database();
+    let redis = RedisServer::start();
+    let mock = Mock::start().await;
+    mock.always(Reply::ok("hi"));
+    let toml = format!(
+        "[store]\nurl = \"{url}\"\n[cluster]\nredis_url = \"{}\"\n\
+         [custom.mock]\nbase_url = \"{}\"\nmodels = [{{ id = \"mock-model\", rpd = 30 }}]\n",
+        redis.url(),
+        mock.url("/v1")
+    );
+    let key = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let mut apps = Vec::new();
+    for _ in 0..3 {
+        let opts = Options::new(toml.clone()).env("FREEWAY_ENCRYPTION_KEY", key);
+        apps.push(Arc::new(TestApp::start(opts).await.unwrap()));
+    }
+    let admin = crate::admin::setup(&apps[0]).await;
+    let (status, _) = admin
+        .post(
+            "/admin/api/keys",
+            json!({"provider": "mock", "key": "sk-added-on-one"}),
+        )
+        .await;
+    assert!(status < 300, "{status}");
+    // Every replica serves with it once it polled the store's change counter.
+    for app in &apps {
+        let mut keys = 0;
+        for _ in 0..100 {
+            keys = app.app.live.keys.rotated("mock").len();
+            if keys == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(keys, 1, "a replica never loaded the key added on another");
+    }
+    let statuses = burst(&apps, "mock/mock-model", 90).await;
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    assert_eq!(mock.count(), 30, "{statuses:?}");
+    assert_eq!(ok, 30);
+    assert!(
+        mock.chat_calls()
+            .iter()
+            .all(|c| c.bearer().as_deref() == Some("sk-added-on-one"))
+    );
+    // Every replica's dashboard sees every request (one request log).
+    let rows = apps[2].logged(90, 200).await;
+    assert_eq!(rows.iter().filter(|r| r.status == 200).count(), 30);
+}
