@@ -62,6 +62,13 @@ pub enum Command {
     Status,
     /// Probe every key now.
     Check,
+    /// Ask the running server's `/readyz` (exit 0 when ready): a health check for containers
+    /// whose image has no shell or HTTP client.
+    Healthcheck {
+        /// The server's address (default: `listen`, a wildcard host asked on loopback).
+        #[arg(long)]
+        addr: Option<String>,
+    },
     /// The admin side: reset-password.
     #[command(subcommand)]
     Admin(AdminCmd),
@@ -217,6 +224,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Models { all } => models_cmd(config, all),
         Command::Status => status_cmd(config),
         Command::Check => check_cmd(config),
+        Command::Healthcheck { addr } => healthcheck_cmd(config, addr),
         Command::Admin(AdminCmd::ResetPassword) => reset_password_cmd(config),
     }
 }
@@ -605,6 +613,40 @@ fn models_cmd(config: Config, all: bool) -> anyhow::Result<()> {
     }
     if !all {
         out!("(models whose provider has no key are hidden; --all shows the whole catalog)");
+    }
+    Ok(())
+}
+
+fn healthcheck_cmd(config: Config, addr: Option<String>) -> anyhow::Result<()> {
+    use http_body_util::BodyExt;
+    let addr = addr.unwrap_or_else(|| {
+        let l = config.listen;
+        if l.ip().is_unspecified() {
+            format!("127.0.0.1:{}", l.port())
+        } else {
+            l.to_string()
+        }
+    });
+    let uri: hyper::Uri = format!("http://{addr}/readyz")
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--addr {addr:?}: {e}"))?;
+    let (status, body) = runtime()?.block_on(async {
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<http_body_util::Empty<bytes::Bytes>>();
+        let asked = async {
+            let resp = client.get(uri).await?;
+            let status = resp.status();
+            let body = resp.into_body().collect().await?.to_bytes();
+            anyhow::Ok((status, body))
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(5), asked)
+            .await
+            .map_err(|_| anyhow::anyhow!("{addr} did not answer within 5 s"))?
+    })?;
+    out!("{status} {}", String::from_utf8_lossy(&body).trim());
+    if !status.is_success() {
+        bail!("not ready");
     }
     Ok(())
 }

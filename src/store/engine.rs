@@ -293,6 +293,21 @@ pub struct Pool {
     idle: Mutex<Vec<Conn>>,
 }
 
+impl Drop for Pool {
+    /// Closing a sync PostgreSQL client runs a small runtime of its own, which may not happen
+    /// on an async worker (the last handle to the store can go with a task): close them on a
+    /// plain thread then.
+    fn drop(&mut self) {
+        let idle = std::mem::take(self.idle.get_mut().unwrap_or_else(|e| e.into_inner()));
+        if idle.is_empty() {
+            return;
+        }
+        if must_hop() {
+            let _ = std::thread::spawn(move || drop(idle)).join();
+        }
+    }
+}
+
 /// Connections kept open between calls (more may be open while calls run at once).
 const IDLE: usize = 4;
 

@@ -840,3 +840,40 @@ fn a_closed_stdout_ends_the_cli_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(out.status.success(), "{:?}: {stderr}", out.status);
 }
+
+/// `freeway healthcheck` asks a running server's `/readyz`: exit 0 when it is ready, not 0
+/// when it is not or nothing answers (the container health check of an image with no shell).
+#[test]
+fn healthcheck_asks_the_running_server() {
+    let cwd = tempfile::tempdir().unwrap();
+    let server = start_server(cwd.path(), &[("FREEWAY_LISTEN", "127.0.0.1:0")]).unwrap();
+    // No provider key yet: not ready.
+    let out = run(
+        cwd.path(),
+        &[],
+        &["healthcheck", "--addr", &server.addr],
+        "",
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("503"));
+    server.kill9();
+    std::fs::write(
+        cwd.path().join("freeway.toml"),
+        "[custom.mock]\nbase_url = \"http://127.0.0.1:9/v1\"\nkeys = [\"sk-x\"]\nmodels = [{ id = \"m\" }]\n",
+    )
+    .unwrap();
+    let server = start_server(cwd.path(), &[("FREEWAY_LISTEN", "127.0.0.1:0")]).unwrap();
+    let out = run(
+        cwd.path(),
+        &[],
+        &["healthcheck", "--addr", &server.addr],
+        "",
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("200") && said.contains("ready"), "{said}");
+    let addr = server.addr.clone();
+    server.kill9();
+    let out = run(cwd.path(), &[], &["healthcheck", "--addr", &addr], "");
+    assert!(!out.status.success());
+}
