@@ -467,3 +467,30 @@ async fn three_replicas_on_postgres_and_redis_share_a_key_added_on_one_and_its_c
     let rows = apps[2].logged(90, 200).await;
     assert_eq!(rows.iter().filter(|r| r.status == 200).count(), 30);
 }
+
+/// `freeway status` asks Redis itself: how many replicas beat, or that Redis is unreachable
+/// and the replicas serve from their shares.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn freeway_status_says_whether_the_ledger_is_shared() {
+    let mut redis = RedisServer::start();
+    let mock = Mock::start().await;
+    let toml = shared(&redis, &mock, "", "");
+    let app = TestApp::start(Options::new(toml.clone())).await.unwrap();
+    until_ledger(&app, "shared").await;
+    let cwd = tempfile::tempdir().unwrap();
+    std::fs::write(cwd.path().join("freeway.toml"), &toml).unwrap();
+    let status = |cwd: &std::path::Path| {
+        let out = crate::process::run(cwd, &[], &["status"], "");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let said = status(cwd.path());
+    assert!(
+        said.contains("cluster: shared ledger on Redis") && said.contains("1 replica(s) beating"),
+        "{said}"
+    );
+    redis.stop();
+    let said = status(cwd.path());
+    assert!(said.contains("cluster: Redis unreachable"), "{said}");
+    assert!(said.contains("local share"), "{said}");
+    drop(app);
+}
