@@ -775,12 +775,13 @@ impl Config {
         };
         if let Some(url) = &cluster.redis_url {
             let u = url.expose();
-            if !(u.starts_with("redis://")
-                || u.starts_with("rediss://")
-                || u.starts_with("redis+unix://")
-                || u.starts_with("unix://"))
-            {
-                bail!("cluster.redis_url: it must start with redis:// (or rediss://, unix://)");
+            if u.starts_with("rediss://") {
+                bail!(
+                    "cluster.redis_url: TLS to Redis (rediss://) is not built in; reach Redis over a private network or a TLS tunnel with redis://"
+                );
+            }
+            if !(u.starts_with("redis://") || u.starts_with("unix://")) {
+                bail!("cluster.redis_url: it must start with redis:// (or unix:// for a socket)");
             }
         }
         if cluster.prefix.is_empty() || cluster.prefix.contains(char::is_whitespace) {
@@ -1499,5 +1500,25 @@ public = false
     fn secrets_do_not_debug_print() {
         let s = Secret::new("gsk_supersecret");
         assert!(!format!("{s:?}").contains("supersecret"));
+    }
+
+    #[test]
+    fn the_cluster_url_is_checked_and_the_environment_wins() {
+        let c = Config::from_toml(
+            "[cluster]\nredis_url = \"redis://127.0.0.1:6379/0\"\n",
+            &no_env,
+        )
+        .unwrap();
+        assert_eq!(c.cluster.prefix, "freeway");
+        assert!(c.cluster.redis_url.is_some());
+        let e = Config::from_toml("[cluster]\nredis_url = \"rediss://u:pw@h/0\"\n", &no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("rediss") && !e.contains("pw@"), "{e}");
+        assert!(Config::from_toml("[cluster]\nredis_url = \"http://h\"\n", &no_env).is_err());
+        assert!(Config::from_toml("[cluster]\nprefix = \"a b\"\n", &no_env).is_err());
+        let env = |k: &str| (k == "FREEWAY_REDIS_URL").then(|| "redis://other:6379".to_string());
+        let c = Config::from_toml("[cluster]\nredis_url = \"redis://a\"\n", &env).unwrap();
+        assert_eq!(c.cluster.redis_url.unwrap().expose(), "redis://other:6379");
     }
 }
