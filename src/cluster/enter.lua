@@ -9,7 +9,7 @@ for k = 1, #all, 2 do
   if all[k] ~= ARGV[1] and (not beat or tonumber(beat) < tonumber(ARGV[3])) then
     redis.call('HDEL', KEYS[1], all[k])
   else
-    n = n + tonumber(all[k + 1])
+    n = n + math.max(0, tonumber(all[k + 1]))
   end
 end
 if n + 1 > tonumber(ARGV[2]) then

@@ -96,6 +96,10 @@ const BEAT: Duration = Duration::from_secs(1);
 const RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
 /// Settlements and cooldowns kept while Redis is away at most (the oldest go first).
 const MAX_PENDING: usize = 100_000;
+/// A client key's request in flight ended on this replica: never below zero (Redis may have
+/// restarted, or another replica removed this one's field while it was away).
+const LEAVE: &str = "local v = redis.call('HINCRBY', KEYS[1], ARGV[1], -1) \
+                     if v <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end return 1";
 /// A minute's buckets.
 const MINUTE: Window = Window {
     span_ms: 60_000,
@@ -271,26 +275,65 @@ impl Health {
 }
 
 /// A counter as last seen.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 struct Seen {
     requests: u64,
     tokens: u64,
     /// A rolling window (buckets), else one fixed counter.
-    rolling: bool,
+    window: Option<Window>,
+    kind: Kind,
     ttl_ms: i64,
+    /// When it was read (ms).
+    at_ms: i64,
     /// Forgotten after this (ms): its window is over.
     until_ms: i64,
+}
+
+/// What this replica used of one counter while Redis was away.
+#[derive(Debug, Default)]
+struct Alone {
+    /// Request field → (token field, requests, tokens).
+    fields: HashMap<String, (String, i64, i64)>,
+    ttl_ms: i64,
+}
+
+impl Alone {
+    /// Requests and tokens counted in buckets from `cutoff` on (`None`: all of them).
+    fn used(&self, cutoff: Option<i64>) -> (u64, u64) {
+        let (mut r, mut t) = (0i64, 0i64);
+        for (rf, (_, fr, ft)) in &self.fields {
+            let bucket = rf.strip_prefix("r:").and_then(|b| b.parse::<i64>().ok());
+            if let (Some(cut), Some(b)) = (cutoff, bucket) {
+                if b < cut {
+                    continue;
+                }
+            }
+            r += fr;
+            t += ft;
+        }
+        (r.max(0) as u64, t.max(0) as u64)
+    }
+}
+
+/// `left` shared by `n` replicas, this one `rank`-th: the remainder goes to the first ones,
+/// so a cap smaller than N still serves somewhere.
+fn portion(left: u64, n: u64, rank: u64) -> u64 {
+    let n = n.max(1);
+    left / n + u64::from(rank < left % n)
 }
 
 struct State {
     mode: Mode,
     /// N: replicas seen at the last heartbeat.
     replicas: u64,
-    /// What day, month and credit counters held when last seen (refreshed every heartbeat).
+    /// This replica's place among the replicas beating (by id), for a share's remainder.
+    rank: u64,
+    /// The id Redis's data was started under: another one means it restarted empty.
+    epoch: Option<String>,
+    /// What counters held when last seen (refreshed every heartbeat).
     seen: HashMap<String, Seen>,
-    /// Use counted in this replica's share while Redis was away: (key, request field) →
-    /// (token field, requests, tokens, ttl).
-    alone: HashMap<(String, String), (String, i64, i64, i64)>,
+    /// Use counted in this replica's share while Redis was away, by counter key.
+    alone: HashMap<String, Alone>,
     /// Work that failed while Redis was away, sent when it answers again.
     pending: VecDeque<Op>,
     dropped: u64,
@@ -340,6 +383,8 @@ impl Cluster {
             state: Mutex::new(State {
                 mode: Mode::Shared,
                 replicas: 1,
+                rank: 0,
+                epoch: None,
                 seen: HashMap::new(),
                 alone: HashMap::new(),
                 pending: VecDeque::new(),
@@ -545,8 +590,10 @@ impl Cluster {
             }
             Err(e) => {
                 // Not a lost connection (a script error, a full or read-only server): this
-                // replica goes on alone for this request, and says why.
+                // replica goes on alone, says why, and the heartbeat tries again (adding
+                // what it used meanwhile).
                 tracing::error!(error = %redact_url(&e.to_string()), "Redis refused a reservation");
+                self.alone(now, &e);
                 return self.reserve_alone(ask, &counters, now);
             }
         };
@@ -563,20 +610,21 @@ impl Cluster {
                 for (j, c) in counters.iter().enumerate() {
                     let r = int(1 + 2 * j).max(0) as u64 + 1;
                     let t = int(2 + 2 * j).max(0) as u64 + ask.tokens;
-                    if c.kind != Kind::Minute {
-                        let until_ms = match c.ends_ms {
-                            Some(end) => end,
-                            None => now + c.ttl_ms.max(86_400_000),
-                        };
-                        let seen = Seen {
-                            requests: r,
-                            tokens: t,
-                            rolling: c.rolling.is_some(),
-                            ttl_ms: c.ttl_ms,
-                            until_ms,
-                        };
-                        st.seen.insert(c.key.clone(), seen);
-                    }
+                    let until_ms = match (c.kind, c.ends_ms) {
+                        (Kind::Minute, _) => now + MINUTE.span_ms + 2 * MINUTE.width_ms,
+                        (_, Some(end)) => end,
+                        _ => now + c.ttl_ms.max(86_400_000),
+                    };
+                    let seen = Seen {
+                        requests: r,
+                        tokens: t,
+                        window: c.rolling.map(|(w, _)| w),
+                        kind: c.kind,
+                        ttl_ms: c.ttl_ms,
+                        at_ms: now,
+                        until_ms,
+                    };
+                    st.seen.insert(c.key.clone(), seen);
                     if c.kind == Kind::Day {
                         self.ledger.mirror(&c.scope, ask.reset, r, t);
                     }
@@ -638,33 +686,53 @@ impl Cluster {
     /// A reservation from this replica's share while Redis is away.
     fn reserve_alone(&self, ask: &Ask, counters: &[Counter], now: i64) -> Result<Claim, Denied> {
         let mut st = self.lock();
-        let n = st.replicas.max(1);
+        let (n, rank) = (st.replicas.max(1), st.rank);
         for c in counters {
+            // A minute's buckets that left the window need no counting, nor adding back.
+            if let (Some((w, _)), Some(a)) = (c.rolling, st.alone.get_mut(&c.key)) {
+                if c.kind == Kind::Minute {
+                    let cut = w.cutoff(now);
+                    a.fields.retain(|rf, _| {
+                        rf.strip_prefix("r:")
+                            .and_then(|b| b.parse::<i64>().ok())
+                            .is_none_or(|b| b >= cut)
+                    });
+                }
+            }
+            let seen = st.seen.get(&c.key).copied();
+            let mine = st.alone.get(&c.key).map(|a| {
+                let cutoff = c.rolling.map(|(w, _)| w.cutoff(now));
+                a.used(cutoff)
+            });
             for (cap, want, tokens) in [(c.rcap, 1u64, false), (c.tcap, ask.tokens, true)] {
                 let Some(cap) = cap else { continue };
-                let (used, share) = if c.kind == Kind::Minute {
-                    // A minute is short: 1/N of its cap, as this replica's own ledger counts
-                    // it (which already holds this request).
-                    let u = self.ledger.usage(&c.scope, ask.reset);
-                    let own = if tokens {
-                        u.minute_tokens.saturating_sub(want)
-                    } else {
-                        u.minute_requests.saturating_sub(1)
-                    };
-                    (own, cap / n)
-                } else {
-                    let seen = st.seen.get(&c.key).copied().unwrap_or_default();
-                    let mine = st
-                        .alone
-                        .iter()
-                        .filter(|((k, _), _)| *k == c.key)
-                        .map(|(_, v)| if tokens { v.2 } else { v.1 })
-                        .sum::<i64>()
-                        .max(0) as u64;
-                    let seen = if tokens { seen.tokens } else { seen.requests };
-                    (mine, cap.saturating_sub(seen) / n)
+                let pick = |(r, t): (u64, u64)| if tokens { t } else { r };
+                let mine = mine.map(pick).unwrap_or(0);
+                let (used, allowed) = match seen {
+                    // A minute seen less than a minute ago: what was left then, shared, against
+                    // what this replica used alone since.
+                    Some(s) if c.kind == Kind::Minute && now - s.at_ms < MINUTE.span_ms => (
+                        mine,
+                        portion(cap.saturating_sub(pick((s.requests, s.tokens))), n, rank),
+                    ),
+                    // A minute since: 1/N of the cap, as this replica's own ledger counts it
+                    // (which already holds this request).
+                    _ if c.kind == Kind::Minute => {
+                        let u = self.ledger.usage(&c.scope, ask.reset);
+                        let own = if tokens {
+                            u.minute_tokens.saturating_sub(want)
+                        } else {
+                            u.minute_requests.saturating_sub(1)
+                        };
+                        (own, portion(cap, n, rank))
+                    }
+                    Some(s) => (
+                        mine,
+                        portion(cap.saturating_sub(pick((s.requests, s.tokens))), n, rank),
+                    ),
+                    None => (mine, portion(cap, n, rank)),
                 };
-                if used + want > share {
+                if used + want > allowed {
                     let name = if tokens {
                         c.kind.names().1
                     } else {
@@ -685,18 +753,30 @@ impl Cluster {
         let mut marks = Vec::with_capacity(counters.len());
         for c in counters {
             let (rf, tf) = c.fields();
-            let e =
-                st.alone
-                    .entry((c.key.clone(), rf.clone()))
-                    .or_insert((tf.clone(), 0, 0, c.ttl_ms));
-            e.1 += 1;
-            e.2 += ask.tokens as i64;
             marks.push((c.key.clone(), rf, tf, c.ttl_ms));
+        }
+        let shared = st.mode == Mode::Shared;
+        if shared {
+            // Redis came back while this was decided: count it there at once.
+            drop(st);
+            self.send(Op::Adjust {
+                marks: marks.clone(),
+                dreq: 1,
+                dtok: ask.tokens as i64,
+            });
+        } else {
+            for (key, rf, tf, ttl) in &marks {
+                let a = st.alone.entry(key.clone()).or_default();
+                a.ttl_ms = *ttl;
+                let e = a.fields.entry(rf.clone()).or_insert((tf.clone(), 0, 0));
+                e.1 += 1;
+                e.2 += ask.tokens as i64;
+            }
         }
         Ok(Claim {
             marks,
             tokens: ask.tokens,
-            shared: false,
+            shared,
         })
     }
 
@@ -708,7 +788,7 @@ impl Cluster {
             let mut st = self.lock();
             let mut all = true;
             for (key, rf, _, _) in &claim.marks {
-                match st.alone.get_mut(&(key.clone(), rf.clone())) {
+                match st.alone.get_mut(key).and_then(|a| a.fields.get_mut(rf)) {
                     Some(e) => {
                         e.1 += dreq;
                         e.2 += dtok;
@@ -869,7 +949,9 @@ impl Cluster {
             self.keep(batch);
             return;
         }
-        let pipe = self.pipeline(&batch, self.clock.now_ms());
+        let mut pipe = self.pipeline(&batch, self.clock.now_ms());
+        // All or nothing: a batch kept for later after a failure is never half applied.
+        pipe.atomic();
         let mut conn = self.conn.clone();
         if let Err(e) = pipe.query_async::<()>(&mut conn).await {
             if unreachable(&e) {
@@ -934,7 +1016,12 @@ impl Cluster {
                     pipe.del(key).ignore();
                 }
                 Op::Leave { key, field } => {
-                    pipe.hincr(key, field, -1).ignore();
+                    pipe.cmd("EVAL")
+                        .arg(LEAVE)
+                        .arg(1)
+                        .arg(key)
+                        .arg(field)
+                        .ignore();
                 }
                 Op::Sticky { key, model, ttl_ms } => {
                     pipe.cmd("SET")
@@ -956,39 +1043,55 @@ impl Cluster {
         }
     }
 
-    /// One heartbeat: count the replicas; when alone, try to share again.
+    /// One heartbeat: count the replicas and find this one's rank; notice a Redis that
+    /// restarted empty; when alone, try to share again.
     async fn beat(&self) {
         let now = self.clock.now_ms();
         let key = format!("{}:replicas", self.prefix);
+        let epoch_key = format!("{}:epoch", self.prefix);
         let mut conn = self.conn.clone();
-        let counted: Result<(u64,), _> = redis::pipe()
+        let counted: Result<(Vec<String>, String), _> = redis::pipe()
             .zadd(&key, &self.replica, now)
             .ignore()
             .zrembyscore(&key, "-inf", now - REPLICA_TTL_MS)
             .ignore()
-            .zcard(&key)
+            .zrange(&key, 0, -1)
+            .cmd("SET")
+            .arg(&epoch_key)
+            // A new value for every life of Redis's data, whoever writes it first.
+            .arg(format!("{:016x}", rand::random::<u64>()))
+            .arg("NX")
+            .ignore()
+            .get(&epoch_key)
             .query_async(&mut conn)
             .await;
-        let n = match counted {
-            Ok((n,)) => n.max(1),
+        let (mut replicas, epoch) = match counted {
+            Ok(v) => v,
             Err(e) => {
                 self.alone(now, &e);
                 return;
             }
         };
-        let (back, known) = {
+        replicas.sort();
+        let rank = replicas.iter().position(|r| *r == self.replica);
+        let (back, restarted, known) = {
             let mut st = self.lock();
-            st.replicas = n;
+            st.replicas = (replicas.len() as u64).max(1);
+            st.rank = rank.unwrap_or(replicas.len()) as u64;
+            let restarted = st.epoch.as_ref().is_some_and(|e| *e != epoch);
+            if restarted {
+                tracing::warn!(
+                    "Redis restarted without its data: raising the counters this replica knows back to what it last saw"
+                );
+            }
+            st.epoch = Some(epoch);
             st.seen.retain(|_, v| v.until_ms > now);
-            let known: Vec<(String, bool)> = st
-                .seen
-                .iter()
-                .map(|(k, v)| (k.clone(), v.rolling))
-                .collect();
-            (!matches!(st.mode, Mode::Shared), known)
+            let known: Vec<(String, Option<Window>)> =
+                st.seen.iter().map(|(k, v)| (k.clone(), v.window)).collect();
+            (!matches!(st.mode, Mode::Shared), restarted, known)
         };
-        if back {
-            self.rejoin(now).await;
+        if back || restarted {
+            self.rejoin(now, restarted).await;
         } else if !known.is_empty() {
             self.refresh(known, now).await;
         }
@@ -996,15 +1099,15 @@ impl Cluster {
 
     /// Read again what the counters this replica knows hold, so a share taken when Redis
     /// goes away is of what was left at most a heartbeat before.
-    async fn refresh(&self, keys: Vec<(String, bool)>, now: i64) {
+    async fn refresh(&self, keys: Vec<(String, Option<Window>)>, now: i64) {
         let mut pipe = redis::pipe();
-        for (k, rolling) in &keys {
+        for (k, window) in &keys {
             pipe.cmd("EVAL")
                 .arg(include_str!("read.lua"))
                 .arg(1)
                 .arg(k)
-                .arg(if *rolling { "r" } else { "f" })
-                .arg(ROLLING_DAY.cutoff(now));
+                .arg(if window.is_some() { "r" } else { "f" })
+                .arg(window.map_or(0, |w| w.cutoff(now)));
         }
         let mut conn = self.conn.clone();
         let Ok(values) = pipe.query_async::<Vec<(u64, u64)>>(&mut conn).await else {
@@ -1015,15 +1118,26 @@ impl Cluster {
             if let Some(seen) = st.seen.get_mut(k) {
                 seen.requests = r;
                 seen.tokens = t;
+                seen.at_ms = now;
             }
         }
     }
 
-    /// Redis answers again: add what this replica used alone, send what waited, share again.
-    async fn rejoin(&self, now: i64) {
+    /// Redis answers again (or restarted empty, `raise`): add what this replica used alone,
+    /// send what waited, share again. After a restart, each counter it knows is first raised
+    /// back to what it last saw (a minute's are left to pass).
+    async fn rejoin(&self, now: i64, raise: bool) {
         let (alone, pending, seen) = {
             let mut st = self.lock();
-            let seen: Vec<(String, Seen)> = st.seen.iter().map(|(k, v)| (k.clone(), *v)).collect();
+            let seen: Vec<(String, Seen)> = if raise {
+                st.seen
+                    .iter()
+                    .filter(|(_, v)| v.kind != Kind::Minute)
+                    .map(|(k, v)| (k.clone(), *v))
+                    .collect()
+            } else {
+                Vec::new()
+            };
             (
                 std::mem::take(&mut st.alone),
                 std::mem::take(&mut st.pending),
@@ -1031,10 +1145,9 @@ impl Cluster {
             )
         };
         let mut pipe = redis::pipe();
-        // A Redis that restarted empty forgot the day: it holds at least what was last seen,
-        // then what this replica used alone is added.
+        pipe.atomic();
         for (key, v) in &seen {
-            let kind = if v.rolling { "r" } else { "f" };
+            let kind = if v.window.is_some() { "r" } else { "f" };
             pipe.cmd("EVAL")
                 .arg(include_str!("raise.lua"))
                 .arg(1)
@@ -1047,31 +1160,57 @@ impl Cluster {
                 .ignore();
         }
         self.add_ops(&mut pipe, &pending.iter().cloned().collect::<Vec<_>>(), now);
-        for ((key, rf), (tf, r, t, ttl)) in &alone {
-            pipe.hincr(key, rf, *r).ignore();
-            pipe.hincr(key, tf, *t).ignore();
-            if *ttl > 0 {
-                pipe.pexpire(key, *ttl).ignore();
+        for (key, a) in &alone {
+            for (rf, (tf, r, t)) in &a.fields {
+                pipe.hincr(key, rf, *r).ignore();
+                pipe.hincr(key, tf, *t).ignore();
+            }
+            if a.ttl_ms > 0 {
+                pipe.pexpire(key, a.ttl_ms).ignore();
             }
         }
         let mut conn = self.conn.clone();
         match pipe.query_async::<()>(&mut conn).await {
             Ok(()) => {
-                let mut st = self.lock();
-                if let Mode::Alone { since_ms, .. } = st.mode {
-                    tracing::info!(
-                        alone_ms = now - since_ms,
-                        "Redis answers again: the ledger is shared again"
-                    );
+                // What was counted alone or queued while this ran goes out now, and the
+                // mode changes under the same lock, so nothing is left behind.
+                let (late_alone, late_pending) = {
+                    let mut st = self.lock();
+                    if let Mode::Alone { since_ms, .. } = st.mode {
+                        tracing::info!(
+                            alone_ms = now - since_ms,
+                            "Redis answers again: the ledger is shared again"
+                        );
+                    }
+                    st.mode = Mode::Shared;
+                    (
+                        std::mem::take(&mut st.alone),
+                        std::mem::take(&mut st.pending),
+                    )
+                };
+                for op in late_pending {
+                    self.send(op);
                 }
-                st.mode = Mode::Shared;
+                for (key, a) in late_alone {
+                    for (rf, (tf, r, t)) in a.fields {
+                        self.send(Op::Adjust {
+                            marks: vec![(key.clone(), rf, tf, a.ttl_ms)],
+                            dreq: r,
+                            dtok: t,
+                        });
+                    }
+                }
             }
             Err(e) => {
                 let mut st = self.lock();
-                for (k, v) in alone {
-                    let e = st.alone.entry(k).or_insert((v.0.clone(), 0, 0, v.3));
-                    e.1 += v.1;
-                    e.2 += v.2;
+                for (key, a) in alone {
+                    let into = st.alone.entry(key).or_default();
+                    into.ttl_ms = a.ttl_ms;
+                    for (rf, (tf, r, t)) in a.fields {
+                        let f = into.fields.entry(rf).or_insert((tf, 0, 0));
+                        f.1 += r;
+                        f.2 += t;
+                    }
                 }
                 let mut pending = pending;
                 pending.extend(st.pending.drain(..));
@@ -1195,5 +1334,33 @@ mod tests {
         assert!(w.bucket(now) >= w.cutoff(now));
         assert!(w.cutoff(now) + w.width_ms - 1 + w.span_ms > now);
         assert!(w.cutoff(now) - 1 + w.width_ms - 1 + w.span_ms <= now);
+    }
+}
+
+#[cfg(test)]
+mod share_tests {
+    use super::*;
+
+    #[test]
+    fn a_share_gives_its_remainder_to_the_first_replicas() {
+        // Two requests left, three replicas: the first two get one each, nobody gets zero
+        // of a share that would round to it everywhere.
+        let shares: Vec<u64> = (0..3).map(|rank| portion(2, 3, rank)).collect();
+        assert_eq!(shares, vec![1, 1, 0]);
+        assert_eq!((0..3).map(|rank| portion(30, 3, rank)).sum::<u64>(), 30);
+        assert_eq!((0..4).map(|rank| portion(31, 4, rank)).sum::<u64>(), 31);
+        assert_eq!(portion(5, 0, 0), 5);
+    }
+
+    #[test]
+    fn use_alone_is_counted_within_a_window() {
+        let mut a = Alone::default();
+        a.fields.insert("r:1000".into(), ("t:1000".into(), 2, 20));
+        a.fields.insert("r:5000".into(), ("t:5000".into(), 3, 30));
+        assert_eq!(a.used(None), (5, 50));
+        assert_eq!(a.used(Some(2000)), (3, 30));
+        let mut fixed = Alone::default();
+        fixed.fields.insert("r".into(), ("t".into(), 4, 40));
+        assert_eq!(fixed.used(Some(2000)), (4, 40));
     }
 }

@@ -192,7 +192,13 @@ impl Router {
         if let Some(max) = client.limits.concurrent {
             match cluster.enter(&client.name, max).await {
                 Ok(seat) => admission.seat = seat,
-                Err(()) => return Err(clients::busy(&client.name, max)),
+                Err(()) => {
+                    // Refused before anything was sent: the key's own counts go back whole.
+                    if let Some(r) = admission.reservation.take() {
+                        r.unsent();
+                    }
+                    return Err(clients::busy(&client.name, max));
+                }
             }
         }
         if let Some(r) = admission.reservation.take() {

@@ -494,3 +494,30 @@ async fn freeway_status_says_whether_the_ledger_is_shared() {
     assert!(said.contains("local share"), "{said}");
     drop(app);
 }
+
+/// Redis stops in the middle of a minute that one replica filled: the others' shares are of
+/// what was left of that minute (nothing), not 1/N of the whole cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_stopped_mid_minute_the_shares_are_of_what_the_minute_had_left() {
+    let mut redis = RedisServer::start();
+    let mock = Mock::start().await;
+    mock.always(Reply::ok("hi"));
+    let apps = replicas(3, &shared(&redis, &mock, ", rpm = 30", "")).await;
+    // Every replica has reserved in the pool once; then the first fills the minute.
+    for app in &apps {
+        assert_eq!(app.chat(ask("mock/mock-model")).await.status(), 200);
+    }
+    let statuses = burst(&apps[..1], "mock/mock-model", 27).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    // A heartbeat later every replica has read what the minute holds.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    redis.stop();
+    let statuses = burst(&apps[1..], "mock/mock-model", 20).await;
+    assert_eq!(
+        mock.count(),
+        30,
+        "the minute's cap was exceeded while Redis was away: {statuses:?}"
+    );
+    let r = until_ledger(&apps[1], "local share").await;
+    assert_eq!(r["cluster"]["replicas"], 3, "{r}");
+}
