@@ -35,14 +35,28 @@ async fn replicas(n: usize, toml: &str) -> Vec<Arc<TestApp>> {
     out
 }
 
+/// The client key with limits of its own in the client-limit tests.
+const TEAM_KEY: &str = "fw-team-key-0123456789";
+
 /// `total` requests for `model` spread round-robin over `apps`, all at once; the statuses.
 async fn burst(apps: &[Arc<TestApp>], model: &str, total: usize) -> Vec<u16> {
+    burst_as(apps, CLIENT_KEY, model, total).await
+}
+
+/// [`burst`] with the client key `key`.
+async fn burst_as(apps: &[Arc<TestApp>], key: &str, model: &str, total: usize) -> Vec<u16> {
     let mut tasks = Vec::new();
     for i in 0..total {
         let app = Arc::clone(&apps[i % apps.len()]);
-        let model = model.to_string();
+        let (key, model) = (key.to_string(), model.to_string());
         tasks.push(tokio::spawn(async move {
-            app.chat(ask(&model)).await.status().as_u16()
+            app.client
+                .post(app.url("/v1/chat/completions"))
+                .bearer_auth(key)
+                .json(&ask(&model))
+                .send()
+                .await
+                .map_or(0, |r| r.status().as_u16())
         }));
     }
     let mut out = Vec::new();
@@ -124,31 +138,12 @@ async fn a_client_keys_daily_limit_holds_across_replicas() {
     let team = "[auth]\napi_keys = [{ name = \"team\", key = \"fw-team-key-0123456789\" }]\n\
                 [auth.limits.team]\nrpd = 7\n";
     let apps = replicas(3, &shared(&redis, &mock, "", team)).await;
-    let mut tasks = Vec::new();
-    for i in 0..21 {
-        let app = Arc::clone(&apps[i % 3]);
-        tasks.push(tokio::spawn(async move {
-            app.client
-                .post(app.url("/v1/chat/completions"))
-                .bearer_auth("fw-team-key-0123456789")
-                .json(&ask("mock/mock-model"))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }));
-    }
-    let mut statuses = Vec::new();
-    for t in tasks {
-        statuses.push(t.await.unwrap());
-    }
+    let statuses = burst_as(&apps, TEAM_KEY, "mock/mock-model", 21).await;
     let ok = statuses.iter().filter(|s| **s == 200).count();
     assert_eq!(ok, 7, "{statuses:?}");
     assert_eq!(mock.count(), 7);
     // The other client key has no limit of its own.
     assert_eq!(apps[1].chat(ask("mock/mock-model")).await.status(), 200);
-    let _ = CLIENT_KEY;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -162,25 +157,7 @@ async fn a_client_keys_requests_in_flight_are_counted_across_replicas() {
     let team = "[auth]\napi_keys = [{ name = \"team\", key = \"fw-team-key-0123456789\" }]\n\
                 [auth.limits.team]\nconcurrent = 2\n";
     let apps = replicas(3, &shared(&redis, &mock, "", team)).await;
-    let mut tasks = Vec::new();
-    for i in 0..6 {
-        let app = Arc::clone(&apps[i % 3]);
-        tasks.push(tokio::spawn(async move {
-            app.client
-                .post(app.url("/v1/chat/completions"))
-                .bearer_auth("fw-team-key-0123456789")
-                .json(&ask("mock/mock-model"))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }));
-    }
-    let mut statuses = Vec::new();
-    for t in tasks {
-        statuses.push(t.await.unwrap());
-    }
+    let statuses = burst_as(&apps, TEAM_KEY, "mock/mock-model", 6).await;
     let ok = statuses.iter().filter(|s| **s == 200).count();
     assert_eq!(
         ok, 2,
@@ -188,15 +165,8 @@ async fn a_client_keys_requests_in_flight_are_counted_across_replicas() {
     );
     // The places are given back: the next ones pass.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let r = apps[2]
-        .client
-        .post(apps[2].url("/v1/chat/completions"))
-        .bearer_auth("fw-team-key-0123456789")
-        .json(&ask("mock/mock-model"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let again = burst_as(&apps[2..], TEAM_KEY, "mock/mock-model", 1).await;
+    assert_eq!(again, vec![200]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
