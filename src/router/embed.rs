@@ -457,7 +457,7 @@ impl Router {
                 .filter_map(|(n, v)| Some((n.as_str(), v.to_str().ok()?))),
         );
         if !quotas.is_empty() {
-            self.ledger.observe(ask, &quotas);
+            self.observe(ask, &quotas);
         }
         let stall = self.settings.stall_timeout;
         if !(200..300).contains(&status) {

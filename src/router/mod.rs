@@ -759,6 +759,20 @@ impl Router {
         }
     }
 
+    /// Believe an upstream's count of what is left; a model it says is spent cools on every
+    /// replica too.
+    fn observe(&self, ask: &Ask, quotas: &[crate::ledger::UpstreamQuota]) {
+        self.ledger.observe(ask, quotas);
+        if let Some(cluster) = &self.cluster {
+            if quotas.iter().any(|q| q.remaining == 0) {
+                let scope = ask.model_scope();
+                if let Some(c) = self.ledger.cooldown(&scope) {
+                    cluster.cool(&scope, c.until_ms, &c.reason);
+                }
+            }
+        }
+    }
+
     /// Carry out a decision's cooldown and key verdict.
     fn apply(&self, d: &Decision, provider: &Provider, model: &Model, key: &ProviderKey) {
         let now = self.ledger.now_ms();
@@ -850,7 +864,7 @@ impl Router {
                 .filter_map(|(n, v)| Some((n.as_str(), v.to_str().ok()?))),
         );
         if !quotas.is_empty() {
-            self.ledger.observe(t.ask, &quotas);
+            self.observe(t.ask, &quotas);
         }
         let stall = self.settings.stall_timeout;
         if !(200..300).contains(&status) {

@@ -207,6 +207,39 @@ async fn a_rate_limit_seen_by_one_replica_cools_the_model_on_every_replica() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_upstream_saying_a_model_is_spent_cools_it_on_every_replica() {
+    let redis = RedisServer::start();
+    let mock = Mock::start().await;
+    mock.on(|r, _| {
+        if r.model() == "mock-model" {
+            Reply::ok("the last one")
+                .with_header("x-ratelimit-remaining-requests", "0")
+                .with_header("x-ratelimit-reset-requests", "2m")
+        } else {
+            Reply::ok("from the other model")
+        }
+    });
+    let apps = replicas(2, &shared(&redis, &mock, ", rpm = 100", "")).await;
+    assert_eq!(apps[0].chat(ask("auto")).await.status(), 200);
+    let spent = |m: &Mock| {
+        m.chat_calls()
+            .iter()
+            .filter(|c| c.model() == "mock-model")
+            .count()
+    };
+    assert_eq!(spent(&mock), 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..3 {
+        assert_eq!(apps[1].chat(ask("auto")).await.status(), 200);
+    }
+    assert_eq!(
+        spent(&mock),
+        1,
+        "the other replica asked a model its upstream said was spent"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_conversation_stays_on_its_model_whichever_replica_takes_the_next_turn() {
     let redis = RedisServer::start();
     let mock = Mock::start().await;
