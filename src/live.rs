@@ -93,6 +93,14 @@ impl Live {
     pub fn take_retired(&self) -> Vec<(String, String)> {
         std::mem::take(&mut *self.retired.lock().unwrap_or_else(|e| e.into_inner()))
     }
+
+    /// Retirements that could not be written: kept for the next try.
+    pub fn keep_retired(&self, rows: Vec<(String, String)>) {
+        self.retired
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(rows);
+    }
 }
 
 impl Live {
@@ -127,6 +135,14 @@ impl Live {
     /// Lessons not yet saved.
     pub fn take_learned(&self) -> Vec<(String, Lesson, String)> {
         std::mem::take(&mut *self.learned.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Lessons that could not be written: kept for the next try.
+    pub fn keep_learned(&self, rows: Vec<(String, Lesson, String)>) {
+        self.learned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(rows);
     }
 
     /// Replace every lesson (loaded from the store).

@@ -138,7 +138,14 @@ fn run(
                     break;
                 }
                 Err(e) => {
-                    tracing::error!(rows = batch.len(), error = %e, "could not write the request log");
+                    // Not the store being away: one row the store refuses must not take the
+                    // others with it. Row by row; what still fails is counted as dropped.
+                    let lost = batch
+                        .iter()
+                        .filter(|row| store.insert_requests(std::slice::from_ref(*row)).is_err())
+                        .count();
+                    dropped.inc_by(lost as u64);
+                    tracing::error!(rows = batch.len(), lost, error = %e, "could not write the request log as one batch");
                 }
             }
             let full = batch.len() == BATCH;

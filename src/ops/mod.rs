@@ -156,24 +156,34 @@ impl Ops {
     /// Record the models providers retired since the last look (before any reload rebuilds
     /// the chain from the store, so none is lost).
     pub fn persist_retired(&self) {
+        let mut unwritten = Vec::new();
         for (model, why) in self.live.take_retired() {
             tracing::warn!(model = %model, reason = %why, "the provider retired this model: switched off until you enable it again");
             if let Err(e) = self.store.retire(&model, &why, self.ledger.now_ms()) {
-                tracing::error!(error = %e, "could not record a retired model");
+                tracing::error!(error = %e, "could not record a retired model (tried again later)");
+                unwritten.push((model, why));
             }
+        }
+        if !unwritten.is_empty() {
+            self.live.keep_retired(unwritten);
         }
     }
 
     /// Record what upstreams taught since the last look (before any reload reads the store).
     pub fn persist_learned(&self) {
         // The router logged each lesson when it learned it.
+        let mut unwritten = Vec::new();
         for (model, lesson, why) in self.live.take_learned() {
             if let Err(e) = self
                 .store
                 .learn(&model, &lesson, &why, self.ledger.now_ms())
             {
-                tracing::error!(error = %e, "could not record what an upstream taught");
+                tracing::error!(error = %e, "could not record what an upstream taught (tried again later)");
+                unwritten.push((model, lesson, why));
             }
+        }
+        if !unwritten.is_empty() {
+            self.live.keep_learned(unwritten);
         }
     }
 
@@ -194,7 +204,8 @@ impl Ops {
     pub fn reload(&self) -> anyhow::Result<()> {
         self.persist_retired();
         self.persist_learned();
-        *self.data_version.lock().unwrap_or_else(|e| e.into_inner()) = self.store.data_version()?;
+        // Read first, recorded last: a load that fails half-way is tried again next time.
+        let version = self.store.data_version()?;
         let catalog = self.catalog();
         let rows = self.store.keys()?;
         self.live.keys.load(&catalog, &rows, &self.sealer);
@@ -207,6 +218,7 @@ impl Ops {
         );
         self.live.set_snapshot(Snapshot { catalog, chain });
         self.live.set_lessons(self.store.lessons()?);
+        *self.data_version.lock().unwrap_or_else(|e| e.into_inner()) = version;
         Ok(())
     }
 

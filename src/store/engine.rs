@@ -89,6 +89,9 @@ impl postgres::types::ToSql for Param<'_> {
                 _ => v.to_sql(ty, out),
             },
             Param::Bool(v) => v.to_sql(ty, out),
+            // PostgreSQL refuses a zero byte in text (SQLite keeps it): a client's model name
+            // or an upstream's error text may carry one.
+            Param::Text(s) if s.contains('\0') => s.replace('\0', "\u{fffd}").to_sql(ty, out),
             Param::Text(s) => s.to_sql(ty, out),
             Param::Bytes(b) => b.to_sql(ty, out),
             Param::Null => Ok(postgres::types::IsNull::Yes),
@@ -276,10 +279,17 @@ pub fn is_unavailable(e: &anyhow::Error) -> bool {
 /// Whether a PostgreSQL error is about the connection rather than the statement.
 fn connection_error(e: &postgres::Error) -> bool {
     match e.as_db_error() {
-        // Class 08: connection exception; 57P01..57P03: the server shuts down or starts.
+        // Class 08: connection exception; 57P01..57P03: the server shuts down or starts. Also
+        // what passes if tried again: a deadlock or serialization failure (40P01, 40001), a
+        // lock or statement that timed out (55P03, 57014), a read-only server after a
+        // failover (25006). The request log keeps its batch for the next try.
         Some(db) => {
             let code = db.code().code();
-            code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
+            code.starts_with("08")
+                || matches!(
+                    code,
+                    "57P01" | "57P02" | "57P03" | "40P01" | "40001" | "55P03" | "57014" | "25006"
+                )
         }
         None => true,
     }
@@ -327,6 +337,15 @@ impl Pool {
             config.connect_timeout(std::time::Duration::from_secs(3));
         }
         config.application_name("freeway");
+        // A database host that stops answering (packets dropped, not refused) is noticed in
+        // seconds rather than when TCP gives up, and no statement or lock waits for long:
+        // every store call holds one of the few blocking threads.
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(std::time::Duration::from_secs(10));
+        }
+        if config.get_options().is_none() {
+            config.options("-c statement_timeout=30000 -c lock_timeout=10000");
+        }
         Ok(Pool {
             target: describe(&config),
             config,
@@ -505,7 +524,13 @@ pub fn redact(url: &str) -> String {
         };
     };
     let rest = &url[scheme_end..];
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    // The credentials run to the last '@' (a password may hold '/'), the host to the next '/'.
+    let query = rest.find('?').unwrap_or(rest.len());
+    let after_at = rest[..query].rfind('@').map_or(0, |at| at + 1);
+    let authority_end = after_at
+        + rest[after_at..]
+            .find(['/', '?'])
+            .unwrap_or(rest.len() - after_at);
     let authority = &rest[..authority_end];
     let mut out = url[..scheme_end].to_string();
     match authority.rfind('@') {
@@ -570,6 +595,10 @@ mod tests {
             "postgres://fw@h/db?password=***&a=b"
         );
         assert_eq!(redact("postgres://h/db"), "postgres://h/db");
+        // A password holding '/' still ends at the last '@'.
+        let r = redact("postgres://fw:pa/ss@h:badport/db");
+        assert!(!r.contains("pa/ss") && !r.contains("ss@"), "{r}");
+        assert!(r.ends_with("@h:badport/db"), "{r}");
         assert!(!redact("host=h password=x").contains('x'));
         let p = Pool::new("postgres://fw:hunter2@127.0.0.1:1/freeway").unwrap();
         assert_eq!(p.target, "postgresql 127.0.0.1:1/freeway");

@@ -42,7 +42,26 @@ both_engines!(
     ledger_save_and_load,
     request_log_round_trip_and_paging,
     pruning_the_log_prunes_its_hourly_rollups,
+    a_zero_byte_from_a_client_is_logged_not_refused,
 );
+
+/// A client's model name may hold a zero byte (valid JSON); PostgreSQL refuses one in text,
+/// and one such row must not cost the batch it is written with.
+fn a_zero_byte_from_a_client_is_logged_not_refused(s: &Store) {
+    let row = |id: &str, model: &str| RequestRow {
+        id: id.into(),
+        at_ms: 1_000,
+        requested_model: model.into(),
+        status: 400,
+        ..Default::default()
+    };
+    s.insert_requests(&[row("plain", "auto"), row("odd", "x\u{0}y")])
+        .unwrap();
+    let rows = s.recent_requests(10).unwrap();
+    assert_eq!(rows.len(), 2);
+    let odd = rows.iter().find(|r| r.id == "odd").unwrap();
+    assert!(odd.requested_model.starts_with('x') && odd.requested_model.ends_with('y'));
+}
 
 fn key(id: &str, provider: &str, created_ms: i64) -> KeyRow {
     KeyRow {
