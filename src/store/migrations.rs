@@ -339,8 +339,14 @@ const PG_STEPS: &[&str] = &[
         UPDATE changes SET n = n + 1;
         RETURN NULL;
     END $$;
-    CREATE TRIGGER provider_keys_changed AFTER INSERT OR UPDATE OR DELETE ON provider_keys
+    CREATE TRIGGER provider_keys_added AFTER INSERT OR DELETE ON provider_keys
         FOR EACH STATEMENT EXECUTE FUNCTION freeway_changed();
+    -- Not every health check: a key's error/ok flips would reload every replica each time.
+    CREATE TRIGGER provider_keys_changed AFTER UPDATE ON provider_keys FOR EACH ROW
+        WHEN ((OLD.provider, OLD.label, OLD.sealed, OLD.enabled, OLD.base_url)
+              IS DISTINCT FROM (NEW.provider, NEW.label, NEW.sealed, NEW.enabled, NEW.base_url)
+              OR ((OLD.status = 'invalid') IS DISTINCT FROM (NEW.status = 'invalid')))
+        EXECUTE FUNCTION freeway_changed();
     CREATE TRIGGER chain_changed AFTER INSERT OR UPDATE OR DELETE ON chain
         FOR EACH STATEMENT EXECUTE FUNCTION freeway_changed();
     CREATE TRIGGER retired_changed AFTER INSERT OR UPDATE OR DELETE ON retired

@@ -422,6 +422,9 @@ impl Store {
 
     /// When client keys (by id) were last used.
     pub fn touch_client_keys(&self, used: &[(String, i64)]) -> anyhow::Result<()> {
+        // One order everywhere (no deadlock between replicas touching the same keys).
+        let mut used: Vec<&(String, i64)> = used.iter().collect();
+        used.sort();
         self.tx(|db| {
             for (id, at) in used {
                 db.exec(
@@ -686,6 +689,12 @@ impl Store {
         seq: u64,
     ) -> anyhow::Result<()> {
         let seq = seq.to_string().into_bytes();
+        // Rows in one order everywhere: replicas saving at once on one PostgreSQL take their
+        // row locks in the same order, so they wait for each other instead of deadlocking.
+        let mut scopes: Vec<&(String, String)> = scopes.iter().collect();
+        scopes.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut cooldowns: Vec<&(String, i64, String)> = cooldowns.iter().collect();
+        cooldowns.sort_by(|a, b| a.0.cmp(&b.0));
         self.tx(|db| {
             for (scope, state) in scopes {
                 db.exec(
@@ -694,10 +703,14 @@ impl Store {
                     &[scope.into(), state.into(), at_ms.into()],
                 )?;
             }
+            // The active cooldowns replace the saved ones; upserted, since another replica
+            // saving at once on PostgreSQL may insert the same scope between this delete and
+            // this insert.
             db.exec("DELETE FROM cooldowns", &[])?;
             for (scope, until, reason) in cooldowns {
                 db.exec(
-                    "INSERT INTO cooldowns (scope, until_ms, reason) VALUES (?1, ?2, ?3)",
+                    "INSERT INTO cooldowns (scope, until_ms, reason) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(scope) DO UPDATE SET until_ms = excluded.until_ms, reason = excluded.reason",
                     &[scope.into(), (*until).into(), reason.into()],
                 )?;
             }

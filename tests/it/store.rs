@@ -512,6 +512,16 @@ fn the_change_counter_moves_for_what_replicas_reload() {
     a.insert_key(&key("k1", "groq", 1)).unwrap();
     let v2 = b.data_version().unwrap();
     assert_ne!(v2, v1, "a new provider key");
+    // A health check's error/ok flip does not reload every replica; a rejected key does.
+    a.set_key_health("k1", "error", 0, Some("502"), 5, false)
+        .unwrap();
+    a.set_key_health("k1", "ok", 0, None, 6, false).unwrap();
+    assert_eq!(b.data_version().unwrap(), v2, "health flips do not count");
+    a.set_key_health("k1", "invalid", 3, Some("401"), 7, true)
+        .unwrap();
+    let flipped = b.data_version().unwrap();
+    assert_ne!(flipped, v2, "a key rejected and disabled");
+    let v2 = flipped;
     a.set_client_limits("alice", Some("{}")).unwrap();
     let v3 = b.data_version().unwrap();
     assert_ne!(v3, v2, "new limits");
