@@ -339,12 +339,16 @@ impl Pool {
         config.application_name("freeway");
         // A database host that stops answering (packets dropped, not refused) is noticed in
         // seconds rather than when TCP gives up, and no statement or lock waits for long:
-        // every store call holds one of the few blocking threads.
+        // every store call holds one of the few blocking threads; a replica that vanished in
+        // the middle of a transaction lets go of its locks within a minute.
         if config.get_tcp_user_timeout().is_none() {
             config.tcp_user_timeout(std::time::Duration::from_secs(10));
         }
         if config.get_options().is_none() {
-            config.options("-c statement_timeout=30000 -c lock_timeout=10000");
+            config.options(
+                "-c statement_timeout=30000 -c lock_timeout=10000 \
+                 -c idle_in_transaction_session_timeout=60000",
+            );
         }
         Ok(Pool {
             target: describe(&config),
