@@ -259,6 +259,9 @@ pub struct Health {
     /// Settlements and cooldowns waiting for Redis, and those dropped because too many waited.
     pub pending: usize,
     pub dropped: u64,
+    /// When the last heartbeat got an answer (ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub beat_ms: Option<i64>,
 }
 
 impl Health {
@@ -324,6 +327,8 @@ fn portion(left: u64, n: u64, rank: u64) -> u64 {
 
 struct State {
     mode: Mode,
+    /// When the last heartbeat (and its refresh of what was seen) got an answer.
+    beat_ms: Option<i64>,
     /// N: replicas seen at the last heartbeat.
     replicas: u64,
     /// This replica's place among the replicas beating (by id), for a share's remainder.
@@ -382,6 +387,7 @@ impl Cluster {
             ledger,
             state: Mutex::new(State {
                 mode: Mode::Shared,
+                beat_ms: None,
                 replicas: 1,
                 rank: 0,
                 epoch: None,
@@ -401,11 +407,6 @@ impl Cluster {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// This replica's id in the heartbeat set.
-    pub fn replica(&self) -> &str {
-        &self.replica
-    }
-
     /// The mode, the replicas seen and what waits for Redis.
     pub fn health(&self) -> Health {
         let st = self.lock();
@@ -420,6 +421,7 @@ impl Cluster {
             since_ms,
             pending: st.pending.len(),
             dropped: st.dropped,
+            beat_ms: st.beat_ms,
         }
     }
 
@@ -663,7 +665,7 @@ impl Cluster {
                 if c.kind == Kind::Day {
                     self.ledger.mirror(&c.scope, ask.reset, r, t);
                 }
-                Err(denied(c, r, ask.tokens, oldest, now))
+                Err(denied(c, r, oldest, now))
             }
         }
     }
@@ -1095,6 +1097,7 @@ impl Cluster {
         } else if !known.is_empty() {
             self.refresh(known, now).await;
         }
+        self.lock().beat_ms = Some(now);
     }
 
     /// Read again what the counters this replica knows hold, so a share taken when Redis
@@ -1260,7 +1263,7 @@ pub async fn probe(url: &str, prefix: &str, now_ms: i64) -> String {
 }
 
 /// The denial for counter `c`, full at `used` requests (`tokens` asked).
-fn denied(c: &Counter, used_requests: u64, _tokens: u64, oldest: i64, now: i64) -> Denied {
+fn denied(c: &Counter, used_requests: u64, oldest: i64, now: i64) -> Denied {
     let (rname, tname) = c.kind.names();
     let requests_full = c.rcap.is_some_and(|cap| used_requests + 1 > cap);
     let name = if requests_full { rname } else { tname };

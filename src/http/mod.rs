@@ -714,7 +714,14 @@ async fn readyz(State(server): State<Arc<Server>>) -> Response {
     // away (still ready: the replica serves, within its share).
     let cluster = server.ops.cluster().map(|c| {
         let h = c.health();
-        json!({"ledger": h.ledger, "replicas": h.replicas, "reason": h.why, "detail": h.line()})
+        json!({
+            "ledger": h.ledger,
+            "replicas": h.replicas,
+            "reason": h.why,
+            "detail": h.line(),
+            "waiting_for_redis": h.pending,
+            "dropped": h.dropped,
+        })
     });
     match server.ops.readiness() {
         Ok(()) => match cluster {

@@ -77,6 +77,43 @@ async fn readyz(app: &TestApp) -> Value {
         .unwrap()
 }
 
+/// Wait (10 s at most) until `holds`, else fail naming `what`.
+async fn until(what: &str, mut holds: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if holds() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("never happened within 10 s: {what}");
+}
+
+/// Wait until every replica's heartbeat has been answered since `after_ms` (so each has read
+/// again what the pools it knows hold, and counted the replicas).
+async fn until_beat(apps: &[Arc<TestApp>], after_ms: i64) {
+    until("a heartbeat of every replica", || {
+        apps.iter().all(|a| {
+            let h = a.app.cluster.as_ref().unwrap().health();
+            h.beat_ms.is_some_and(|t| t > after_ms)
+        })
+    })
+    .await;
+}
+
+/// Now, on the replicas' clock.
+fn now_ms() -> i64 {
+    use freeway::ledger::Clock;
+    freeway::ledger::SystemClock.now_ms()
+}
+
+/// Wait until Redis answers `command` with `reply` (its first line).
+async fn until_redis(redis: &RedisServer, command: &str, reply: &str) {
+    until(&format!("Redis answers {command:?} with {reply:?}"), || {
+        redis.command(command).is_ok_and(|r| r == reply)
+    })
+    .await;
+}
+
 /// Wait until `/readyz` of `app` says the ledger is `mode` (10 s at most).
 async fn until_ledger(app: &TestApp, mode: &str) -> Value {
     let mut last = Value::Null;
@@ -163,9 +200,15 @@ async fn a_client_keys_requests_in_flight_are_counted_across_replicas() {
         ok, 2,
         "two in flight at once over three replicas: {statuses:?}"
     );
-    // The places are given back: the next ones pass.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let again = burst_as(&apps[2..], TEAM_KEY, "mock/mock-model", 1).await;
+    // The places are given back (in the background): the next ones pass.
+    let mut again = Vec::new();
+    for _ in 0..100 {
+        again = burst_as(&apps[2..], TEAM_KEY, "mock/mock-model", 1).await;
+        if again == [200] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(again, vec![200]);
 }
 
@@ -189,8 +232,9 @@ async fn a_rate_limit_seen_by_one_replica_cools_the_model_on_every_replica() {
         .filter(|c| c.model() == "mock-model")
         .count();
     assert_eq!(before, 1, "the first replica tried the model once");
-    // Give the cooldown its trip to Redis (written in the background).
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The cooldown reaches Redis (written in the background).
+    let cool = format!("EXISTS freeway:cool:mock/mock-model/{}", key_id(&apps[0]));
+    until_redis(&redis, &cool, ":1").await;
     for _ in 0..3 {
         let r = apps[1].chat(ask("auto")).await;
         assert_eq!(r.status(), 200);
@@ -228,7 +272,8 @@ async fn an_upstream_saying_a_model_is_spent_cools_it_on_every_replica() {
             .count()
     };
     assert_eq!(spent(&mock), 1);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let cool = format!("EXISTS freeway:cool:mock/mock-model/{}", key_id(&apps[0]));
+    until_redis(&redis, &cool, ":1").await;
     for _ in 0..3 {
         assert_eq!(apps[1].chat(ask("auto")).await.status(), 200);
     }
@@ -274,7 +319,12 @@ async fn a_conversation_stays_on_its_model_whichever_replica_takes_the_next_turn
         .unwrap()
         .to_string();
     assert_eq!(said, "answered by other-model");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    until("the sticky session reaches Redis", || {
+        redis
+            .command("KEYS freeway:sticky:*")
+            .is_ok_and(|r| r != "*0")
+    })
+    .await;
     // Replica 2 would pick mock-model, but the conversation is on other-model.
     let second: Value = apps[1].chat(turn(Some(&said))).await.json().await.unwrap();
     assert_eq!(
@@ -303,14 +353,18 @@ async fn redis_stopped_under_load_each_replica_serves_its_share_and_no_cap_is_ex
     for app in &apps {
         until_ledger(app, "shared").await;
     }
-    // Let every replica see the others' heartbeats (N = 3).
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Every replica sees the others' heartbeats (N = 3).
+    until("three replicas beating", || {
+        apps.iter()
+            .all(|a| a.app.cluster.as_ref().unwrap().health().replicas == 3)
+    })
+    .await;
     let statuses = burst(&apps, "mock/mock-model", 30).await;
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     assert_eq!(mock.count(), 30);
     // A heartbeat later every replica has read what the pool holds (a share is taken of what
     // was left as last seen: at most a heartbeat old).
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    until_beat(&apps, now_ms()).await;
     redis.stop();
     // Load while Redis is away: each replica may use 1/3 of the 30 left, as last seen.
     let statuses = burst(&apps, "mock/mock-model", 60).await;
@@ -513,7 +567,7 @@ async fn redis_stopped_mid_minute_the_shares_are_of_what_the_minute_had_left() {
     let statuses = burst(&apps[..1], "mock/mock-model", 27).await;
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     // A heartbeat later every replica has read what the minute holds.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    until_beat(&apps, now_ms()).await;
     redis.stop();
     let statuses = burst(&apps[1..], "mock/mock-model", 20).await;
     assert_eq!(
