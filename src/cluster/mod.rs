@@ -398,7 +398,10 @@ impl Cluster {
             }),
             ops,
             rx: Mutex::new(Some(rx)),
-            reserve: redis::Script::new(include_str!("reserve.lua")),
+            reserve: redis::Script::new(concat!(
+                include_str!("held.lua"),
+                include_str!("reserve.lua")
+            )),
             sticky_ttl_ms: sticky_ttl.as_millis() as i64,
         }))
     }
@@ -1106,7 +1109,7 @@ impl Cluster {
         let mut pipe = redis::pipe();
         for (k, window) in &keys {
             pipe.cmd("EVAL")
-                .arg(include_str!("read.lua"))
+                .arg(concat!(include_str!("held.lua"), include_str!("read.lua")))
                 .arg(1)
                 .arg(k)
                 .arg(if window.is_some() { "r" } else { "f" })
@@ -1152,7 +1155,7 @@ impl Cluster {
         for (key, v) in &seen {
             let kind = if v.window.is_some() { "r" } else { "f" };
             pipe.cmd("EVAL")
-                .arg(include_str!("raise.lua"))
+                .arg(concat!(include_str!("held.lua"), include_str!("raise.lua")))
                 .arg(1)
                 .arg(key)
                 .arg(kind)
@@ -1160,6 +1163,7 @@ impl Cluster {
                 .arg(v.requests)
                 .arg(v.tokens)
                 .arg(v.ttl_ms.max(0))
+                .arg(ROLLING_DAY.cutoff(now))
                 .ignore();
         }
         self.add_ops(&mut pipe, &pending.iter().cloned().collect::<Vec<_>>(), now);

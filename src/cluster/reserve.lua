@@ -27,30 +27,7 @@ for j = 1, n do
   local cutoff = tonumber(ARGV[b + 2])
   local rcap = tonumber(ARGV[b + 3])
   local tcap = tonumber(ARGV[b + 4])
-  local r, t, oldest = 0, 0, -1
-  if ARGV[b] == 'f' then
-    local v = redis.call('HMGET', key, 'r', 't')
-    r = tonumber(v[1] or '0')
-    t = tonumber(v[2] or '0')
-  else
-    local all = redis.call('HGETALL', key)
-    for k = 1, #all, 2 do
-      local field = all[k]
-      local start = tonumber(string.sub(field, 3))
-      if start < cutoff then
-        redis.call('HDEL', key, field)
-      else
-        if string.sub(field, 1, 1) == 'r' then
-          r = r + tonumber(all[k + 1])
-        else
-          t = t + tonumber(all[k + 1])
-        end
-        if oldest < 0 or start < oldest then
-          oldest = start
-        end
-      end
-    end
-  end
+  local r, t, oldest = held(key, ARGV[b] ~= 'f', cutoff, true)
   if (rcap >= 0 and r + 1 > rcap) or (tcap >= 0 and t + want > tcap) then
     return {0, j, r, t, oldest}
   end
