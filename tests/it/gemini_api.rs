@@ -688,23 +688,7 @@ async fn through_a_google_upstream_a_thought_signature_survives_the_round_trip()
 
 #[tokio::test]
 async fn embed_content_and_batches_answer_in_googles_shape() {
-    let mock = Mock::start().await;
-    mock.on(|r, _| {
-        let n = r.body["input"].as_array().map_or(0, Vec::len);
-        let data: Vec<Value> = (0..n)
-            .map(|i| json!({"index": i, "embedding": [i as f64, 0.25]}))
-            .collect();
-        Reply::Json {
-            status: 200,
-            body: json!({"data": data, "usage": {"prompt_tokens": 2}}),
-            headers: vec![],
-        }
-    });
-    let t = TestApp::spawn(&format!(
-        "[custom.mock]\nbase_url = \"{}\"\nmodels = [{{ id = \"mock-embed\", dims = 2 }}]\n",
-        mock.url("/v1")
-    ))
-    .await;
+    let (mock, t) = embedder(0.25, 2).await;
     let resp = post(
         &t,
         "/v1beta/models/mock-embed:embedContent",

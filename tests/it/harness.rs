@@ -503,6 +503,29 @@ impl Drop for TestApp {
     }
 }
 
+/// A Freeway whose one model `mock/mock-embed` (2 dimensions) answers input `i` with the
+/// vector `[i, second]` and reports `prompt_tokens` used.
+pub async fn embedder(second: f64, prompt_tokens: u64) -> (Mock, TestApp) {
+    let mock = Mock::start().await;
+    mock.on(move |r, _| {
+        let n = r.body["input"].as_array().map_or(0, Vec::len);
+        let data: Vec<Value> = (0..n)
+            .map(|i| json!({"index": i, "embedding": [i as f64, second]}))
+            .collect();
+        Reply::Json {
+            status: 200,
+            body: json!({"data": data, "usage": {"prompt_tokens": prompt_tokens}}),
+            headers: vec![],
+        }
+    });
+    let t = TestApp::spawn(&format!(
+        "[custom.mock]\nbase_url = \"{}\"\nmodels = [{{ id = \"mock-embed\", dims = 2 }}]\n",
+        mock.url("/v1")
+    ))
+    .await;
+    (mock, t)
+}
+
 /// A one-message chat body.
 pub fn ask(model: &str) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": "hi"}]})

@@ -779,23 +779,7 @@ async fn idempotency_keys_and_the_answer_cache_cover_the_ollama_routes() {
 
 #[tokio::test]
 async fn embed_and_the_older_embeddings_answer_in_ollamas_shape() {
-    let mock = Mock::start().await;
-    mock.on(|r, _| {
-        let n = r.body["input"].as_array().map_or(0, Vec::len);
-        let data: Vec<Value> = (0..n)
-            .map(|i| json!({"index": i, "embedding": [i as f64, 0.5]}))
-            .collect();
-        Reply::Json {
-            status: 200,
-            body: json!({"data": data, "usage": {"prompt_tokens": 4}}),
-            headers: vec![],
-        }
-    });
-    let t = TestApp::spawn(&format!(
-        "[custom.mock]\nbase_url = \"{}\"\nmodels = [{{ id = \"mock-embed\", dims = 2 }}]\n",
-        mock.url("/v1")
-    ))
-    .await;
+    let (mock, t) = embedder(0.5, 4).await;
     let (status, v) = whole(
         post(
             &t,
